@@ -1,0 +1,328 @@
+//! `decide`: the one place where rules meet a request. Pure: the caller
+//! passes the facts it gathered, the state snapshot and the instant; the
+//! answer is a value naming the rule that fired. It must never do I/O, read
+//! the clock, or return an error: anything it cannot vouch for is a denial.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
+
+use crate::attestation::{AttestationError, VerifiedToken};
+use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
+use crate::device::DeviceStatus;
+use crate::holidays;
+use crate::rules::{Network, Open, Profile, RoleRules, Route};
+use crate::state::{Device, State, User};
+
+/// What the adapter knows about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub profile: &'a Profile,
+    pub route: &'a Route,
+    /// The effective method (after any override header was resolved).
+    pub method: &'a str,
+    /// The canonical path that will be forwarded.
+    pub path: &'a str,
+    pub client: ClientAddr,
+    pub attestation: Attestation<'a>,
+}
+
+/// The client address, as [`client_addr`] resolved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    Known(IpAddr),
+    /// A trusted proxy sent an `X-Forwarded-For` that does not parse.
+    Unresolvable,
+}
+
+/// The device proof the request carried.
+#[derive(Debug, Clone, Copy)]
+pub enum Attestation<'a> {
+    Missing,
+    Rejected(&'a AttestationError),
+    Verified(&'a VerifiedToken),
+}
+
+/// The client address: the TCP peer, unless the peer is a trusted proxy;
+/// then `X-Forwarded-For` is walked right to left past trusted proxies.
+pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>) -> ClientAddr {
+    let trusted = |a: &IpAddr| network.trusted_proxies.iter().any(|n| n.contains(a));
+    if !trusted(&peer) {
+        return ClientAddr::Known(peer);
+    }
+    let Some(chain) = forwarded_for else {
+        return ClientAddr::Known(peer);
+    };
+    let mut last = peer;
+    for hop in chain.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(addr) if trusted(&addr) => last = addr,
+            Ok(addr) => return ClientAddr::Known(addr),
+            Err(_) => return ClientAddr::Unresolvable,
+        }
+    }
+    // Every hop was a trusted proxy: the leftmost one is the best we know.
+    ClientAddr::Known(last)
+}
+
+/// Decides one request. Checks run from the broadest (is the policy in force
+/// at all) to the narrowest (may this user write).
+pub fn decide<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> Decision<'a> {
+    match check(facts, state, now) {
+        Ok(allow) => Decision::Allow(allow),
+        Err(deny) => Decision::Deny(deny),
+    }
+}
+
+fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> Result<Allow<'a>, Deny> {
+    let profile = facts.profile;
+    let local_date = now.with_timezone(&profile.timezone).date_naive();
+    check_validity(profile, local_date)?;
+    check_stops(profile, state, now)?;
+    check_network(profile, facts.client)?;
+    let token = match facts.attestation {
+        Attestation::Missing => return Err(Deny::new(DenyReason::AttestationMissing, "attestation")),
+        Attestation::Rejected(e) => return Err(rejected(e)),
+        Attestation::Verified(t) => t,
+    };
+    let device = check_token(profile, state, token, now)?;
+    let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
+    let basis = check_posture(profile, role, device, token, local_date)
+        .and_then(|()| check_path(facts.route, facts.path))
+        .and_then(|()| check_hours(profile, state, &user.id, now))
+        .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
+        .map_err(|d| d.for_user(&user.id, &device.id))?;
+    Ok(Allow { user: &user.id, device: &device.id, basis })
+}
+
+fn check_validity(profile: &Profile, today: NaiveDate) -> Result<(), Deny> {
+    if profile.valid_from.is_some_and(|from| today < from) {
+        return Err(Deny::new(DenyReason::PolicyNotInForce, "profile.valid_from"));
+    }
+    if profile.valid_until.is_some_and(|until| today > until) {
+        return Err(Deny::new(DenyReason::PolicyNotInForce, "profile.valid_until"));
+    }
+    Ok(())
+}
+
+fn check_stops(profile: &Profile, state: &State, now: DateTime<Utc>) -> Result<(), Deny> {
+    if let Some(stop) = &state.stops.global {
+        return Err(Deny::new(DenyReason::EmergencyStop, format!("emergency stop (all profiles): {}", stop.reason)));
+    }
+    if let Some(stop) = state.stops.profiles.get(&profile.name) {
+        return Err(Deny::new(DenyReason::EmergencyStop, format!("emergency stop: {}", stop.reason)));
+    }
+    if let Some(m) = state.maintenance.iter().find(|m| m.covers(&profile.name, now)) {
+        return Err(Deny::new(DenyReason::Maintenance, format!("maintenance: {}", m.reason)).retry_at(Some(m.end)));
+    }
+    Ok(())
+}
+
+fn check_network(profile: &Profile, client: ClientAddr) -> Result<(), Deny> {
+    match client {
+        ClientAddr::Known(addr) if profile.network.is_trusted(addr) => Ok(()),
+        ClientAddr::Known(_) => Err(Deny::new(DenyReason::UntrustedNetwork, "network.trusted")),
+        ClientAddr::Unresolvable => {
+            Err(Deny::new(DenyReason::UntrustedNetwork, "unparsable X-Forwarded-For from a trusted proxy"))
+        }
+    }
+}
+
+fn rejected(e: &AttestationError) -> Deny {
+    match e {
+        AttestationError::UnknownDevice(_) => Deny::new(DenyReason::DeviceUnknown, "attestation.kid"),
+        other => Deny::new(DenyReason::AttestationInvalid, other.to_string()),
+    }
+}
+
+/// Token freshness, audience, device status and ownership.
+fn check_token<'a>(
+    profile: &Profile,
+    state: &'a State,
+    token: &VerifiedToken,
+    now: DateTime<Utc>,
+) -> Result<&'a Device, Deny> {
+    let invalid = |why: &'static str| Deny::new(DenyReason::AttestationInvalid, why);
+    let device =
+        state.devices.get(&token.device).ok_or_else(|| Deny::new(DenyReason::DeviceUnknown, "attestation.kid"))?;
+    if device.key.fingerprint() != token.key_fingerprint {
+        return Err(invalid("signed with a key the device no longer has"));
+    }
+    let c = &token.claims;
+    let (leeway, t) = (i64::from(profile.attestation.leeway_secs), now.timestamp());
+    if c.iat > t + leeway {
+        return Err(invalid("issued in the future (`iat`)"));
+    }
+    if c.exp + leeway <= t {
+        return Err(invalid("expired (`exp`)"));
+    }
+    if c.exp <= c.iat || c.exp - c.iat > i64::from(profile.attestation.max_lifetime_secs.get()) {
+        return Err(invalid("lifetime (`exp` - `iat`) is longer than the profile allows"));
+    }
+    if c.aud != profile.audience {
+        return Err(invalid("audience (`aud`) is not this profile's"));
+    }
+    let for_device = |d: Deny| d.for_user(&device.owner, &device.id);
+    match device.status {
+        DeviceStatus::Approved => {}
+        DeviceStatus::Pending => {
+            return Err(for_device(Deny::new(DenyReason::DevicePending, "device registration is pending approval")))
+        }
+        DeviceStatus::Rejected => {
+            return Err(for_device(Deny::new(DenyReason::DeviceNotPermitted, "device registration was rejected")))
+        }
+        DeviceStatus::Revoked => return Err(for_device(Deny::new(DenyReason::DeviceRevoked, "device was revoked"))),
+    }
+    if c.sub != device.owner {
+        return Err(for_device(invalid("subject (`sub`) is not the device's registered owner")));
+    }
+    Ok(device)
+}
+
+/// The owner may use this profile: known, not suspended, enrolled, role listed.
+fn check_user<'a, 'p>(
+    profile: &'p Profile,
+    state: &'a State,
+    device: &Device,
+    now: DateTime<Utc>,
+) -> Result<(&'a User, &'p RoleRules), Deny> {
+    let user = state
+        .users
+        .get(&device.owner)
+        .ok_or_else(|| Deny::new(DenyReason::UserNotPermitted, "user is not registered"))?;
+    if let Some(flag) = user.suspended.as_ref().filter(|f| f.active_at(now)) {
+        return Err(Deny::new(DenyReason::UserSuspended, format!("suspension: {}", flag.reason)).retry_at(flag.until));
+    }
+    if !user.profiles.contains(&profile.name) {
+        return Err(Deny::new(DenyReason::UserNotPermitted, "user is not enrolled in this profile"));
+    }
+    match profile.role(&user.role) {
+        Some(role) => Ok((user, role)),
+        None => Err(Deny::new(DenyReason::UserNotPermitted, format!("role `{}` may not use this profile", user.role))),
+    }
+}
+
+/// Device kind, ownership, OS and security software against the profile.
+fn check_posture(
+    profile: &Profile,
+    role: &RoleRules,
+    device: &Device,
+    token: &VerifiedToken,
+    today: NaiveDate,
+) -> Result<(), Deny> {
+    let not_permitted = |why: String| Deny::new(DenyReason::DeviceNotPermitted, why);
+    if !role.kinds.contains(&device.kind) || !role.ownership.contains(&device.ownership) {
+        return Err(not_permitted(format!(
+            "{} {} devices are not allowed for this role",
+            device.ownership.as_str(),
+            device.kind.as_str()
+        )));
+    }
+    let c = &token.claims;
+    if c.os != device.os {
+        return Err(not_permitted(format!("attested os `{}` differs from the registered `{}`", c.os, device.os)));
+    }
+    match profile.min_os(c.os) {
+        None => return Err(not_permitted(format!("os `{}` is not permitted", c.os))),
+        Some(Some(min)) if c.os_version < min => {
+            return Err(Deny::new(
+                DenyReason::OsOutdated,
+                format!("{} {} is older than the required {min}", c.os, c.os_version),
+            ));
+        }
+        Some(_) => {}
+    }
+    let Some(rule) = profile.devices.security_software else {
+        return Ok(());
+    };
+    let Some(sw) = &c.security_software else {
+        return Err(Deny::new(DenyReason::SecuritySoftwareMissing, "devices.security_software.required"));
+    };
+    match rule.max_age_days {
+        Some(days) if sw.updated + Duration::days(i64::from(days)) < today => Err(Deny::new(
+            DenyReason::SecuritySoftwareOutdated,
+            format!("signatures last updated {}, more than {days} days ago", sw.updated),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_path(route: &Route, path: &str) -> Result<(), Deny> {
+    match &route.allow_paths {
+        Some(prefixes) if !prefixes.iter().any(|p| path.starts_with(p.as_str())) => {
+            Err(Deny::new(DenyReason::FeatureNotPermitted, "routes.allow_paths"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Permitted hours in the profile's time zone, or an overtime grant.
+fn check_hours(profile: &Profile, state: &State, user: &str, now: DateTime<Utc>) -> Result<Basis, Deny> {
+    let local = now.with_timezone(&profile.timezone).naive_local();
+    let closed = match closed_because(profile, local) {
+        None => return Ok(if matches!(profile.hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
+        Some(deny) => deny,
+    };
+    let granted = profile.hours.overtime_grants
+        && state.overtime.get(user).is_some_and(|grants| grants.iter().any(|g| g.covers(&profile.name, now)));
+    if granted {
+        return Ok(Basis::Overtime);
+    }
+    Err(closed.retry_at(next_open(profile, now)))
+}
+
+/// Why the profile is closed at local time `t`, or `None` when it is open.
+fn closed_because(profile: &Profile, t: NaiveDateTime) -> Option<Deny> {
+    let hours = &profile.hours;
+    let date = t.date();
+    if let Some(range) = hours.closed_dates.iter().find(|r| r.contains(date)) {
+        return Some(Deny::new(DenyReason::Holiday, format!("hours.closed_dates {range}")));
+    }
+    if hours.closed_on_holidays {
+        if let Some(h) = holidays::holiday(date) {
+            return Some(Deny::new(DenyReason::Holiday, format!("national holiday {}", h.name)));
+        }
+    }
+    match &hours.open {
+        Open::Always => None,
+        Open::Weekly(windows) if windows.iter().any(|w| w.contains(t)) => None,
+        Open::Weekly(_) => Some(Deny::new(DenyReason::OutsideHours, "hours.weekly")),
+    }
+}
+
+/// The next instant within two weeks at which the profile opens by its
+/// calendar alone (grants are per user and not predicted).
+pub fn next_open(profile: &Profile, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let tz = profile.timezone;
+    let today = now.with_timezone(&tz).date_naive();
+    let windows: &[_] = match &profile.hours.open {
+        Open::Weekly(w) => w,
+        Open::Always => &[],
+    };
+    (0..15)
+        .filter_map(|d| today.checked_add_signed(Duration::days(d)))
+        .flat_map(|date| {
+            let midnight = date.and_hms_opt(0, 0, 0);
+            windows.iter().filter_map(move |w| w.opens_on(date)).chain(midnight)
+        })
+        .filter_map(|local| tz.from_local_datetime(&local).earliest())
+        .map(|at| at.with_timezone(&Utc))
+        .filter(|at| *at > now && closed_because(profile, at.with_timezone(&tz).naive_local()).is_none())
+        .filter(|at| profile.valid_until.is_none_or(|u| at.with_timezone(&tz).date_naive() <= u))
+        .min()
+        .filter(|at| at.year() < 10000)
+}
+
+fn check_method(user: &User, method: &str, now: DateTime<Utc>) -> Result<(), Deny> {
+    let reading = method == "GET" || method == "HEAD";
+    match user.restricted.as_ref().filter(|f| f.active_at(now)) {
+        Some(flag) if !reading => {
+            Err(Deny::new(DenyReason::UserRestricted, format!("read-only: {}", flag.reason)).retry_at(flag.until))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,583 @@
+//! Rules files: one TOML profile per file, parsed strictly into types that
+//! cannot be invalid. Raw serde structs (`deny_unknown_fields`) are
+//! converted into [`Profile`]; any typo is an error naming file, line and
+//! column. This module owns the file format and host routing; it must never
+//! read files (callers pass the text) or the clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::device::{DeviceKind, Os, Ownership, Version};
+use crate::schedule::{ClosedDates, Window};
+
+/// Every profile, and which public host goes to which profile and route.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    profiles: Vec<Arc<Profile>>,
+    hosts: HashMap<String, (usize, usize)>,
+}
+
+/// One municipality's rules for one service (one rules file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    /// Shown on block pages (`熊本市議会クラウドシステム (LINE WORKS)`).
+    pub title: String,
+    /// Whom a blocked user should contact; shown on block pages.
+    pub contact: String,
+    pub timezone: chrono_tz::Tz,
+    /// The `aud` every attestation for this profile must carry.
+    pub audience: String,
+    pub valid_from: Option<NaiveDate>,
+    pub valid_until: Option<NaiveDate>,
+    pub routes: Vec<Route>,
+    pub hours: Hours,
+    pub network: Network,
+    pub attestation: AttestationRules,
+    pub devices: DeviceRules,
+    /// Device kinds and ownership allowed per user role; a role not listed may not use the profile.
+    pub roles: HashMap<String, RoleRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Public host name, lower case, without port.
+    pub host: String,
+    pub upstream: Upstream,
+    /// Extra PEM CA file trusted for this upstream (private CAs).
+    pub ca_file: Option<String>,
+    /// When set, only paths starting with one of these prefixes pass.
+    pub allow_paths: Option<Vec<String>>,
+}
+
+/// Where a route forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hours {
+    pub open: Open,
+    pub closed_on_holidays: bool,
+    pub closed_dates: Vec<ClosedDates>,
+    /// Whether overtime grants from the state open the profile outside hours.
+    pub overtime_grants: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Open {
+    Always,
+    Weekly(Vec<Window>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub trusted: Trusted,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trusted {
+    /// Any network: the rule is about the device, not the address.
+    Any,
+    Cidrs(Vec<IpNet>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttestationRules {
+    /// Longest `exp - iat` accepted.
+    pub max_lifetime_secs: NonZeroU32,
+    /// Clock skew tolerated on `iat` and `exp`.
+    pub leeway_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceRules {
+    /// Permitted operating systems with their minimum versions; empty means any.
+    pub min_os: Vec<(Os, Version)>,
+    pub security_software: Option<SecurityRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecurityRule {
+    /// Signatures must have been updated within this many days.
+    pub max_age_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRules {
+    pub kinds: Vec<DeviceKind>,
+    pub ownership: Vec<Ownership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid { file: String, line: usize, column: usize, message: String },
+    #[error("{file}: host `{host}` is already routed by profile `{other}`")]
+    DuplicateHost { file: String, host: String, other: String },
+    #[error("{file}: profile name `{name}` is already used by another file")]
+    DuplicateProfile { file: String, name: String },
+}
+
+impl Rules {
+    /// Builds the rules from `(file name, text)` pairs; the first error wins.
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Rules, RulesError> {
+        let mut rules = Rules::default();
+        for (file, text) in sources {
+            rules.add(file, Profile::parse(file, text)?)?;
+        }
+        Ok(rules)
+    }
+
+    /// The profile and route serving a `Host` header value (port and case ignored).
+    pub fn route(&self, host: &str) -> Option<(&Arc<Profile>, &Route)> {
+        let name = strip_port(host);
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&name.to_ascii_lowercase())
+        } else {
+            self.hosts.get(name)
+        };
+        let (p, r) = *found?;
+        let profile = self.profiles.get(p)?;
+        Some((profile, profile.routes.get(r)?))
+    }
+
+    pub fn profiles(&self) -> &[Arc<Profile>] {
+        &self.profiles
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    fn add(&mut self, file: &str, profile: Profile) -> Result<(), RulesError> {
+        if self.profile(&profile.name).is_some() {
+            return Err(RulesError::DuplicateProfile { file: file.to_owned(), name: profile.name });
+        }
+        let index = self.profiles.len();
+        for (r, route) in profile.routes.iter().enumerate() {
+            if let Some((p, _)) = self.hosts.get(&route.host) {
+                let other = self.profiles.get(*p).map(|p| p.name.clone()).unwrap_or_default();
+                return Err(RulesError::DuplicateHost { file: file.to_owned(), host: route.host.clone(), other });
+            }
+            self.hosts.insert(route.host.clone(), (index, r));
+        }
+        self.profiles.push(Arc::new(profile));
+        Ok(())
+    }
+}
+
+/// `host:port`, `[v6]:port` or a bare host, to the bare host.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(h, _)| h);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl Profile {
+    /// Parses one rules file. `file` is only used in error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Profile, RulesError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            invalid(file, text, at, e.message().to_owned())
+        })?;
+        raw.convert(file, text)
+    }
+
+    pub fn role(&self, role: &str) -> Option<&RoleRules> {
+        self.roles.get(role)
+    }
+
+    pub fn min_os(&self, os: Os) -> Option<Option<Version>> {
+        if self.devices.min_os.is_empty() {
+            return Some(None);
+        }
+        self.devices.min_os.iter().find(|(o, _)| *o == os).map(|(_, v)| Some(*v))
+    }
+}
+
+impl Network {
+    pub fn is_trusted(&self, addr: IpAddr) -> bool {
+        match &self.trusted {
+            Trusted::Any => true,
+            Trusted::Cidrs(nets) => nets.iter().any(|n| n.contains(&addr)),
+        }
+    }
+}
+
+fn invalid(file: &str, text: &str, offset: usize, message: String) -> RulesError {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    RulesError::Invalid { file: file.to_owned(), line, column, message }
+}
+
+// ---- raw file format -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    profile: RawProfile,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    hours: Spanned<RawHours>,
+    network: RawNetwork,
+    #[serde(default)]
+    attestation: Option<Spanned<RawAttestation>>,
+    #[serde(default)]
+    devices: RawDevices,
+    #[serde(default)]
+    roles: HashMap<String, RawRole>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: Spanned<String>,
+    title: String,
+    contact: String,
+    timezone: TimeZone,
+    audience: String,
+    valid_from: Option<Date>,
+    valid_until: Option<Spanned<Date>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Spanned<String>,
+    upstream: Upstream,
+    ca_file: Option<String>,
+    allow_paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHours {
+    always: Option<bool>,
+    weekly: Option<Vec<Window>>,
+    #[serde(default)]
+    closed_on_holidays: bool,
+    #[serde(default)]
+    closed_dates: Vec<ClosedDates>,
+    #[serde(default)]
+    overtime_grants: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    trusted: Vec<NetSpec>,
+    #[serde(default)]
+    trusted_proxies: Vec<IpNetSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttestation {
+    max_lifetime_secs: Option<u32>,
+    leeway_secs: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDevices {
+    #[serde(default)]
+    min_os: HashMap<Os, Version>,
+    security_software: Option<RawSecurity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    required: bool,
+    max_age_days: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    kinds: Vec<DeviceKind>,
+    ownership: Vec<Ownership>,
+}
+
+/// Default and ceiling for token lifetimes (issue 2: at most 10 minutes by default).
+const DEFAULT_LIFETIME: u32 = 600;
+const MAX_LIFETIME: u32 = 3600;
+const MAX_LEEWAY: u32 = 60;
+
+impl RawFile {
+    fn convert(self, file: &str, text: &str) -> Result<Profile, RulesError> {
+        let err = |span: std::ops::Range<usize>, msg: String| invalid(file, text, span.start, msg);
+        let p = self.profile;
+        let name = p.name.get_ref().clone();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(p.name.span(), format!("profile name `{name}` must be letters, digits, `-` or `_`")));
+        }
+        let valid_from = p.valid_from.map(|d| d.0);
+        if let (Some(from), Some(until)) = (valid_from, &p.valid_until) {
+            if from > until.get_ref().0 {
+                return Err(err(
+                    until.span(),
+                    format!("`valid_until` {} is before `valid_from` {from}", until.get_ref().0),
+                ));
+            }
+        }
+        let routes = self.routes.into_iter().map(|r| convert_route(r, &err)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Profile {
+            name,
+            title: p.title,
+            contact: p.contact,
+            timezone: p.timezone.0,
+            audience: p.audience,
+            valid_from,
+            valid_until: p.valid_until.map(|d| d.into_inner().0),
+            routes,
+            hours: convert_hours(self.hours, &err)?,
+            network: Network {
+                trusted: convert_trusted(self.network.trusted),
+                trusted_proxies: self.network.trusted_proxies.into_iter().map(|n| n.0).collect(),
+            },
+            attestation: convert_attestation(self.attestation, &err)?,
+            devices: DeviceRules {
+                min_os: sorted_min_os(self.devices.min_os),
+                security_software: self
+                    .devices
+                    .security_software
+                    .filter(|s| s.required)
+                    .map(|s| SecurityRule { max_age_days: s.max_age_days }),
+            },
+            roles: self
+                .roles
+                .into_iter()
+                .map(|(k, r)| (k, RoleRules { kinds: r.kinds, ownership: r.ownership }))
+                .collect(),
+        })
+    }
+}
+
+type ErrAt<'a> = dyn Fn(std::ops::Range<usize>, String) -> RulesError + 'a;
+
+fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
+    let host = r.host.get_ref().trim().to_ascii_lowercase();
+    if host.is_empty() || host.contains(['/', ':', ' ']) {
+        return Err(err(r.host.span(), format!("route host `{}` must be a bare host name", r.host.get_ref())));
+    }
+    let allow_paths = match r.allow_paths {
+        None => None,
+        Some(paths) => Some(
+            paths
+                .into_iter()
+                .map(|p| match p.get_ref().starts_with('/') {
+                    true => Ok(p.into_inner()),
+                    false => Err(err(p.span(), format!("allowed path `{}` must start with `/`", p.get_ref()))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(Route { host, upstream: r.upstream, ca_file: r.ca_file, allow_paths })
+}
+
+fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesError> {
+    let span = h.span();
+    let h = h.into_inner();
+    let open = match (h.always, h.weekly) {
+        (Some(true), None) => Open::Always,
+        (None | Some(false), Some(w)) if !w.is_empty() => Open::Weekly(w),
+        _ => {
+            return Err(err(
+                span,
+                "[hours] needs exactly one of `always = true` or a non-empty `weekly = [...]`".into(),
+            ))
+        }
+    };
+    Ok(Hours {
+        open,
+        closed_on_holidays: h.closed_on_holidays,
+        closed_dates: h.closed_dates,
+        overtime_grants: h.overtime_grants,
+    })
+}
+
+fn convert_trusted(specs: Vec<NetSpec>) -> Trusted {
+    if specs.iter().any(|s| matches!(s, NetSpec::Any)) {
+        return Trusted::Any;
+    }
+    Trusted::Cidrs(
+        specs
+            .into_iter()
+            .filter_map(|s| match s {
+                NetSpec::Net(n) => Some(n),
+                NetSpec::Any => None,
+            })
+            .collect(),
+    )
+}
+
+fn convert_attestation(a: Option<Spanned<RawAttestation>>, err: &ErrAt<'_>) -> Result<AttestationRules, RulesError> {
+    let Some(a) = a else {
+        return Ok(AttestationRules {
+            max_lifetime_secs: NonZeroU32::MIN.saturating_add(DEFAULT_LIFETIME - 1),
+            leeway_secs: MAX_LEEWAY,
+        });
+    };
+    let span = a.span();
+    let a = a.into_inner();
+    let lifetime = a.max_lifetime_secs.unwrap_or(DEFAULT_LIFETIME);
+    let leeway = a.leeway_secs.unwrap_or(MAX_LEEWAY);
+    let max_lifetime_secs = NonZeroU32::new(lifetime).filter(|l| l.get() <= MAX_LIFETIME).ok_or_else(|| {
+        err(span.clone(), format!("`max_lifetime_secs` must be 1..={MAX_LIFETIME}, not `{lifetime}`"))
+    })?;
+    if leeway > MAX_LEEWAY {
+        return Err(err(span, format!("`leeway_secs` must be at most {MAX_LEEWAY}, not `{leeway}`")));
+    }
+    Ok(AttestationRules { max_lifetime_secs, leeway_secs: leeway })
+}
+
+fn sorted_min_os(map: HashMap<Os, Version>) -> Vec<(Os, Version)> {
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort_by_key(|(os, _)| *os);
+    v
+}
+
+/// A calendar date, written as a TOML date (`2023-05-31`) or a string.
+#[derive(Debug, Clone, Copy)]
+struct Date(NaiveDate);
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = match toml::Value::deserialize(d)? {
+            toml::Value::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => dt.to_string(),
+            toml::Value::String(s) => s,
+            other => {
+                return Err(serde::de::Error::custom(format!("expected a date such as `2023-05-31`, not `{other}`")))
+            }
+        };
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map(Date)
+            .map_err(|_| serde::de::Error::custom(format!("invalid date `{text}`: expected `YYYY-MM-DD`")))
+    }
+}
+
+/// An IANA time zone name such as `Asia/Tokyo`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct TimeZone(chrono_tz::Tz);
+
+impl TryFrom<String> for TimeZone {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        chrono_tz::Tz::from_str(&s)
+            .map(TimeZone)
+            .map_err(|_| format!("unknown time zone `{s}`: use an IANA name such as `Asia/Tokyo`"))
+    }
+}
+
+/// `any` or a CIDR.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+enum NetSpec {
+    Any,
+    Net(IpNet),
+}
+
+impl TryFrom<String> for NetSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s == "any" {
+            return Ok(NetSpec::Any);
+        }
+        IpNetSpec::try_from(s).map(|n| NetSpec::Net(n.0))
+    }
+}
+
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct IpNetSpec(IpNet);
+
+impl TryFrom<String> for IpNetSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Ok(net) = s.parse::<IpNet>() {
+            if net.trunc() != net {
+                return Err(format!("network `{s}` has host bits set; did you mean `{}`?", net.trunc()));
+            }
+            return Ok(IpNetSpec(net));
+        }
+        s.parse::<IpAddr>()
+            .map(|a| IpNetSpec(IpNet::from(a)))
+            .map_err(|_| format!("invalid network `{s}`: expected a CIDR such as `10.0.0.0/8` or `any`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+
+    /// `https://host[:port]` or `http://host[:port]`, nothing after the authority.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid upstream `{s}`: expected `https://host[:port]` or `http://host[:port]`");
+        let (tls, rest) = match s.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            _ => return Err(bad()),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+            return Err(bad());
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') && (!h.contains(':') || h.ends_with(']')) => {
+                (h, p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?)
+            }
+            _ => (rest, default_port),
+        };
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']').filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok()).ok_or_else(bad)?,
+            None if host.contains([':', '[', ']']) => return Err(bad()),
+            None => host,
+        };
+        Ok(Upstream { tls, host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

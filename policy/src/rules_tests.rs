@@ -1,0 +1,110 @@
+use chrono::NaiveDate;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[profile]
+name = "demo"
+title = "Demo"
+contact = "IT desk"
+timezone = "Asia/Tokyo"
+audience = "demo.localhost"
+
+[[routes]]
+host = "Demo.Localhost"
+upstream = "http://127.0.0.1:8081"
+
+[hours]
+always = true
+
+[network]
+trusted = ["any"]
+
+[roles.staff]
+kinds = ["pc"]
+ownership = ["issued"]
+"#;
+
+fn parse_err(text: &str) -> String {
+    Profile::parse("rules/x.toml", text).unwrap_err().to_string()
+}
+
+#[test]
+fn a_minimal_profile_gets_safe_defaults() {
+    let p = Profile::parse("demo.toml", MINIMAL).unwrap();
+    assert_eq!(p.routes[0].host, "demo.localhost");
+    assert_eq!(p.routes[0].upstream, Upstream { tls: false, host: "127.0.0.1".into(), port: 8081 });
+    assert_eq!(p.attestation.max_lifetime_secs.get(), 600);
+    assert_eq!(p.attestation.leeway_secs, 60);
+    assert_eq!(p.hours.open, Open::Always);
+    assert_eq!(p.network.trusted, Trusted::Any);
+}
+
+#[test]
+fn routes_match_hosts_without_case_or_port() {
+    let rules = Rules::from_sources([("demo.toml", MINIMAL)]).unwrap();
+    for host in ["demo.localhost", "DEMO.localhost:8443", "demo.localhost:443"] {
+        assert_eq!(rules.route(host).map(|(p, _)| p.name.as_str()), Some("demo"), "{host}");
+    }
+    assert!(rules.route("other.localhost").is_none());
+    assert!(rules.route("demo.localhost.evil").is_none());
+    let dup =
+        Rules::from_sources([("a.toml", MINIMAL), ("b.toml", &MINIMAL.replace("name = \"demo\"", "name = \"demo2\""))]);
+    assert!(matches!(dup, Err(RulesError::DuplicateHost { .. })));
+}
+
+#[test]
+fn typos_are_errors_with_file_line_and_column() {
+    let e = parse_err(&MINIMAL.replace("always = true", "alwyas = true"));
+    assert!(e.starts_with("rules/x.toml:14:"), "{e}");
+    assert!(e.contains("alwyas"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_the_value_and_its_line() {
+    let cases = [
+        (MINIMAL.replace(r#"trusted = ["any"]"#, r#"trusted = ["10.0.0.0/33"]"#), 17, "10.0.0.0/33"),
+        (MINIMAL.replace(r#"trusted = ["any"]"#, r#"trusted = ["10.0.0.1/8"]"#), 17, "10.0.0.0/8"),
+        (MINIMAL.replace("always = true", r#"weekly = ["mon-fry 08:30-17:15"]"#), 14, "mon-fry"),
+        (MINIMAL.replace("Asia/Tokyo", "Asia/Tokio"), 6, "Asia/Tokio"),
+        (MINIMAL.replace("http://127.0.0.1:8081", "ftp://x"), 11, "ftp://x"),
+        (MINIMAL.replace("\"pc\"", "\"laptop\""), 20, "laptop"),
+    ];
+    for (text, line, needle) in cases {
+        let e = parse_err(&text);
+        assert!(e.starts_with(&format!("rules/x.toml:{line}:")), "{e}");
+        assert!(e.contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn contradictions_are_refused() {
+    let e = parse_err(&MINIMAL.replace("always = true", "always = true\nweekly = [\"mon 09:00-10:00\"]"));
+    assert!(e.contains("exactly one"), "{e}");
+    let e = parse_err(&MINIMAL.replace("[hours]", "[attestation]\nmax_lifetime_secs = 0\n\n[hours]"));
+    assert!(e.contains("max_lifetime_secs"), "{e}");
+    let e = parse_err(&MINIMAL.replace("audience", "valid_from = 2024-01-02\nvalid_until = 2024-01-01\naudience"));
+    assert!(e.contains("before `valid_from`"), "{e}");
+    let e = parse_err(&MINIMAL.replace("audience", "valid_until = 2024-01-01T10:00:00\naudience"));
+    assert!(e.contains("date"), "{e}");
+    let quoted =
+        Profile::parse("q.toml", &MINIMAL.replace("audience", "valid_until = \"2023-05-31\"\naudience")).unwrap();
+    assert_eq!(quoted.valid_until, NaiveDate::from_ymd_opt(2023, 5, 31));
+}
+
+#[test]
+fn upstreams_parse_strictly() {
+    let ok = [
+        ("https://example.cybozu.com", true, "example.cybozu.com", 443),
+        ("http://[::1]:8080", false, "::1", 8080),
+        ("http://h:1/", false, "h", 1),
+    ];
+    for (s, tls, host, port) in ok {
+        assert_eq!(s.parse::<Upstream>().unwrap(), Upstream { tls, host: host.into(), port }, "{s}");
+    }
+    for bad in
+        ["example.com", "https://", "https://h/path", "https://h:0", "https://h:99999", "https://u@h", "http://::1:80"]
+    {
+        assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+    }
+}
