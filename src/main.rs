@@ -1,1 +1,169 @@
-fn main() {}
+//! The `sekisho` command: serve (the default), check-config, the admin
+//! client, the device agent helpers, and token hashing. Each subcommand
+//! prints a clear error and exits non-zero on failure; none panics.
+
+mod admin;
+mod admin_client;
+mod agent;
+mod audit;
+mod config;
+mod demo;
+mod metrics;
+mod pages;
+mod proxy;
+mod rewrite;
+mod serve;
+mod shared;
+mod store;
+mod tls;
+mod upstream;
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+#[derive(Parser)]
+#[command(name = "sekisho", version, about = "An access gateway that enforces municipal cloud-use rules")]
+struct Cli {
+    /// Gateway configuration file.
+    #[arg(long, global = true, default_value = "sekisho.toml", env = "SEKISHO_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration and every rules file without serving.
+    CheckConfig,
+    /// Print the SHA-256 of an admin token read from standard input, for `sekisho.toml`.
+    HashToken,
+    /// Administer a running gateway through its admin API.
+    Admin(admin_client::AdminArgs),
+    /// Device-side helpers: make a device key, mint an attestation.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Generate a device key (written 0600) and print its public half for registration.
+    Keygen {
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: agent::KeyAlg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a Device-Attestation token signed by a device key.
+    Token {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        user: String,
+        /// The profile's audience (its `audience` in the rules file).
+        #[arg(long)]
+        aud: String,
+        #[arg(long)]
+        os: String,
+        #[arg(long)]
+        os_version: String,
+        /// Security software name; with `--security-updated`.
+        #[arg(long)]
+        security_software: Option<String>,
+        /// Date of the last signature update (YYYY-MM-DD).
+        #[arg(long)]
+        security_updated: Option<chrono::NaiveDate>,
+        #[arg(long, default_value_t = 300)]
+        lifetime_secs: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve::run(&cli.config).map_err(|e| e.to_string()),
+        Command::CheckConfig => check_config(&cli.config),
+        Command::HashToken => hash_token(),
+        Command::Admin(args) => admin_client::run(args, &cli.config),
+        Command::Agent(cmd) => agent_command(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sekisho: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> Result<(), String> {
+    let config = config::Config::load(path).map_err(|e| e.to_string())?;
+    let (rules, _) = shared::load_rules(&config.rules_dir).map_err(|e| e.to_string())?;
+    for p in rules.profiles() {
+        let hosts: Vec<_> = p.routes.iter().map(|r| r.host.as_str()).collect();
+        println!("ok: profile `{}` ({}) routes {}", p.name, p.title, hosts.join(", "));
+    }
+    println!("ok: {} is valid", path.display());
+    Ok(())
+}
+
+fn hash_token() -> Result<(), String> {
+    let mut token = String::new();
+    std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err("an admin token must be at least 16 characters".into());
+    }
+    println!("{}", config::hex(&Sha256::digest(token.as_bytes())));
+    Ok(())
+}
+
+fn agent_command(cmd: AgentCommand) -> Result<(), String> {
+    match cmd {
+        AgentCommand::Keygen { alg, out } => {
+            let public = agent::keygen(alg, &out).map_err(|e| e.to_string())?;
+            println!("{public}");
+            Ok(())
+        }
+        AgentCommand::Token {
+            key,
+            device,
+            user,
+            aud,
+            os,
+            os_version,
+            security_software,
+            security_updated,
+            lifetime_secs,
+        } => {
+            let key = agent::load_key(&key).map_err(|e| e.to_string())?;
+            let os = serde_json::from_value(serde_json::Value::String(os.clone()))
+                .map_err(|_| format!("unknown os `{os}`"))?;
+            let os_version = os_version.parse().map_err(|e: sekisho_policy::device::VersionError| e.to_string())?;
+            let security_software = match (security_software, security_updated) {
+                (Some(n), Some(d)) => Some((n, d)),
+                (None, None) => None,
+                _ => return Err("give both `--security-software` and `--security-updated`, or neither".into()),
+            };
+            let spec = agent::TokenSpec {
+                device: &device,
+                user: &user,
+                audience: &aud,
+                os,
+                os_version,
+                security_software,
+                lifetime_secs,
+            };
+            println!("{}", agent::token(&key, &spec));
+            Ok(())
+        }
+    }
+}

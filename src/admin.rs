@@ -1,0 +1,634 @@
+//! The admin API (hyper): JSON in, JSON out, every route behind a bearer
+//! token compared in constant time, each token limited to its roles. It
+//! only validates input and calls the store through `Shared::commit`; the
+//! audit record is part of the same transaction, so no action answers 2xx
+//! unless it and its audit line are durable. It must never log a token.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
+use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, Stop};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::audit::AuditLog;
+use crate::config::{AdminToken, Role};
+use crate::metrics::Metrics;
+use crate::shared::{ReloadError, Shared};
+use crate::store::{AuditEntry, Change, FlagKind, StoreError};
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub tokens: Vec<AdminToken>,
+    pub rules_dir: PathBuf,
+}
+
+/// An API failure: status and a message for the JSON body.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+type ApiResult = Result<(StatusCode, Value), ApiError>;
+
+const MAX_BODY: usize = 1 << 20;
+const OPENAPI: &str = include_str!("../docs/admin-openapi.yaml");
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            other => {
+                log::error!("admin write failed: {other}");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the change was not saved: {other}"))
+            }
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { log::warn!("admin accept failed: {e}"); continue; }
+            },
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+/// Who is calling, once the token matched.
+struct Caller<'a> {
+    token: &'a AdminToken,
+    source: SocketAddr,
+}
+
+impl Admin {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let Some(token) = self.authenticate(&req) else {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "missing or unknown bearer token"}),
+                "application/json",
+            );
+        };
+        let caller = Caller { token, source: peer };
+        let (method, path, query) =
+            (req.method().clone(), req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
+        if method == Method::GET && path == "/metrics" {
+            let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
+            let text = self.metrics.render(age, self.shared.conns.len());
+            return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
+        }
+        if method == Method::GET && path == "/v1/openapi.yaml" {
+            return reply_text(StatusCode::OK, OPENAPI.to_owned(), "application/yaml");
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &json!({"error": "body larger than 1 MiB or unreadable"}),
+                    "application/json",
+                )
+            }
+        };
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let result = self.route(&caller, &method, &segments, &query, &body).await;
+        match result {
+            Ok((status, value)) => reply(status, &value, "application/json"),
+            Err(ApiError(status, message)) => reply(status, &json!({ "error": message }), "application/json"),
+        }
+    }
+
+    /// Finds the token whose hash matches, comparing every hash in constant time.
+    fn authenticate(&self, req: &Request<Incoming>) -> Option<&AdminToken> {
+        let presented = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.sha256.ct_eq(&hash)) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+
+    async fn route(&self, caller: &Caller<'_>, method: &Method, seg: &[&str], query: &str, body: &[u8]) -> ApiResult {
+        use Role::{Auditor, GeneralAdmin, SystemManager};
+        let any = &[SystemManager, GeneralAdmin, Auditor][..];
+        match (method.as_str(), seg) {
+            ("GET", ["v1", "status"]) => allow(caller, any).map(|()| self.status()),
+            ("GET", ["v1", "users"]) => allow(caller, any).map(|()| self.list_users()),
+            ("PUT", ["v1", "users", id]) => {
+                allow(caller, &[GeneralAdmin])?;
+                self.put_user(caller, id, parse(body)?).await
+            }
+            ("POST", ["v1", "users", id, action @ ("suspend" | "restrict")]) => {
+                allow(caller, &[GeneralAdmin])?;
+                let kind = if *action == "suspend" { FlagKind::Suspended } else { FlagKind::Restricted };
+                self.set_flag(caller, id, kind, Some(parse(body)?)).await
+            }
+            ("POST", ["v1", "users", id, action @ ("unsuspend" | "unrestrict")]) => {
+                allow(caller, &[GeneralAdmin])?;
+                let kind = if *action == "unsuspend" { FlagKind::Suspended } else { FlagKind::Restricted };
+                let input: Reason = parse(body)?;
+                self.set_flag(caller, id, kind, None)
+                    .await
+                    .map(|r| (r.0, json!({"user": id, "lifted": kind, "reason": input.reason})))
+            }
+            ("GET", ["v1", "devices"]) => allow(caller, any).map(|()| self.list_devices()),
+            ("POST", ["v1", "devices"]) => {
+                allow(caller, &[SystemManager, GeneralAdmin])?;
+                self.file_device(caller, parse(body)?).await
+            }
+            ("POST", ["v1", "devices", id, action @ ("approve" | "reject" | "revoke")]) => {
+                let (roles, status) = match *action {
+                    "approve" => (&[SystemManager][..], DeviceStatus::Approved),
+                    "reject" => (&[SystemManager][..], DeviceStatus::Rejected),
+                    _ => (&[SystemManager, GeneralAdmin][..], DeviceStatus::Revoked),
+                };
+                allow(caller, roles)?;
+                self.device_status(caller, id, status, parse(body)?).await
+            }
+            ("POST", ["v1", "emergency-stop"]) => {
+                allow(caller, &[GeneralAdmin])?;
+                self.stop(caller, parse(body)?, true).await
+            }
+            ("POST", ["v1", "emergency-stop", "lift"]) => {
+                allow(caller, &[GeneralAdmin])?;
+                self.stop(caller, parse(body)?, false).await
+            }
+            ("GET", ["v1", "overtime"]) => allow(caller, any).map(|()| self.list_overtime()),
+            ("POST", ["v1", "overtime"]) => {
+                allow(caller, &[GeneralAdmin])?;
+                self.add_grant(caller, parse(body)?).await
+            }
+            ("DELETE", ["v1", "overtime", id]) => {
+                allow(caller, &[GeneralAdmin])?;
+                let id = id.parse().map_err(|_| bad(format!("grant id `{id}` is not a number")))?;
+                self.commit(
+                    caller,
+                    Change::RemoveGrant(id),
+                    "overtime.remove",
+                    &id.to_string(),
+                    &optional_reason(body)?,
+                )
+                .await
+            }
+            ("GET", ["v1", "maintenance"]) => allow(caller, any).map(|()| self.list_maintenance()),
+            ("POST", ["v1", "maintenance"]) => {
+                allow(caller, &[SystemManager])?;
+                self.add_maintenance(caller, parse(body)?).await
+            }
+            ("DELETE", ["v1", "maintenance", id]) => {
+                allow(caller, &[SystemManager])?;
+                let id = id.parse().map_err(|_| bad(format!("maintenance id `{id}` is not a number")))?;
+                self.commit(
+                    caller,
+                    Change::RemoveMaintenance(id),
+                    "maintenance.remove",
+                    &id.to_string(),
+                    &optional_reason(body)?,
+                )
+                .await
+            }
+            ("POST", ["v1", "rules", "reload"]) => {
+                allow(caller, &[SystemManager])?;
+                self.reload(caller).await
+            }
+            ("GET", ["v1", "audit"]) => {
+                allow(caller, any)?;
+                self.query_audit(query)
+            }
+            _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no route `{method} /{}`", seg.join("/")))),
+        }
+    }
+
+    fn audit_entry(&self, caller: &Caller<'_>, action: &str, target: &str, reason: &str) -> AuditEntry {
+        AuditEntry {
+            time: Utc::now(),
+            actor: caller.token.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            reason: reason.to_owned(),
+            source: caller.source.ip().to_string(),
+        }
+    }
+
+    async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
+        let entry = self.audit_entry(caller, action, target, reason);
+        let stored = self.shared.commit(change, entry).await?;
+        let id = match stored {
+            Change::AddGrant(g) => Some(g.id),
+            Change::AddMaintenance(m) => Some(m.id),
+            _ => None,
+        };
+        Ok((StatusCode::OK, json!({"ok": true, "action": action, "target": target, "id": id})))
+    }
+
+    fn status(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let stops = &snap.state.stops;
+        (
+            StatusCode::OK,
+            json!({
+                "profiles": snap.rules.profiles().iter().map(|p| json!({
+                    "name": p.name, "title": p.title,
+                    "hosts": p.routes.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+                    "valid_from": p.valid_from, "valid_until": p.valid_until,
+                    "emergency_stop": stops.profiles.get(&p.name),
+                })).collect::<Vec<_>>(),
+                "emergency_stop": stops.global,
+                "users": snap.state.users.len(),
+                "devices": snap.state.devices.len(),
+                "live_requests": self.shared.conns.len(),
+                "snapshot_built_at": snap.built_at,
+            }),
+        )
+    }
+
+    fn list_users(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let mut users: Vec<_> = snap.state.users.values().collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        (StatusCode::OK, json!({ "users": users }))
+    }
+
+    async fn put_user(&self, caller: &Caller<'_>, id: &str, input: UserInput) -> ApiResult {
+        check_id(id, "user id")?;
+        let snap = self.shared.snapshot();
+        if let Some(unknown) = input.profiles.iter().find(|p| snap.rules.profile(p).is_none()) {
+            return Err(bad(format!("profile `{unknown}` does not exist")));
+        }
+        if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
+            return Err(bad("`role` and `display_name` must not be empty"));
+        }
+        let change = Change::PutUser {
+            id: id.to_owned(),
+            display_name: input.display_name,
+            role: input.role,
+            profiles: input.profiles,
+        };
+        self.commit(caller, change, "user.put", id, &input.reason.unwrap_or_default()).await
+    }
+
+    async fn set_flag(&self, caller: &Caller<'_>, user: &str, kind: FlagKind, input: Option<FlagInput>) -> ApiResult {
+        let (flag, reason) = match input {
+            Some(i) => {
+                let reason = non_empty(i.reason)?;
+                let until = i.until.map(|u| u.with_timezone(&Utc));
+                if until.is_some_and(|u| u <= Utc::now()) {
+                    return Err(bad("`until` is already past"));
+                }
+                (Some(Flag { reason: reason.clone(), since: Utc::now(), until }), reason)
+            }
+            None => (None, String::new()),
+        };
+        let action = match (kind, flag.is_some()) {
+            (FlagKind::Suspended, true) => "user.suspend",
+            (FlagKind::Suspended, false) => "user.unsuspend",
+            (FlagKind::Restricted, true) => "user.restrict",
+            (FlagKind::Restricted, false) => "user.unrestrict",
+        };
+        self.commit(caller, Change::SetFlag { user: user.to_owned(), kind, flag }, action, user, &reason).await
+    }
+
+    fn list_devices(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let mut devices: Vec<_> = snap.state.devices.values().map(device_json).collect();
+        devices.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        (StatusCode::OK, json!({ "devices": devices }))
+    }
+
+    async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
+        check_id(&input.id, "device id")?;
+        let key = DeviceKey::parse(&input.key_alg, &input.public_key).map_err(|e| bad(e.to_string()))?;
+        let device = Device {
+            id: input.id.clone(),
+            owner: input.owner,
+            kind: input.kind,
+            ownership: input.ownership,
+            os: input.os,
+            os_version: input.os_version,
+            security_software: input.security_software.map(|s| SecuritySoftware { name: s.name, updated: s.updated }),
+            key,
+            status: DeviceStatus::Pending,
+        };
+        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &input.id, "").await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
+    async fn device_status(&self, caller: &Caller<'_>, id: &str, status: DeviceStatus, input: Reason) -> ApiResult {
+        let reason = non_empty(input.reason)?;
+        let change = Change::SetDeviceStatus { id: id.to_owned(), status };
+        self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
+    }
+
+    async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
+        let reason = non_empty(input.reason)?;
+        if let Some(p) = &input.profile {
+            if self.shared.snapshot().rules.profile(p).is_none() {
+                return Err(bad(format!("profile `{p}` does not exist")));
+            }
+        }
+        let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
+        let stop = on.then(|| Stop { reason: reason.clone(), since: Utc::now() });
+        let action = if on { "emergency_stop.on" } else { "emergency_stop.off" };
+        self.commit(caller, Change::SetStop { profile: input.profile, stop }, action, &target, &reason).await
+    }
+
+    fn list_overtime(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let mut grants: Vec<_> = snap.state.overtime.values().flatten().collect();
+        grants.sort_by_key(|g| g.id);
+        (StatusCode::OK, json!({ "grants": grants }))
+    }
+
+    async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
+        let (start, end) = window(input.start, input.end)?;
+        let reason = non_empty(input.reason)?;
+        let approver = non_empty(input.approver)?;
+        let grant = OvertimeGrant {
+            id: 0,
+            user: input.user.clone(),
+            profile: input.profile,
+            approver,
+            reason: reason.clone(),
+            start,
+            end,
+        };
+        let (_, v) = self.commit(caller, Change::AddGrant(grant), "overtime.grant", &input.user, &reason).await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
+    fn list_maintenance(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        (StatusCode::OK, json!({ "windows": &*snap.state.maintenance }))
+    }
+
+    async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
+        let (start, end) = window(input.start, input.end)?;
+        let reason = non_empty(input.reason)?;
+        let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
+        let m = MaintenanceWindow { id: 0, profile: input.profile, reason: reason.clone(), start, end };
+        let (_, v) = self.commit(caller, Change::AddMaintenance(m), "maintenance.add", &target, &reason).await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
+    async fn reload(&self, caller: &Caller<'_>) -> ApiResult {
+        let entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), "");
+        match self.shared.reload_rules(&self.rules_dir, entry).await {
+            Ok(n) => Ok((StatusCode::OK, json!({"ok": true, "profiles": n}))),
+            Err(ReloadError::Store(e)) => Err(e.into()),
+            Err(e) => Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("rules not reloaded, the running rules stay: {e}"),
+            )),
+        }
+    }
+
+    fn query_audit(&self, query: &str) -> ApiResult {
+        let q: AuditQuery = serde_urlencoded_lite(query)?;
+        let limit = q.limit.unwrap_or(100).min(1000);
+        match q.kind.as_deref().unwrap_or("admin") {
+            "admin" => {
+                let records =
+                    self.shared.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
+                Ok((StatusCode::OK, json!({ "records": records })))
+            }
+            "requests" => {
+                let records = self
+                    .audit
+                    .query(q.user.as_deref(), q.reason.as_deref(), limit as usize)
+                    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("audit log unreadable: {e}")))?;
+                Ok((StatusCode::OK, json!({ "records": records })))
+            }
+            other => Err(bad(format!("`kind` must be `admin` or `requests`, not `{other}`"))),
+        }
+    }
+}
+
+fn allow(caller: &Caller<'_>, roles: &[Role]) -> Result<(), ApiError> {
+    if caller.token.roles.iter().any(|r| roles.contains(r)) {
+        return Ok(());
+    }
+    let needed: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!("token `{}` lacks the role for this action (needs one of: {})", caller.token.name, needed.join(", ")),
+    ))
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+fn optional_reason(body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    parse::<Reason>(body).map(|r| r.reason)
+}
+
+fn non_empty(s: String) -> Result<String, ApiError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad("`reason` (and `approver` where asked) must not be empty"));
+    }
+    Ok(t.to_owned())
+}
+
+fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    ok.then_some(()).ok_or_else(|| bad(format!("{what} `{id}` must be 1-128 of letters, digits, `-_.@`")))
+}
+
+fn window(
+    start: DateTime<FixedOffset>,
+    end: DateTime<FixedOffset>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let (start, end) = (start.with_timezone(&Utc), end.with_timezone(&Utc));
+    if end <= start {
+        return Err(bad("`end` must be after `start`"));
+    }
+    Ok((start, end))
+}
+
+fn device_json(d: &Device) -> Value {
+    json!({
+        "id": d.id, "owner": d.owner, "kind": d.kind, "ownership": d.ownership, "os": d.os,
+        "os_version": d.os_version, "security_software": d.security_software, "key_alg": d.key.alg(),
+        "public_key": d.key.to_b64(), "status": d.status,
+    })
+}
+
+fn reply(status: StatusCode, value: &Value, content_type: &str) -> Response<Full<Bytes>> {
+    reply_text(status, value.to_string(), content_type)
+}
+
+fn reply_text(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// `a=b&c=d` into a struct, percent-decoding values.
+fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let mut map = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
+        let value = match k {
+            "limit" => {
+                v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`limit` must be a number, not `{v}`")))?
+            }
+            _ => Value::String(v),
+        };
+        map.insert(k.to_owned(), value);
+    }
+    serde_json::from_value(Value::Object(map)).map_err(|e| bad(format!("invalid query: {e}")))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserInput {
+    display_name: String,
+    role: String,
+    profiles: Vec<String>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagInput {
+    reason: String,
+    until: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceInput {
+    id: String,
+    owner: String,
+    kind: DeviceKind,
+    ownership: Ownership,
+    os: Os,
+    os_version: Version,
+    security_software: Option<SecurityInput>,
+    key_alg: String,
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityInput {
+    name: String,
+    updated: NaiveDate,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopInput {
+    profile: Option<String>,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantInput {
+    user: String,
+    profile: Option<String>,
+    approver: String,
+    reason: String,
+    start: DateTime<FixedOffset>,
+    end: DateTime<FixedOffset>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceInput {
+    profile: Option<String>,
+    reason: String,
+    start: DateTime<FixedOffset>,
+    end: DateTime<FixedOffset>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    kind: Option<String>,
+    user: Option<String>,
+    target: Option<String>,
+    action: Option<String>,
+    reason: Option<String>,
+    limit: Option<u32>,
+}

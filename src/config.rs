@@ -1,0 +1,229 @@
+//! The gateway's own configuration (`sekisho.toml`): listeners, files and
+//! admin tokens. Parsed strictly like the rules; it must never hold a
+//! secret in clear text (admin tokens appear only as SHA-256 hashes).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A validated gateway configuration. Relative paths are resolved against
+/// the directory of the configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub https: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub threads: usize,
+    pub data_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub tls: TlsConfig,
+    pub admin: AdminConfig,
+    pub demo_upstream: Option<SocketAddr>,
+    /// Idle keep-alive limit for client connections.
+    pub keepalive_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Create a development CA and server certificate when the files are missing.
+    pub generate_dev_certs: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<AdminToken>,
+    /// Where a first start writes a generated all-roles token (mode 0600)
+    /// when `tokens` is empty; the `sekisho admin` client reads it.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub sha256: [u8; 32],
+}
+
+/// Admin roles after 熊本市議会基準 第5条–第7条.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// 情報システム責任者: decides device registrations, changes settings.
+    SystemManager,
+    /// 統括管理者: accounts, suspension and emergency stop.
+    GeneralAdmin,
+    /// 管理者 and auditors: read the audit trail and status.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::SystemManager, Role::GeneralAdmin, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SystemManager => "system_manager",
+            Role::GeneralAdmin => "general_admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: String, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Semantic { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            let before = text.get(..at).unwrap_or(text);
+            ConfigError::Invalid {
+                path: shown.clone(),
+                line: before.matches('\n').count() + 1,
+                column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                message: e.message().to_owned(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        raw.convert(base).map_err(|message| ConfigError::Semantic { path: shown, message })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: RawGateway,
+    tls: RawTls,
+    admin: RawAdmin,
+    #[serde(default)]
+    demo: Option<RawDemo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    https: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    #[serde(default = "default_threads")]
+    threads: usize,
+    data_dir: PathBuf,
+    rules_dir: PathBuf,
+    audit_log: PathBuf,
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    generate_dev_certs: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+    bootstrap_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    roles: Vec<Role>,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    upstream: SocketAddr,
+}
+
+fn default_threads() -> usize {
+    2
+}
+
+fn default_keepalive() -> u64 {
+    60
+}
+
+impl RawConfig {
+    fn convert(self, base: &Path) -> Result<Config, String> {
+        let g = self.gateway;
+        if g.https.is_none() && g.http.is_none() {
+            return Err("[gateway] needs `https` or `http` (or both)".into());
+        }
+        if g.threads == 0 || g.threads > 256 {
+            return Err(format!("[gateway] `threads` must be 1..=256, not `{}`", g.threads));
+        }
+        let tokens = self.admin.tokens.into_iter().map(convert_token).collect::<Result<Vec<_>, _>>()?;
+        if tokens.is_empty() && self.admin.bootstrap_token_file.is_none() {
+            return Err("[admin] needs `tokens` or a `bootstrap_token_file`".into());
+        }
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(Config {
+            https: g.https,
+            http: g.http,
+            threads: g.threads,
+            data_dir: at(g.data_dir),
+            rules_dir: at(g.rules_dir),
+            audit_log: at(g.audit_log),
+            keepalive_secs: g.keepalive_secs,
+            tls: TlsConfig {
+                cert: at(self.tls.cert),
+                key: at(self.tls.key),
+                generate_dev_certs: self.tls.generate_dev_certs,
+            },
+            admin: AdminConfig {
+                listen: self.admin.listen,
+                tokens,
+                bootstrap_token_file: self.admin.bootstrap_token_file.map(at),
+            },
+            demo_upstream: self.demo.map(|d| d.upstream),
+        })
+    }
+}
+
+fn convert_token(t: RawToken) -> Result<AdminToken, String> {
+    let bytes = decode_hex(&t.sha256).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
+        format!("admin token `{}`: `sha256` must be 64 hex digits (see `sekisho hash-token`)", t.name)
+    })?;
+    if t.roles.is_empty() {
+        return Err(format!("admin token `{}` has no roles", t.name));
+    }
+    Ok(AdminToken { name: t.name, roles: t.roles, sha256: bytes })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

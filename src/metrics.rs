@@ -1,0 +1,95 @@
+//! Prometheus counters for `/metrics`: requests by outcome and reason,
+//! a latency histogram, upstream errors. Lock-free atomics only; it must
+//! never allocate on the request path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use sekisho_policy::DenyReason;
+
+use crate::pages::Block;
+
+/// Upper bounds of the latency buckets, in microseconds.
+const BUCKETS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 2_500_000, 10_000_000];
+
+#[derive(Default)]
+pub struct Metrics {
+    allowed: AtomicU64,
+    denied: [AtomicU64; DenyReason::ALL.len()],
+    blocked: [AtomicU64; Block::KINDS.len()],
+    upstream_errors: AtomicU64,
+    latency: [AtomicU64; BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    pub fn allowed(&self) {
+        self.allowed.fetch_add(1, Relaxed);
+    }
+
+    pub fn denied(&self, reason: DenyReason) {
+        if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
+            self.denied[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn blocked(&self, kind: &'static str) {
+        if let Some(i) = Block::KINDS.iter().position(|k| *k == kind) {
+            self.blocked[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn latency(&self, micros: u64) {
+        let i = BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(BUCKETS_US.len());
+        self.latency[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(micros, Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, snapshot_age_secs: f64, live_requests: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP sekisho_requests_total Requests by decision and reason.\n# TYPE sekisho_requests_total counter"
+        );
+        let _ =
+            writeln!(out, "sekisho_requests_total{{decision=\"allow\",reason=\"\"}} {}", self.allowed.load(Relaxed));
+        for (r, n) in DenyReason::ALL.iter().zip(&self.denied) {
+            let _ = writeln!(
+                out,
+                "sekisho_requests_total{{decision=\"deny\",reason=\"{}\"}} {}",
+                r.code(),
+                n.load(Relaxed)
+            );
+        }
+        for (k, n) in Block::KINDS.iter().zip(&self.blocked) {
+            let _ = writeln!(out, "sekisho_requests_total{{decision=\"error\",reason=\"{k}\"}} {}", n.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP sekisho_upstream_errors_total Failed upstream connections or exchanges.\n# TYPE sekisho_upstream_errors_total counter");
+        let _ = writeln!(out, "sekisho_upstream_errors_total {}", self.upstream_errors.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_request_duration_seconds Time from request header to audit.\n# TYPE sekisho_request_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS_US.iter().zip(&self.latency) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "sekisho_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
+        }
+        cumulative += self.latency[BUCKETS_US.len()].load(Relaxed);
+        let _ = writeln!(out, "sekisho_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ =
+            writeln!(out, "sekisho_request_duration_seconds_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "sekisho_request_duration_seconds_count {cumulative}");
+        let _ = writeln!(out, "# HELP sekisho_state_snapshot_age_seconds Seconds since the state snapshot was built.\n# TYPE sekisho_state_snapshot_age_seconds gauge");
+        let _ = writeln!(out, "sekisho_state_snapshot_age_seconds {snapshot_age_secs}");
+        let _ = writeln!(
+            out,
+            "# HELP sekisho_live_requests Requests being proxied now.\n# TYPE sekisho_live_requests gauge"
+        );
+        let _ = writeln!(out, "sekisho_live_requests {live_requests}");
+        out
+    }
+}

@@ -1,0 +1,512 @@
+//! The pingora adapter: for each request, gather the facts (host, path,
+//! method, client address, attestation), call `decide`, and either write
+//! the block answer or forward with the gateway's own forwarding headers.
+//! It holds no rule logic and must never log a token or touch the disk
+//! (the audit log is written by its own thread).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::{Decision, Profile};
+
+use crate::audit::{AuditLog, RequestRecord};
+use crate::metrics::Metrics;
+use crate::pages::Block;
+use crate::shared::{LiveEntry, Shared, Snapshot};
+use crate::upstream::Resolver;
+
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub resolver: Resolver,
+    pub keepalive_secs: u64,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+/// Per-request context: what was decided, for forwarding and the audit line.
+#[derive(Default)]
+pub struct Ctx {
+    start: Option<Instant>,
+    request_id: String,
+    snapshot: Option<Arc<Snapshot>>,
+    profile: Option<Arc<Profile>>,
+    route: usize,
+    host: String,
+    client: Option<IpAddr>,
+    user: Option<String>,
+    device: Option<String>,
+    reason: Option<&'static str>,
+    rule: Option<String>,
+    decision: &'static str,
+    upstream_status: Option<u16>,
+    live: Option<u64>,
+    cancelled: Option<Arc<AtomicBool>>,
+}
+
+/// Headers a client may never send upstream: the gateway sets or checks them.
+/// Compared after folding case, `_` and `.` to `-`.
+const PROTECTED: [&str; 8] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "device-attestation",
+    "sekisho-user",
+];
+
+const ATTESTATION: &str = "device-attestation";
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>, audit: Arc<AuditLog>, metrics: Arc<Metrics>, keepalive_secs: u64) -> Gateway {
+        let id_prefix = format!("{:08x}", rand::random::<u32>());
+        Gateway {
+            shared,
+            audit,
+            metrics,
+            resolver: Resolver::default(),
+            keepalive_secs,
+            id_prefix,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Gathers the facts and decides; `Err` carries the block to answer with.
+    fn judge(&self, session: &Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> Result<(), BlockOwned> {
+        let req = session.req_header();
+        let host = request_host(req)?;
+        ctx.host = host.to_owned();
+        let (profile, route) = snap.rules.route(host).ok_or(BlockOwned::UnknownHost)?;
+        ctx.profile = Some(profile.clone());
+        ctx.route = profile.routes.iter().position(|r| std::ptr::eq(r, route)).unwrap_or_default();
+        let path = checked_path(req)?;
+        let method = effective_method(req)?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .ok_or(BlockOwned::BadRequest("no client address"))?;
+        let forwarded = joined_header(req, "x-forwarded-for");
+        let client = client_addr(&profile.network, peer, forwarded.as_deref());
+        ctx.client = Some(match client {
+            ClientAddr::Known(ip) => ip,
+            ClientAddr::Unresolvable => peer,
+        });
+        let mut tokens = req.headers.get_all(ATTESTATION).iter();
+        let verified = match (tokens.next(), tokens.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(BlockOwned::BadRequest("more than one Device-Attestation header")),
+            (Some(v), None) => Some(self.shared.tokens.verify(v.to_str().unwrap_or_default(), &snap.state)),
+        };
+        let attestation = match verified.as_deref() {
+            None => Attestation::Missing,
+            Some(Ok(v)) => Attestation::Verified(v),
+            Some(Err(e)) => Attestation::Rejected(e),
+        };
+        let facts = RequestFacts { profile, route, method, path, client, attestation };
+        match decide(&facts, &snap.state, Utc::now()) {
+            Decision::Allow(a) => {
+                ctx.user = Some(a.user.to_owned());
+                ctx.device = Some(a.device.to_owned());
+                Ok(())
+            }
+            Decision::Deny(d) => {
+                ctx.user.clone_from(&d.user);
+                ctx.device.clone_from(&d.device);
+                Err(BlockOwned::Policy(d))
+            }
+        }
+    }
+
+    /// Writes a block answer and records it in the context.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, block: &BlockOwned) -> pingora::Result<()> {
+        let profile = ctx.profile.clone();
+        let block = block.as_block(profile.as_deref());
+        let html = prefers_html(session.req_header());
+        let answer = block.render(html, &ctx.request_id, Utc::now());
+        ctx.decision = if matches!(block, Block::Policy { .. }) { "deny" } else { "error" };
+        ctx.reason = Some(answer.code);
+        if let Block::Policy { deny, .. } = block {
+            ctx.rule = Some(deny.rule.to_string());
+            self.metrics.denied(deny.reason);
+        } else {
+            self.metrics.blocked(answer.code);
+        }
+        let mut resp = ResponseHeader::build(answer.status, Some(8))?;
+        resp.insert_header("content-type", answer.content_type)?;
+        resp.insert_header("content-length", answer.body.len())?;
+        resp.insert_header("cache-control", "no-store")?;
+        resp.insert_header("sekisho-deny-reason", answer.code)?;
+        resp.insert_header("sekisho-request-id", ctx.request_id.as_str())?;
+        if let Some(secs) = answer.retry_after_secs {
+            resp.insert_header("retry-after", secs)?;
+        }
+        if has_body(session.req_header()) {
+            // The body was never read: do not reuse a connection with bytes left on it.
+            session.set_keepalive(None);
+        }
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(Bytes::from(answer.body)), true).await?;
+        }
+        Ok(())
+    }
+
+    fn register_live(&self, session: &Session, ctx: &mut Ctx) {
+        let (Some(user), Some(device), Some(profile)) = (&ctx.user, &ctx.device, &ctx.profile) else { return };
+        let socket = session
+            .stream()
+            .map(|s| s.id())
+            .and_then(|fd| pingora::protocols::l4::ext::get_socket_cookie(fd).ok().map(|cookie| (fd, cookie)));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let entry = LiveEntry {
+            user: user.clone(),
+            device: device.clone(),
+            profile: profile.name.clone(),
+            socket,
+            cancelled: cancelled.clone(),
+        };
+        ctx.live = Some(self.shared.conns.register(entry));
+        ctx.cancelled = Some(cancelled);
+    }
+}
+
+/// A block that outlives the snapshot borrow (the policy denial is owned).
+pub enum BlockOwned {
+    Policy(sekisho_policy::Deny),
+    UnknownHost,
+    BadRequest(&'static str),
+}
+
+impl BlockOwned {
+    fn as_block<'a>(&'a self, profile: Option<&'a Profile>) -> Block<'a> {
+        match (self, profile) {
+            (BlockOwned::Policy(deny), Some(profile)) => Block::Policy { deny, profile },
+            (BlockOwned::Policy(_), None) | (BlockOwned::UnknownHost, _) => Block::UnknownHost,
+            (BlockOwned::BadRequest(why), _) => Block::BadRequest(why),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            start: Some(Instant::now()),
+            request_id: format!("{}-{n:x}", self.id_prefix),
+            decision: "allow",
+            ..Ctx::default()
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<()> {
+        // pingora keeps idle keep-alive connections forever unless told otherwise.
+        session.set_keepalive(Some(self.keepalive_secs));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let snap = self.shared.snapshot_full();
+        let verdict = self.judge(session, ctx, &snap);
+        ctx.snapshot = Some(snap);
+        match verdict {
+            Ok(()) => {
+                self.metrics.allowed();
+                self.register_live(session, ctx);
+                Ok(false)
+            }
+            Err(block) => {
+                self.answer(session, ctx, &block).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        let (Some(snap), Some(profile)) = (&ctx.snapshot, &ctx.profile) else {
+            return Error::e_explain(ErrorType::InternalError, "no route decided");
+        };
+        let route =
+            profile.routes.get(ctx.route).ok_or_else(|| Error::explain(ErrorType::InternalError, "route vanished"))?;
+        let addr = self
+            .resolver
+            .resolve(&route.upstream.host, route.upstream.port)
+            .await
+            .map_err(|e| Error::because(ErrorType::ConnectError, "resolving upstream", e))?;
+        let upgrade = session.is_upgrade_req();
+        Ok(Box::new(snap.upstreams.peer(&route.host, &route.upstream, addr, upgrade)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        strip_protected(req);
+        if let Some(ip) = ctx.client {
+            req.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        req.insert_header("x-forwarded-proto", if is_tls(session) { "https" } else { "http" })?;
+        req.insert_header("x-forwarded-host", ctx.host.as_str())?;
+        if let Some(route) = ctx.profile.as_ref().and_then(|p| p.routes.get(ctx.route)) {
+            req.insert_header("host", upstream_authority(&route.upstream))?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        resp.insert_header("sekisho-request-id", ctx.request_id.as_str())?;
+        let Some(route) = ctx.profile.as_ref().and_then(|p| p.routes.get(ctx.route)) else { return Ok(()) };
+        if route.upstream.host == ctx.host {
+            return Ok(());
+        }
+        let public = format!("{}://{}", if is_tls(session) { "https" } else { "http" }, ctx.host);
+        crate::rewrite::location(resp, &route.upstream, &public)?;
+        crate::rewrite::cookies(resp, &route.upstream.host, &ctx.host)?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _s: &mut Session,
+        _b: &mut Option<Bytes>,
+        _eos: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        check_cancelled(ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        _b: &mut Option<Bytes>,
+        _eos: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        check_cancelled(ctx).map(|()| None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let block = match (e.esource(), e.etype()) {
+            (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
+                None
+            }
+            (ErrorSource::Downstream, _) => Some(Block::BadRequest("the request could not be read")),
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+                | ErrorType::TLSHandshakeTimedout,
+            ) => Some(Block::UpstreamTimeout),
+            (ErrorSource::Upstream, _) => Some(Block::UpstreamUnavailable),
+            (_, ErrorType::HTTPStatus(400..=499)) => Some(Block::BadRequest("the request was refused by the gateway")),
+            _ => Some(Block::UpstreamUnavailable),
+        };
+        if matches!(block, Some(Block::UpstreamTimeout | Block::UpstreamUnavailable)) {
+            self.metrics.upstream_error();
+        }
+        let Some(block) = block else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        let code = block.status();
+        ctx.decision = "error";
+        ctx.reason = Some(block.code());
+        ctx.rule = Some(e.etype().as_str().to_owned());
+        if session.response_written().is_none() {
+            let answer = block.render(prefers_html(session.req_header()), &ctx.request_id, Utc::now());
+            let _ = write_plain(session, &answer, &ctx.request_id).await;
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(id) = ctx.live.take() {
+            self.shared.conns.deregister(id);
+        }
+        let micros = ctx.start.map_or(0, |s| s.elapsed().as_micros() as u64);
+        self.metrics.latency(micros);
+        let req = session.req_header();
+        let record = RequestRecord {
+            time: Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).to_rfc3339(),
+            request_id: std::mem::take(&mut ctx.request_id),
+            user: ctx.user.take(),
+            device: ctx.device.take(),
+            client: ctx.client.map(|c| c.to_string()),
+            host: std::mem::take(&mut ctx.host),
+            method: req.method.as_str().to_owned(),
+            path: req.uri.path().to_owned(),
+            decision: ctx.decision.to_owned(),
+            reason: ctx.reason.map(str::to_owned),
+            rule: ctx.rule.take(),
+            profile: ctx.profile.as_ref().map(|p| p.name.clone()),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            upstream_status: ctx.upstream_status,
+            latency_ms: micros as f64 / 1000.0,
+        };
+        self.audit.record(&record);
+    }
+}
+
+fn check_cancelled(ctx: &Ctx) -> pingora::Result<()> {
+    match &ctx.cancelled {
+        Some(flag) if flag.load(Ordering::Acquire) => {
+            Error::e_explain(ErrorType::HTTPStatus(403), "access withdrawn by an administrator")
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn write_plain(session: &mut Session, answer: &crate::pages::Answer, request_id: &str) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(answer.status, Some(6))?;
+    resp.insert_header("content-type", answer.content_type)?;
+    resp.insert_header("content-length", answer.body.len())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("sekisho-deny-reason", answer.code)?;
+    resp.insert_header("sekisho-request-id", request_id)?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(Bytes::copy_from_slice(answer.body.as_bytes())), true).await
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The host the client asked for: `:authority` on HTTP/2, else the single
+/// `Host` header, which must agree with an absolute-form target.
+fn request_host(req: &RequestHeader) -> Result<&str, BlockOwned> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(BlockOwned::BadRequest("more than one Host header")),
+        (h, _) => h.map(|h| h.to_str().map_err(|_| BlockOwned::BadRequest("Host header is not text"))).transpose()?,
+    };
+    match (req.uri.authority().map(|a| a.as_str()), header) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            Err(BlockOwned::BadRequest("Host header differs from the request target"))
+        }
+        (Some(a), _) => Ok(a),
+        (None, Some(h)) => Ok(h),
+        (None, None) => Err(BlockOwned::BadRequest("no Host header")),
+    }
+}
+
+/// The path as forwarded, refused when it could mean different things to
+/// the gateway and the upstream (dot segments, encoded separators).
+fn checked_path(req: &RequestHeader) -> Result<&str, BlockOwned> {
+    let path = req.uri.path();
+    if !path.starts_with('/') {
+        return Err(BlockOwned::BadRequest("the request target must be an absolute path"));
+    }
+    let lower = path.as_bytes();
+    let encoded_trick = lower.windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0'))
+    });
+    let dot_segment = path.split('/').any(|s| s == "." || s == "..");
+    if encoded_trick || dot_segment || path.contains('\\') {
+        return Err(BlockOwned::BadRequest("the path contains dot segments or encoded separators"));
+    }
+    Ok(path)
+}
+
+/// The method the upstream will act on, honouring override headers.
+fn effective_method(req: &RequestHeader) -> Result<&str, BlockOwned> {
+    const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+    let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(*h));
+    match (found.next(), found.next()) {
+        (None, _) => Ok(req.method.as_str()),
+        (Some(_), Some(_)) => Err(BlockOwned::BadRequest("more than one method override header")),
+        (Some(v), None) => match v.to_str().map(str::trim) {
+            Ok(m) if m.eq_ignore_ascii_case("GET") => Ok("GET"),
+            Ok(m) if m.eq_ignore_ascii_case("HEAD") => Ok("HEAD"),
+            // Anything else is treated as a write whatever its spelling.
+            Ok(_) => Ok("POST"),
+            Err(_) => Err(BlockOwned::BadRequest("method override header is not text")),
+        },
+    }
+}
+
+fn joined_header(req: &RequestHeader, name: &str) -> Option<String> {
+    let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+fn has_body(req: &RequestHeader) -> bool {
+    let cl = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    cl.is_some_and(|n| n > 0) || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+fn prefers_html(req: &RequestHeader) -> bool {
+    req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// Removes client copies of headers the gateway owns, including look-alikes
+/// (`X_Forwarded_For`, `x.forwarded.for`).
+fn strip_protected(req: &mut RequestHeader) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            let folded = n.contains(['_', '.']).then(|| n.replace(['_', '.'], "-"));
+            let n = folded.as_deref().unwrap_or(n);
+            PROTECTED.contains(&n) || n.starts_with("sekisho-")
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+/// `host` or `host:port` as the upstream expects in `Host`.
+fn upstream_authority(u: &sekisho_policy::rules::Upstream) -> String {
+    let default = if u.tls { 443 } else { 80 };
+    let host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
+    if u.port == default {
+        host
+    } else {
+        format!("{host}:{}", u.port)
+    }
+}
+
+pub fn upstream_origin(u: &sekisho_policy::rules::Upstream) -> String {
+    format!("{}://{}", if u.tls { "https" } else { "http" }, upstream_authority(u))
+}

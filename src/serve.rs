@@ -1,0 +1,193 @@
+//! Start-up: load and check everything that can be wrong (config, TLS
+//! files, rules, store, ports) before pingora starts, so a mistake stops
+//! the gateway with a clear message instead of a silently missing listener;
+//! then run the proxy, the admin API, the demo upstream and SIGHUP reloads
+//! until a shutdown signal, and flush the audit log on the way out.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use sha2::{Digest, Sha256};
+
+use crate::admin::Admin;
+use crate::audit::AuditLog;
+use crate::config::{AdminToken, Config, Role};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::shared::{load_rules, Shared};
+use crate::store::{AuditEntry, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("rules: {0}")]
+    Rules(#[from] crate::shared::ReloadError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("`{0}`: {1}")]
+    Io(String, std::io::Error),
+}
+
+pub fn run(config_path: &Path) -> Result<(), StartError> {
+    let config = Config::load(config_path)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
+    let tokens = admin_tokens(&config)?;
+    if config.https.is_some() {
+        if config.tls.generate_dev_certs && crate::tls::ensure_dev_certs(&config.tls.cert, &config.tls.key)? {
+            println!("created a development CA and server certificate under {}", display_dir(&config.tls.cert));
+        }
+        crate::tls::check_pem(&config.tls.cert, &config.tls.key)?;
+    }
+    let (rules, upstreams) = load_rules(&config.rules_dir)?;
+    let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
+    let state = store.load()?;
+    let audit = Arc::new(
+        AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
+    );
+    let shared = Arc::new(Shared::new(store, rules, upstreams, state));
+    let metrics = Arc::new(Metrics::default());
+    for addr in [config.https, config.http].into_iter().flatten() {
+        drop(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
+    }
+    let admin_listener = bind(config.admin.listen)?;
+    let demo_listener = config.demo_upstream.map(bind).transpose()?;
+
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(2),
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), config.keepalive_secs);
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "sekisho");
+    if let Some(addr) = config.https {
+        let mut tls = TlsSettings::intermediate(&path_str(&config.tls.cert), &path_str(&config.tls.key))
+            .map_err(|e| StartError::Io(config.tls.cert.display().to_string(), std::io::Error::other(e.to_string())))?;
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
+    if let Some(addr) = config.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    let admin = Arc::new(Admin {
+        shared: shared.clone(),
+        audit: audit.clone(),
+        metrics,
+        tokens,
+        rules_dir: config.rules_dir.clone(),
+    });
+    server.add_service(background_service("admin", Sidecar { admin, admin_listener, demo_listener }));
+    announce(&config);
+    server.run(RunArgs::default());
+    audit.close();
+    Ok(())
+}
+
+/// The admin API, the demo upstream and SIGHUP reloads, on one background runtime.
+struct Sidecar {
+    admin: Arc<Admin>,
+    admin_listener: TcpListener,
+    demo_listener: Option<TcpListener>,
+}
+
+#[async_trait]
+impl BackgroundService for Sidecar {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(admin_listener) = to_tokio(&self.admin_listener) else { return };
+        let admin = tokio::spawn(crate::admin::serve(self.admin.clone(), admin_listener, shutdown.clone()));
+        if let Some(demo) = self.demo_listener.as_ref().and_then(to_tokio) {
+            tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
+        }
+        tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown));
+        let _ = admin.await;
+    }
+}
+
+async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = hangups.recv() => {}
+        }
+        let entry = AuditEntry {
+            time: chrono::Utc::now(),
+            actor: "SIGHUP".into(),
+            action: "rules.reload".into(),
+            target: admin.rules_dir.display().to_string(),
+            reason: String::new(),
+            source: "local".into(),
+        };
+        match admin.shared.reload_rules(&admin.rules_dir, entry).await {
+            Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
+            Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
+        }
+    }
+}
+
+fn to_tokio(l: &TcpListener) -> Option<tokio::net::TcpListener> {
+    l.try_clone().ok().and_then(|l| tokio::net::TcpListener::from_std(l).ok())
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
+    l.set_nonblocking(true).map_err(|e| StartError::Bind(addr, e))?;
+    Ok(l)
+}
+
+/// Configured token hashes, or the bootstrap token (created on first start).
+fn admin_tokens(config: &Config) -> Result<Vec<AdminToken>, StartError> {
+    if !config.admin.tokens.is_empty() {
+        return Ok(config.admin.tokens.clone());
+    }
+    let Some(file) = &config.admin.bootstrap_token_file else { return Ok(Vec::new()) };
+    let token = match std::fs::read_to_string(file) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = crate::config::hex(&rand::random::<[u8; 32]>());
+            crate::tls::write(file, t.as_bytes(), 0o600)?;
+            println!("created an admin token (all roles) in {}", file.display());
+            t
+        }
+        Err(e) => return Err(StartError::Io(file.display().to_string(), e)),
+    };
+    let sha256: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256 }])
+}
+
+fn announce(config: &Config) {
+    if let Some(a) = config.https {
+        println!("sekisho: gateway on https://{a}");
+    }
+    if let Some(a) = config.http {
+        println!("sekisho: gateway on http://{a}");
+    }
+    println!("sekisho: admin API on http://{}", config.admin.listen);
+    if let Some(a) = config.demo_upstream {
+        println!("sekisho: demo upstream on http://{a} (host demo.localhost)");
+    }
+    println!("sekisho: audit log {}", config.audit_log.display());
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn display_dir(p: &Path) -> String {
+    p.parent().map_or_else(|| ".".into(), |d| d.display().to_string())
+}

@@ -1,0 +1,258 @@
+//! State shared by the proxy and the admin API: the atomically swapped
+//! snapshot of rules and state, the verified-token cache, and the registry
+//! of live connections that a suspension cuts. The request path only reads
+//! the snapshot and touches sharded entries; it never locks a global mutex
+//! or touches the disk. Admin writes are serialised here.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use sekisho_policy::attestation::{self, AttestationError, VerifiedToken};
+use sekisho_policy::device::DeviceStatus;
+use sekisho_policy::state::State;
+use sekisho_policy::Rules;
+use sha2::{Digest, Sha256};
+
+use crate::store::{AuditEntry, Change, FlagKind, Store, StoreError};
+use crate::upstream::Upstreams;
+
+/// What the request path reads: rules, state, and the upstream TLS material, all immutable.
+pub struct Snapshot {
+    pub rules: Arc<Rules>,
+    pub upstreams: Arc<Upstreams>,
+    pub state: Arc<State>,
+    pub built_at: DateTime<Utc>,
+}
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    pub store: Store,
+    pub tokens: TokenCache,
+    pub conns: LiveConns,
+    /// Serialises admin writes so that commit, apply and swap happen in order.
+    writes: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read rules directory `{0}`: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}")]
+    Rules(#[from] sekisho_policy::RulesError),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("no rules files (`*.toml`) in `{0}`")]
+    Empty(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl Shared {
+    pub fn new(store: Store, rules: Rules, upstreams: Upstreams, state: State) -> Shared {
+        let snapshot = Snapshot {
+            rules: Arc::new(rules),
+            upstreams: Arc::new(upstreams),
+            state: Arc::new(state),
+            built_at: Utc::now(),
+        };
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store,
+            tokens: TokenCache::new(100_000),
+            conns: LiveConns::default(),
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// An owned handle on the current snapshot, for a whole request.
+    pub fn snapshot_full(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Commits `change` durably (with its audit record), then swaps in the
+    /// new snapshot and cuts the connections the change ends. Returns the
+    /// change as stored (with assigned ids). Nothing is swapped if the write fails.
+    pub async fn commit(&self, change: Change, audit: AuditEntry) -> Result<Change, StoreError> {
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.commit(change, &audit))
+            .await
+            .map_err(|_| StoreError::Poisoned)??;
+        let current = self.snapshot.load_full();
+        let state = crate::store::apply(&current.state, &stored);
+        self.snapshot.store(Arc::new(Snapshot {
+            rules: current.rules.clone(),
+            upstreams: current.upstreams.clone(),
+            state: Arc::new(state),
+            built_at: Utc::now(),
+        }));
+        self.cut_after(&stored);
+        Ok(stored)
+    }
+
+    /// Replaces the rules once they load and the audit record is durable;
+    /// on any error the running rules stay.
+    pub async fn reload_rules(&self, dir: &Path, audit: AuditEntry) -> Result<usize, ReloadError> {
+        let (rules, upstreams) = load_rules(dir)?;
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.record(&audit)).await.map_err(|_| StoreError::Poisoned)??;
+        let current = self.snapshot.load_full();
+        let count = rules.profiles().len();
+        self.snapshot.store(Arc::new(Snapshot {
+            rules: Arc::new(rules),
+            upstreams: Arc::new(upstreams),
+            state: current.state.clone(),
+            built_at: Utc::now(),
+        }));
+        Ok(count)
+    }
+
+    fn cut_after(&self, change: &Change) {
+        match change {
+            Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => self.conns.cut(|e| e.user == *user),
+            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
+                self.conns.cut(|e| e.device == *id)
+            }
+            Change::SetStop { profile: None, stop: Some(_) } => self.conns.cut(|_| true),
+            Change::SetStop { profile: Some(p), stop: Some(_) } => self.conns.cut(|e| e.profile == *p),
+            _ => {}
+        }
+    }
+}
+
+/// Reads every `*.toml` in `dir` (sorted by name) into rules and upstream material.
+pub fn load_rules(dir: &Path) -> Result<(Rules, Upstreams), ReloadError> {
+    let shown = dir.display().to_string();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ReloadError::Read(shown.clone(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ReloadError::Empty(shown));
+    }
+    let mut texts = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| ReloadError::Read(f.display().to_string(), e))?;
+        texts.push((f.display().to_string(), text));
+    }
+    let rules = Rules::from_sources(texts.iter().map(|(f, t)| (f.as_str(), t.as_str())))?;
+    let upstreams = Upstreams::load(&rules, dir).map_err(ReloadError::Upstream)?;
+    Ok((rules, upstreams))
+}
+
+/// Verified tokens by SHA-256 of the header value, so a signature is
+/// checked once per token rather than once per request. Bounded; entries
+/// are only a speed-up: `decide` still checks expiry, device status and the
+/// key fingerprint on every request, so a revoked device's tokens stop at once.
+pub struct TokenCache {
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<Result<VerifiedToken, AttestationError>>>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache { cache: quick_cache::sync::Cache::new(capacity) }
+    }
+
+    /// The verification result for `token` against `state`, cached.
+    pub fn verify(&self, token: &str, state: &State) -> Arc<Result<VerifiedToken, AttestationError>> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&key) {
+            // A cached success is reused only while the device keeps the
+            // same key; a cached failure only while the device is still unknown.
+            let still_valid = match &*hit {
+                Ok(v) => state.devices.get(&v.device).is_some_and(|d| d.key.fingerprint() == v.key_fingerprint),
+                Err(_) => false,
+            };
+            if still_valid {
+                return hit;
+            }
+        }
+        let fresh = Arc::new(attestation::verify(token, &state.devices));
+        if fresh.is_ok() {
+            self.cache.insert(key, fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// One proxied request in flight, as the cutter sees it.
+pub struct LiveEntry {
+    pub user: String,
+    pub device: String,
+    pub profile: String,
+    /// Downstream socket (HTTP/1.x only) and its kernel cookie, so a
+    /// recycled descriptor number is never shut down by mistake.
+    pub socket: Option<(RawFd, u64)>,
+    pub cancelled: Arc<AtomicBool>,
+}
+
+const SHARDS: usize = 32;
+
+/// Live requests, sharded so registering one never contends globally.
+#[derive(Default)]
+pub struct LiveConns {
+    shards: [Mutex<HashMap<u64, LiveEntry>>; SHARDS],
+    next: AtomicU64,
+}
+
+impl LiveConns {
+    /// Registers a request; the returned id deregisters it in `logging`.
+    pub fn register(&self, entry: LiveEntry) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut shard) = self.shard(id).lock() {
+            shard.insert(id, entry);
+        }
+        id
+    }
+
+    /// Must run before the downstream socket is closed (pingora's `logging`).
+    pub fn deregister(&self, id: u64) {
+        if let Ok(mut shard) = self.shard(id).lock() {
+            shard.remove(&id);
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, LiveEntry>> {
+        &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// Cancels every matching request: sets its flag (checked by the body
+    /// filters) and shuts its socket down so idle WebSockets end too.
+    pub fn cut(&self, matches: impl Fn(&LiveEntry) -> bool) {
+        for shard in &self.shards {
+            let Ok(shard) = shard.lock() else { continue };
+            for entry in shard.values().filter(|e| matches(e)) {
+                entry.cancelled.store(true, Ordering::Release);
+                if let Some((fd, cookie)) = entry.socket {
+                    shutdown_if_same(fd, cookie);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().filter_map(|s| s.lock().ok().map(|s| s.len())).sum()
+    }
+}
+
+/// Shuts the socket down only if the descriptor still names the same socket.
+fn shutdown_if_same(fd: RawFd, cookie: u64) {
+    let same = pingora::protocols::l4::ext::get_socket_cookie(fd).is_ok_and(|c| c == cookie);
+    if same {
+        // The entry is deregistered under the same shard lock before pingora
+        // closes the socket, so `fd` is still the request's connection here.
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    }
+}

@@ -1,0 +1,497 @@
+//! The durable state: SQLite in WAL mode with `synchronous = FULL`, so a
+//! committed write survives `kill -9` and power loss. Owns the schema, the
+//! loading of a full [`State`] at start-up, and applying one [`Change`]
+//! both to disk (with its admin audit record, in one transaction) and to an
+//! in-memory state. It must never be called from the request path.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sekisho_policy::device::{DeviceKey, DeviceStatus};
+use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use serde::Serialize;
+
+/// One committed mutation of the state.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create a user, or update name, role and profiles (flags are kept).
+    PutUser {
+        id: String,
+        display_name: String,
+        role: String,
+        profiles: Vec<String>,
+    },
+    SetFlag {
+        user: String,
+        kind: FlagKind,
+        flag: Option<Flag>,
+    },
+    /// A new registration application (always `pending`).
+    FileDevice(Box<Device>),
+    SetDeviceStatus {
+        id: String,
+        status: DeviceStatus,
+    },
+    SetStop {
+        profile: Option<String>,
+        stop: Option<Stop>,
+    },
+    AddGrant(OvertimeGrant),
+    RemoveGrant(i64),
+    AddMaintenance(MaintenanceWindow),
+    RemoveMaintenance(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagKind {
+    Suspended,
+    Restricted,
+}
+
+/// The admin audit record written in the same transaction as its change.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntryOwned,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEntryOwned {
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: String,
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store: row `{0}` is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("state store lock poisoned")]
+    Poisoned,
+}
+
+/// The SQLite store. The connection is behind a mutex because only the
+/// admin API writes, one change at a time.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flags (
+    user_id TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL, reason TEXT NOT NULL,
+    since TEXT NOT NULL, until TEXT, PRIMARY KEY (user_id, kind)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
+    ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
+    security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS overtime (
+    id INTEGER PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS maintenance (
+    id INTEGER PRIMARY KEY, profile TEXT, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL
+);
+"#;
+
+/// The scope key of the global emergency stop in the `stops` table.
+const GLOBAL: &str = "*";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Reads the whole state, as at start-up.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let conn = self.lock()?;
+        load_state(&conn)
+    }
+
+    /// Writes `change` and its audit record in one durable transaction and
+    /// returns the change with any ids the database assigned.
+    pub fn commit(&self, change: Change, audit: &AuditEntry) -> Result<Change, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let change = write_change(&tx, change)?;
+        tx.execute(
+            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
+        )?;
+        tx.commit()?;
+        Ok(change)
+    }
+
+    /// Records an admin action that changes no state (a rules reload).
+    pub fn record(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
+        )?;
+        Ok(())
+    }
+
+    /// Admin audit records, newest first.
+    pub fn audit(
+        &self,
+        target: Option<&str>,
+        action: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+             WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![target, action, limit], |r| {
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                entry: AuditEntryOwned {
+                    time: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    reason: r.get(5)?,
+                    source: r.get(6)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {
+    match &change {
+        Change::PutUser { id, display_name, role, profiles } => {
+            let profiles =
+                serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
+            tx.execute(
+                "INSERT INTO users (id, display_name, role, profiles) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4",
+                params![id, display_name, role, profiles],
+            )?;
+        }
+        Change::SetFlag { user, kind, flag } => {
+            require_user(tx, user)?;
+            let kind_s = flag_kind(*kind);
+            match flag {
+                Some(f) => tx.execute(
+                    "INSERT INTO flags (user_id, kind, reason, since, until) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(user_id, kind) DO UPDATE SET reason = ?3, since = ?4, until = ?5",
+                    params![user, kind_s, f.reason, f.since.to_rfc3339(), f.until.map(|u| u.to_rfc3339())],
+                )?,
+                None => tx.execute("DELETE FROM flags WHERE user_id = ?1 AND kind = ?2", params![user, kind_s])?,
+            };
+        }
+        Change::FileDevice(d) => {
+            require_user(tx, &d.owner)?;
+            let exists: Option<String> =
+                tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "device `{}` is already registered; a changed device is a new application with a new id",
+                    d.id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    d.id,
+                    d.owner,
+                    d.kind.as_str(),
+                    d.ownership.as_str(),
+                    d.os.as_str(),
+                    d.os_version.to_string(),
+                    d.security_software.as_ref().map(|s| s.name.clone()),
+                    d.security_software.as_ref().map(|s| s.updated.to_string()),
+                    d.key.alg(),
+                    d.key.to_b64(),
+                    d.status.as_str()
+                ],
+            )?;
+        }
+        Change::SetDeviceStatus { id, status } => {
+            let n = tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
+            }
+        }
+        Change::SetStop { profile, stop } => {
+            let scope = profile.as_deref().unwrap_or(GLOBAL);
+            match stop {
+                Some(s) => tx.execute(
+                    "INSERT INTO stops (scope, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(scope) DO UPDATE SET reason = ?2, since = ?3",
+                    params![scope, s.reason, s.since.to_rfc3339()],
+                )?,
+                None => tx.execute("DELETE FROM stops WHERE scope = ?1", [scope])?,
+            };
+        }
+        Change::AddGrant(g) => {
+            require_user(tx, &g.user)?;
+            tx.execute(
+                "INSERT INTO overtime (user_id, profile, approver, reason, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![g.user, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
+            )?;
+            return Ok(Change::AddGrant(OvertimeGrant { id: tx.last_insert_rowid(), ..g.clone() }));
+        }
+        Change::RemoveGrant(id) => {
+            if tx.execute("DELETE FROM overtime WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound(format!("overtime grant `{id}` does not exist")));
+            }
+        }
+        Change::AddMaintenance(m) => {
+            tx.execute(
+                "INSERT INTO maintenance (profile, reason, start, end) VALUES (?1, ?2, ?3, ?4)",
+                params![m.profile, m.reason, m.start.to_rfc3339(), m.end.to_rfc3339()],
+            )?;
+            return Ok(Change::AddMaintenance(MaintenanceWindow { id: tx.last_insert_rowid(), ..m.clone() }));
+        }
+        Change::RemoveMaintenance(id) => {
+            if tx.execute("DELETE FROM maintenance WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
+            }
+        }
+    }
+    Ok(change)
+}
+
+fn require_user(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<(), StoreError> {
+    let found: Option<String> = tx.query_row("SELECT id FROM users WHERE id = ?1", [user], |r| r.get(0)).optional()?;
+    found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("user `{user}` does not exist")))
+}
+
+fn flag_kind(kind: FlagKind) -> &'static str {
+    match kind {
+        FlagKind::Suspended => "suspended",
+        FlagKind::Restricted => "restricted",
+    }
+}
+
+/// Applies a committed change to an in-memory state, copying only the
+/// table it touches. `Store::load` after the same commits yields the same state.
+pub fn apply(state: &State, change: &Change) -> State {
+    let mut next = state.clone();
+    match change {
+        Change::PutUser { id, display_name, role, profiles } => {
+            let users = Arc::make_mut(&mut next.users);
+            let (suspended, restricted) =
+                users.get(id).map(|u| (u.suspended.clone(), u.restricted.clone())).unwrap_or_default();
+            let user = User {
+                id: id.clone(),
+                display_name: display_name.clone(),
+                role: role.clone(),
+                profiles: profiles.clone(),
+                suspended,
+                restricted,
+            };
+            users.insert(id.clone(), user);
+        }
+        Change::SetFlag { user, kind, flag } => {
+            if let Some(u) = Arc::make_mut(&mut next.users).get_mut(user) {
+                match kind {
+                    FlagKind::Suspended => u.suspended = flag.clone(),
+                    FlagKind::Restricted => u.restricted = flag.clone(),
+                }
+            }
+        }
+        Change::FileDevice(d) => {
+            Arc::make_mut(&mut next.devices).insert(d.id.clone(), (**d).clone());
+        }
+        Change::SetDeviceStatus { id, status } => {
+            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
+                d.status = *status;
+            }
+        }
+        Change::SetStop { profile, stop } => {
+            let stops = Arc::make_mut(&mut next.stops);
+            match (profile, stop) {
+                (None, s) => stops.global = s.clone(),
+                (Some(p), Some(s)) => drop(stops.profiles.insert(p.clone(), s.clone())),
+                (Some(p), None) => drop(stops.profiles.remove(p)),
+            }
+        }
+        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.user.clone()).or_default().push(g.clone()),
+        Change::RemoveGrant(id) => {
+            for grants in Arc::make_mut(&mut next.overtime).values_mut() {
+                grants.retain(|g| g.id != *id);
+            }
+            Arc::make_mut(&mut next.overtime).retain(|_, g| !g.is_empty());
+        }
+        Change::AddMaintenance(m) => Arc::make_mut(&mut next.maintenance).push(m.clone()),
+        Change::RemoveMaintenance(id) => Arc::make_mut(&mut next.maintenance).retain(|m| m.id != *id),
+    }
+    next
+}
+
+fn load_state(conn: &Connection) -> Result<State, StoreError> {
+    let mut state = State::default();
+    let users = Arc::make_mut(&mut state.users);
+    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
+        let (id, display_name, role, profiles) = row?;
+        let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
+        users.insert(id.clone(), User { id, display_name, role, profiles, suspended: None, restricted: None });
+    }
+    let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })? {
+        let (user, kind, reason, since, until) = row?;
+        let flag = Flag { reason, since: time(&user, &since)?, until: until.map(|u| time(&user, &u)).transpose()? };
+        if let Some(u) = users.get_mut(&user) {
+            match kind.as_str() {
+                "suspended" => u.suspended = Some(flag),
+                "restricted" => u.restricted = Some(flag),
+                other => return Err(StoreError::Corrupt(user, format!("unknown flag kind `{other}`"))),
+            }
+        }
+    }
+    let devices = Arc::make_mut(&mut state.devices);
+    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status FROM devices")?;
+    for device in stmt.query_map([], device_row)? {
+        let device = device??;
+        devices.insert(device.id.clone(), device);
+    }
+    let stops = Arc::make_mut(&mut state.stops);
+    let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)))? {
+        let (scope, reason, since) = row?;
+        let stop = Stop { reason, since: time(&scope, &since)? };
+        match scope.as_str() {
+            GLOBAL => stops.global = Some(stop),
+            _ => drop(stops.profiles.insert(scope, stop)),
+        }
+    }
+    let overtime = Arc::make_mut(&mut state.overtime);
+    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })? {
+        let (id, user, profile, approver, reason, start, end) = row?;
+        let g = OvertimeGrant {
+            id,
+            start: time(&user, &start)?,
+            end: time(&user, &end)?,
+            user: user.clone(),
+            profile,
+            approver,
+            reason,
+        };
+        overtime.entry(user).or_default().push(g);
+    }
+    let maintenance = Arc::make_mut(&mut state.maintenance);
+    let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+    })? {
+        let (id, profile, reason, start, end) = row?;
+        let key = id.to_string();
+        maintenance.push(MaintenanceWindow { id, profile, reason, start: time(&key, &start)?, end: time(&key, &end)? });
+    }
+    Ok(state)
+}
+
+type DeviceResult = Result<Device, StoreError>;
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
+    let id: String = r.get(0)?;
+    let text = |i: usize| r.get::<_, String>(i);
+    let (kind, ownership, os, version, alg, key, status) =
+        (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
+    let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
+    let owner = text(1)?;
+    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw))
+}
+
+fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
+    let corrupt = |what: &str| StoreError::Corrupt(id.clone(), what.to_owned());
+    let enum_of = |s: &str| serde_json::Value::String(s.to_owned());
+    let security_software = match sw {
+        (Some(name), Some(updated)) => Some(SecuritySoftware {
+            name,
+            updated: NaiveDate::parse_from_str(&updated, "%Y-%m-%d").map_err(|_| corrupt("security_updated"))?,
+        }),
+        _ => None,
+    };
+    Ok(Device {
+        kind: serde_json::from_value(enum_of(f[0])).map_err(|_| corrupt("kind"))?,
+        ownership: serde_json::from_value(enum_of(f[1])).map_err(|_| corrupt("ownership"))?,
+        os: serde_json::from_value(enum_of(f[2])).map_err(|_| corrupt("os"))?,
+        os_version: f[3].parse().map_err(|_| corrupt("os_version"))?,
+        key: DeviceKey::parse(f[4], f[5]).map_err(|e| corrupt(&e.to_string()))?,
+        status: serde_json::from_value(enum_of(f[6])).map_err(|_| corrupt("status"))?,
+        security_software,
+        id,
+        owner,
+    })
+}
+
+fn time(key: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt(key.to_owned(), format!("time `{s}`")))
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,0 +1,79 @@
+//! TLS material for the client-facing listener: on first start, a
+//! development CA and a P-256 server certificate for localhost names; and a
+//! check that the configured PEM files load, so a bad file fails start-up
+//! instead of silently losing the listener. Private keys are written 0600
+//! and never logged.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot write `{0}`: {1}")]
+    Write(String, std::io::Error),
+    #[error("cannot read `{0}`: {1}")]
+    Read(String, std::io::Error),
+    #[error("`{0}` holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("`{0}` holds no PEM private key")]
+    NoKey(String),
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// Names the development server certificate covers.
+const DEV_NAMES: [&str; 5] = ["localhost", "demo.localhost", "*.localhost", "127.0.0.1", "::1"];
+
+/// Creates `dev-ca.pem`, `dev-ca.key` beside `cert`, plus `cert` and `key`,
+/// unless `cert` already exists. Returns whether files were created.
+pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<bool, TlsError> {
+    if cert.exists() {
+        return Ok(false);
+    }
+    let dir = cert.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name.push(DnType::CommonName, "sekisho development CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(DEV_NAMES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
+    server.distinguished_name.push(DnType::CommonName, "localhost");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key)?;
+    write(&dir.join("dev-ca.pem"), ca_cert.pem().as_bytes(), 0o644)?;
+    write(&dir.join("dev-ca.key"), ca_key.serialize_pem().as_bytes(), 0o600)?;
+    write(key, server_key.serialize_pem().as_bytes(), 0o600)?;
+    write(cert, format!("{}{}", server_cert.pem(), ca_cert.pem()).as_bytes(), 0o644)?;
+    Ok(true)
+}
+
+/// Checks that the certificate chain and key parse before pingora loads them.
+pub fn check_pem(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+    let certs = read(cert)?;
+    let first = rustls_pemfile::certs(&mut certs.as_slice()).next();
+    if !matches!(first, Some(Ok(_))) {
+        return Err(TlsError::NoCertificate(cert.display().to_string()));
+    }
+    let keys = read(key)?;
+    match rustls_pemfile::private_key(&mut keys.as_slice()) {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(TlsError::NoKey(key.display().to_string())),
+    }
+}
+
+/// Writes a file atomically (temp file, fsync, rename) with `mode`.
+pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let err = |e| TlsError::Write(path.display().to_string(), e);
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(err)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
