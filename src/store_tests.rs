@@ -8,7 +8,14 @@ use sekisho_policy::device::{DeviceKind, Os, Ownership};
 use super::*;
 
 fn entry(action: &str) -> AuditEntry {
-    AuditEntry { time: Utc::now(), actor: "test".into(), action: action.into(), target: "t".into(), reason: "r".into(), source: "127.0.0.1".into() }
+    AuditEntry {
+        time: Utc::now(),
+        actor: "test".into(),
+        action: action.into(),
+        target: "t".into(),
+        reason: "r".into(),
+        source: "127.0.0.1".into(),
+    }
 }
 
 fn device(id: &str, owner: &str) -> Device {
@@ -19,7 +26,10 @@ fn device(id: &str, owner: &str) -> Device {
         ownership: Ownership::Personal,
         os: Os::Ios,
         os_version: "17.4".parse().unwrap(),
-        security_software: Some(SecuritySoftware { name: "ウイルスバスター".into(), updated: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap() }),
+        security_software: Some(SecuritySoftware {
+            name: "ウイルスバスター".into(),
+            updated: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+        }),
         key: SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])).public(),
         status: DeviceStatus::Pending,
     }
@@ -28,19 +38,57 @@ fn device(id: &str, owner: &str) -> Device {
 fn changes() -> Vec<Change> {
     let t = Utc.with_ymd_and_hms(2026, 11, 24, 1, 0, 0).unwrap();
     vec![
-        Change::PutUser { id: "u1".into(), display_name: "議員 一".into(), role: "councillor".into(), profiles: vec!["kumamoto".into()] },
+        Change::PutUser {
+            id: "u1".into(),
+            display_name: "議員 一".into(),
+            role: "councillor".into(),
+            profiles: vec!["kumamoto".into()],
+        },
         Change::PutUser { id: "u2".into(), display_name: "職員 二".into(), role: "staff".into(), profiles: vec![] },
         Change::FileDevice(Box::new(device("d1", "u1"))),
         Change::SetDeviceStatus { id: "d1".into(), status: DeviceStatus::Approved },
-        Change::SetFlag { user: "u1".into(), kind: FlagKind::Suspended, flag: Some(Flag { reason: "lost".into(), since: t, until: Some(t + Duration::hours(1)) }) },
-        Change::SetFlag { user: "u2".into(), kind: FlagKind::Restricted, flag: Some(Flag { reason: "audit".into(), since: t, until: None }) },
-        Change::PutUser { id: "u1".into(), display_name: "議員 一（改）".into(), role: "councillor".into(), profiles: vec!["kumamoto".into()] },
+        Change::SetFlag {
+            user: "u1".into(),
+            kind: FlagKind::Suspended,
+            flag: Some(Flag { reason: "lost".into(), since: t, until: Some(t + Duration::hours(1)) }),
+        },
+        Change::SetFlag {
+            user: "u2".into(),
+            kind: FlagKind::Restricted,
+            flag: Some(Flag { reason: "audit".into(), since: t, until: None }),
+        },
+        Change::PutUser {
+            id: "u1".into(),
+            display_name: "議員 一（改）".into(),
+            role: "councillor".into(),
+            profiles: vec!["kumamoto".into()],
+        },
         Change::SetStop { profile: Some("kumamoto".into()), stop: Some(Stop { reason: "breach".into(), since: t }) },
         Change::SetStop { profile: None, stop: Some(Stop { reason: "all".into(), since: t }) },
         Change::SetStop { profile: None, stop: None },
-        Change::AddGrant(OvertimeGrant { id: 0, user: "u2".into(), profile: None, approver: "課長".into(), reason: "議会".into(), start: t, end: t + Duration::hours(3) }),
-        Change::AddMaintenance(MaintenanceWindow { id: 0, profile: None, reason: "update".into(), start: t, end: t + Duration::hours(1) }),
-        Change::AddMaintenance(MaintenanceWindow { id: 0, profile: Some("kumamoto".into()), reason: "x".into(), start: t, end: t + Duration::hours(2) }),
+        Change::AddGrant(OvertimeGrant {
+            id: 0,
+            user: "u2".into(),
+            profile: None,
+            approver: "課長".into(),
+            reason: "議会".into(),
+            start: t,
+            end: t + Duration::hours(3),
+        }),
+        Change::AddMaintenance(MaintenanceWindow {
+            id: 0,
+            profile: None,
+            reason: "update".into(),
+            start: t,
+            end: t + Duration::hours(1),
+        }),
+        Change::AddMaintenance(MaintenanceWindow {
+            id: 0,
+            profile: Some("kumamoto".into()),
+            reason: "x".into(),
+            start: t,
+            end: t + Duration::hours(2),
+        }),
         Change::RemoveMaintenance(1),
     ]
 }

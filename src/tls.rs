@@ -25,7 +25,7 @@ pub enum TlsError {
 }
 
 /// Names the development server certificate covers.
-const DEV_NAMES: [&str; 5] = ["localhost", "demo.localhost", "*.localhost", "127.0.0.1", "::1"];
+const DEV_NAMES: [&str; 4] = ["localhost", "demo.localhost", "127.0.0.1", "::1"];
 
 /// Creates `dev-ca.pem`, `dev-ca.key` beside `cert`, plus `cert` and `key`,
 /// unless `cert` already exists. Returns whether files were created.

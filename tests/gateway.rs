@@ -1,0 +1,446 @@
+//! The gateway end to end: the real binary on loopback with real TLS, a
+//! real upstream that records what reaches it, and real HTTP clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use support::{reason, Enrol, Gateway, Upstream, WsUpstream, AUDITOR_TOKEN, GENERAL_TOKEN, ROOT_TOKEN};
+
+async fn setup() -> (Upstream, WsUpstream, Gateway) {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    (up, ws, gw)
+}
+
+#[tokio::test]
+async fn a_registered_device_passes_and_the_upstream_sees_only_gateway_headers() {
+    let (up, _ws, gw) = setup().await;
+    let alice = gw.enrol("alice", Enrol::default()).await;
+    let resp = gw
+        .client()
+        .get(gw.url("app.localhost", "/hello"))
+        .header("device-attestation", alice.token("app.localhost"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x_forwarded_for", "7.7.7.7")
+        .header("x-real-ip", "8.8.8.8")
+        .header("forwarded", "for=9.9.9.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("sekisho-request-id"));
+    let seen = up.last();
+    assert_eq!(seen.path, "/hello");
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some(format!("app.localhost:{}", gw.https.port()).as_str()));
+    for gone in ["device-attestation", "x_forwarded_for", "x-real-ip", "forwarded"] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the upstream");
+    }
+    let lines = gw.audit_lines("alice").await;
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["decision"].as_str(), last["status"].as_u64(), last["device"].as_str()),
+        (Some("allow"), Some(200), Some("alice-pc"))
+    );
+    assert!(last["time"].as_str().unwrap().ends_with("+09:00"), "audit time is in Asia/Tokyo: {last}");
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_over_tls() {
+    let (_up, _ws, gw) = setup().await;
+    let bob = gw.enrol("bob", Enrol::default()).await;
+    let resp = gw.get_as(&bob, "app.localhost", "/h2").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn each_policy_denial_names_its_reason() {
+    let (up, _ws, gw) = setup().await;
+    let staff = gw.enrol("staff1", Enrol::default()).await;
+    let pending = gw.enrol("pending1", Enrol { approve: false, ..Enrol::default() }).await;
+    let personal = gw.enrol("personal1", Enrol { ownership: "personal", ..Enrol::default() }).await;
+    let client = gw.client();
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        ("attestation_missing", client.get(gw.url("app.localhost", "/")), 403),
+        (
+            "attestation_invalid",
+            client.get(gw.url("app.localhost", "/")).header("device-attestation", "not.a.token"),
+            403,
+        ),
+        (
+            "attestation_invalid",
+            client.get(gw.url("app.localhost", "/")).header("device-attestation", staff.token("office.localhost")),
+            403,
+        ),
+        (
+            "device_pending",
+            client.get(gw.url("app.localhost", "/")).header("device-attestation", pending.token("app.localhost")),
+            403,
+        ),
+        (
+            "device_not_permitted",
+            client.get(gw.url("app.localhost", "/")).header("device-attestation", personal.token("app.localhost")),
+            403,
+        ),
+        (
+            "untrusted_network",
+            client.get(gw.url("office.localhost", "/")).header("device-attestation", staff.token("office.localhost")),
+            403,
+        ),
+        (
+            "outside_hours",
+            client.get(gw.url("hours.localhost", "/")).header("device-attestation", staff.token("hours.localhost")),
+            403,
+        ),
+        (
+            "policy_not_in_force",
+            client.get(gw.url("expired.localhost", "/")).header("device-attestation", staff.token("expired.localhost")),
+            403,
+        ),
+        (
+            "feature_not_permitted",
+            client
+                .get(gw.url("features.localhost", "/admin"))
+                .header("device-attestation", staff.token("features.localhost")),
+            403,
+        ),
+        ("unknown_host", client.get(gw.url("nowhere.localhost", "/")), 421),
+    ];
+    for (want, request, status) in cases {
+        let resp = request.send().await.unwrap();
+        assert_eq!((reason(&resp).as_deref(), resp.status().as_u16()), (Some(want), status), "{want}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["reason"], want);
+        assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let allowed = client
+        .get(gw.url("features.localhost", "/drive/file"))
+        .header("device-attestation", staff.token("features.localhost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200, "an allowed path of a path-limited route passes");
+    assert!(
+        up.seen().iter().all(|s| s.path == "/drive/file"),
+        "no denied request reached the upstream: {:?}",
+        up.seen()
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_forwarded_address_decides_the_network() {
+    let (_up, _ws, gw) = setup().await;
+    let carol = gw.enrol("carol", Enrol::default()).await;
+    let call = |xff: &'static str| {
+        gw.client()
+            .get(gw.url("office.localhost", "/"))
+            .header("device-attestation", carol.token("office.localhost"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    assert_eq!(call("10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(reason(&call("203.0.113.5").await.unwrap()).as_deref(), Some("untrusted_network"));
+    assert_eq!(
+        reason(&call("10.1.2.3, 203.0.113.5").await.unwrap()).as_deref(),
+        Some("untrusted_network"),
+        "the right-most untrusted hop is the client"
+    );
+}
+
+#[tokio::test]
+async fn posture_claims_below_the_profile_minimums_are_denied() {
+    let (_up, _ws, gw) = setup().await;
+    let mut dave = gw.enrol("dave", Enrol::default()).await;
+    dave.os_version = "10.0.19044";
+    assert_eq!(reason(&gw.get_as(&dave, "app.localhost", "/").await).as_deref(), Some("os_outdated"));
+    dave.os_version = "10.0.22631";
+    dave.security_software = None;
+    assert_eq!(reason(&gw.get_as(&dave, "app.localhost", "/").await).as_deref(), Some("security_software_missing"));
+}
+
+#[tokio::test]
+async fn a_browser_gets_a_bilingual_block_page() {
+    let (_up, _ws, gw) = setup().await;
+    let resp = gw
+        .client()
+        .get(gw.url("app.localhost", "/"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("登録済み端末であることを確認できません"), "{page}");
+    assert!(page.contains("Your device could not be identified"));
+    assert!(page.contains("IT desk 1234"), "the page names whom to contact");
+    assert!(page.contains("attestation_missing"));
+}
+
+#[tokio::test]
+async fn suspension_restriction_stop_and_maintenance_apply_on_the_next_request() {
+    let (_up, _ws, gw) = setup().await;
+    let erin = gw.enrol("erin", Enrol::default()).await;
+    let post = || {
+        gw.client()
+            .post(gw.url("app.localhost", "/write"))
+            .header("device-attestation", erin.token("app.localhost"))
+            .body("x")
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 200);
+
+    gw.admin("POST", "/v1/users/erin/restrict", json!({"reason": "監査中"})).await;
+    assert_eq!(reason(&post().await.unwrap()).as_deref(), Some("user_restricted"));
+    assert_eq!(gw.get_as(&erin, "app.localhost", "/read").await.status(), 200, "reading still passes");
+    gw.admin("POST", "/v1/users/erin/unrestrict", json!({"reason": "完了"})).await;
+
+    gw.admin("POST", "/v1/users/erin/suspend", json!({"reason": "端末紛失"})).await;
+    assert_eq!(reason(&gw.get_as(&erin, "app.localhost", "/").await).as_deref(), Some("user_suspended"));
+    gw.admin("POST", "/v1/users/erin/unsuspend", json!({"reason": "発見"})).await;
+    assert_eq!(gw.get_as(&erin, "app.localhost", "/").await.status(), 200);
+
+    gw.admin("POST", "/v1/emergency-stop", json!({"reason": "breach suspected", "profile": "app"})).await;
+    let stopped = gw.get_as(&erin, "app.localhost", "/").await;
+    assert_eq!((stopped.status().as_u16(), reason(&stopped).as_deref()), (503, Some("emergency_stop")));
+    assert!(stopped.headers().contains_key("retry-after"));
+    assert_eq!(
+        gw.get_as(&erin, "features.localhost", "/drive/").await.status(),
+        200,
+        "a profile stop leaves other profiles open"
+    );
+    gw.admin("POST", "/v1/emergency-stop/lift", json!({"reason": "all clear", "profile": "app"})).await;
+    gw.admin("POST", "/v1/emergency-stop", json!({"reason": "everything"})).await;
+    assert_eq!(reason(&gw.get_as(&erin, "features.localhost", "/drive/").await).as_deref(), Some("emergency_stop"));
+    gw.admin("POST", "/v1/emergency-stop/lift", json!({"reason": "all clear"})).await;
+
+    let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let end = chrono::Utc::now() + chrono::Duration::minutes(30);
+    let created = gw
+        .admin(
+            "POST",
+            "/v1/maintenance",
+            json!({"profile": "app", "reason": "LINE WORKS 更新", "start": start, "end": end}),
+        )
+        .await;
+    let m = gw.get_as(&erin, "app.localhost", "/").await;
+    assert_eq!((m.status().as_u16(), reason(&m).as_deref()), (503, Some("maintenance")));
+    let retry: i64 = m.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1700..=1800).contains(&retry), "Retry-After counts down to the end: {retry}");
+    gw.admin("DELETE", &format!("/v1/maintenance/{}", created["id"]), json!({"reason": "done early"})).await;
+    assert_eq!(gw.get_as(&erin, "app.localhost", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn revoking_a_lost_device_leaves_the_owners_other_devices_working() {
+    let (_up, _ws, gw) = setup().await;
+    let phone =
+        gw.enrol("frank", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
+    let mut pc =
+        gw.enrol("frank", Enrol { role: "councillor", kind: "pc", ownership: "personal", approve: true }).await;
+    pc.key = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[42; 32]));
+    // The second enrolment reused the seed; register the PC with its own key.
+    let public = pc.key.public();
+    pc.device = "frank-pc2".into();
+    gw.admin("POST", "/v1/devices", json!({"id": "frank-pc2", "owner": "frank", "kind": "pc", "ownership": "personal", "os": "windows", "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64(), "security_software": {"name": "x", "updated": chrono::Utc::now().date_naive()}})).await;
+    gw.admin("POST", "/v1/devices/frank-pc2/approve", json!({"reason": "ok"})).await;
+    assert_eq!(gw.get_as(&phone, "app.localhost", "/").await.status(), 200);
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", phone.device), json!({"reason": "第17条 紛失届"})).await;
+    assert_eq!(reason(&gw.get_as(&phone, "app.localhost", "/").await).as_deref(), Some("device_revoked"));
+    assert_eq!(gw.get_as(&pc, "app.localhost", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_overtime_grant_opens_a_closed_profile_for_one_user() {
+    let (_up, _ws, gw) = setup().await;
+    let gina = gw.enrol("gina", Enrol::default()).await;
+    let hank = gw.enrol("hank", Enrol::default()).await;
+    gw.write_rules(
+        "hours.toml",
+        &std::fs::read_to_string(gw.path("rules/hours.toml"))
+            .unwrap()
+            .replace("[network]", "overtime_grants = true\n\n[network]"),
+    );
+    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    let now = chrono::Utc::now();
+    gw.admin("POST", "/v1/overtime", json!({"user": "gina", "approver": "総務課長", "reason": "議会対応", "start": now - chrono::Duration::minutes(5), "end": now + chrono::Duration::hours(1)})).await;
+    assert_eq!(gw.get_as(&gina, "hours.localhost", "/").await.status(), 200);
+    assert_eq!(reason(&gw.get_as(&hank, "hours.localhost", "/").await).as_deref(), Some("outside_hours"));
+}
+
+#[tokio::test]
+async fn suspending_a_user_cuts_their_open_websocket_within_a_second() {
+    let (_up, _ws, gw) = setup().await;
+    let ivan = gw.enrol("ivan", Enrol::default()).await;
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://ws.localhost:{}/chat",
+        gw.http.port()
+    ))
+    .unwrap();
+    request.headers_mut().insert("device-attestation", ivan.token("ws.localhost").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    ws.send("hello".into()).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.to_text().unwrap(), "hello");
+
+    gw.admin("POST", "/v1/users/ivan/suspend", json!({"reason": "情報漏えいの疑い"})).await;
+    let cut = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle WebSocket was still open a second after the suspension");
+    assert!(cut.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_committed_suspension_survives_kill_9() {
+    let (_up, _ws, mut gw) = setup().await;
+    let judy = gw.enrol("judy", Enrol::default()).await;
+    gw.admin("POST", "/v1/users/judy/suspend", json!({"reason": "kill test"})).await;
+    gw.kill9();
+    gw.spawn().await;
+    assert_eq!(reason(&gw.get_as(&judy, "app.localhost", "/").await).as_deref(), Some("user_suspended"));
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?target=judy&action=user.suspend", AUDITOR_TOKEN, None).await;
+    assert_eq!(audit["records"][0]["reason"], "kill test", "the audit record was committed with the change");
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
+    let (_up, _ws, gw) = setup().await;
+    assert_eq!(gw.admin_call("GET", "/v1/status", "wrong-token-0123456789", None).await.0, 401);
+    assert_eq!(gw.admin_call("GET", "/v1/status", "", None).await.0, 401);
+    assert_eq!(gw.admin_call("GET", "/v1/status", AUDITOR_TOKEN, None).await.0, 200);
+    let (status, body) = gw
+        .admin_call(
+            "PUT",
+            "/v1/users/x",
+            AUDITOR_TOKEN,
+            Some(json!({"display_name": "x", "role": "staff", "profiles": []})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        gw.admin_call("POST", "/v1/devices/x/approve", GENERAL_TOKEN, Some(json!({"reason": "r"}))).await.0,
+        403,
+        "approving devices is the system manager's"
+    );
+    let (status, body) =
+        gw.admin_call("PUT", "/v1/users/x", ROOT_TOKEN, Some(serde_json::Value::String("{broken".into()))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = gw
+        .admin_call(
+            "PUT",
+            "/v1/users/x",
+            ROOT_TOKEN,
+            Some(json!({"display_name": "x", "role": "staff", "profiles": [], "rol": "typo"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("rol"), "{body}");
+    let (status, _) = gw
+        .admin_call(
+            "PUT",
+            "/v1/users/x",
+            ROOT_TOKEN,
+            Some(json!({"display_name": "x", "role": "staff", "profiles": ["nope"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "unknown profiles are refused");
+    let (status, _) = gw.admin_call("POST", "/v1/users/ghost/suspend", ROOT_TOKEN, Some(json!({"reason": "r"}))).await;
+    assert_eq!(status, 404);
+    let (status, _) = gw.admin_call("POST", "/v1/users/ghost/suspend", ROOT_TOKEN, Some(json!({"reason": " "}))).await;
+    assert_eq!(status, 400, "a suspension needs a reason");
+    let (_, users) = gw.admin_call("GET", "/v1/users", ROOT_TOKEN, None).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 0, "no refused write left anything behind");
+    let (status, metrics) = gw.admin_call("GET", "/metrics", AUDITOR_TOKEN, None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.as_str().unwrap().contains("sekisho_requests_total{decision=\"allow\""));
+}
+
+#[tokio::test]
+async fn duplicate_attestation_headers_are_a_bad_request() {
+    let (up, _ws, gw) = setup().await;
+    let kim = gw.enrol("kim", Enrol::default()).await;
+    let t = kim.token("app.localhost");
+    let resp = gw
+        .client()
+        .get(gw.url("app.localhost", "/"))
+        .header("device-attestation", &t)
+        .header("device-attestation", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((resp.status().as_u16(), reason(&resp).as_deref()), (400, Some("bad_request")));
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn location_and_cookie_domains_are_rewritten_to_the_public_host() {
+    let (_up, _ws, gw) = setup().await;
+    let lee = gw.enrol("lee", Enrol::default()).await;
+    let resp = gw.get_as(&lee, "app.localhost", "/redirect").await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], format!("https://app.localhost:{}/next?x=1", gw.https.port()).as_str());
+    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(cookies, ["sid=abc; Domain=app.localhost; Path=/; HttpOnly", "theme=dark; Path=/"]);
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through() {
+    let (up, _ws, gw) = setup().await;
+    let mia = gw.enrol("mia", Enrol::default()).await;
+    const SIZE: usize = 64 << 20;
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 1 << 20]))));
+    let resp = gw
+        .client()
+        .post(gw.url("app.localhost", "/upload"))
+        .header("device-attestation", mia.token("app.localhost"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), format!("ok {SIZE}"));
+    assert_eq!(up.last().body_len, SIZE as u64);
+}
+
+#[tokio::test]
+async fn a_broken_rules_file_is_refused_and_the_running_rules_stay() {
+    let (_up, _ws, gw) = setup().await;
+    let nina = gw.enrol("nina", Enrol::default()).await;
+    let good = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
+    gw.write_rules("app.toml", &good.replace("always = true", "alwyas = true"));
+    let (status, body) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({}))).await;
+    assert_eq!(status, 422, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("app.toml:") && msg.contains("alwyas"), "{msg}");
+    assert_eq!(gw.get_as(&nina, "app.localhost", "/").await.status(), 200, "the running rules stay");
+
+    // SIGHUP reloads too: a fixed file with a stricter network takes effect.
+    gw.write_rules("app.toml", &good.replace(r#"trusted = ["127.0.0.0/8"]"#, r#"trusted = ["10.0.0.0/8"]"#));
+    std::process::Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if reason(&gw.get_as(&nina, "app.localhost", "/").await).as_deref() == Some("untrusted_network") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the rules");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,501 @@
+//! A small harness that runs the real `sekisho` binary on loopback with
+//! real TLS, in front of real upstream servers, and talks to it with real
+//! HTTP clients, so the tests read like what an administrator and a staff
+//! member would do.
+
+#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{Timelike, Utc};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use sekisho_policy::attestation::{mint, Claims, SigningKey};
+use sekisho_policy::device::Os;
+use sekisho_policy::state::SecuritySoftware;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
+pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
+pub const GENERAL_TOKEN: &str = "general-token-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One request an upstream received, as it saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 upstream that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| answer(req, addr, record.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received nothing")
+    }
+}
+
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    me: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let mut body_len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let headers = parts.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers,
+        body_len,
+    });
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(format!("ok {body_len}"))));
+    if parts.uri.path() == "/redirect" {
+        *resp.status_mut() = hyper::StatusCode::FOUND;
+        let h = resp.headers_mut();
+        h.insert("location", format!("http://{me}/next?x=1").parse().unwrap());
+        h.append("set-cookie", "sid=abc; Domain=127.0.0.1; Path=/; HttpOnly".parse().unwrap());
+        h.append("set-cookie", "theme=dark; Path=/".parse().unwrap());
+    }
+    Ok(resp)
+}
+
+/// A WebSocket echo upstream.
+pub struct WsUpstream {
+    pub addr: SocketAddr,
+}
+
+impl WsUpstream {
+    pub async fn start() -> WsUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() && ws.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WsUpstream { addr }
+    }
+}
+
+/// A person with a registered device: what it takes to mint attestations.
+pub struct Person {
+    pub user: String,
+    pub device: String,
+    pub key: SigningKey,
+    pub os: Os,
+    pub os_version: &'static str,
+    pub security_software: Option<SecuritySoftware>,
+}
+
+impl Person {
+    /// A fresh attestation for the profile serving `host`.
+    pub fn token(&self, host: &str) -> String {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: self.user.clone(),
+            aud: host.to_owned(),
+            iat: now,
+            exp: now + 300,
+            jti: format!("{now}"),
+            os: self.os,
+            os_version: self.os_version.parse().unwrap(),
+            security_software: self.security_software.clone(),
+        };
+        mint(&self.key, &self.device, &claims)
+    }
+}
+
+/// How to enrol a person.
+pub struct Enrol {
+    pub role: &'static str,
+    pub kind: &'static str,
+    pub ownership: &'static str,
+    pub approve: bool,
+}
+
+impl Default for Enrol {
+    fn default() -> Self {
+        Enrol { role: "staff", kind: "pc", ownership: "issued", approve: true }
+    }
+}
+
+/// The real gateway binary, running on loopback ports in a temp directory.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    upstream: SocketAddr,
+    ws: SocketAddr,
+}
+
+pub const PROFILES: [&str; 6] = ["app", "ws", "office", "hours", "expired", "features"];
+
+impl Gateway {
+    pub async fn start(upstream: &Upstream, ws: &WsUpstream) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (https, http, admin) = (port(0), port(1), port(2));
+        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr };
+        gw.write_files();
+        gw.spawn().await;
+        gw
+    }
+
+    fn write_files(&self) {
+        let d = self.dir.path();
+        std::fs::create_dir_all(d.join("rules")).unwrap();
+        let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let config = format!(
+            r#"
+[gateway]
+https = "{https}"
+http = "{http}"
+threads = 2
+data_dir = "data"
+rules_dir = "rules"
+audit_log = "data/audit.jsonl"
+keepalive_secs = 5
+
+[tls]
+cert = "certs/server.pem"
+key = "certs/server.key"
+generate_dev_certs = false
+
+[admin]
+listen = "{admin}"
+tokens = [
+  {{ name = "root", roles = ["system_manager", "general_admin", "auditor"], sha256 = "{root}" }},
+  {{ name = "kansa", roles = ["auditor"], sha256 = "{auditor}" }},
+  {{ name = "soumu", roles = ["general_admin"], sha256 = "{general}" }},
+]
+"#,
+            https = self.https,
+            http = self.http,
+            admin = self.admin,
+            root = hash(ROOT_TOKEN),
+            auditor = hash(AUDITOR_TOKEN),
+            general = hash(GENERAL_TOKEN),
+        );
+        std::fs::write(d.join("sekisho.toml"), config).unwrap();
+        write_certs(&d.join("certs"));
+        let jst_hour = (Utc::now() + chrono::Duration::hours(9)).hour();
+        let closed_window = format!("daily {:02}:00-{:02}:00", (jst_hour + 2) % 24, (jst_hour + 3) % 24);
+        let profiles = [
+            (
+                "app",
+                format!("http://{}", self.upstream),
+                "always = true".to_owned(),
+                r#"trusted = ["127.0.0.0/8"]"#,
+                "",
+                "[profile]",
+            ),
+            (
+                "ws",
+                format!("http://{}", self.ws),
+                "always = true".to_owned(),
+                r#"trusted = ["127.0.0.0/8"]"#,
+                "",
+                "[profile]",
+            ),
+            (
+                "office",
+                format!("http://{}", self.upstream),
+                "always = true".to_owned(),
+                r#"trusted = ["10.0.0.0/8"]
+trusted_proxies = ["127.0.0.1"]"#,
+                "",
+                "[profile]",
+            ),
+            (
+                "hours",
+                format!("http://{}", self.upstream),
+                format!("weekly = [\"{closed_window}\"]"),
+                r#"trusted = ["any"]"#,
+                "",
+                "[profile]",
+            ),
+            (
+                "expired",
+                format!("http://{}", self.upstream),
+                "always = true".to_owned(),
+                r#"trusted = ["any"]"#,
+                "",
+                "[profile]\nvalid_until = 2023-05-31",
+            ),
+            (
+                "features",
+                format!("http://{}", self.upstream),
+                "always = true".to_owned(),
+                r#"trusted = ["any"]"#,
+                "allow_paths = [\"/drive/\"]",
+                "[profile]",
+            ),
+        ];
+        for (name, upstream, hours, network, route_extra, profile_head) in profiles {
+            let text = format!(
+                r#"{profile_head}
+name = "{name}"
+title = "{name} service"
+contact = "IT desk 1234"
+timezone = "Asia/Tokyo"
+audience = "{name}.localhost"
+
+[[routes]]
+host = "{name}.localhost"
+upstream = "{upstream}"
+{route_extra}
+
+[hours]
+{hours}
+
+[network]
+{network}
+
+[devices]
+min_os = {{ windows = "10.0.19045", ios = "17.0" }}
+security_software = {{ required = true, max_age_days = 30 }}
+
+[roles.staff]
+kinds = ["pc"]
+ownership = ["issued"]
+
+[roles.councillor]
+kinds = ["smartphone", "tablet", "pc"]
+ownership = ["personal"]
+"#
+            );
+            std::fs::write(d.join("rules").join(format!("{name}.toml")), text).unwrap();
+        }
+    }
+
+    /// Starts the binary and waits until the admin API and listeners answer.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = tokio::net::TcpStream::connect(self.https).await.is_ok()
+                && self.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0 == 200;
+            if up {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "gateway did not start: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown of any kind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A client that trusts the gateway's development CA and resolves every
+    /// test host to the gateway's HTTPS listener.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .redirect(reqwest::redirect::Policy::none());
+        for p in PROFILES.iter().chain(&["nowhere"]) {
+            b = b.resolve(&format!("{p}.localhost"), self.https);
+        }
+        b.build().unwrap()
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https.port())
+    }
+
+    /// GET with an attestation from `who` for the profile serving `host`.
+    pub async fn get_as(&self, who: &Person, host: &str, path: &str) -> reqwest::Response {
+        self.client().get(self.url(host, path)).header("device-attestation", who.token(host)).send().await.unwrap()
+    }
+
+    pub async fn admin_call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let Ok(stream) = tokio::net::TcpStream::connect(self.admin).await else { return (0, Value::Null) };
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+        else {
+            return (0, Value::Null);
+        };
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+            .unwrap();
+        let Ok(resp) = sender.send_request(req).await else { return (0, Value::Null) };
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    /// An admin call with the all-roles token that must succeed.
+    pub async fn admin(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, v) = self.admin_call(method, path, ROOT_TOKEN, Some(body)).await;
+        assert!((200..300).contains(&status), "{method} {path} answered {status}: {v}");
+        v
+    }
+
+    /// Creates a user enrolled in every test profile, registers a device for
+    /// them, and approves it unless told not to.
+    pub async fn enrol(&self, user: &str, how: Enrol) -> Person {
+        self.admin(
+            "PUT",
+            &format!("/v1/users/{user}"),
+            json!({"display_name": user, "role": how.role, "profiles": PROFILES}),
+        )
+        .await;
+        let seed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
+        let key = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
+        let device = format!("{user}-{}", how.kind);
+        let (os, os_version) = if how.kind == "pc" { (Os::Windows, "10.0.22631") } else { (Os::Ios, "17.4") };
+        let updated = Utc::now().date_naive();
+        let public = key.public();
+        self.admin(
+            "POST",
+            "/v1/devices",
+            json!({
+                "id": device, "owner": user, "kind": how.kind, "ownership": how.ownership,
+                "os": os, "os_version": os_version, "key_alg": public.alg(), "public_key": public.to_b64(),
+                "security_software": {"name": "Defender", "updated": updated},
+            }),
+        )
+        .await;
+        if how.approve {
+            self.admin("POST", &format!("/v1/devices/{device}/approve"), json!({"reason": "様式第1号 確認"})).await;
+        }
+        let security_software = Some(SecuritySoftware { name: "Defender".into(), updated });
+        Person { user: user.into(), device, key, os, os_version, security_software }
+    }
+
+    /// Audit lines for `user`, oldest first, waiting briefly for the writer thread.
+    pub async fn audit_lines(&self, user: &str) -> Vec<Value> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = std::fs::read_to_string(self.path("data/audit.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["user"] == user).collect()
+    }
+
+    pub fn write_rules(&self, name: &str, text: &str) {
+        std::fs::write(self.path(&format!("rules/{name}")), text).unwrap();
+    }
+
+    pub fn rules_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A test CA and a server certificate for every test host name.
+fn write_certs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let names: Vec<String> = PROFILES.iter().chain(&["nowhere"]).map(|p| format!("{p}.localhost")).collect();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(dir.join("dev-ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// The reason header of a response.
+pub fn reason(resp: &reqwest::Response) -> Option<String> {
+    resp.headers().get("sekisho-deny-reason").map(|v| v.to_str().unwrap().to_owned())
+}
