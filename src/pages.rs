@@ -128,6 +128,17 @@ impl Block<'_> {
         }
     }
 
+    /// The validity period, on `policy_not_in_force` pages.
+    fn validity(&self) -> Option<String> {
+        match self {
+            Block::Policy { deny, profile } if deny.reason == DenyReason::PolicyNotInForce => {
+                let show = |d: Option<chrono::NaiveDate>| d.map_or_else(|| "…".to_owned(), |d| d.to_string());
+                Some(format!("{} – {}", show(profile.valid_from), show(profile.valid_until)))
+            }
+            _ => None,
+        }
+    }
+
     fn json(&self, request_id: &str) -> String {
         let t = self.text();
         let mut v = serde_json::json!({
@@ -141,6 +152,9 @@ impl Block<'_> {
             v["rule"] = serde_json::Value::from(deny.rule.as_ref());
             v["profile"] = serde_json::Value::from(profile.name.as_str());
             v["contact"] = serde_json::Value::from(profile.contact.as_str());
+            if let Some(hours) = &profile.contact_hours {
+                v["contact_hours"] = serde_json::Value::from(hours.as_str());
+            }
             if let Some(at) = deny.retry_at {
                 v["retry_at"] = serde_json::Value::from(at.with_timezone(&profile.timezone).to_rfc3339());
             }
@@ -155,6 +169,7 @@ impl Block<'_> {
         let t = self.text();
         let service = self.profile().map_or("sekisho", |p| p.title.as_str());
         let contact = self.profile().map_or("システム管理者 / your IT administrator", |p| p.contact.as_str());
+        let contact_hours = self.profile().and_then(|p| p.contact_hours.as_deref());
         let retry = self.retry_at_local();
         let mut page = String::with_capacity(3072);
         let _ = write!(
@@ -170,12 +185,16 @@ impl Block<'_> {
         if let Some(at) = &retry {
             let _ = write!(page, "<p class=\"when\">再開予定 / Expected back: <strong>{}</strong></p>", esc(at));
         }
+        if let Some(period) = self.validity() {
+            let _ = write!(page, "<p class=\"when\">有効期間 / Terms in force: <strong>{}</strong></p>", esc(&period));
+        }
         let _ = writeln!(
             page,
-            "<p>問い合わせ先: {contact}</p><hr lang=\"en\"><h2 lang=\"en\">{en}</h2><p lang=\"en\">{en_do}</p>\
+            "<p>問い合わせ先: {contact}{hours}</p><hr lang=\"en\"><h2 lang=\"en\">{en}</h2><p lang=\"en\">{en_do}</p>\
              <p lang=\"en\">Contact: {contact}</p><dl><dt>理由 / Reason</dt><dd><code>{code}</code></dd>\
              <dt>受付番号 / Request ID</dt><dd><code>{rid}</code></dd></dl></main></body></html>",
             contact = esc(contact),
+            hours = contact_hours.map(|h| format!("（受付: {}）", esc(h))).unwrap_or_default(),
             en = esc(t.en),
             en_do = esc(t.en_do),
             code = self.code(),
@@ -211,7 +230,10 @@ fn policy_status(reason: DenyReason) -> u16 {
         | DenyReason::Holiday
         | DenyReason::OutsideHours
         | DenyReason::UserRestricted
-        | DenyReason::FeatureNotPermitted => 403,
+        | DenyReason::FeatureNotPermitted
+        | DenyReason::IntegrationNotApproved
+        | DenyReason::AccountMismatch
+        | DenyReason::SpecificPersonalInformation => 403,
     }
 }
 
@@ -331,6 +353,24 @@ fn policy_text(reason: DenyReason) -> Text {
             "規程で認められた機能のみ利用できます。",
             "This feature is not permitted",
             "Only the features allowed by the rules may be used.",
+        ),
+        DenyReason::IntegrationNotApproved => t(
+            "審査を受けていない連携（APIトークン）です",
+            "サービス連携は、本格運用の前に担当課のコードレビュー・動作検証を受けて承認される必要があります。",
+            "This integration has not been reviewed",
+            "Integrations must be reviewed and approved before they are used.",
+        ),
+        DenyReason::AccountMismatch => t(
+            "ログインしたアカウントが端末の利用者と一致しません",
+            "アカウントの共有は禁止されています。ご自身のアカウントでログインしてください。",
+            "The account does not match the device's user",
+            "Accounts may not be shared. Sign in with your own account.",
+        ),
+        DenyReason::SpecificPersonalInformation => t(
+            "特定個人情報（マイナンバー）は送信できません",
+            "このサービスでは個人番号を含む情報を扱えません。内容から個人番号を除いてください。送信内容は記録していません。",
+            "Specific personal information (My Number) may not be sent",
+            "This service may not hold Individual Numbers. Remove them and try again. The content was not recorded.",
         ),
     }
 }

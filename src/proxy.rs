@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{check_body, client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::{Decision, Profile};
 
 use crate::audit::{AuditLog, RequestRecord};
@@ -53,7 +54,20 @@ pub struct Ctx {
     upstream_status: Option<u16>,
     live: Option<u64>,
     cancelled: Option<Arc<AtomicBool>>,
+    /// Body scanning for profiles that forbid 個人番号 in bodies.
+    scanner: Scanner,
+    /// Body bytes held back until scanned, so a refused small body never
+    /// reaches the upstream; released once past `HOLD_BYTES`.
+    held: BytesMut,
+    released: bool,
+    /// A denial found in the body, answered by `fail_to_proxy`.
+    body_deny: Option<sekisho_policy::Deny>,
 }
+
+/// Bodies up to this size reach the upstream only after the whole body was
+/// scanned; larger ones stream on with a bounded hold (a refusal then aborts
+/// the upstream request mid-body).
+const HOLD_BYTES: usize = 1 << 20;
 
 /// Headers a client may never send upstream: the gateway sets or checks them.
 /// Compared after folding case, `_` and `.` to `-`.
@@ -116,7 +130,19 @@ impl Gateway {
             Some(Ok(v)) => Attestation::Verified(v),
             Some(Err(e)) => Attestation::Rejected(e),
         };
-        let facts = RequestFacts { profile, route, method, path, client, attestation };
+        let integration_tokens = profile.integrations.as_ref().and_then(|i| joined_header(req, &i.header));
+        let login =
+            profile.account.as_ref().and_then(|a| req.headers.get(a.header.as_str())).and_then(|v| v.to_str().ok());
+        let facts = RequestFacts {
+            profile,
+            route,
+            method,
+            path,
+            client,
+            attestation,
+            integration_tokens: integration_tokens.as_deref(),
+            login,
+        };
         match decide(&facts, &snap.state, Utc::now()) {
             Decision::Allow(a) => {
                 ctx.user = Some(a.user.to_owned());
@@ -301,12 +327,23 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _s: &mut Session,
-        _b: &mut Option<Bytes>,
-        _eos: bool,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        eos: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        check_cancelled(ctx)
+        check_cancelled(ctx)?;
+        let Some(profile) = ctx.profile.clone().filter(|p| p.forbid_my_number) else { return Ok(()) };
+        if session.was_upgraded() {
+            return Ok(());
+        }
+        let chunk = body.as_deref().unwrap_or_default();
+        if let Err(deny) = check_body(&profile, &mut ctx.scanner, chunk, eos) {
+            ctx.body_deny = Some(deny);
+            return Error::e_explain(ErrorType::HTTPStatus(403), "request body refused by policy");
+        }
+        hold_back(ctx, body, eos);
+        Ok(())
     }
 
     fn response_body_filter(
@@ -320,6 +357,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(deny) = ctx.body_deny.take() {
+            let block = BlockOwned::Policy(deny);
+            if session.response_written().is_none() {
+                let _ = self.answer(session, ctx, &block).await;
+            }
+            return FailToProxy { error_code: 403, can_reuse_downstream: false };
+        }
         let block = match (e.esource(), e.etype()) {
             (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
                 None
@@ -378,6 +422,23 @@ impl ProxyHttp for Gateway {
             latency_ms: micros as f64 / 1000.0,
         };
         self.audit.record(&record);
+    }
+}
+
+/// Holds body chunks until `HOLD_BYTES` or the end, then lets everything through.
+fn hold_back(ctx: &mut Ctx, body: &mut Option<Bytes>, eos: bool) {
+    if ctx.released {
+        return;
+    }
+    if let Some(chunk) = body.take() {
+        ctx.held.extend_from_slice(&chunk);
+    }
+    if eos || ctx.held.len() > HOLD_BYTES {
+        ctx.released = true;
+        *body = Some(ctx.held.split().freeze());
+    } else {
+        // Empty, not `None`: pingora reads `None` as the end of the body.
+        *body = Some(Bytes::new());
     }
 }
 

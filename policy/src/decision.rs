@@ -102,10 +102,13 @@ pub enum DenyReason {
     OutsideHours,
     UserRestricted,
     FeatureNotPermitted,
+    IntegrationNotApproved,
+    AccountMismatch,
+    SpecificPersonalInformation,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 19] = [
+    pub const ALL: [DenyReason; 22] = [
         DenyReason::PolicyNotInForce,
         DenyReason::EmergencyStop,
         DenyReason::Maintenance,
@@ -125,6 +128,9 @@ impl DenyReason {
         DenyReason::OutsideHours,
         DenyReason::UserRestricted,
         DenyReason::FeatureNotPermitted,
+        DenyReason::IntegrationNotApproved,
+        DenyReason::AccountMismatch,
+        DenyReason::SpecificPersonalInformation,
     ];
 
     /// The stable snake_case code.
@@ -149,6 +155,9 @@ impl DenyReason {
             DenyReason::OutsideHours => "outside_hours",
             DenyReason::UserRestricted => "user_restricted",
             DenyReason::FeatureNotPermitted => "feature_not_permitted",
+            DenyReason::IntegrationNotApproved => "integration_not_approved",
+            DenyReason::AccountMismatch => "account_mismatch",
+            DenyReason::SpecificPersonalInformation => "specific_personal_information",
         }
     }
 }

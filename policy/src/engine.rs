@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
+use base64::Engine as _;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
+use sha2::{Digest, Sha256};
 
 use crate::attestation::{AttestationError, VerifiedToken};
 use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
@@ -25,6 +27,10 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub client: ClientAddr,
     pub attestation: Attestation<'a>,
+    /// The profile's integration-token header, all values joined by `,`.
+    pub integration_tokens: Option<&'a str>,
+    /// The profile's login header (`X-Cybozu-Authorization`), if sent.
+    pub login: Option<&'a str>,
 }
 
 /// The client address, as [`client_addr`] resolved it.
@@ -89,6 +95,9 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
     let basis = check_posture(profile, role, device, token, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
+        .and_then(|()| check_admin_path(profile, &user.role, facts.path))
+        .and_then(|()| check_integrations(profile, facts.integration_tokens))
+        .and_then(|()| check_account(profile, &user.id, facts.login))
         .and_then(|()| check_hours(profile, state, &user.id, now))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
@@ -249,10 +258,68 @@ fn check_posture(
 
 fn check_path(route: &Route, path: &str) -> Result<(), Deny> {
     match &route.allow_paths {
-        Some(prefixes) if !prefixes.iter().any(|p| path.starts_with(p.as_str())) => {
+        Some(patterns) if !patterns.iter().any(|p| p.matches(path)) => {
             Err(Deny::new(DenyReason::FeatureNotPermitted, "routes.allow_paths"))
         }
         _ => Ok(()),
+    }
+}
+
+/// Customisation and deploy paths only for the roles the profile names.
+fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Deny> {
+    let blocked = profile
+        .admin_paths
+        .iter()
+        .find(|a| a.paths.iter().any(|p| p.matches(path)) && !a.roles.iter().any(|r| r == role));
+    match blocked {
+        Some(a) => Err(Deny::new(
+            DenyReason::FeatureNotPermitted,
+            format!("admin_paths: only {} may use this path", a.roles.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every integration token sent must be one the municipality reviewed.
+fn check_integrations(profile: &Profile, tokens: Option<&str>) -> Result<(), Deny> {
+    let (Some(rule), Some(tokens)) = (&profile.integrations, tokens) else { return Ok(()) };
+    for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if !rule.approved.iter().any(|a| a.sha256 == hash) {
+            return Err(Deny::new(DenyReason::IntegrationNotApproved, "integrations.approved"));
+        }
+    }
+    Ok(())
+}
+
+/// A login sent to the SaaS must be the attested user's own (no shared accounts).
+fn check_account(profile: &Profile, user: &str, header: Option<&str>) -> Result<(), Deny> {
+    let (Some(rule), Some(header)) = (&profile.account, header) else { return Ok(()) };
+    let mismatch = || Deny::new(DenyReason::AccountMismatch, "account.header");
+    let decoded = base64::engine::general_purpose::STANDARD.decode(header.trim()).map_err(|_| mismatch())?;
+    // Only the part before the first `:` is read; the password is never kept.
+    let login = decoded.split(|b| *b == b':').next().unwrap_or_default();
+    match login == rule.login_for(user).as_bytes() {
+        true => Ok(()),
+        false => Err(mismatch()),
+    }
+}
+
+/// A request body chunk, for profiles that forbid 個人番号 in bodies. Call
+/// with `end = true` once at the end of the body.
+pub fn check_body(
+    profile: &Profile,
+    scanner: &mut crate::mynumber::Scanner,
+    chunk: &[u8],
+    end: bool,
+) -> Result<(), Deny> {
+    if !profile.forbid_my_number {
+        return Ok(());
+    }
+    let found = scanner.feed(chunk) || (end && scanner.finish());
+    match found {
+        true => Err(Deny::new(DenyReason::SpecificPersonalInformation, "content.forbid_my_number")),
+        false => Ok(()),
     }
 }
 

@@ -123,6 +123,8 @@ impl World {
             path: "/k/v1/records.json",
             client: ClientAddr::Known(client.parse().unwrap()),
             attestation,
+            integration_tokens: None,
+            login: None,
         };
         // The decision borrows only from the state; re-create it so the
         // token locals can drop.
@@ -326,6 +328,8 @@ fn missing_forged_and_unknown_tokens_are_denied() {
         path: "/",
         client: ClientAddr::Known("10.0.0.1".parse().unwrap()),
         attestation,
+        integration_tokens: None,
+        login: None,
     };
     let missing = decide(&facts(Attestation::Missing), &w.state, tuesday());
     assert_eq!(missing.deny_reason(), Some(DenyReason::AttestationMissing));
@@ -376,6 +380,8 @@ fn a_rekeyed_device_refuses_tokens_signed_by_its_old_key() {
         path: "/",
         client: ClientAddr::Known("10.0.0.1".parse().unwrap()),
         attestation: Attestation::Verified(&verified),
+        integration_tokens: None,
+        login: None,
     };
     assert_eq!(decide(&facts, &w.state, tuesday()).deny_reason(), Some(DenyReason::AttestationInvalid));
 }
@@ -446,9 +452,12 @@ fn posture_claims_are_held_to_the_profile_minimums() {
 #[test]
 fn only_allowed_paths_pass_when_a_route_lists_them() {
     let mut w = world();
-    w.profile.routes[0].allow_paths = Some(vec!["/drive/".into()]);
+    let pattern = |s: &str| crate::rules::PathPattern::try_from(s.to_owned()).unwrap();
+    w.profile.routes[0].allow_paths = Some(vec![pattern("/drive/**")]);
     assert_eq!(w.reason_at(tuesday()), Some(DenyReason::FeatureNotPermitted));
-    w.profile.routes[0].allow_paths = Some(vec!["/k/".into()]);
+    w.profile.routes[0].allow_paths = Some(vec![pattern("/K/*/records.json")]);
+    assert_eq!(w.reason_at(tuesday()), None);
+    w.profile.routes[0].allow_paths = Some(vec![pattern("/k/**")]);
     assert_eq!(w.reason_at(tuesday()), None);
 }
 

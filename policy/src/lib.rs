@@ -8,6 +8,7 @@ pub mod decision;
 pub mod device;
 pub mod engine;
 pub mod holidays;
+pub mod mynumber;
 pub mod rules;
 pub mod schedule;
 pub mod state;

@@ -34,6 +34,8 @@ pub struct Profile {
     pub title: String,
     /// Whom a blocked user should contact; shown on block pages.
     pub contact: String,
+    /// When that contact answers (熊本 第14条第2項), shown on block pages.
+    pub contact_hours: Option<String>,
     pub timezone: chrono_tz::Tz,
     /// The `aud` every attestation for this profile must carry.
     pub audience: String,
@@ -46,6 +48,90 @@ pub struct Profile {
     pub devices: DeviceRules,
     /// Device kinds and ownership allowed per user role; a role not listed may not use the profile.
     pub roles: HashMap<String, RoleRules>,
+    /// Paths only some roles may use (customisation, plugins, deploys).
+    pub admin_paths: Vec<AdminPaths>,
+    /// Reviewed integration tokens; any other token is refused.
+    pub integrations: Option<Integrations>,
+    /// The SaaS login must be the attested user (no shared accounts).
+    pub account: Option<AccountRule>,
+    /// Refuse request bodies that contain a 個人番号 (My Number).
+    pub forbid_my_number: bool,
+}
+
+/// Paths reserved for some roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPaths {
+    pub paths: Vec<PathPattern>,
+    pub roles: Vec<String>,
+}
+
+/// A path pattern: `*` stands for exactly one non-empty segment, a final
+/// `**` for any rest (including none); segments compare case-insensitively
+/// so a case trick cannot slip past a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PathPattern(String);
+
+impl PathPattern {
+    pub fn matches(&self, path: &str) -> bool {
+        let mut want = self.0.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) | (Some("**"), _) => return true,
+                (Some("*"), Some(seg)) if !seg.is_empty() => {}
+                (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PathPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let misplaced = s.split('/').rev().skip(1).any(|seg| seg == "**");
+        match s.starts_with('/') && !s.contains(['?', '#']) && !misplaced {
+            true => Ok(PathPattern(s)),
+            false => {
+                Err(format!("path pattern `{s}` must start with `/`, hold no query, and use `**` only at the end"))
+            }
+        }
+    }
+}
+
+/// Integration tokens a municipality reviewed (Abiko 10.).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integrations {
+    /// Request header carrying the tokens, lower case; several may be comma-separated.
+    pub header: String,
+    pub approved: Vec<ApprovedToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedToken {
+    pub app: u64,
+    /// SHA-256 of the token, so the rules never hold it in clear.
+    pub sha256: [u8; 32],
+}
+
+/// Which header carries the SaaS login (`X-Cybozu-Authorization`:
+/// base64 of `login:password`) and how user ids map to logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRule {
+    pub header: String,
+    /// sekisho user id to SaaS login name, where they differ.
+    pub logins: HashMap<String, String>,
+}
+
+impl AccountRule {
+    pub fn login_for<'a>(&'a self, user: &'a str) -> &'a str {
+        self.logins.get(user).map_or(user, String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +141,8 @@ pub struct Route {
     pub upstream: Upstream,
     /// Extra PEM CA file trusted for this upstream (private CAs).
     pub ca_file: Option<String>,
-    /// When set, only paths starting with one of these prefixes pass.
-    pub allow_paths: Option<Vec<String>>,
+    /// When set, only paths matching one of these patterns pass.
+    pub allow_paths: Option<Vec<PathPattern>>,
 }
 
 /// Where a route forwards to.
@@ -246,6 +332,72 @@ struct RawFile {
     devices: RawDevices,
     #[serde(default)]
     roles: HashMap<String, RawRole>,
+    #[serde(default)]
+    admin_paths: Vec<RawAdminPaths>,
+    integrations: Option<RawIntegrations>,
+    account: Option<RawAccount>,
+    #[serde(default)]
+    content: RawContent,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminPaths {
+    paths: Vec<PathPattern>,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegrations {
+    header: String,
+    #[serde(default)]
+    approved: Vec<RawApproved>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproved {
+    app: u64,
+    sha256: Sha256Hex,
+    /// Free text for people (who reviewed, when); not used by the engine.
+    #[serde(default, rename = "note")]
+    _note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    header: String,
+    #[serde(default)]
+    logins: HashMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    #[serde(default)]
+    forbid_my_number: bool,
+}
+
+/// 64 hex digits.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct Sha256Hex([u8; 32]);
+
+impl TryFrom<String> for Sha256Hex {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let bad = || format!("`{s}` is not a SHA-256 in 64 hex digits");
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = s.get(i * 2..i * 2 + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad)?;
+        }
+        Ok(Sha256Hex(out))
+    }
 }
 
 #[derive(Deserialize)]
@@ -254,6 +406,7 @@ struct RawProfile {
     name: Spanned<String>,
     title: String,
     contact: String,
+    contact_hours: Option<String>,
     timezone: TimeZone,
     audience: String,
     valid_from: Option<Date>,
@@ -266,7 +419,7 @@ struct RawRoute {
     host: Spanned<String>,
     upstream: Upstream,
     ca_file: Option<String>,
-    allow_paths: Option<Vec<Spanned<String>>>,
+    allow_paths: Option<Vec<PathPattern>>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +499,7 @@ impl RawFile {
             name,
             title: p.title,
             contact: p.contact,
+            contact_hours: p.contact_hours,
             timezone: p.timezone.0,
             audience: p.audience,
             valid_from,
@@ -370,6 +524,13 @@ impl RawFile {
                 .into_iter()
                 .map(|(k, r)| (k, RoleRules { kinds: r.kinds, ownership: r.ownership }))
                 .collect(),
+            admin_paths: self.admin_paths.into_iter().map(|a| AdminPaths { paths: a.paths, roles: a.roles }).collect(),
+            integrations: self.integrations.map(|i| Integrations {
+                header: i.header.to_ascii_lowercase(),
+                approved: i.approved.into_iter().map(|a| ApprovedToken { app: a.app, sha256: a.sha256.0 }).collect(),
+            }),
+            account: self.account.map(|a| AccountRule { header: a.header.to_ascii_lowercase(), logins: a.logins }),
+            forbid_my_number: self.content.forbid_my_number,
         })
     }
 }
@@ -381,19 +542,7 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
     if host.is_empty() || host.contains(['/', ':', ' ']) {
         return Err(err(r.host.span(), format!("route host `{}` must be a bare host name", r.host.get_ref())));
     }
-    let allow_paths = match r.allow_paths {
-        None => None,
-        Some(paths) => Some(
-            paths
-                .into_iter()
-                .map(|p| match p.get_ref().starts_with('/') {
-                    true => Ok(p.into_inner()),
-                    false => Err(err(p.span(), format!("allowed path `{}` must start with `/`", p.get_ref()))),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
-    Ok(Route { host, upstream: r.upstream, ca_file: r.ca_file, allow_paths })
+    Ok(Route { host, upstream: r.upstream, ca_file: r.ca_file, allow_paths: r.allow_paths })
 }
 
 fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesError> {

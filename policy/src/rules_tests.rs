@@ -108,3 +108,17 @@ fn upstreams_parse_strictly() {
         assert!(bad.parse::<Upstream>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn path_patterns_match_segments_and_rests() {
+    let p = |s: &str| PathPattern::try_from(s.to_owned()).unwrap();
+    assert!(p("/k/guest/*/v1/plugin.json").matches("/k/guest/12/v1/plugin.json"));
+    assert!(p("/k/guest/*/v1/plugin.json").matches("/K/Guest/12/V1/Plugin.json"));
+    assert!(!p("/k/guest/*/v1/plugin.json").matches("/k/guest//v1/plugin.json"));
+    assert!(!p("/k/guest/*/v1/plugin.json").matches("/k/guest/1/2/v1/plugin.json"));
+    assert!(p("/drive/**").matches("/drive"));
+    assert!(p("/drive/**").matches("/drive/a/b"));
+    assert!(!p("/drive/**").matches("/drives/a"));
+    assert!(PathPattern::try_from("/a/**/b".to_owned()).is_err());
+    assert!(PathPattern::try_from("a/b".to_owned()).is_err());
+}

@@ -191,7 +191,10 @@ pub struct Gateway {
     ws: SocketAddr,
 }
 
-pub const PROFILES: [&str; 6] = ["app", "ws", "office", "hours", "expired", "features"];
+pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
+
+/// The API token the `kintone` test profile approved.
+pub const REVIEWED_TOKEN: &str = "reviewed-integration-token";
 
 impl Gateway {
     pub async fn start(upstream: &Upstream, ws: &WsUpstream) -> Gateway {
@@ -290,7 +293,15 @@ trusted_proxies = ["127.0.0.1"]"#,
                 format!("http://{}", self.upstream),
                 "always = true".to_owned(),
                 r#"trusted = ["any"]"#,
-                "allow_paths = [\"/drive/\"]",
+                "allow_paths = [\"/drive/**\"]",
+                "[profile]",
+            ),
+            (
+                "kintone",
+                format!("http://{}", self.upstream),
+                "always = true".to_owned(),
+                r#"trusted = ["any"]"#,
+                "",
                 "[profile]",
             ),
         ];
@@ -327,7 +338,8 @@ kinds = ["smartphone", "tablet", "pc"]
 ownership = ["personal"]
 "#
             );
-            std::fs::write(d.join("rules").join(format!("{name}.toml")), text).unwrap();
+            let extra = if name == "kintone" { kintone_sections() } else { String::new() };
+            std::fs::write(d.join("rules").join(format!("{name}.toml")), text + &extra).unwrap();
         }
     }
 
@@ -478,6 +490,23 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+fn kintone_sections() -> String {
+    let hash: String = Sha256::digest(REVIEWED_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        r#"
+[integrations]
+header = "X-Cybozu-API-Token"
+approved = [{{ app = 1, sha256 = "{hash}" }}]
+
+[account]
+header = "X-Cybozu-Authorization"
+
+[content]
+forbid_my_number = true
+"#
+    )
 }
 
 /// A test CA and a server certificate for every test host name.

@@ -1,0 +1,190 @@
+//! 我孫子市における kintone 利用規約, article by article, against the shipped
+//! `rules/abiko-kintone.toml`. Most tests first renew the validity period
+//! (4.) as an administrator would, since the shipped terms ended 2023-05-31.
+
+mod common;
+
+use base64::Engine as _;
+use common::{jst, Req, World};
+use sekisho_policy::device::{DeviceKind::*, DeviceStatus::*, Os, Ownership::*};
+use sekisho_policy::DenyReason;
+
+const P: &str = "abiko-kintone";
+const K: &str = "abiko.cybozu.com";
+
+fn city() -> World {
+    let mut w = World::new();
+    w.edit_rules("abiko-kintone.toml", "valid_until = 2023-05-31", "valid_until = 2028-03-31");
+    w.user("shokuin", "staff", &[P]).device("shokuin-pc", "shokuin", Pc, Issued, Os::Windows, Approved);
+    w.device("shokuin-own", "shokuin", Smartphone, Personal, Os::Ios, Approved);
+    w.user("kanri", "kintone_admin", &[P]).device("kanri-pc", "kanri", Pc, Issued, Os::Windows, Approved);
+    w
+}
+
+/// A Tuesday in Tokyo.
+fn tue(h: u32, m: u32) -> chrono::DateTime<chrono::Utc> {
+    jst(2026, 11, 24, h, m)
+}
+
+#[test]
+fn abiko_4_the_terms_expired_on_2023_05_31() {
+    let mut w = World::new();
+    w.user("shokuin", "staff", &[P]).device("shokuin-pc", "shokuin", Pc, Issued, Os::Windows, Approved);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(10, 0))), Some(DenyReason::PolicyNotInForce));
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2023, 5, 31, 10, 0))),
+        None,
+        "the last day was in force (a Wednesday)"
+    );
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2023, 6, 1, 10, 0))), Some(DenyReason::PolicyNotInForce));
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2022, 7, 11, 10, 0))),
+        Some(DenyReason::PolicyNotInForce),
+        "before 附則's 令和4年7月12日"
+    );
+}
+
+#[test]
+fn abiko_7_city_issued_devices_only() {
+    let w = city();
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(10, 0))), None);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-own", tue(10, 0))), Some(DenyReason::DeviceNotPermitted));
+}
+
+#[test]
+fn abiko_8_regular_working_hours_on_weekdays() {
+    let w = city();
+    let cases = [
+        (tue(8, 29), Some(DenyReason::OutsideHours)),
+        (tue(8, 30), None),
+        (tue(17, 14), None),
+        (tue(17, 15), Some(DenyReason::OutsideHours)),
+        (jst(2026, 11, 28, 10, 0), Some(DenyReason::OutsideHours)), // Saturday
+        (jst(2026, 11, 29, 10, 0), Some(DenyReason::OutsideHours)), // Sunday
+    ];
+    for (at, want) in cases {
+        assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", at)), want, "{at}");
+    }
+}
+
+#[test]
+fn abiko_8_closed_on_national_holidays_2026_and_2027() {
+    let w = city();
+    for (y, m, d) in [(2026, 9, 21), (2026, 9, 22), (2026, 9, 23), (2027, 1, 11), (2026, 5, 6), (2027, 3, 22)] {
+        assert_eq!(
+            w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(y, m, d, 10, 0))),
+            Some(DenyReason::Holiday),
+            "{y}-{m}-{d}"
+        );
+    }
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2026, 9, 24, 10, 0))),
+        None,
+        "the Thursday after the silver week"
+    );
+}
+
+#[test]
+fn abiko_8_closed_over_the_year_end_12_29_to_1_3() {
+    let w = city();
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2026, 12, 28, 10, 0))), None);
+    for (y, m, d) in [(2026, 12, 29), (2026, 12, 30), (2026, 12, 31), (2027, 1, 1), (2027, 1, 3)] {
+        assert_eq!(
+            w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(y, m, d, 10, 0))),
+            Some(DenyReason::Holiday),
+            "{y}-{m}-{d}"
+        );
+    }
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2027, 1, 4, 10, 0))), None);
+}
+
+#[test]
+fn abiko_8_overtime_grant_allows_evening() {
+    let mut w = city();
+    w.grant("shokuin", tue(17, 15), tue(20, 0));
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(19, 0))), None);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(20, 0))), Some(DenyReason::OutsideHours));
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "kanri-pc", tue(19, 0))),
+        Some(DenyReason::OutsideHours),
+        "a grant is personal"
+    );
+}
+
+#[test]
+fn abiko_8_overtime_grant_covers_a_holiday() {
+    let mut w = city();
+    w.grant("shokuin", jst(2026, 11, 23, 9, 0), jst(2026, 11, 23, 12, 0));
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", jst(2026, 11, 23, 10, 0))), None);
+}
+
+#[test]
+fn abiko_10_customisation_and_plugins_only_for_system_administrators() {
+    let w = city();
+    for path in [
+        "/k/v1/preview/app/customize.json",
+        "/k/v1/plugin.json",
+        "/k/v1/preview/app/deploy.json",
+        "/k/guest/7/v1/preview/app/customize.json",
+        "/K/V1/Plugin.json",
+    ] {
+        let put = Req { method: "PUT", ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
+        assert_eq!(w.decide(&put), Some(DenyReason::FeatureNotPermitted), "{path}");
+        let admin = Req { method: "PUT", ..Req::get(K, path, "kanri-pc", tue(10, 0)) };
+        assert_eq!(w.decide(&admin), None, "{path}");
+    }
+    assert_eq!(w.decide(&Req::get(K, "/k/v1/records.json", "shokuin-pc", tue(10, 0))), None);
+}
+
+#[test]
+fn abiko_10_only_reviewed_api_tokens_pass() {
+    let mut w = city();
+    let reviewed = "reviewed-token-for-app-12";
+    let hash: String =
+        <sha2::Sha256 as sha2::Digest>::digest(reviewed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    w.edit_rules(
+        "abiko-kintone.toml",
+        "approved = []",
+        &format!("approved = [{{ app = 12, sha256 = \"{hash}\", note = \"審査済\" }}]"),
+    );
+    let with = |tokens| Req { api_tokens: Some(tokens), ..Req::get(K, "/k/v1/records.json", "shokuin-pc", tue(10, 0)) };
+    assert_eq!(w.decide(&with(reviewed)), None);
+    assert_eq!(w.decide(&with("unreviewed")), Some(DenyReason::IntegrationNotApproved));
+    assert_eq!(
+        w.decide(&with(&format!("{reviewed},unreviewed"))),
+        Some(DenyReason::IntegrationNotApproved),
+        "every token must be reviewed"
+    );
+}
+
+#[test]
+fn abiko_6_2_no_shared_accounts() {
+    let w = city();
+    let login = |name: &str| base64::engine::general_purpose::STANDARD.encode(format!("{name}:secret"));
+    let own = login("shokuin");
+    let other = login("kanri");
+    let with = |header: &str| w.decide(&Req { login: Some(header), ..Req::get(K, "/k/", "shokuin-pc", tue(10, 0)) });
+    assert_eq!(with(&own), None);
+    assert_eq!(with(&other), Some(DenyReason::AccountMismatch));
+    assert_eq!(with("!!not base64!!"), Some(DenyReason::AccountMismatch));
+}
+
+#[test]
+fn abiko_5_2_my_number_never_enters_kintone() {
+    let w = city();
+    let record = r#"{"app":12,"record":{"mynumber":{"value":"1234 5678 9018"}}}"#.as_bytes();
+    assert_eq!(w.body(K, &[record]), Some(DenyReason::SpecificPersonalInformation));
+    let (a, b) = record.split_at(50);
+    assert_eq!(w.body(K, &[a, b]), Some(DenyReason::SpecificPersonalInformation), "split across chunks");
+    let wide = "{\"value\":\"１２３４５６７８９０１８\"}".as_bytes();
+    let (a, b) = wide.split_at(14);
+    assert_eq!(
+        w.body(K, &[a, b]),
+        Some(DenyReason::SpecificPersonalInformation),
+        "full-width, split inside a character"
+    );
+    assert_eq!(w.body(K, &[br#"{"value":"123456789019"}"#]), None, "a wrong check digit is not a My Number");
+    let bulk = br#"{"requests":[{"method":"POST","api":"/k/v1/record.json","payload":{"record":{"n":{"value":"123456789018"}}}}]}"#;
+    assert_eq!(w.body(K, &[bulk]), Some(DenyReason::SpecificPersonalInformation), "bulkRequest inner requests");
+    assert_eq!(w.body("talk.worksmobile.com", &[record]), None, "only profiles that forbid it scan");
+}

@@ -1,0 +1,222 @@
+//! A tiny world for conformance tests: the real rules files from `rules/`,
+//! people with devices, and `decide` at a given Tokyo wall-clock time.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers")]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sekisho_policy::attestation::{self, Claims, SigningKey};
+use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
+use sekisho_policy::engine::{check_body, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::mynumber::Scanner;
+use sekisho_policy::state::{Device, Flag, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use sekisho_policy::{DenyReason, Rules};
+
+pub fn jst(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    chrono_tz::Asia::Tokyo.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap().with_timezone(&Utc)
+}
+
+fn shipped_files() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "rules/kumamoto-council-lineworks.toml",
+            include_str!("../../../rules/kumamoto-council-lineworks.toml").to_owned(),
+        ),
+        ("rules/abiko-kintone.toml", include_str!("../../../rules/abiko-kintone.toml").to_owned()),
+        ("rules/demo.toml", include_str!("../../../rules/demo.toml").to_owned()),
+    ]
+}
+
+/// The bundled rules, exactly as shipped.
+pub fn shipped_rules() -> Rules {
+    let files = shipped_files();
+    Rules::from_sources(files.iter().map(|(f, t)| (*f, t.as_str()))).unwrap()
+}
+
+pub struct World {
+    pub rules: Rules,
+    files: Vec<(&'static str, String)>,
+    pub state: State,
+    keys: HashMap<String, SigningKey>,
+}
+
+/// A request as a test describes it.
+pub struct Req<'a> {
+    pub host: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub device: &'a str,
+    pub at: DateTime<Utc>,
+    pub api_tokens: Option<&'a str>,
+    pub login: Option<&'a str>,
+    pub os_version: Option<&'a str>,
+}
+
+impl<'a> Req<'a> {
+    pub fn get(host: &'a str, path: &'a str, device: &'a str, at: DateTime<Utc>) -> Req<'a> {
+        Req { host, method: "GET", path, device, at, api_tokens: None, login: None, os_version: None }
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        World { rules: shipped_rules(), files: shipped_files(), state: State::default(), keys: HashMap::new() }
+    }
+
+    pub fn user(&mut self, id: &str, role: &str, profiles: &[&str]) -> &mut Self {
+        let user = User {
+            id: id.into(),
+            display_name: id.into(),
+            role: role.into(),
+            profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
+            suspended: None,
+            restricted: None,
+        };
+        Arc::make_mut(&mut self.state.users).insert(id.into(), user);
+        self
+    }
+
+    /// Registers a device (approved unless `status` says otherwise).
+    pub fn device(
+        &mut self,
+        id: &str,
+        owner: &str,
+        kind: DeviceKind,
+        ownership: Ownership,
+        os: Os,
+        status: DeviceStatus,
+    ) -> &mut Self {
+        let seed: [u8; 32] = sha2_seed(id);
+        let key = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
+        let device = Device {
+            id: id.into(),
+            owner: owner.into(),
+            kind,
+            ownership,
+            os,
+            os_version: default_version(os).parse().unwrap(),
+            security_software: None,
+            key: key.public(),
+            status,
+        };
+        Arc::make_mut(&mut self.state.devices).insert(id.into(), device);
+        self.keys.insert(id.into(), key);
+        self
+    }
+
+    pub fn suspend(&mut self, user: &str, at: DateTime<Utc>) {
+        let flag = Flag { reason: "第18条".into(), since: at, until: None };
+        Arc::make_mut(&mut self.state.users).get_mut(user).unwrap().suspended = Some(flag);
+    }
+
+    pub fn restrict(&mut self, user: &str, at: DateTime<Utc>) {
+        let flag = Flag { reason: "第18条".into(), since: at, until: None };
+        Arc::make_mut(&mut self.state.users).get_mut(user).unwrap().restricted = Some(flag);
+    }
+
+    pub fn revoke(&mut self, device: &str) {
+        Arc::make_mut(&mut self.state.devices).get_mut(device).unwrap().status = DeviceStatus::Revoked;
+    }
+
+    pub fn stop(&mut self, profile: Option<&str>, at: DateTime<Utc>) {
+        let stop = Stop { reason: "第6条第4項".into(), since: at };
+        let stops = Arc::make_mut(&mut self.state.stops);
+        match profile {
+            Some(p) => drop(stops.profiles.insert(p.into(), stop)),
+            None => stops.global = Some(stop),
+        }
+    }
+
+    pub fn grant(&mut self, user: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
+        let g = OvertimeGrant {
+            id: 1,
+            user: user.into(),
+            profile: None,
+            approver: "所属長".into(),
+            reason: "議会対応".into(),
+            start,
+            end,
+        };
+        Arc::make_mut(&mut self.state.overtime).entry(user.into()).or_default().push(g);
+    }
+
+    /// Replaces text in one shipped rules file and re-parses all of them,
+    /// as an administrator editing a file and reloading would.
+    pub fn edit_rules(&mut self, file: &str, from: &str, to: &str) {
+        let files = &mut self.files;
+        let entry = files.iter_mut().find(|(f, _)| f.ends_with(file)).expect("a shipped rules file");
+        assert!(entry.1.contains(from), "`{from}` is not in {file}");
+        entry.1 = entry.1.replace(from, to);
+        self.rules = Rules::from_sources(files.iter().map(|(f, t)| (*f, t.as_str()))).unwrap();
+    }
+
+    /// Decides a request; `None` means allowed.
+    pub fn decide(&self, r: &Req<'_>) -> Option<DenyReason> {
+        let (profile, route) = self.rules.route(r.host).expect("host is routed by the shipped rules");
+        let device = &self.state.devices[r.device];
+        let claims = Claims {
+            sub: device.owner.clone(),
+            aud: profile.audience.clone(),
+            iat: r.at.timestamp() - 10,
+            exp: r.at.timestamp() + 290,
+            jti: "j".into(),
+            os: device.os,
+            os_version: r.os_version.unwrap_or(default_version(device.os)).parse().unwrap(),
+            security_software: Some(SecuritySoftware {
+                name: "ウイルスバスター".into(),
+                updated: r.at.with_timezone(&chrono_tz::Asia::Tokyo).date_naive(),
+            }),
+        };
+        let token = attestation::mint(&self.keys[r.device], r.device, &claims);
+        let verified = attestation::verify(&token, &self.state.devices);
+        let attestation = match &verified {
+            Ok(v) => Attestation::Verified(v),
+            Err(e) => Attestation::Rejected(e),
+        };
+        let facts = RequestFacts {
+            profile,
+            route,
+            method: r.method,
+            path: r.path,
+            client: ClientAddr::Known("198.51.100.7".parse().unwrap()),
+            attestation,
+            integration_tokens: r.api_tokens,
+            login: r.login,
+        };
+        decide(&facts, &self.state, r.at).deny_reason()
+    }
+
+    /// Scans a body, split into `chunks`, for the profile serving `host`.
+    pub fn body(&self, host: &str, chunks: &[&[u8]]) -> Option<DenyReason> {
+        let (profile, _) = self.rules.route(host).unwrap();
+        let mut scanner = Scanner::new();
+        let last = chunks.len().saturating_sub(1);
+        for (i, c) in chunks.iter().enumerate() {
+            if let Err(d) = check_body(profile, &mut scanner, c, i == last) {
+                return Some(d.reason);
+            }
+        }
+        None
+    }
+}
+
+fn default_version(os: Os) -> &'static str {
+    match os {
+        Os::Windows => "10.0.22631",
+        Os::Macos => "14.5",
+        Os::Ios | Os::Ipados => "17.5",
+        Os::Android => "14",
+        Os::Linux => "6.1",
+        Os::Chromeos => "126",
+    }
+}
+
+fn sha2_seed(id: &str) -> [u8; 32] {
+    let mut seed = [7u8; 32];
+    for (i, b) in id.bytes().enumerate() {
+        seed[i % 32] ^= b;
+    }
+    seed
+}

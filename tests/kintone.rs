@@ -1,0 +1,96 @@
+//! kintone-specific rules through the real gateway: 個人番号 in request
+//! bodies, reviewed integration tokens, and no shared accounts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
+
+mod support;
+
+use base64::Engine as _;
+use support::{reason, Enrol, Gateway, Person, Upstream, WsUpstream, REVIEWED_TOKEN};
+
+const HOST: &str = "kintone.localhost";
+/// 1234 5678 9018 has a valid check digit.
+const MY_NUMBER: &str = "123456789018";
+
+async fn setup() -> (Upstream, WsUpstream, Gateway, Person) {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("sato", Enrol::default()).await;
+    (up, ws, gw, p)
+}
+
+fn post(gw: &Gateway, who: &Person, path: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+    gw.client().post(gw.url(HOST, path)).header("device-attestation", who.token(HOST)).body(body)
+}
+
+#[tokio::test]
+async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
+    let (up, _ws, gw, sato) = setup().await;
+    let record = format!(
+        r#"{{"app":1,"record":{{"no":{{"value":"{}-{}-{}"}}}}}}"#,
+        &MY_NUMBER[..4],
+        &MY_NUMBER[4..8],
+        &MY_NUMBER[8..]
+    );
+    let resp =
+        post(&gw, &sato, "/k/v1/record.json", record).header("content-type", "application/json").send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), reason(&resp).as_deref()), (403, Some("specific_personal_information")));
+    assert!(up.seen().iter().all(|s| s.body_len == 0), "no body byte reached the upstream: {:?}", up.seen());
+
+    let clean = post(&gw, &sato, "/k/v1/record.json", r#"{"app":1,"record":{"no":{"value":"123456789019"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clean.status(), 200, "a wrong check digit is not a My Number");
+
+    let lines = gw.audit_lines("sato").await;
+    assert!(lines.iter().any(|l| l["reason"] == "specific_personal_information"));
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains(MY_NUMBER) && !everything.contains("5678-9018"), "the number was written to a log");
+}
+
+#[tokio::test]
+async fn a_my_number_deep_in_a_large_streamed_upload_aborts_it() {
+    let (up, _ws, gw, sato) = setup().await;
+    let mut body = vec![b'a'; 3 << 20];
+    body.extend_from_slice(format!(" {} ", "１２３４５６７８９０１８").as_bytes());
+    let total = body.len() as u64;
+    let chunks: Vec<_> =
+        body.chunks(64 << 10).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect();
+    let resp = post(&gw, &sato, "/k/v1/file.json", reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reason(&resp).as_deref(), Some("specific_personal_information"));
+    assert!(up.seen().iter().all(|s| s.body_len < total), "the upstream never got the whole upload");
+}
+
+#[tokio::test]
+async fn only_reviewed_integration_tokens_pass() {
+    let (_up, _ws, gw, sato) = setup().await;
+    let call = |token: &'static str| {
+        gw.client()
+            .get(gw.url(HOST, "/k/v1/records.json"))
+            .header("device-attestation", sato.token(HOST))
+            .header("x-cybozu-api-token", token)
+            .send()
+    };
+    assert_eq!(call(REVIEWED_TOKEN).await.unwrap().status(), 200);
+    assert_eq!(reason(&call("some-unreviewed-token").await.unwrap()).as_deref(), Some("integration_not_approved"));
+}
+
+#[tokio::test]
+async fn a_login_must_be_the_attested_users_own() {
+    let (_up, _ws, gw, sato) = setup().await;
+    let login = |name: &str| base64::engine::general_purpose::STANDARD.encode(format!("{name}:pass"));
+    let call = |header: String| {
+        gw.client()
+            .get(gw.url(HOST, "/k/"))
+            .header("device-attestation", sato.token(HOST))
+            .header("x-cybozu-authorization", header)
+            .send()
+    };
+    assert_eq!(call(login("sato")).await.unwrap().status(), 200);
+    assert_eq!(reason(&call(login("suzuki")).await.unwrap()).as_deref(), Some("account_mismatch"));
+}
