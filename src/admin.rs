@@ -146,7 +146,7 @@ impl Admin {
     }
 
     async fn route(&self, caller: &Caller<'_>, method: &Method, seg: &[&str], query: &str, body: &[u8]) -> ApiResult {
-        use Role::{Auditor, GeneralAdmin, SystemManager};
+        use Role::{Applicant, Auditor, GeneralAdmin, SystemManager};
         let any = &[SystemManager, GeneralAdmin, Auditor][..];
         match (method.as_str(), seg) {
             ("GET", ["v1", "status"]) => allow(caller, any).map(|()| self.status()),
@@ -170,7 +170,7 @@ impl Admin {
             }
             ("GET", ["v1", "devices"]) => allow(caller, any).map(|()| self.list_devices()),
             ("POST", ["v1", "devices"]) => {
-                allow(caller, &[SystemManager, GeneralAdmin])?;
+                allow(caller, &[SystemManager, GeneralAdmin, Applicant])?;
                 self.file_device(caller, parse(body)?).await
             }
             ("POST", ["v1", "devices", id, action @ ("approve" | "reject" | "revoke")]) => {

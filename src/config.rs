@@ -58,16 +58,20 @@ pub enum Role {
     GeneralAdmin,
     /// 管理者 and auditors: read the audit trail and status.
     Auditor,
+    /// A councillor's device agent or the ICT支援員 (第8条): may only file
+    /// registration applications (様式第1号), which start `pending`.
+    Applicant,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::SystemManager, Role::GeneralAdmin, Role::Auditor];
+    pub const ALL: [Role; 4] = [Role::SystemManager, Role::GeneralAdmin, Role::Auditor, Role::Applicant];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::SystemManager => "system_manager",
             Role::GeneralAdmin => "general_admin",
             Role::Auditor => "auditor",
+            Role::Applicant => "applicant",
         }
     }
 }

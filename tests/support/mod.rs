@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
 pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
 pub const GENERAL_TOKEN: &str = "general-token-0123456789abcdef";
+pub const APPLICANT_TOKEN: &str = "applicant-token-0123456789abcdef";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -233,6 +234,7 @@ tokens = [
   {{ name = "root", roles = ["system_manager", "general_admin", "auditor"], sha256 = "{root}" }},
   {{ name = "kansa", roles = ["auditor"], sha256 = "{auditor}" }},
   {{ name = "soumu", roles = ["general_admin"], sha256 = "{general}" }},
+  {{ name = "agent", roles = ["applicant"], sha256 = "{applicant}" }},
 ]
 "#,
             https = self.https,
@@ -241,6 +243,7 @@ tokens = [
             root = hash(ROOT_TOKEN),
             auditor = hash(AUDITOR_TOKEN),
             general = hash(GENERAL_TOKEN),
+            applicant = hash(APPLICANT_TOKEN),
         );
         std::fs::write(d.join("sekisho.toml"), config).unwrap();
         write_certs(&d.join("certs"));
