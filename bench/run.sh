@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# sekisho's bench: the same fixed-response nginx upstream behind nginx,
+# HAProxy and sekisho, measured in one run, interleaved and repeated.
+#
+#   bench/run.sh                       # per-core: each proxy 1 worker on core 0,
+#                                      # load generator and upstream on core 1
+#   WORKERS=2 PIN=0 bench/run.sh       # each proxy's best on both cores
+#   ROUNDS=5 DURATION=5 CONNS=32 bench/run.sh
+#
+# Prints and writes (bench/results/) a table of requests/s, latency
+# percentiles and proxy CPU time per request (utime+stime of the proxy's
+# processes from /proc over the run, divided by requests served), with each
+# case's ratio to nginx. Installs wrk, nginx, haproxy and h2load from Debian
+# packages when missing. Touches only loopback.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+WORKERS=${WORKERS:-1}
+PIN=${PIN:-1}
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v cmake >/dev/null || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --quiet)
+
+RUN=$(mktemp -d /tmp/sekisho-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+if [ "$PIN" = 1 ]; then PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; else PROXY_CPU=""; LOAD_CPU=""; fi
+render() { sed -e "s#__RUN__#$RUN#g" -e "s#__WORKERS__#$WORKERS#g" "$BENCH/$1" > "$RUN/$2"; }
+render nginx-upstream.conf upstream.conf
+render nginx-proxy.conf nginx-proxy.conf
+render haproxy.cfg haproxy.cfg
+render sekisho.toml sekisho.toml
+sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/sekisho.toml"
+cp -r "$BENCH/rules" "$RUN/rules"
+mkdir -p "$RUN/data"
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
+
+$LOAD_CPU nginx -c "$RUN/upstream.conf" -p "$RUN" & PIDS+=($!)
+$PROXY_CPU "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/sekisho.log" 2>&1 & SEKISHO=$!; PIDS+=($SEKISHO)
+wait_port 19000; wait_port 19003; wait_port 19090
+$PROXY_CPU nginx -c "$RUN/nginx-proxy.conf" -p "$RUN" & NGINX=$!; PIDS+=($NGINX)
+$PROXY_CPU haproxy -f "$RUN/haproxy.cfg" -q & HAPROXY=$!; PIDS+=($HAPROXY)
+wait_port 19001; wait_port 19002
+
+# A staff member with an approved PC, an overtime grant for holidays, and one token for the run.
+S="$ROOT/target/release/sekisho --config $RUN/sekisho.toml"
+$S admin call put /v1/users/bench '{"display_name":"bench","role":"staff","profiles":["bench"]}' >/dev/null
+KEY=$($S agent keygen --out "$RUN/device.key")
+ALG=$(echo "$KEY" | sed 's/.*"key_alg":"\([^"]*\)".*/\1/'); PUB=$(echo "$KEY" | sed 's/.*"public_key":"\([^"]*\)".*/\1/')
+$S admin call post /v1/devices "{\"id\":\"bench-pc\",\"owner\":\"bench\",\"kind\":\"pc\",\"ownership\":\"issued\",\"os\":\"windows\",\"os_version\":\"10.0.22631\",\"key_alg\":\"$ALG\",\"public_key\":\"$PUB\"}" >/dev/null
+$S admin device bench-pc approve --reason bench >/dev/null
+$S admin call post /v1/overtime "{\"user\":\"bench\",\"approver\":\"bench\",\"reason\":\"bench\",\"start\":\"$(date -u -d '-1 hour' +%FT%TZ)\",\"end\":\"$(date -u -d '+1 day' +%FT%TZ)\"}" >/dev/null
+TOKEN=$($S agent token --key "$RUN/device.key" --device bench-pc --user bench --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600)
+status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19003/)
+[ "$status" = 200 ] || { echo "sekisho refused the bench token ($status)"; cat "$RUN/sekisho.log"; exit 1; }
+
+TICK=$(getconf CLK_TCK)
+# utime+stime in ticks of a process and its direct children (nginx workers).
+ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# case name | proxy pid (or -) | kind | target | token?
+CASES=(
+  "upstream direct|-|wrk|http://127.0.0.1:19000/|"
+  "nginx|$NGINX|wrk|http://127.0.0.1:19001/|"
+  "haproxy|$HAPROXY|wrk|http://127.0.0.1:19002/|"
+  "sekisho full rules|$SEKISHO|wrk|http://127.0.0.1:19003/|token"
+  "sekisho deny (block page)|$SEKISHO|wrk|http://127.0.0.1:19003/|"
+  "nginx TLS|$NGINX|wrk|https://127.0.0.1:19441/|"
+  "sekisho TLS full rules|$SEKISHO|wrk|https://127.0.0.1:19443/|token"
+  "nginx h2 TLS|$NGINX|h2load|https://127.0.0.1:19441/|"
+  "sekisho h2 TLS full rules|$SEKISHO|h2load|https://127.0.0.1:19443/|token"
+)
+
+ROWS="$RUN/rows.tsv"
+: > "$ROWS"
+for round in $(seq "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
+    IFS='|' read -r name pid kind url tok <<< "$c"
+    tokv=""; [ "$tok" = token ] && tokv="$TOKEN"
+    before=0; [ "$pid" != - ] && before=$(ticks "$pid")
+    if [ "$kind" = wrk ]; then
+      out=$(BENCH_TOKEN="$tokv" $LOAD_CPU wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$BENCH/wrk.lua" "$url" 2>&1)
+      res=$(echo "$out" | grep '^RESULT')
+      req=$(echo "$res" | sed 's/.*requests=\([0-9]*\).*/\1/')
+      bad=$(echo "$res" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
+      p50=$(echo "$res" | sed 's/.*p50=\([0-9]*\).*/\1/'); p99=$(echo "$res" | sed 's/.* p99=\([0-9]*\).*/\1/'); p999=$(echo "$res" | sed 's/.*p999=\([0-9]*\).*/\1/')
+      secs=$DURATION
+    else
+      hdr=(-H "host: bench.localhost"); [ -n "$tokv" ] && hdr+=(-H "device-attestation: $tokv")
+      out=$($LOAD_CPU h2load -c"$CONNS" -m10 -t2 -D"$DURATION" "${hdr[@]}" "$url" 2>&1)
+      req=$(echo "$out" | sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p')
+      bad=$(echo "$out" | sed -n 's/^status codes: [0-9]* 2xx, \([0-9]*\) 3xx, \([0-9]*\) 4xx, \([0-9]*\) 5xx.*/\2/p')
+      p50=-; p99=-; p999=-
+      secs=$DURATION
+    fi
+    after=0; [ "$pid" != - ] && after=$(ticks "$pid")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$req" "$secs" "$((after - before))" "$p50" "$p99" "$p999" "${bad:-0}" >> "$ROWS"
+    echo "round $round: $name: $req requests" >&2
+  done
+done
+
+mkdir -p "$BENCH/results"
+OUT="$BENCH/results/$(date +%Y%m%d-%H%M%S)-w${WORKERS}-pin${PIN}.md"
+python3 "$BENCH/report.py" "$ROWS" "$TICK" "rounds=$ROUNDS duration=${DURATION}s conns=$CONNS workers=$WORKERS pinned=$PIN cpu=$(nproc) $(uname -r)" | tee "$OUT"
+echo "written: $OUT"
