@@ -6,6 +6,7 @@
 #                                      # load generator and upstream on core 1
 #   WORKERS=2 PIN=0 bench/run.sh       # each proxy's best on both cores
 #   ROUNDS=5 DURATION=5 CONNS=32 bench/run.sh
+#   ONLY='sekisho full' bench/run.sh     # only the cases whose name matches
 #
 # Prints and writes (bench/results/) a table of requests/s, latency
 # percentiles and proxy CPU time per request (utime+stime of the proxy's
@@ -98,6 +99,7 @@ ROWS="$RUN/rows.tsv"
 for round in $(seq "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     IFS='|' read -r name pid kind url tok <<< "$c"
+    [[ "$name" =~ ${ONLY:-.} ]] || continue
     tokv=""; [ "$tok" = token ] && tokv="$TOKEN"
     before=0; [ "$pid" != - ] && before=$(ticks "$pid")
     if [ "$kind" = wrk ]; then

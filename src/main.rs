@@ -23,6 +23,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// glibc malloc was 18% of the proxy's CPU under load (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sha2::{Digest, Sha256};
 
 #[derive(Parser)]

@@ -5,7 +5,7 @@
 //! (the audit log is written by its own thread).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use sekisho_policy::engine::{check_body, client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{check_body, client_addr, decide, still_allowed, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::{Decision, Profile};
 
@@ -53,7 +53,8 @@ pub struct Ctx {
     decision: &'static str,
     upstream_status: Option<u16>,
     live: Option<u64>,
-    cancelled: Option<Arc<AtomicBool>>,
+    /// `Shared::generation` when this request was last judged.
+    generation: u64,
     /// Body scanning for profiles that forbid 個人番号 in bodies.
     scanner: Scanner,
     /// Body bytes held back until scanned, so a refused small body never
@@ -192,22 +193,37 @@ impl Gateway {
         Ok(())
     }
 
+    /// Registers an upgrade (WebSocket) so a suspension can cut it while idle.
     fn register_live(&self, session: &Session, ctx: &mut Ctx) {
         let (Some(user), Some(device), Some(profile)) = (&ctx.user, &ctx.device, &ctx.profile) else { return };
-        let socket = session
-            .stream()
-            .map(|s| s.id())
-            .and_then(|fd| pingora::protocols::l4::ext::get_socket_cookie(fd).ok().map(|cookie| (fd, cookie)));
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let Some(fd) = session.stream().map(|s| s.id()) else { return };
+        let Ok(cookie) = pingora::protocols::l4::ext::get_socket_cookie(fd) else { return };
         let entry = LiveEntry {
             user: user.clone(),
             device: device.clone(),
             profile: profile.name.clone(),
-            socket,
-            cancelled: cancelled.clone(),
+            socket: (fd, cookie),
         };
         ctx.live = Some(self.shared.conns.register(entry));
-        ctx.cancelled = Some(cancelled);
+    }
+
+    /// In a body filter: has an admin change since the decision ended this request?
+    fn recheck(&self, ctx: &mut Ctx) -> pingora::Result<()> {
+        let now = self.shared.generation.load(Ordering::Acquire);
+        if now == ctx.generation {
+            return Ok(());
+        }
+        ctx.generation = now;
+        let snap = self.shared.snapshot_full();
+        let (Some(profile), Some(user), Some(device)) = (&ctx.profile, &ctx.user, &ctx.device) else { return Ok(()) };
+        match still_allowed(profile, &snap.state, user, device, Utc::now()) {
+            Ok(()) => Ok(()),
+            Err(deny) => {
+                ctx.reason = Some(deny.reason.code());
+                ctx.decision = "cut";
+                Error::e_explain(ErrorType::HTTPStatus(403), "access withdrawn by an administrator")
+            }
+        }
     }
 }
 
@@ -249,13 +265,16 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.generation = self.shared.generation.load(Ordering::Acquire);
         let snap = self.shared.snapshot_full();
         let verdict = self.judge(session, ctx, &snap);
         ctx.snapshot = Some(snap);
         match verdict {
             Ok(()) => {
                 self.metrics.allowed();
-                self.register_live(session, ctx);
+                if session.is_upgrade_req() {
+                    self.register_live(session, ctx);
+                }
                 Ok(false)
             }
             Err(block) => {
@@ -332,7 +351,7 @@ impl ProxyHttp for Gateway {
         eos: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        check_cancelled(ctx)?;
+        self.recheck(ctx)?;
         let Some(profile) = ctx.profile.clone().filter(|p| p.forbid_my_number) else { return Ok(()) };
         if session.was_upgraded() {
             return Ok(());
@@ -353,7 +372,7 @@ impl ProxyHttp for Gateway {
         _eos: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        check_cancelled(ctx).map(|()| None)
+        self.recheck(ctx).map(|()| None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -363,6 +382,10 @@ impl ProxyHttp for Gateway {
                 let _ = self.answer(session, ctx, &block).await;
             }
             return FailToProxy { error_code: 403, can_reuse_downstream: false };
+        }
+        if ctx.decision == "cut" {
+            // Cut mid-response by an admin change: nothing more to say.
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
         let block = match (e.esource(), e.etype()) {
             (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
@@ -439,15 +462,6 @@ fn hold_back(ctx: &mut Ctx, body: &mut Option<Bytes>, eos: bool) {
     } else {
         // Empty, not `None`: pingora reads `None` as the end of the body.
         *body = Some(Bytes::new());
-    }
-}
-
-fn check_cancelled(ctx: &Ctx) -> pingora::Result<()> {
-    match &ctx.cancelled {
-        Some(flag) if flag.load(Ordering::Acquire) => {
-            Error::e_explain(ErrorType::HTTPStatus(403), "access withdrawn by an administrator")
-        }
-        _ => Ok(()),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -34,6 +34,9 @@ pub struct Shared {
     pub store: Store,
     pub tokens: TokenCache,
     pub conns: LiveConns,
+    /// Bumped by every change that can end requests in flight; body filters
+    /// re-check their request only when it moved.
+    pub generation: AtomicU64,
     /// Serialises admin writes so that commit, apply and swap happen in order.
     writes: tokio::sync::Mutex<()>,
 }
@@ -65,6 +68,7 @@ impl Shared {
             store,
             tokens: TokenCache::new(100_000),
             conns: LiveConns::default(),
+            generation: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
         }
     }
@@ -118,6 +122,7 @@ impl Shared {
     }
 
     fn cut_after(&self, change: &Change) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => self.conns.cut(|e| e.user == *user),
             Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
@@ -187,15 +192,16 @@ impl TokenCache {
     }
 }
 
-/// One proxied request in flight, as the cutter sees it.
+/// An upgraded connection (WebSocket) in flight, as the cutter sees it.
+/// Only upgrades are registered: they may sit idle, so no body filter would
+/// notice a change; other requests re-check in their body filters.
 pub struct LiveEntry {
     pub user: String,
     pub device: String,
     pub profile: String,
-    /// Downstream socket (HTTP/1.x only) and its kernel cookie, so a
-    /// recycled descriptor number is never shut down by mistake.
-    pub socket: Option<(RawFd, u64)>,
-    pub cancelled: Arc<AtomicBool>,
+    /// Downstream socket and its kernel cookie, so a recycled descriptor
+    /// number is never shut down by mistake.
+    pub socket: (RawFd, u64),
 }
 
 const SHARDS: usize = 32;
@@ -228,16 +234,12 @@ impl LiveConns {
         &self.shards[(id as usize) % SHARDS]
     }
 
-    /// Cancels every matching request: sets its flag (checked by the body
-    /// filters) and shuts its socket down so idle WebSockets end too.
+    /// Shuts down the socket of every matching upgraded connection.
     pub fn cut(&self, matches: impl Fn(&LiveEntry) -> bool) {
         for shard in &self.shards {
             let Ok(shard) = shard.lock() else { continue };
             for entry in shard.values().filter(|e| matches(e)) {
-                entry.cancelled.store(true, Ordering::Release);
-                if let Some((fd, cookie)) = entry.socket {
-                    shutdown_if_same(fd, cookie);
-                }
+                shutdown_if_same(entry.socket.0, entry.socket.1);
             }
         }
     }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{reason, Enrol, Gateway, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN, ROOT_TOKEN};
+use support::{
+    reason, Enrol, Gateway, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN, ROOT_TOKEN,
+};
 
 async fn setup() -> (Upstream, WsUpstream, Gateway) {
     let up = Upstream::start().await;
@@ -449,7 +451,8 @@ async fn a_broken_rules_file_is_refused_and_the_running_rules_stay() {
 async fn a_registration_application_starts_pending_and_only_the_system_manager_decides_it() {
     let (_up, _ws, gw) = setup().await;
     gw.admin("PUT", "/v1/users/giin", json!({"display_name": "議員", "role": "councillor", "profiles": ["app"]})).await;
-    let key = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32])).public();
+    let key =
+        sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32])).public();
     let form = json!({
         "id": "giin-iphone", "owner": "giin", "kind": "smartphone", "ownership": "personal",
         "os": "ios", "os_version": "17.4.1", "security_software": {"name": "ウイルスバスター", "updated": "2026-11-20"},
@@ -459,9 +462,29 @@ async fn a_registration_application_starts_pending_and_only_the_system_manager_d
     assert_eq!(status, 201, "{body}");
     let (status, _) = gw.admin_call("POST", "/v1/devices", APPLICANT_TOKEN, Some(form)).await;
     assert_eq!(status, 409, "a changed device is a new application with a new id (第12条第3項)");
-    assert_eq!(gw.admin_call("POST", "/v1/devices/giin-iphone/approve", APPLICANT_TOKEN, Some(json!({"reason": "r"}))).await.0, 403);
+    assert_eq!(
+        gw.admin_call("POST", "/v1/devices/giin-iphone/approve", APPLICANT_TOKEN, Some(json!({"reason": "r"}))).await.0,
+        403
+    );
     assert_eq!(gw.admin_call("GET", "/v1/users", APPLICANT_TOKEN, None).await.0, 403);
     let (_, devices) = gw.admin_call("GET", "/v1/devices", AUDITOR_TOKEN, None).await;
     assert_eq!(devices["devices"][0]["status"], "pending");
     assert_eq!(devices["devices"][0]["security_software"]["name"], "ウイルスバスター");
+}
+
+#[tokio::test]
+async fn suspending_a_user_ends_their_streaming_download_over_http2() {
+    let (_up, _ws, gw) = setup().await;
+    let olga = gw.enrol("olga", Enrol::default()).await;
+    let resp = gw.get_as(&olga, "app.localhost", "/trickle").await;
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, reqwest::Version::HTTP_2));
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"line 0"));
+    gw.admin("POST", "/v1/users/olga/suspend", json!({"reason": "盗難届"})).await;
+    let cut = Instant::now();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = stream.next().await {} }).await;
+    assert!(ended.is_ok(), "the download was still running a second after the suspension");
+    assert!(cut.elapsed() < Duration::from_secs(1));
 }

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::device::{DeviceKey, Os, Version};
+use crate::device::{DeviceKey, Os, PublicKey, Version};
 use crate::state::{Device, SecuritySoftware};
 
 /// The `typ` every token must carry, so no other JWT can be replayed here.
@@ -110,11 +110,11 @@ fn decode_json<T: serde::de::DeserializeOwned>(
 }
 
 fn check_signature(key: &DeviceKey, signed: &[u8], signature: &[u8]) -> Result<(), AttestationError> {
-    let ok = match key {
-        DeviceKey::Ed25519(k) => {
+    let ok = match key.public_key() {
+        PublicKey::Ed25519(k) => {
             ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| k.verify_strict(signed, &sig).is_ok())
         }
-        DeviceKey::P256(k) => {
+        PublicKey::P256(k) => {
             use p256::ecdsa::signature::Verifier as _;
             p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| k.verify(signed, &sig).is_ok())
         }
@@ -131,8 +131,8 @@ pub enum SigningKey {
 impl SigningKey {
     pub fn public(&self) -> DeviceKey {
         match self {
-            SigningKey::Ed25519(k) => DeviceKey::Ed25519(k.verifying_key()),
-            SigningKey::P256(k) => DeviceKey::P256(*k.verifying_key()),
+            SigningKey::Ed25519(k) => DeviceKey::from(PublicKey::Ed25519(k.verifying_key())),
+            SigningKey::P256(k) => DeviceKey::from(PublicKey::P256(*k.verifying_key())),
         }
     }
 }

@@ -173,10 +173,18 @@ impl Ord for Version {
     }
 }
 
-/// A device's registered public key. Parsed once at registration so the
-/// request path never decodes key material.
+/// A device's registered public key. Parsed once at registration, with its
+/// fingerprint computed then, so the request path never decodes or hashes
+/// key material.
 #[derive(Clone)]
-pub enum DeviceKey {
+pub struct DeviceKey {
+    key: PublicKey,
+    fingerprint: [u8; 32],
+}
+
+/// The key itself, by algorithm.
+#[derive(Clone)]
+pub enum PublicKey {
     Ed25519(ed25519_dalek::VerifyingKey),
     P256(p256::ecdsa::VerifyingKey),
 }
@@ -197,43 +205,56 @@ impl DeviceKey {
     pub fn parse(alg: &str, b64: &str) -> Result<Self, KeyError> {
         let raw =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()).map_err(|_| KeyError::Encoding)?;
-        match alg {
+        let key = match alg {
             "EdDSA" => {
                 let bytes: [u8; 32] = raw.try_into().map_err(|_| KeyError::Point("Ed25519"))?;
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                    .map(DeviceKey::Ed25519)
-                    .map_err(|_| KeyError::Point("Ed25519"))
+                    .map(PublicKey::Ed25519)
+                    .map_err(|_| KeyError::Point("Ed25519"))?
             }
             "ES256" => p256::ecdsa::VerifyingKey::from_sec1_bytes(&raw)
-                .map(DeviceKey::P256)
-                .map_err(|_| KeyError::Point("P-256")),
-            other => Err(KeyError::Algorithm(other.to_owned())),
-        }
+                .map(PublicKey::P256)
+                .map_err(|_| KeyError::Point("P-256"))?,
+            other => return Err(KeyError::Algorithm(other.to_owned())),
+        };
+        Ok(DeviceKey::from(key))
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key
     }
 
     /// The JOSE algorithm this key verifies; a token naming any other is refused.
     pub fn alg(&self) -> &'static str {
-        match self {
-            DeviceKey::Ed25519(_) => "EdDSA",
-            DeviceKey::P256(_) => "ES256",
+        match self.key {
+            PublicKey::Ed25519(_) => "EdDSA",
+            PublicKey::P256(_) => "ES256",
         }
     }
 
     /// base64url of the raw key, as accepted by [`DeviceKey::parse`].
     pub fn to_b64(&self) -> String {
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        match self {
-            DeviceKey::Ed25519(k) => engine.encode(k.as_bytes()),
-            DeviceKey::P256(k) => engine.encode(k.to_encoded_point(true).as_bytes()),
+        match &self.key {
+            PublicKey::Ed25519(k) => engine.encode(k.as_bytes()),
+            PublicKey::P256(k) => engine.encode(k.to_encoded_point(true).as_bytes()),
         }
     }
 
     /// SHA-256 over algorithm and key: lets a cache notice a re-keyed device.
     pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+}
+
+impl From<PublicKey> for DeviceKey {
+    fn from(key: PublicKey) -> Self {
+        let mut k = DeviceKey { key, fingerprint: [0; 32] };
         let mut h = Sha256::new();
-        h.update(self.alg().as_bytes());
-        h.update(self.to_b64().as_bytes());
-        h.finalize().into()
+        h.update(k.alg().as_bytes());
+        h.update(k.to_b64().as_bytes());
+        k.fingerprint = h.finalize().into();
+        k
     }
 }
 

@@ -265,6 +265,30 @@ fn check_path(route: &Route, path: &str) -> Result<(), Deny> {
     }
 }
 
+/// Whether an allowed request may go on (a long download, a WebSocket)
+/// after the state changed: the emergency stops, maintenance, the device's
+/// status and the user's suspension, as `decide` would judge them now.
+pub fn still_allowed(
+    profile: &Profile,
+    state: &State,
+    user: &str,
+    device: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Deny> {
+    check_stops(profile, state, now)?;
+    match state.devices.get(device).map(|d| d.status) {
+        Some(DeviceStatus::Approved) => {}
+        _ => return Err(Deny::new(DenyReason::DeviceRevoked, "device was revoked")),
+    }
+    match state.users.get(user) {
+        Some(u) => match u.suspended.as_ref().filter(|f| f.active_at(now)) {
+            Some(flag) => Err(Deny::new(DenyReason::UserSuspended, format!("suspension: {}", flag.reason))),
+            None => Ok(()),
+        },
+        None => Err(Deny::new(DenyReason::UserNotPermitted, "user is not registered")),
+    }
+}
+
 /// Customisation and deploy paths only for the roles the profile names.
 fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Deny> {
     let blocked = profile

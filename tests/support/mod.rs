@@ -82,11 +82,24 @@ impl Upstream {
     }
 }
 
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A body that sends one line every 100 ms for a minute.
+fn trickle() -> Body {
+    let lines = futures_util::stream::unfold(0u32, |n| async move {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (n < 600).then(|| (Ok(hyper::body::Frame::data(Bytes::from(format!("line {n}\n")))), n + 1))
+    });
+    BodyExt::boxed(http_body_util::StreamBody::new(lines))
+}
+
 async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     me: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -102,7 +115,10 @@ async fn answer(
         headers,
         body_len,
     });
-    let mut resp = hyper::Response::new(Full::new(Bytes::from(format!("ok {body_len}"))));
+    if parts.uri.path() == "/trickle" {
+        return Ok(hyper::Response::new(trickle()));
+    }
+    let mut resp = hyper::Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("ok {body_len}")))));
     if parts.uri.path() == "/redirect" {
         *resp.status_mut() = hyper::StatusCode::FOUND;
         let h = resp.headers_mut();
