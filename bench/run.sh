@@ -33,6 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 (cd "$ROOT" && cargo build --release --quiet)
+(cd "$BENCH/bare" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet)
 
 RUN=$(mktemp -d /tmp/sekisho-bench.XXXXXX)
 PIDS=()
@@ -56,7 +57,8 @@ $PROXY_CPU "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/s
 wait_port 19000; wait_port 19003; wait_port 19090
 $PROXY_CPU nginx -c "$RUN/nginx-proxy.conf" -p "$RUN" & NGINX=$!; PIDS+=($NGINX)
 $PROXY_CPU haproxy -f "$RUN/haproxy.cfg" -q & HAPROXY=$!; PIDS+=($HAPROXY)
-wait_port 19001; wait_port 19002
+$PROXY_CPU "$ROOT/target/release/bare-pingora" "$WORKERS" > "$RUN/bare.log" 2>&1 & BARE=$!; PIDS+=($BARE)
+wait_port 19001; wait_port 19002; wait_port 19004
 
 # A staff member with an approved PC, an overtime grant for holidays, and one token for the run.
 S="$ROOT/target/release/sekisho --config $RUN/sekisho.toml"
@@ -86,6 +88,7 @@ CASES=(
   "upstream direct|-|wrk|http://127.0.0.1:19000/|"
   "nginx|$NGINX|wrk|http://127.0.0.1:19001/|"
   "haproxy|$HAPROXY|wrk|http://127.0.0.1:19002/|"
+  "bare pingora (no checks)|$BARE|wrk|http://127.0.0.1:19004/|"
   "sekisho full rules|$SEKISHO|wrk|http://127.0.0.1:19003/|token"
   "sekisho deny (block page)|$SEKISHO|wrk|http://127.0.0.1:19003/|"
   "nginx TLS|$NGINX|wrk|https://127.0.0.1:19441/|"
@@ -110,8 +113,9 @@ for round in $(seq "$ROUNDS"); do
       p50=$(echo "$res" | sed 's/.*p50=\([0-9]*\).*/\1/'); p99=$(echo "$res" | sed 's/.* p99=\([0-9]*\).*/\1/'); p999=$(echo "$res" | sed 's/.*p999=\([0-9]*\).*/\1/')
       secs=$DURATION
     else
-      hdr=(-H "host: bench.localhost"); [ -n "$tokv" ] && hdr+=(-H "device-attestation: $tokv")
+      hdr=(-H ":authority: bench.localhost"); [ -n "$tokv" ] && hdr+=(-H "device-attestation: $tokv")
       out=$($LOAD_CPU h2load -c"$CONNS" -m10 -t2 -D"$DURATION" "${hdr[@]}" "$url" 2>&1)
+      [ -n "${DEBUG:-}" ] && echo "$out" >&2
       req=$(echo "$out" | sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p')
       bad=$(echo "$out" | sed -n 's/^status codes: [0-9]* 2xx, \([0-9]*\) 3xx, \([0-9]*\) 4xx, \([0-9]*\) 5xx.*/\2/p')
       p50=-; p99=-; p999=-

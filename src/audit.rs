@@ -6,7 +6,9 @@
 //! by serde, so client text cannot forge a line. It must never receive a
 //! token, key or My Number: callers pass only the fields below.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
+use std::net::IpAddr;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,21 +20,22 @@ use crossbeam_queue::ArrayQueue;
 
 use serde::{Deserialize, Serialize};
 
-/// One request's record. Borrowed so building it allocates nothing extra.
+/// One request's record. Borrows from the request where it can, so writing
+/// it costs one serialisation and no copies; read back, it owns its text.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
-pub struct RequestRecord {
+pub struct RequestRecord<'a> {
     pub time: String,
-    pub request_id: String,
-    pub user: Option<String>,
-    pub device: Option<String>,
-    pub client: Option<String>,
-    pub host: String,
-    pub method: String,
-    pub path: String,
-    pub decision: String,
-    pub reason: Option<String>,
-    pub rule: Option<String>,
-    pub profile: Option<String>,
+    pub request_id: Cow<'a, str>,
+    pub user: Option<Cow<'a, str>>,
+    pub device: Option<Cow<'a, str>>,
+    pub client: Option<IpAddr>,
+    pub host: Cow<'a, str>,
+    pub method: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub decision: Cow<'a, str>,
+    pub reason: Option<Cow<'a, str>>,
+    pub rule: Option<Cow<'a, str>>,
+    pub profile: Option<Cow<'a, str>>,
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub latency_ms: f64,
@@ -67,7 +70,7 @@ impl AuditLog {
 
     /// Queues one record. When the queue is full (the disk stalls) the
     /// request waits for room rather than losing the line.
-    pub fn record(&self, record: &RequestRecord) {
+    pub fn record(&self, record: &RequestRecord<'_>) {
         let Ok(mut line) = serde_json::to_string(record) else { return };
         while !self.closed.load(Ordering::Acquire) {
             match self.queue.push(line) {
@@ -91,7 +94,7 @@ impl AuditLog {
 
     /// The newest records (up to `limit`) matching the filters, newest first,
     /// from the last 16 MiB of the log.
-    pub fn query(&self, user: Option<&str>, reason: Option<&str>, limit: usize) -> std::io::Result<Vec<RequestRecord>> {
+    pub fn query(&self, user: Option<&str>, reason: Option<&str>, limit: usize) -> std::io::Result<Vec<RequestRecord<'static>>> {
         let mut file = File::open(&self.path)?;
         let len = file.metadata()?.len();
         let start = len.saturating_sub(16 << 20);
@@ -99,14 +102,37 @@ impl AuditLog {
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         let lines = text.lines().skip(usize::from(start > 0));
-        let mut found: Vec<RequestRecord> = lines
-            .filter_map(|l| serde_json::from_str::<RequestRecord>(l).ok())
+        let mut found: Vec<RequestRecord<'static>> = lines
+            .filter_map(|l| serde_json::from_str::<RequestRecord<'_>>(l).ok().map(RequestRecord::into_owned))
             .filter(|r| user.is_none_or(|u| r.user.as_deref() == Some(u)))
             .filter(|r| reason.is_none_or(|x| r.reason.as_deref() == Some(x)))
             .collect();
         found.reverse();
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+impl RequestRecord<'_> {
+    fn into_owned(self) -> RequestRecord<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        RequestRecord {
+            time: self.time,
+            request_id: own(self.request_id),
+            user: self.user.map(own),
+            device: self.device.map(own),
+            client: self.client,
+            host: own(self.host),
+            method: own(self.method),
+            path: own(self.path),
+            decision: own(self.decision),
+            reason: self.reason.map(own),
+            rule: self.rule.map(own),
+            profile: self.profile.map(own),
+            status: self.status,
+            upstream_status: self.upstream_status,
+            latency_ms: self.latency_ms,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! It holds no rule logic and must never log a token or touch the disk
 //! (the audit log is written by its own thread).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -429,17 +430,17 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let record = RequestRecord {
             time: Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).to_rfc3339(),
-            request_id: std::mem::take(&mut ctx.request_id),
-            user: ctx.user.take(),
-            device: ctx.device.take(),
-            client: ctx.client.map(|c| c.to_string()),
-            host: std::mem::take(&mut ctx.host),
-            method: req.method.as_str().to_owned(),
-            path: req.uri.path().to_owned(),
-            decision: ctx.decision.to_owned(),
-            reason: ctx.reason.map(str::to_owned),
-            rule: ctx.rule.take(),
-            profile: ctx.profile.as_ref().map(|p| p.name.clone()),
+            request_id: Cow::Borrowed(&ctx.request_id),
+            user: ctx.user.as_deref().map(Cow::Borrowed),
+            device: ctx.device.as_deref().map(Cow::Borrowed),
+            client: ctx.client,
+            host: Cow::Borrowed(&ctx.host),
+            method: Cow::Borrowed(req.method.as_str()),
+            path: Cow::Borrowed(req.uri.path()),
+            decision: Cow::Borrowed(ctx.decision),
+            reason: ctx.reason.map(Cow::Borrowed),
+            rule: ctx.rule.as_deref().map(Cow::Borrowed),
+            profile: ctx.profile.as_ref().map(|p| Cow::Borrowed(p.name.as_str())),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             upstream_status: ctx.upstream_status,
             latency_ms: micros as f64 / 1000.0,
