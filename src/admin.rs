@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::audit::AuditLog;
 use crate::config::{AdminToken, Role};
+use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::shared::{ReloadError, Shared};
 use crate::store::{AuditEntry, Change, FlagKind, StoreError};
@@ -32,6 +33,7 @@ pub struct Admin {
     pub shared: Arc<Shared>,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limiters>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
 }
@@ -96,7 +98,16 @@ struct Caller<'a> {
 
 impl Admin {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if let Some(secs) = self.limits.admin_locked(peer.ip()) {
+            let body = json!({"error": "too many failed authentications from this address"});
+            let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, &body, "application/json");
+            if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
         let Some(token) = self.authenticate(&req) else {
+            self.limits.admin_failure(peer.ip());
             return reply(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": "missing or unknown bearer token"}),

@@ -8,8 +8,8 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::net::IpAddr;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +94,12 @@ impl AuditLog {
 
     /// The newest records (up to `limit`) matching the filters, newest first,
     /// from the last 16 MiB of the log.
-    pub fn query(&self, user: Option<&str>, reason: Option<&str>, limit: usize) -> std::io::Result<Vec<RequestRecord<'static>>> {
+    pub fn query(
+        &self,
+        user: Option<&str>,
+        reason: Option<&str>,
+        limit: usize,
+    ) -> std::io::Result<Vec<RequestRecord<'static>>> {
         let mut file = File::open(&self.path)?;
         let len = file.metadata()?.len();
         let start = len.saturating_sub(16 << 20);

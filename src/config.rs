@@ -3,6 +3,7 @@
 //! secret in clear text (admin tokens appear only as SHA-256 hashes).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -22,6 +23,44 @@ pub struct Config {
     pub demo_upstream: Option<SocketAddr>,
     /// Idle keep-alive limit for client connections.
     pub keepalive_secs: u64,
+    pub limits: Limits,
+}
+
+/// Rate limits (governor, per key, with a burst of twice the rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per second per client address, checked before any token work.
+    #[serde(default = "default_per_client")]
+    pub per_client_rps: NonZeroU32,
+    /// Requests per second per attested user.
+    #[serde(default = "default_per_user")]
+    pub per_user_rps: NonZeroU32,
+    /// Failed admin authentications per minute per source address.
+    #[serde(default = "default_admin_failures")]
+    pub admin_failures_per_minute: NonZeroU32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_client_rps: default_per_client(),
+            per_user_rps: default_per_user(),
+            admin_failures_per_minute: default_admin_failures(),
+        }
+    }
+}
+
+fn default_per_client() -> NonZeroU32 {
+    NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_per_user() -> NonZeroU32 {
+    NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_admin_failures() -> NonZeroU32 {
+    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +157,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     demo: Option<RawDemo>,
+    #[serde(default)]
+    limits: Limits,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +237,7 @@ impl RawConfig {
             rules_dir: at(g.rules_dir),
             audit_log: at(g.audit_log),
             keepalive_secs: g.keepalive_secs,
+            limits: self.limits,
             tls: TlsConfig {
                 cert: at(self.tls.cert),
                 key: at(self.tls.key),

@@ -8,6 +8,7 @@ mod agent;
 mod audit;
 mod config;
 mod demo;
+mod limits;
 mod metrics;
 mod pages;
 mod proxy;

@@ -12,11 +12,16 @@ use sekisho_policy::{Deny, DenyReason, Profile};
 /// Everything that can stop a request.
 #[derive(Debug, Clone, Copy)]
 pub enum Block<'a> {
-    Policy { deny: &'a Deny, profile: &'a Profile },
+    Policy {
+        deny: &'a Deny,
+        profile: &'a Profile,
+    },
     UnknownHost,
     BadRequest(&'static str),
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// Over a rate limit; try again after this many seconds.
+    RateLimited(u64),
 }
 
 /// A rendered answer, ready to write.
@@ -38,7 +43,8 @@ struct Text {
 
 impl Block<'_> {
     /// The reason codes of the gateway's own blocks, for metrics.
-    pub const KINDS: [&'static str; 4] = ["unknown_host", "bad_request", "upstream_unavailable", "upstream_timeout"];
+    pub const KINDS: [&'static str; 5] =
+        ["unknown_host", "bad_request", "upstream_unavailable", "upstream_timeout", "rate_limited"];
 
     pub fn status(&self) -> u16 {
         match self {
@@ -47,6 +53,7 @@ impl Block<'_> {
             Block::BadRequest(_) => 400,
             Block::UpstreamUnavailable => 502,
             Block::UpstreamTimeout => 504,
+            Block::RateLimited(_) => 429,
         }
     }
 
@@ -57,6 +64,7 @@ impl Block<'_> {
             Block::BadRequest(_) => "bad_request",
             Block::UpstreamUnavailable => "upstream_unavailable",
             Block::UpstreamTimeout => "upstream_timeout",
+            Block::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -64,6 +72,7 @@ impl Block<'_> {
     fn retry_after(&self, now: DateTime<Utc>) -> Option<i64> {
         let retry_at = match self {
             Block::Policy { deny, .. } if policy_status(deny.reason) == 503 => deny.retry_at,
+            Block::RateLimited(secs) => return Some(i64::try_from(*secs).unwrap_or(60)),
             _ => return None,
         };
         Some(retry_at.map_or(300, |at| (at - now).num_seconds().clamp(1, 86_400)))
@@ -88,6 +97,12 @@ impl Block<'_> {
                 ja: "接続先のサービスに接続できません",
                 ja_do: "しばらく待ってから再度お試しください。",
                 en: "The service behind the gateway cannot be reached",
+                en_do: "Wait a moment and try again.",
+            },
+            Block::RateLimited(_) => Text {
+                ja: "短時間に多くの要求があったため、一時的に制限しています",
+                ja_do: "少し待ってから再度お試しください。",
+                en: "Too many requests in a short time",
                 en_do: "Wait a moment and try again.",
             },
             Block::UpstreamTimeout => Text {

@@ -19,9 +19,11 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use sekisho_policy::engine::{check_body, client_addr, decide, still_allowed, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
+use sekisho_policy::path::{canonical_path, PathError};
 use sekisho_policy::{Decision, Profile};
 
 use crate::audit::{AuditLog, RequestRecord};
+use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::pages::Block;
 use crate::shared::{LiveEntry, Shared, Snapshot};
@@ -32,6 +34,7 @@ pub struct Gateway {
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub resolver: Resolver,
+    pub limits: Arc<Limiters>,
     pub keepalive_secs: u64,
     id_prefix: String,
     next_id: AtomicU64,
@@ -56,6 +59,8 @@ pub struct Ctx {
     live: Option<u64>,
     /// `Shared::generation` when this request was last judged.
     generation: u64,
+    /// pingora dropped a Content-Length that came with Transfer-Encoding.
+    repaired_framing: bool,
     /// Body scanning for profiles that forbid 個人番号 in bodies.
     scanner: Scanner,
     /// Body bytes held back until scanned, so a refused small body never
@@ -87,13 +92,20 @@ const PROTECTED: [&str; 8] = [
 const ATTESTATION: &str = "device-attestation";
 
 impl Gateway {
-    pub fn new(shared: Arc<Shared>, audit: Arc<AuditLog>, metrics: Arc<Metrics>, keepalive_secs: u64) -> Gateway {
+    pub fn new(
+        shared: Arc<Shared>,
+        audit: Arc<AuditLog>,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limiters>,
+        keepalive_secs: u64,
+    ) -> Gateway {
         let id_prefix = format!("{:08x}", rand::random::<u32>());
         Gateway {
             shared,
             audit,
             metrics,
             resolver: Resolver::default(),
+            limits,
             keepalive_secs,
             id_prefix,
             next_id: AtomicU64::new(1),
@@ -108,6 +120,10 @@ impl Gateway {
         let (profile, route) = snap.rules.route(host).ok_or(BlockOwned::UnknownHost)?;
         ctx.profile = Some(profile.clone());
         ctx.route = profile.routes.iter().position(|r| std::ptr::eq(r, route)).unwrap_or_default();
+        if ctx.repaired_framing {
+            return Err(BlockOwned::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        checked_framing(req)?;
         let path = checked_path(req)?;
         let method = effective_method(req)?;
         let peer = session
@@ -117,10 +133,12 @@ impl Gateway {
             .ok_or(BlockOwned::BadRequest("no client address"))?;
         let forwarded = joined_header(req, "x-forwarded-for");
         let client = client_addr(&profile.network, peer, forwarded.as_deref());
-        ctx.client = Some(match client {
+        let client_ip = match client {
             ClientAddr::Known(ip) => ip,
             ClientAddr::Unresolvable => peer,
-        });
+        };
+        ctx.client = Some(client_ip);
+        self.limits.client(client_ip).map_err(BlockOwned::RateLimited)?;
         let mut tokens = req.headers.get_all(ATTESTATION).iter();
         let verified = match (tokens.next(), tokens.next()) {
             (None, _) => None,
@@ -149,7 +167,7 @@ impl Gateway {
             Decision::Allow(a) => {
                 ctx.user = Some(a.user.to_owned());
                 ctx.device = Some(a.device.to_owned());
-                Ok(())
+                self.limits.user(a.user).map_err(BlockOwned::RateLimited)
             }
             Decision::Deny(d) => {
                 ctx.user.clone_from(&d.user);
@@ -233,6 +251,7 @@ pub enum BlockOwned {
     Policy(sekisho_policy::Deny),
     UnknownHost,
     BadRequest(&'static str),
+    RateLimited(u64),
 }
 
 impl BlockOwned {
@@ -241,6 +260,7 @@ impl BlockOwned {
             (BlockOwned::Policy(deny), Some(profile)) => Block::Policy { deny, profile },
             (BlockOwned::Policy(_), None) | (BlockOwned::UnknownHost, _) => Block::UnknownHost,
             (BlockOwned::BadRequest(why), _) => Block::BadRequest(why),
+            (BlockOwned::RateLimited(secs), _) => Block::RateLimited(*secs),
         }
     }
 }
@@ -259,7 +279,19 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+        // pingora repairs Content-Length + Transfer-Encoding (drops the
+        // length, turns keep-alive off) before any filter runs. sekisho
+        // refuses ambiguous framing instead; the only trace left is an
+        // HTTP/1.1 chunked request whose keep-alive was turned off although
+        // the client did not ask to close.
+        let req = session.req_header();
+        let asked_to_close =
+            req.headers.get(http::header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        ctx.repaired_framing = !session.is_http2()
+            && req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && !asked_to_close
+            && session.get_keepalive().is_none();
         // pingora keeps idle keep-alive connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_secs));
         Ok(())
@@ -500,22 +532,37 @@ fn request_host(req: &RequestHeader) -> Result<&str, BlockOwned> {
     }
 }
 
-/// The path as forwarded, refused when it could mean different things to
-/// the gateway and the upstream (dot segments, encoded separators).
+/// The path as forwarded, refused when the upstream could read it otherwise.
 fn checked_path(req: &RequestHeader) -> Result<&str, BlockOwned> {
-    let path = req.uri.path();
-    if !path.starts_with('/') {
-        return Err(BlockOwned::BadRequest("the request target must be an absolute path"));
+    canonical_path(req.uri.path()).map_err(|e| BlockOwned::BadRequest(path_error(e)))
+}
+
+fn path_error(e: PathError) -> &'static str {
+    match e {
+        PathError::NotAbsolute => "the request target must be an absolute path",
+        PathError::DotSegment => "the path contains a dot segment",
+        PathError::EmptySegment => "the path contains an empty segment",
+        PathError::EncodedSeparator => "the path contains an encoded separator",
+        PathError::Forbidden => "the path contains a forbidden character",
     }
-    let lower = path.as_bytes();
-    let encoded_trick = lower.windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0'))
-    });
-    let dot_segment = path.split('/').any(|s| s == "." || s == "..");
-    if encoded_trick || dot_segment || path.contains('\\') {
-        return Err(BlockOwned::BadRequest("the path contains dot segments or encoded separators"));
+}
+
+/// Refuses ambiguous message framing instead of repairing it.
+fn checked_framing(req: &RequestHeader) -> Result<(), BlockOwned> {
+    let cls: Vec<_> = req.headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    let tes: Vec<_> = req.headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    if !cls.is_empty() && !tes.is_empty() {
+        return Err(BlockOwned::BadRequest("both Content-Length and Transfer-Encoding"));
     }
-    Ok(path)
+    let digits = |v: &&http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+    if cls.len() > 1 || !cls.iter().all(digits) {
+        return Err(BlockOwned::BadRequest("invalid or repeated Content-Length"));
+    }
+    let chunked_once = tes.len() == 1 && tes.iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if !tes.is_empty() && (!chunked_once || req.version != http::Version::HTTP_11) {
+        return Err(BlockOwned::BadRequest("Transfer-Encoding other than a single `chunked`"));
+    }
+    Ok(())
 }
 
 /// The method the upstream will act on, honouring override headers.

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::admin::Admin;
 use crate::audit::AuditLog;
 use crate::config::{AdminToken, Config, Role};
+use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::shared::{load_rules, Shared};
@@ -72,7 +73,8 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), config.keepalive_secs);
+    let limits = Arc::new(Limiters::new(&config.limits));
+    let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), limits.clone(), config.keepalive_secs);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "sekisho");
     if let Some(addr) = config.https {
         let mut tls = TlsSettings::intermediate(&path_str(&config.tls.cert), &path_str(&config.tls.key))
@@ -88,6 +90,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         shared: shared.clone(),
         audit: audit.clone(),
         metrics,
+        limits,
         tokens,
         rules_dir: config.rules_dir.clone(),
     });
@@ -113,7 +116,8 @@ impl BackgroundService for Sidecar {
         if let Some(demo) = self.demo_listener.as_ref().and_then(to_tokio) {
             tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
         }
-        tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown));
+        tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
+        tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         let _ = admin.await;
     }
 }
@@ -136,6 +140,16 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
         match admin.shared.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
+        }
+    }
+}
+
+/// governor's keyed maps keep every key they saw until pruned.
+async fn prune_limits(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => admin.limits.prune(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod device;
 pub mod engine;
 pub mod holidays;
 pub mod mynumber;
+pub mod path;
 pub mod rules;
 pub mod schedule;
 pub mod state;

@@ -215,16 +215,21 @@ pub const REVIEWED_TOKEN: &str = "reviewed-integration-token";
 
 impl Gateway {
     pub async fn start(upstream: &Upstream, ws: &WsUpstream) -> Gateway {
+        Gateway::start_with(upstream, ws, "").await
+    }
+
+    /// Starts with extra sections appended to the gateway configuration.
+    pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
         let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr };
-        gw.write_files();
+        gw.write_files(extra_config);
         gw.spawn().await;
         gw
     }
 
-    fn write_files(&self) {
+    fn write_files(&self, extra_config: &str) {
         let d = self.dir.path();
         std::fs::create_dir_all(d.join("rules")).unwrap();
         let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -261,7 +266,7 @@ tokens = [
             general = hash(GENERAL_TOKEN),
             applicant = hash(APPLICANT_TOKEN),
         );
-        std::fs::write(d.join("sekisho.toml"), config).unwrap();
+        std::fs::write(d.join("sekisho.toml"), config + extra_config).unwrap();
         write_certs(&d.join("certs"));
         let jst_hour = (Utc::now() + chrono::Duration::hours(9)).hour();
         let closed_window = format!("daily {:02}:00-{:02}:00", (jst_hour + 2) % 24, (jst_hour + 3) % 24);

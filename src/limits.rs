@@ -1,0 +1,87 @@
+//! Rate limits: per client address (before any signature work), per user,
+//! and for failed admin authentications. Keyed governor limiters; their maps
+//! never shrink by themselves, so `Limiters::prune` runs every minute to
+//! keep rotating keys from exhausting memory. Never blocks: a request over
+//! its limit is answered 429 with `Retry-After`.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Limits;
+
+pub struct Limiters {
+    by_client: DefaultKeyedRateLimiter<IpAddr>,
+    /// Keyed by a hash of the user id so the request path allocates no key.
+    by_user: DefaultKeyedRateLimiter<u64>,
+    admin_failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses locked out of the admin API, until when. Admin path only.
+    admin_locked: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Limiters {
+    pub fn new(limits: &Limits) -> Limiters {
+        let burst = |rps: std::num::NonZeroU32| {
+            Quota::per_second(rps).allow_burst(rps.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1)))
+        };
+        Limiters {
+            by_client: RateLimiter::keyed(burst(limits.per_client_rps)),
+            by_user: RateLimiter::keyed(burst(limits.per_user_rps)),
+            admin_failures: RateLimiter::keyed(Quota::per_minute(limits.admin_failures_per_minute)),
+            admin_locked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the client address is over its limit.
+    pub fn client(&self, addr: IpAddr) -> Result<(), u64> {
+        self.by_client.check_key(&addr).map_err(wait_secs)
+    }
+
+    pub fn user(&self, user: &str) -> Result<(), u64> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        self.by_user.check_key(&h.finish()).map_err(wait_secs)
+    }
+
+    /// Counts one failed admin authentication; past the limit the address
+    /// is locked out, even for a right token, until its attempts recover.
+    pub fn admin_failure(&self, addr: IpAddr) {
+        if let Err(secs) = self.admin_failures.check_key(&addr).map_err(wait_secs) {
+            if let Ok(mut locked) = self.admin_locked.lock() {
+                locked.insert(addr, Instant::now() + Duration::from_secs(secs));
+            }
+        }
+    }
+
+    /// `Some(seconds)` while `addr` is locked out of the admin API.
+    pub fn admin_locked(&self, addr: IpAddr) -> Option<u64> {
+        let locked = self.admin_locked.lock().ok()?;
+        let until = locked.get(&addr)?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| left.as_secs().max(1))
+    }
+
+    /// Forgets keys whose limits have fully recovered.
+    pub fn prune(&self) {
+        self.by_client.retain_recent();
+        self.by_user.retain_recent();
+        self.admin_failures.retain_recent();
+        self.by_client.shrink_to_fit();
+        self.by_user.shrink_to_fit();
+        self.admin_failures.shrink_to_fit();
+        if let Ok(mut locked) = self.admin_locked.lock() {
+            let now = Instant::now();
+            locked.retain(|_, until| *until > now);
+        }
+    }
+}
+
+fn wait_secs(not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>) -> u64 {
+    let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
+    wait.as_secs().max(1)
+}

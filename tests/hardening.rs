@@ -1,0 +1,100 @@
+//! Attacks sent as raw bytes to the real gateway: each must be answered
+//! with a refusal, and the upstream must see nothing of it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{reason, Enrol, Gateway, Upstream, WsUpstream, ROOT_TOKEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends raw bytes on a fresh connection to the plain listener and returns
+/// the status code of the first response.
+async fn raw(gw: &Gateway, bytes: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(bytes.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn smuggling_framing_and_path_tricks_are_refused_before_the_upstream() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("attacker", Enrol::default()).await;
+    let app = p.token("app.localhost");
+    let features = p.token("features.localhost");
+    let cases = [
+        ("CL+TE", format!("POST / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG")),
+        ("TE list", format!("POST / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n")),
+        ("TE obfuscated", format!("POST / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n")),
+        ("two CL", format!("POST / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")),
+        ("duplicate Host", format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nHost: evil.localhost\r\nDevice-Attestation: {app}\r\n\r\n")),
+        ("absolute-form mismatch", format!("GET http://features.localhost/drive/ HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\n\r\n")),
+        ("encoded dots", format!("GET /drive/%2e%2e/admin HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
+        ("double slash", format!("GET //drive/x HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
+        ("dot segment", format!("GET /drive/../admin HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
+        ("semicolon", format!("GET /drive/x;jsessionid=1 HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
+        ("backslash", format!("GET /drive\\..\\admin HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
+        ("two tokens", format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nDevice-Attestation: {app}\r\n\r\n")),
+    ];
+    for (name, bytes) in &cases {
+        let status = raw(&gw, bytes).await;
+        assert_eq!(status, 400, "{name}");
+    }
+    assert!(up.seen().is_empty(), "something reached the upstream: {:?}", up.seen());
+    // The same person, asking properly, passes: the refusals were about form.
+    let ok = raw(
+        &gw,
+        &format!("GET /drive/x HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(ok, 200);
+}
+
+#[tokio::test]
+async fn a_method_override_is_authorised_as_the_effective_method() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("reader", Enrol::default()).await;
+    gw.admin("POST", "/v1/users/reader/restrict", serde_json::json!({"reason": "read only"})).await;
+    let t = p.token("app.localhost");
+    let get_as_delete = raw(&gw, &format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-HTTP-Method-Override: DELETE\r\n\r\n")).await;
+    assert_eq!(get_as_delete, 403, "a GET that overrides to DELETE is a write");
+    let post_as_get = raw(&gw, &format!("POST / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-HTTP-Method-Override: GET\r\nContent-Length: 0\r\n\r\n")).await;
+    assert_eq!(post_as_get, 200, "the effective method decides");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start_with(
+        &up,
+        &ws,
+        "\n[limits]\nper_client_rps = 5\nper_user_rps = 1000\nadmin_failures_per_minute = 3\n",
+    )
+    .await;
+    let client = gw.client();
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = client.get(gw.url("app.localhost", "/")).send().await.unwrap();
+        statuses.push((resp.status().as_u16(), reason(&resp), resp.headers().get("retry-after").is_some()));
+    }
+    assert!(statuses.iter().take(10).all(|(s, _, _)| *s == 403), "the burst passes to the policy: {statuses:?}");
+    let limited: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "{statuses:?}");
+    assert!(limited.iter().all(|(_, r, retry)| r.as_deref() == Some("rate_limited") && *retry));
+
+    // The admin API locks an address out after repeated bad tokens, even for the right one.
+    for _ in 0..4 {
+        assert_eq!(gw.admin_call("GET", "/v1/status", "guess-0123456789abcdef", None).await.0, 401);
+    }
+    assert_eq!(gw.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0, 429);
+}
