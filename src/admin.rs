@@ -64,10 +64,12 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true.
+/// Serves the admin API on `listener` (over TLS when `tls` is given) until
+/// `shutdown` turns true.
 pub async fn serve(
     admin: Arc<Admin>,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -79,13 +81,23 @@ pub async fn serve(
             },
         };
         let admin = admin.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => drop(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await),
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
+                    if let Ok(Ok(tls_stream)) = handshake {
+                        drop(http.serve_connection(hyper_util::rt::TokioIo::new(tls_stream), service).await);
+                    }
+                }
+            }
         });
     }
 }

@@ -14,6 +14,10 @@ pub struct AdminArgs {
     /// Admin API base URL (default: from the configuration's `[admin] listen`).
     #[arg(long)]
     url: Option<String>,
+    /// CA certificate to trust for an https:// admin API (default: `dev-ca.pem`
+    /// beside the admin certificate).
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     action: Action,
 }
@@ -65,7 +69,8 @@ enum Action {
 }
 
 pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
-    let (base, token) = endpoint(args.url, config_path)?;
+    let (base, token, default_ca) = endpoint(args.url, config_path)?;
+    let ca = args.cacert.or(default_ca);
     let (method, path, body) = match args.action {
         Action::Status => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
@@ -105,7 +110,7 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         b
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (status, text) = runtime.block_on(call(&base, &token, method, &path, body))?;
+    let (status, text) = runtime.block_on(call(&base, &token, ca.as_deref(), method, &path, body))?;
     println!("{text}");
     if status >= 400 {
         return Err(format!("the gateway answered {status}"));
@@ -113,35 +118,42 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn endpoint(url: Option<String>, config_path: &Path) -> Result<(String, String), String> {
+/// Base URL, token and default CA file.
+type Endpoint = (String, String, Option<std::path::PathBuf>);
+
+fn endpoint(url: Option<String>, config_path: &Path) -> Result<Endpoint, String> {
     let config = crate::config::Config::load(config_path).ok();
-    let base = url
-        .or_else(|| config.as_ref().map(|c| format!("http://{}", c.admin.listen)))
-        .ok_or("give `--url` or a readable `--config`")?;
+    let default_ca = config
+        .as_ref()
+        .and_then(|c| c.admin.tls.as_ref())
+        .and_then(|(cert, _)| cert.parent().map(|d| d.join("dev-ca.pem")));
+    let from_config = |c: &crate::config::Config| {
+        let scheme = if c.admin.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", c.admin.listen)
+    };
+    let base = url.or_else(|| config.as_ref().map(from_config)).ok_or("give `--url` or a readable `--config`")?;
     if let Ok(t) = std::env::var("SEKISHO_ADMIN_TOKEN") {
-        return Ok((base, t.trim().to_owned()));
+        return Ok((base, t.trim().to_owned(), default_ca));
     }
     let file = config
         .and_then(|c| c.admin.bootstrap_token_file)
         .ok_or("set SEKISHO_ADMIN_TOKEN (no bootstrap token file is configured)")?;
     let token = std::fs::read_to_string(&file)
         .map_err(|e| format!("cannot read admin token `{}`: {e}; set SEKISHO_ADMIN_TOKEN", file.display()))?;
-    Ok((base, token.trim().to_owned()))
+    Ok((base, token.trim().to_owned(), default_ca))
 }
 
-async fn call(base: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> Result<(u16, String), String> {
+async fn call(
+    base: &str,
+    token: &str,
+    ca: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, String), String> {
     let uri: http::Uri =
         format!("{}{path}", base.trim_end_matches('/')).parse().map_err(|e| format!("bad URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the admin client speaks http:// to a loopback admin listener".into());
-    }
     let authority = uri.authority().ok_or("URL has no host")?.clone();
-    let stream = tokio::net::TcpStream::connect(authority.as_str())
-        .await
-        .map_err(|e| format!("cannot reach the admin API at {authority}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let req = http::Request::builder()
         .method(method)
@@ -151,6 +163,30 @@ async fn call(base: &str, token: &str, method: &str, path: &str, body: Option<Va
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(payload)))
         .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .map_err(|e| format!("cannot reach the admin API at {authority}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => send(tcp, req).await,
+        Some("https") => {
+            let ca = ca.ok_or("an https:// admin API needs `--cacert`")?;
+            let connector = crate::tls::connector(ca).map_err(|e| e.to_string())?;
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| format!("bad host name: {e}"))?;
+            let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS to the admin API failed: {e}"))?;
+            send(tls, req).await
+        }
+        _ => Err("the admin URL must be http:// or https://".into()),
+    }
+}
+
+async fn send<IO>(io: IO, req: http::Request<Full<Bytes>>) -> Result<(u16, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -78,6 +78,8 @@ pub struct AdminConfig {
     /// Where a first start writes a generated all-roles token (mode 0600)
     /// when `tokens` is empty; the `sekisho admin` client reads it.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve the admin API over HTTPS with this certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,14 @@ struct RawAdmin {
     #[serde(default)]
     tokens: Vec<RawToken>,
     bootstrap_token_file: Option<PathBuf>,
+    tls: Option<RawAdminTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +257,7 @@ impl RawConfig {
                 listen: self.admin.listen,
                 tokens,
                 bootstrap_token_file: self.admin.bootstrap_token_file.map(at),
+                tls: self.admin.tls.map(|t| (at(t.cert), at(t.key))),
             },
             demo_upstream: self.demo.map(|d| d.upstream),
         })

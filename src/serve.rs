@@ -62,6 +62,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         drop(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
     }
     let admin_listener = bind(config.admin.listen)?;
+    let admin_tls = config.admin.tls.as_ref().map(|(cert, key)| crate::tls::acceptor(cert, key)).transpose()?;
     let demo_listener = config.demo_upstream.map(bind).transpose()?;
 
     let conf = ServerConf {
@@ -94,7 +95,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         tokens,
         rules_dir: config.rules_dir.clone(),
     });
-    server.add_service(background_service("admin", Sidecar { admin, admin_listener, demo_listener }));
+    server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener }));
     announce(&config);
     server.run(RunArgs::default());
     audit.close();
@@ -105,6 +106,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
 struct Sidecar {
     admin: Arc<Admin>,
     admin_listener: TcpListener,
+    admin_tls: Option<tokio_rustls::TlsAcceptor>,
     demo_listener: Option<TcpListener>,
 }
 
@@ -112,7 +114,12 @@ struct Sidecar {
 impl BackgroundService for Sidecar {
     async fn start(&self, shutdown: ShutdownWatch) {
         let Some(admin_listener) = to_tokio(&self.admin_listener) else { return };
-        let admin = tokio::spawn(crate::admin::serve(self.admin.clone(), admin_listener, shutdown.clone()));
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin.clone(),
+            admin_listener,
+            self.admin_tls.clone(),
+            shutdown.clone(),
+        ));
         if let Some(demo) = self.demo_listener.as_ref().and_then(to_tokio) {
             tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
         }
@@ -191,7 +198,8 @@ fn announce(config: &Config) {
     if let Some(a) = config.http {
         println!("sekisho: gateway on http://{a}");
     }
-    println!("sekisho: admin API on http://{}", config.admin.listen);
+    let scheme = if config.admin.tls.is_some() { "https" } else { "http" };
+    println!("sekisho: admin API on {scheme}://{}", config.admin.listen);
     if let Some(a) = config.demo_upstream {
         println!("sekisho: demo upstream on http://{a} (host demo.localhost)");
     }

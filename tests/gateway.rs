@@ -488,3 +488,29 @@ async fn suspending_a_user_ends_their_streaming_download_over_http2() {
     assert!(ended.is_ok(), "the download was still running a second after the suspension");
     assert!(cut.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn the_admin_api_can_serve_https_and_the_cli_speaks_it() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw =
+        Gateway::start_with(&up, &ws, "\n[admin.tls]\ncert = \"certs/server.pem\"\nkey = \"certs/server.key\"\n").await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .current_dir(gw.dir.path())
+            .env("SEKISHO_ADMIN_TOKEN", ROOT_TOKEN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let url = format!("https://127.0.0.1:{}", gw.admin.port());
+    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["profiles"].as_array().unwrap().iter().any(|p| p["name"] == "app"));
+    let plain = cli(&["admin", "--url", &format!("http://127.0.0.1:{}", gw.admin.port()), "status"]);
+    assert!(!plain.status.success(), "plain HTTP must not be served on a TLS admin listener");
+    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "suspend", "nobody", "--reason", "x"]);
+    assert!(!out.status.success(), "a failed write exits non-zero");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}

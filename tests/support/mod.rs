@@ -381,7 +381,8 @@ ownership = ["personal"]
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let up = tokio::net::TcpStream::connect(self.https).await.is_ok()
-                && self.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0 == 200;
+                && (self.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0 == 200
+                    || self.admin_tls() && tokio::net::TcpStream::connect(self.admin).await.is_ok());
             if up {
                 return;
             }
@@ -391,6 +392,10 @@ ownership = ["personal"]
             assert!(Instant::now() < deadline, "gateway did not start: {}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn admin_tls(&self) -> bool {
+        std::fs::read_to_string(self.path("sekisho.toml")).is_ok_and(|c| c.contains("[admin.tls]"))
     }
 
     pub fn log(&self) -> String {
@@ -540,7 +545,8 @@ fn write_certs(dir: &Path) {
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let names: Vec<String> = PROFILES.iter().chain(&["nowhere"]).map(|p| format!("{p}.localhost")).collect();
+    let mut names: Vec<String> = PROFILES.iter().chain(&["nowhere"]).map(|p| format!("{p}.localhost")).collect();
+    names.push("127.0.0.1".into());
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca_cert, &ca_key).unwrap();
     std::fs::write(dir.join("dev-ca.pem"), ca_cert.pem()).unwrap();
