@@ -52,7 +52,7 @@ impl Default for Limits {
 }
 
 fn default_per_client() -> NonZeroU32 {
-    NonZeroU32::new(500).unwrap_or(NonZeroU32::MIN)
+    NonZeroU32::new(2000).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_per_user() -> NonZeroU32 {
