@@ -180,7 +180,11 @@ impl Gateway {
     /// Writes a block answer and records it in the context.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, block: &BlockOwned) -> pingora::Result<()> {
         let profile = ctx.profile.clone();
-        let block = block.as_block(profile.as_deref());
+        self.answer_block(session, ctx, block.as_block(profile.as_deref())).await
+    }
+
+    /// Writes the block page or JSON and records the outcome for the audit line.
+    async fn answer_block(&self, session: &mut Session, ctx: &mut Ctx, block: Block<'_>) -> pingora::Result<()> {
         let html = prefers_html(session.req_header());
         let answer = block.render(html, &ctx.request_id, Utc::now());
         ctx.decision = if matches!(block, Block::Policy { .. }) { "deny" } else { "error" };
@@ -443,13 +447,12 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         let code = block.status();
-        ctx.decision = "error";
-        ctx.reason = Some(block.code());
-        ctx.rule = Some(e.etype().as_str().to_owned());
         if session.response_written().is_none() {
-            let answer = block.render(prefers_html(session.req_header()), &ctx.request_id, Utc::now());
-            let _ = write_plain(session, &answer, &ctx.request_id).await;
+            let _ = self.answer_block(session, ctx, block).await;
+        } else {
+            (ctx.decision, ctx.reason) = ("error", Some(block.code()));
         }
+        ctx.rule = Some(e.etype().as_str().to_owned());
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
@@ -496,18 +499,6 @@ fn hold_back(ctx: &mut Ctx, body: &mut Option<Bytes>, eos: bool) {
         // Empty, not `None`: pingora reads `None` as the end of the body.
         *body = Some(Bytes::new());
     }
-}
-
-async fn write_plain(session: &mut Session, answer: &crate::pages::Answer, request_id: &str) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(answer.status, Some(6))?;
-    resp.insert_header("content-type", answer.content_type)?;
-    resp.insert_header("content-length", answer.body.len())?;
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("sekisho-deny-reason", answer.code)?;
-    resp.insert_header("sekisho-request-id", request_id)?;
-    session.set_keepalive(None);
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::copy_from_slice(answer.body.as_bytes())), true).await
 }
 
 fn is_tls(session: &Session) -> bool {

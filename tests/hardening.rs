@@ -98,3 +98,46 @@ async fn rate_limits_answer_429_with_retry_after() {
     }
     assert_eq!(gw.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0, 429);
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_block_page_with_its_reason_audited() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("nobu", Enrol::default()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let app = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
+    let down = app
+        .replace("name = \"app\"", "name = \"down\"")
+        .replace("app.localhost", "down.localhost")
+        .replace(&format!("http://{}", up.addr), &format!("http://{closed}"));
+    gw.write_rules("down.toml", &down);
+    gw.admin("POST", "/v1/rules/reload", serde_json::json!({})).await;
+    let mut profiles: Vec<&str> = support::PROFILES.to_vec();
+    profiles.push("down");
+    gw.admin(
+        "PUT",
+        "/v1/users/nobu",
+        serde_json::json!({"display_name": "nobu", "role": "staff", "profiles": profiles}),
+    )
+    .await;
+    let t = p.token("down.localhost");
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(
+        format!("GET /x HTTP/1.1\r\nHost: down.localhost\r\nDevice-Attestation: {t}\r\nAccept: text/html\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("sekisho-deny-reason: upstream_unavailable"), "{text}");
+    assert!(text.contains("接続先のサービスに接続できません"), "a block page, not a bare error");
+    let lines = gw.audit_lines("nobu").await;
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (last["decision"].as_str(), last["reason"].as_str(), last["status"].as_u64()),
+        (Some("error"), Some("upstream_unavailable"), Some(502))
+    );
+}
