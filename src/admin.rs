@@ -34,6 +34,8 @@ pub struct Admin {
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limiters>,
+    /// Issues device client certificates, when a device CA is configured.
+    pub device_ca: Option<Arc<crate::ca::DeviceCa>>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
 }
@@ -205,6 +207,10 @@ impl Admin {
                 allow(caller, roles)?;
                 self.device_status(caller, id, status, parse(body)?).await
             }
+            ("POST", ["v1", "devices", id, "certificate"]) => {
+                allow(caller, &[SystemManager])?;
+                self.issue_certificate(caller, id, parse(body)?).await
+            }
             ("POST", ["v1", "emergency-stop"]) => {
                 allow(caller, &[GeneralAdmin])?;
                 self.stop(caller, parse(body)?, true).await
@@ -368,6 +374,7 @@ impl Admin {
             security_software: input.security_software.map(|s| SecuritySoftware { name: s.name, updated: s.updated }),
             key,
             status: DeviceStatus::Pending,
+            certificate: None,
         };
         let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &input.id, "").await?;
         Ok((StatusCode::CREATED, v))
@@ -377,6 +384,38 @@ impl Admin {
         let reason = non_empty(input.reason)?;
         let change = Change::SetDeviceStatus { id: id.to_owned(), status };
         self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
+    }
+
+    /// Issues a client certificate to an approved device. The private key is
+    /// in this answer only; the store keeps the certificate's fingerprint.
+    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput) -> ApiResult {
+        let ca = self.device_ca.clone().ok_or_else(|| {
+            ApiError(StatusCode::CONFLICT, "no device CA is configured ([tls] device_ca_cert)".into())
+        })?;
+        let approved = self.shared.snapshot().state.devices.get(id).map(|d| d.status == DeviceStatus::Approved);
+        match approved {
+            None => return Err(ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered"))),
+            Some(false) => return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved"))),
+            Some(true) => {}
+        }
+        let days = input.days.unwrap_or(365);
+        if !(1..=825).contains(&days) {
+            return Err(bad("`days` must be 1..=825"));
+        }
+        let issued = ca.issue(id, days).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256 };
+        self.commit(caller, change, "device.certificate", id, &input.reason.unwrap_or_default()).await?;
+        Ok((
+            StatusCode::CREATED,
+            json!({
+                "device": id,
+                "certificate_pem": issued.certificate_pem,
+                "private_key_pem": issued.private_key_pem,
+                "ca_pem": ca.pem(),
+                "sha256": crate::config::hex(&issued.sha256),
+                "not_after": issued.not_after,
+            }),
+        ))
     }
 
     async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
@@ -616,6 +655,13 @@ struct DeviceInput {
 struct SecurityInput {
     name: String,
     updated: NaiveDate,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertInput {
+    days: Option<u32>,
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -69,6 +69,10 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// Create a development CA and server certificate when the files are missing.
     pub generate_dev_certs: bool,
+    /// The device CA (`sekisho ca init`): client certificates it signed
+    /// are requested on the HTTPS listener, and approved devices can be
+    /// issued one.
+    pub device_ca: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +188,8 @@ struct RawTls {
     key: PathBuf,
     #[serde(default)]
     generate_dev_certs: bool,
+    device_ca_cert: Option<PathBuf>,
+    device_ca_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +245,11 @@ impl RawConfig {
             return Err("[admin] needs `tokens` or a `bootstrap_token_file`".into());
         }
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let device_ca = match (self.tls.device_ca_cert, self.tls.device_ca_key) {
+            (Some(c), Some(k)) => Some((at(c), at(k))),
+            (None, None) => None,
+            _ => return Err("[tls] needs both `device_ca_cert` and `device_ca_key`, or neither".into()),
+        };
         Ok(Config {
             https: g.https,
             http: g.http,
@@ -252,6 +263,7 @@ impl RawConfig {
                 cert: at(self.tls.cert),
                 key: at(self.tls.key),
                 generate_dev_certs: self.tls.generate_dev_certs,
+                device_ca,
             },
             admin: AdminConfig {
                 listen: self.admin.listen,
@@ -279,6 +291,11 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// 64 hex digits to 32 bytes.
+pub fn decode_sha256(s: &str) -> Option<[u8; 32]> {
+    decode_hex(s).and_then(|b| <[u8; 32]>::try_from(b).ok())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

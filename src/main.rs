@@ -6,6 +6,7 @@ mod admin;
 mod admin_client;
 mod agent;
 mod audit;
+mod ca;
 mod config;
 mod demo;
 mod limits;
@@ -53,6 +54,15 @@ enum Command {
     /// Device-side helpers: make a device key, mint an attestation.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The device CA for client certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the device CA named by `[tls] device_ca_cert` and `device_ca_key`.
+    Init,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +109,7 @@ fn main() -> ExitCode {
         Command::HashToken => hash_token(),
         Command::Admin(args) => admin_client::run(args, &cli.config),
         Command::Agent(cmd) => agent_command(cmd),
+        Command::Ca(CaCommand::Init) => ca_init(&cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +128,14 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
         println!("ok: profile `{}` ({}) routes {}", p.name, p.title, hosts.join(", "));
     }
     println!("ok: {} is valid", path.display());
+    Ok(())
+}
+
+fn ca_init(path: &std::path::Path) -> Result<(), String> {
+    let config = config::Config::load(path).map_err(|e| e.to_string())?;
+    let (cert, key) = config.tls.device_ca.ok_or("set `device_ca_cert` and `device_ca_key` under [tls] first")?;
+    ca::init(&cert, &key).map_err(|e| e.to_string())?;
+    println!("created the device CA: {} (key {}, mode 0600)", cert.display(), key.display());
     Ok(())
 }
 

@@ -75,6 +75,9 @@ pub struct Ctx {
 /// scanned; larger ones stream on with a bounded hold (a refusal then aborts
 /// the upstream request mid-body).
 const HOLD_BYTES: usize = 1 << 20;
+/// Longer than any number the scanner flags (12 full-width digits with a
+/// full-width separator between each: 69 bytes), with a margin.
+const TAIL_BYTES: usize = 128;
 
 /// Headers a client may never send upstream: the gateway sets or checks them.
 /// Compared after folding case, `_` and `.` to `-`.
@@ -146,7 +149,7 @@ impl Gateway {
             (Some(v), None) => Some(self.shared.tokens.verify(v.to_str().unwrap_or_default(), &snap.state)),
         };
         let attestation = match verified.as_deref() {
-            None => Attestation::Missing,
+            None => client_certificate(session).map_or(Attestation::Missing, Attestation::Certificate),
             Some(Ok(v)) => Attestation::Verified(v),
             Some(Err(e)) => Attestation::Rejected(e),
         };
@@ -484,21 +487,32 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Holds body chunks until `HOLD_BYTES` or the end, then lets everything through.
+/// Holds body chunks until `HOLD_BYTES` or the end; past that, streams on
+/// but always keeps the last `TAIL_BYTES` back, so the bytes of a number
+/// the scanner has not finished reading never reach the upstream first.
 fn hold_back(ctx: &mut Ctx, body: &mut Option<Bytes>, eos: bool) {
-    if ctx.released {
-        return;
-    }
     if let Some(chunk) = body.take() {
         ctx.held.extend_from_slice(&chunk);
     }
-    if eos || ctx.held.len() > HOLD_BYTES {
-        ctx.released = true;
+    if eos {
         *body = Some(ctx.held.split().freeze());
+        return;
+    }
+    let limit = if ctx.released { TAIL_BYTES } else { HOLD_BYTES };
+    if ctx.held.len() > limit {
+        ctx.released = true;
+        let send = ctx.held.len() - TAIL_BYTES;
+        *body = Some(ctx.held.split_to(send).freeze());
     } else {
         // Empty, not `None`: pingora reads `None` as the end of the body.
         *body = Some(Bytes::new());
     }
+}
+
+/// SHA-256 of the client certificate the TLS layer verified, if any.
+fn client_certificate(session: &Session) -> Option<[u8; 32]> {
+    let digest = session.digest()?.ssl_digest.as_ref()?;
+    <[u8; 32]>::try_from(digest.cert_digest.as_slice()).ok()
 }
 
 fn is_tls(session: &Session) -> bool {

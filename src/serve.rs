@@ -63,6 +63,13 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     }
     let admin_listener = bind(config.admin.listen)?;
     let admin_tls = config.admin.tls.as_ref().map(|(cert, key)| crate::tls::acceptor(cert, key)).transpose()?;
+    let device_ca = config
+        .tls
+        .device_ca
+        .as_ref()
+        .map(|(cert, key)| crate::ca::DeviceCa::load(cert, key))
+        .transpose()?
+        .map(Arc::new);
     let demo_listener = config.demo_upstream.map(bind).transpose()?;
 
     let conf = ServerConf {
@@ -81,6 +88,9 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         let mut tls = TlsSettings::intermediate(&path_str(&config.tls.cert), &path_str(&config.tls.key))
             .map_err(|e| StartError::Io(config.tls.cert.display().to_string(), std::io::Error::other(e.to_string())))?;
         tls.enable_h2();
+        if let Some((ca, _)) = &config.tls.device_ca {
+            tls.set_client_cert_verifier(crate::ca::verifier(ca)?);
+        }
         proxy.add_tls_with_settings(&addr.to_string(), None, tls);
     }
     if let Some(addr) = config.http {
@@ -92,6 +102,7 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         audit: audit.clone(),
         metrics,
         limits,
+        device_ca,
         tokens,
         rules_dir: config.rules_dir.clone(),
     });

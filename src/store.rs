@@ -30,6 +30,11 @@ pub enum Change {
     },
     /// A new registration application (always `pending`).
     FileDevice(Box<Device>),
+    /// A client certificate was issued to the device (SHA-256 of its DER).
+    SetDeviceCert {
+        id: String,
+        sha256: [u8; 32],
+    },
     SetDeviceStatus {
         id: String,
         status: DeviceStatus,
@@ -112,7 +117,7 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL, cert_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
@@ -139,6 +144,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores created before client certificates lack the column.
+        let has_cert: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = 'cert_sha256'")?.exists([])?;
+        if !has_cert {
+            conn.execute_batch("ALTER TABLE devices ADD COLUMN cert_sha256 TEXT")?;
+        }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -256,6 +267,15 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 ],
             )?;
         }
+        Change::SetDeviceCert { id, sha256 } => {
+            let n = tx.execute(
+                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
+                params![id, crate::config::hex(sha256)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
+            }
+        }
         Change::SetDeviceStatus { id, status } => {
             let n = tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
             if n == 0 {
@@ -348,6 +368,15 @@ pub fn apply(state: &State, change: &Change) -> State {
                 d.status = *status;
             }
         }
+        Change::SetDeviceCert { id, sha256 } => {
+            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
+                let certs = Arc::make_mut(&mut next.certificates);
+                if let Some(old) = d.certificate.replace(*sha256) {
+                    certs.remove(&old);
+                }
+                certs.insert(*sha256, id.clone());
+            }
+        }
         Change::SetStop { profile, stop } => {
             let stops = Arc::make_mut(&mut next.stops);
             match (profile, stop) {
@@ -399,9 +428,13 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let devices = Arc::make_mut(&mut state.devices);
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status FROM devices")?;
+    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256 FROM devices")?;
+    let certificates = Arc::make_mut(&mut state.certificates);
     for device in stmt.query_map([], device_row)? {
         let device = device??;
+        if let Some(fp) = device.certificate {
+            certificates.insert(fp, device.id.clone());
+        }
         devices.insert(device.id.clone(), device);
     }
     let stops = Arc::make_mut(&mut state.stops);
@@ -459,8 +492,15 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
     let (kind, ownership, os, version, alg, key, status) =
         (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
     let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
+    let cert: Option<String> = r.get(11)?;
     let owner = text(1)?;
-    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw))
+    let certificate = match cert.map(|c| crate::config::decode_sha256(&c)) {
+        None => None,
+        Some(Some(fp)) => Some(fp),
+        Some(None) => return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into()))),
+    };
+    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw)
+        .map(|d| Device { certificate, ..d }))
 }
 
 fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
@@ -481,6 +521,7 @@ fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Op
         key: DeviceKey::parse(f[4], f[5]).map_err(|e| corrupt(&e.to_string()))?,
         status: serde_json::from_value(enum_of(f[6])).map_err(|_| corrupt("status"))?,
         security_software,
+        certificate: None,
         id,
         owner,
     })

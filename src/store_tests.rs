@@ -32,6 +32,7 @@ fn device(id: &str, owner: &str) -> Device {
         }),
         key: SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])).public(),
         status: DeviceStatus::Pending,
+        certificate: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn agent_keys_are_private_and_tokens_carry_the_claims() {
             security_software: None,
             key: device_key,
             status: sekisho_policy::device::DeviceStatus::Approved,
+            certificate: None,
         };
         let devices = std::collections::HashMap::from([("d1".to_owned(), device)]);
         let verified = sekisho_policy::attestation::verify(token.trim(), &devices).unwrap();

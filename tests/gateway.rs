@@ -514,3 +514,36 @@ async fn the_admin_api_can_serve_https_and_the_cli_speaks_it() {
     assert!(!out.status.success(), "a failed write exits non-zero");
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }
+
+#[tokio::test]
+async fn an_issued_device_certificate_proves_the_device_until_it_is_revoked() {
+    let (_up, _ws, gw) = setup().await;
+    let pia = gw.enrol("pia", Enrol::default()).await;
+    let pending = gw.enrol("quin", Enrol { approve: false, ..Enrol::default() }).await;
+    let (status, _) = gw
+        .admin_call("POST", &format!("/v1/devices/{}/certificate", pending.device), ROOT_TOKEN, Some(json!({})))
+        .await;
+    assert_eq!(status, 409, "only approved devices get a certificate");
+    let (status, _) = gw.admin_call("POST", "/v1/devices/pia-pc/certificate", GENERAL_TOKEN, Some(json!({}))).await;
+    assert_eq!(status, 403, "issuing is the system manager's");
+    let issued = gw
+        .admin("POST", &format!("/v1/devices/{}/certificate", pia.device), json!({"days": 30, "reason": "庁内PC配備"}))
+        .await;
+    let identity =
+        format!("{}{}", issued["private_key_pem"].as_str().unwrap(), issued["certificate_pem"].as_str().unwrap());
+    let browser = gw.client_with_identity(&identity);
+
+    let page = browser.get(gw.url("app.localhost", "/portal")).send().await.unwrap();
+    assert_eq!(page.status(), 200, "no attestation header: the certificate proves the device");
+    let lines = gw.audit_lines("pia").await;
+    assert_eq!(lines.last().unwrap()["device"], pia.device.as_str());
+
+    let anonymous = gw.client().get(gw.url("app.localhost", "/portal")).send().await.unwrap();
+    assert_eq!(reason(&anonymous).as_deref(), Some("attestation_missing"));
+
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", pia.device), json!({"reason": "紛失"})).await;
+    let after = browser.get(gw.url("app.localhost", "/portal")).send().await.unwrap();
+    assert_eq!(reason(&after).as_deref(), Some("device_revoked"), "revoked at once, on the same TLS connection");
+    let store = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap();
+    assert!(!store.contains("PRIVATE KEY"), "the private key is never logged");
+}

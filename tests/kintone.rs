@@ -64,6 +64,17 @@ async fn a_my_number_deep_in_a_large_streamed_upload_aborts_it() {
         .unwrap();
     assert_eq!(reason(&resp).as_deref(), Some("specific_personal_information"));
     assert!(up.seen().iter().all(|s| s.body_len < total), "the upstream never got the whole upload");
+
+    // Without the number the same upload streams through whole.
+    let clean = vec![b'a'; (3 << 20) + 12345];
+    let chunks: Vec<_> =
+        clean.chunks(64 << 10).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect();
+    let resp = post(&gw, &sato, "/k/v1/file.json", reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), format!("ok {}", clean.len()));
 }
 
 #[tokio::test]

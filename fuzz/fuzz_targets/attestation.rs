@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         security_software: None,
         key,
         status: DeviceStatus::Approved,
+        certificate: None,
     };
     let devices = HashMap::from([("d1".to_owned(), device)]);
     let _ = verify(text, &devices);

@@ -16,6 +16,7 @@ fn device(key: &SigningKey) -> HashMap<String, Device> {
         security_software: None,
         key: key.public(),
         status: DeviceStatus::Approved,
+        certificate: None,
     };
     HashMap::from([("d1".to_owned(), d)])
 }

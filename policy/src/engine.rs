@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::attestation::{AttestationError, VerifiedToken};
 use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
-use crate::device::DeviceStatus;
+use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
 use crate::rules::{Network, Open, Profile, RoleRules, Route};
-use crate::state::{Device, State, User};
+use crate::state::{Device, SecuritySoftware, State, User};
 
 /// What the adapter knows about one request.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,19 @@ pub enum Attestation<'a> {
     Missing,
     Rejected(&'a AttestationError),
     Verified(&'a VerifiedToken),
+    /// A client certificate the TLS layer verified against the device CA,
+    /// by the SHA-256 of its DER (used only where the profile accepts it).
+    Certificate([u8; 32]),
+}
+
+/// What the device says about itself: from a fresh attestation, or, for a
+/// certificate, from its registration record.
+struct Posture<'a> {
+    os: Os,
+    os_version: Version,
+    security_software: Option<&'a SecuritySoftware>,
+    /// True when `os` came from the device and must match the record.
+    attested: bool,
 }
 
 /// The client address: the TCP peer, unless the peer is a trusted proxy;
@@ -86,14 +99,9 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     check_validity(profile, local_date)?;
     check_stops(profile, state, now)?;
     check_network(profile, facts.client)?;
-    let token = match facts.attestation {
-        Attestation::Missing => return Err(Deny::new(DenyReason::AttestationMissing, "attestation")),
-        Attestation::Rejected(e) => return Err(rejected(e)),
-        Attestation::Verified(t) => t,
-    };
-    let device = check_token(profile, state, token, now)?;
+    let (device, posture) = prove(profile, state, facts.attestation, now)?;
     let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
-    let basis = check_posture(profile, role, device, token, local_date)
+    let basis = check_posture(profile, role, device, &posture, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
         .and_then(|()| check_admin_path(profile, &user.role, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
@@ -144,6 +152,55 @@ fn rejected(e: &AttestationError) -> Deny {
     }
 }
 
+/// Which registered device the request proved, and its posture.
+fn prove<'a>(
+    profile: &Profile,
+    state: &'a State,
+    proof: Attestation<'a>,
+    now: DateTime<Utc>,
+) -> Result<(&'a Device, Posture<'a>), Deny> {
+    let device = match proof {
+        Attestation::Missing => return Err(Deny::new(DenyReason::AttestationMissing, "attestation")),
+        Attestation::Certificate(_) if !profile.devices.accept_certificates => {
+            return Err(Deny::new(DenyReason::AttestationMissing, "devices.accept_certificates is off"))
+        }
+        Attestation::Rejected(e) => return Err(rejected(e)),
+        Attestation::Verified(t) => check_token(profile, state, t, now)?,
+        Attestation::Certificate(fingerprint) => state
+            .device_by_certificate(&fingerprint)
+            .ok_or_else(|| Deny::new(DenyReason::DeviceUnknown, "client certificate"))?,
+    };
+    check_status(device)?;
+    let posture = match proof {
+        Attestation::Verified(t) => {
+            let c = &t.claims;
+            Posture {
+                os: c.os,
+                os_version: c.os_version,
+                security_software: c.security_software.as_ref(),
+                attested: true,
+            }
+        }
+        _ => Posture {
+            os: device.os,
+            os_version: device.os_version,
+            security_software: device.security_software.as_ref(),
+            attested: false,
+        },
+    };
+    Ok((device, posture))
+}
+
+fn check_status(device: &Device) -> Result<(), Deny> {
+    let deny = |reason, why: &'static str| Err(Deny::new(reason, why).for_user(&device.owner, &device.id));
+    match device.status {
+        DeviceStatus::Approved => Ok(()),
+        DeviceStatus::Pending => deny(DenyReason::DevicePending, "device registration is pending approval"),
+        DeviceStatus::Rejected => deny(DenyReason::DeviceNotPermitted, "device registration was rejected"),
+        DeviceStatus::Revoked => deny(DenyReason::DeviceRevoked, "device was revoked"),
+    }
+}
+
 /// Token freshness, audience, device status and ownership.
 fn check_token<'a>(
     profile: &Profile,
@@ -171,17 +228,9 @@ fn check_token<'a>(
     if c.aud != profile.audience {
         return Err(invalid("audience (`aud`) is not this profile's"));
     }
+    // Status before ownership: a revoked device says so, whoever holds it.
+    check_status(device)?;
     let for_device = |d: Deny| d.for_user(&device.owner, &device.id);
-    match device.status {
-        DeviceStatus::Approved => {}
-        DeviceStatus::Pending => {
-            return Err(for_device(Deny::new(DenyReason::DevicePending, "device registration is pending approval")))
-        }
-        DeviceStatus::Rejected => {
-            return Err(for_device(Deny::new(DenyReason::DeviceNotPermitted, "device registration was rejected")))
-        }
-        DeviceStatus::Revoked => return Err(for_device(Deny::new(DenyReason::DeviceRevoked, "device was revoked"))),
-    }
     if c.sub != device.owner {
         return Err(for_device(invalid("subject (`sub`) is not the device's registered owner")));
     }
@@ -216,7 +265,7 @@ fn check_posture(
     profile: &Profile,
     role: &RoleRules,
     device: &Device,
-    token: &VerifiedToken,
+    c: &Posture<'_>,
     today: NaiveDate,
 ) -> Result<(), Deny> {
     let not_permitted = |why: String| Deny::new(DenyReason::DeviceNotPermitted, why);
@@ -227,8 +276,7 @@ fn check_posture(
             device.kind.as_str()
         )));
     }
-    let c = &token.claims;
-    if c.os != device.os {
+    if c.attested && c.os != device.os {
         return Err(not_permitted(format!("attested os `{}` differs from the registered `{}`", c.os, device.os)));
     }
     match profile.min_os(c.os) {
@@ -244,7 +292,7 @@ fn check_posture(
     let Some(rule) = profile.devices.security_software else {
         return Ok(());
     };
-    let Some(sw) = &c.security_software else {
+    let Some(sw) = c.security_software else {
         return Err(Deny::new(DenyReason::SecuritySoftwareMissing, "devices.security_software.required"));
     };
     match rule.max_age_days {

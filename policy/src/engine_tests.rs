@@ -83,6 +83,7 @@ fn world() -> World {
         security_software: None,
         key: key.public(),
         status: DeviceStatus::Approved,
+        certificate: None,
     };
     let state = State {
         users: Arc::new(HashMap::from([("u1".into(), user)])),

@@ -195,6 +195,10 @@ pub struct DeviceRules {
     /// Permitted operating systems with their minimum versions; empty means any.
     pub min_os: Vec<(Os, Version)>,
     pub security_software: Option<SecurityRule>,
+    /// A client certificate issued to a registered device proves the device
+    /// (browsers cannot send attestation headers); its posture then comes
+    /// from the registration record.
+    pub accept_certificates: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,6 +460,8 @@ struct RawDevices {
     #[serde(default)]
     min_os: HashMap<Os, Version>,
     security_software: Option<RawSecurity>,
+    #[serde(default)]
+    accept_certificates: bool,
 }
 
 #[derive(Deserialize)]
@@ -518,6 +524,7 @@ impl RawFile {
                     .security_software
                     .filter(|s| s.required)
                     .map(|s| SecurityRule { max_age_days: s.max_age_days }),
+                accept_certificates: self.devices.accept_certificates,
             },
             roles: self
                 .roles

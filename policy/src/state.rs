@@ -20,6 +20,16 @@ pub struct State {
     pub stops: Arc<Stops>,
     pub overtime: Arc<HashMap<String, Vec<OvertimeGrant>>>,
     pub maintenance: Arc<Vec<MaintenanceWindow>>,
+    /// Device ids by client-certificate fingerprint; kept by whoever builds the state.
+    pub certificates: Arc<HashMap<[u8; 32], String>>,
+}
+
+impl State {
+    /// The device a verified client certificate was issued to.
+    pub fn device_by_certificate(&self, fingerprint: &[u8; 32]) -> Option<&Device> {
+        let id = self.certificates.get(fingerprint)?;
+        self.devices.get(id).filter(|d| d.certificate.as_ref() == Some(fingerprint))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +72,8 @@ pub struct Device {
     pub security_software: Option<SecuritySoftware>,
     pub key: DeviceKey,
     pub status: DeviceStatus,
+    /// SHA-256 of the DER of the client certificate issued to it, if any.
+    pub certificate: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -248,6 +248,8 @@ keepalive_secs = 5
 cert = "certs/server.pem"
 key = "certs/server.key"
 generate_dev_certs = false
+device_ca_cert = "certs/device-ca.pem"
+device_ca_key = "certs/device-ca.key"
 
 [admin]
 listen = "{admin}"
@@ -268,6 +270,8 @@ tokens = [
         );
         std::fs::write(d.join("sekisho.toml"), config + extra_config).unwrap();
         write_certs(&d.join("certs"));
+        let ca = Command::new(env!("CARGO_BIN_EXE_sekisho")).current_dir(d).args(["ca", "init"]).output().unwrap();
+        assert!(ca.status.success(), "{}", String::from_utf8_lossy(&ca.stderr));
         let jst_hour = (Utc::now() + chrono::Duration::hours(9)).hour();
         let closed_window = format!("daily {:02}:00-{:02}:00", (jst_hour + 2) % 24, (jst_hour + 3) % 24);
         let profiles = [
@@ -352,6 +356,7 @@ upstream = "{upstream}"
 [devices]
 min_os = {{ windows = "10.0.19045", ios = "17.0" }}
 security_software = {{ required = true, max_age_days = 30 }}
+accept_certificates = true
 
 [roles.staff]
 kinds = ["pc"]
@@ -418,9 +423,18 @@ ownership = ["personal"]
         self.dir.path().join(rel)
     }
 
+    /// A client that presents a client certificate (PEM key + certificate).
+    pub fn client_with_identity(&self, pem: &str) -> reqwest::Client {
+        self.client_builder().identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap()).build().unwrap()
+    }
+
     /// A client that trusts the gateway's development CA and resolves every
     /// test host to the gateway's HTTPS listener.
     pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
         let ca = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
         let mut b = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -428,7 +442,7 @@ ownership = ["personal"]
         for p in PROFILES.iter().chain(&["nowhere"]) {
             b = b.resolve(&format!("{p}.localhost"), self.https);
         }
-        b.build().unwrap()
+        b
     }
 
     pub fn url(&self, host: &str, path: &str) -> String {

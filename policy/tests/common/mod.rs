@@ -100,6 +100,7 @@ impl World {
             security_software: None,
             key: key.public(),
             status,
+            certificate: None,
         };
         Arc::make_mut(&mut self.state.devices).insert(id.into(), device);
         self.keys.insert(id.into(), key);

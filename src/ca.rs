@@ -1,0 +1,115 @@
+//! The municipality's device CA: `sekisho ca init` creates it, approving a
+//! device can issue a client certificate from it (the private key goes to
+//! the caller once and is never stored), and the HTTPS listener verifies
+//! client certificates against it. A certificate only proves a device while
+//! that device's record names the certificate's fingerprint and is
+//! approved: revocation needs no CRL.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{Datelike, Duration, Utc};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::{Digest, Sha256};
+
+use crate::tls::{write, TlsError};
+
+/// A loaded device CA, able to issue client certificates.
+pub struct DeviceCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pem: String,
+}
+
+/// A freshly issued client certificate.
+pub struct Issued {
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    pub sha256: [u8; 32],
+    pub not_after: chrono::NaiveDate,
+}
+
+/// Creates the CA files; refuses to overwrite an existing CA.
+pub fn init(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    if cert.exists() || key.exists() {
+        return Err(TlsError::Config(format!(
+            "`{}` or `{}` already exists; not overwriting a CA",
+            cert.display(),
+            key.display()
+        )));
+    }
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
+    }
+    let ca_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.distinguished_name.push(DnType::CommonName, "sekisho device CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let (from, until) = (Utc::now().date_naive(), Utc::now().date_naive() + Duration::days(3650));
+    params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
+    params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+    let ca = params.self_signed(&ca_key)?;
+    write(key, ca_key.serialize_pem().as_bytes(), 0o600)?;
+    write(cert, ca.pem().as_bytes(), 0o644)
+}
+
+impl DeviceCa {
+    pub fn load(cert: &Path, key: &Path) -> Result<DeviceCa, TlsError> {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+        let pem = read(cert)?;
+        let key = KeyPair::from_pem(&read(key)?)?;
+        let params = CertificateParams::from_ca_cert_pem(&pem)?;
+        // Re-signing the same subject with the same key yields an issuer
+        // that chains to the CA certificate on disk.
+        let cert = params.self_signed(&key)?;
+        Ok(DeviceCa { cert, key, pem })
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A client certificate for `device`, valid for `days` from today.
+    pub fn issue(&self, device: &str, days: u32) -> Result<Issued, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, device);
+        let uri = rcgen::Ia5String::try_from(format!("urn:sekisho:device:{device}"))
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let today = Utc::now().date_naive();
+        let until = today + Duration::days(i64::from(days));
+        params.not_before = rcgen::date_time_ymd(today.year(), today.month() as u8, today.day() as u8);
+        params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Issued {
+            sha256: Sha256::digest(cert.der()).into(),
+            certificate_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+            not_after: until,
+        })
+    }
+}
+
+/// A verifier that asks for client certificates signed by the device CA
+/// but lets connections without one through (profiles decide).
+pub fn verifier(cert: &Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, TlsError> {
+    let pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.display().to_string(), e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok) {
+        roots.add(der).map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate(cert.display().to_string()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
