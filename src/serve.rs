@@ -49,6 +49,12 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
             println!("created a development CA and server certificate under {}", display_dir(&config.tls.cert));
         }
         crate::tls::check_pem(&config.tls.cert, &config.tls.key)?;
+        if let (true, Some((cert, key))) = (config.tls.generate_dev_certs, &config.tls.device_ca) {
+            if !cert.exists() && !key.exists() {
+                crate::ca::init(cert, key)?;
+                println!("created a development device CA: {}", cert.display());
+            }
+        }
     }
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
     let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
