@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
-    reason, Enrol, Gateway, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN, ROOT_TOKEN,
+    reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN,
+    ROOT_TOKEN,
 };
 
 async fn setup() -> (Upstream, WsUpstream, Gateway) {
@@ -546,4 +547,45 @@ async fn an_issued_device_certificate_proves_the_device_until_it_is_revoked() {
     assert_eq!(reason(&after).as_deref(), Some("device_revoked"), "revoked at once, on the same TLS connection");
     let store = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap();
     assert!(!store.contains("PRIVATE KEY"), "the private key is never logged");
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
+    let (up, _ws, gw) = setup().await;
+    let rick = gw.enrol("rick", Enrol::default()).await;
+    let app = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
+    let route_to = |tls: &TlsUpstream, ca: bool| {
+        let rules = app.replace(&format!("http://{}", up.addr), &format!("https://localhost:{}", tls.addr.port()));
+        match ca {
+            true => rules.replace("host = \"app.localhost\"", "host = \"app.localhost\"\nca_file = \"private-ca.pem\""),
+            false => rules,
+        }
+    };
+    let good = TlsUpstream::start("localhost").await;
+    std::fs::write(gw.path("rules/private-ca.pem"), &good.ca_pem).unwrap();
+    gw.write_rules("app.toml", &route_to(&good, true));
+    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    let resp = gw.get_as(&rick, "app.localhost", "/").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), format!("tls upstream saw host localhost:{}", good.addr.port()));
+
+    gw.write_rules("app.toml", &route_to(&good, false));
+    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    let unknown_ca = gw.get_as(&rick, "app.localhost", "/").await;
+    assert_eq!(
+        reason(&unknown_ca).as_deref(),
+        Some("upstream_unavailable"),
+        "without the route's CA the upstream is not trusted"
+    );
+
+    let other_name = TlsUpstream::start("upstream.internal").await;
+    std::fs::write(gw.path("rules/private-ca.pem"), &other_name.ca_pem).unwrap();
+    gw.write_rules("app.toml", &route_to(&other_name, true));
+    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    let wrong_name = gw.get_as(&rick, "app.localhost", "/").await;
+    assert_eq!(
+        reason(&wrong_name).as_deref(),
+        Some("upstream_unavailable"),
+        "a certificate for another name is refused"
+    );
 }
