@@ -2,23 +2,7 @@
 //! client, the device agent helpers, and token hashing. Each subcommand
 //! prints a clear error and exits non-zero on failure; none panics.
 
-mod admin;
-mod admin_client;
-mod agent;
-mod audit;
-mod ca;
-mod config;
-mod demo;
-mod limits;
-mod metrics;
-mod pages;
-mod proxy;
-mod rewrite;
-mod serve;
-mod shared;
-mod store;
-mod tls;
-mod upstream;
+use sekisho::{admin_client, agent, ca, config, serve, shared};
 
 use std::io::Read as _;
 use std::path::PathBuf;

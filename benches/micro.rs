@@ -1,0 +1,141 @@
+//! Micro benches of the request path's pieces (issue 4): `decide()` over a
+//! realistic state, token verification cold and cached, the My Number scan
+//! per MiB, and the in-memory half of an admin commit. Run with
+//! `cargo bench --bench micro`; compare against the targets in
+//! bench/README.md (decide and a cached token check under 1 µs each).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sekisho::shared::TokenCache;
+use sekisho::store::{apply, Change, FlagKind};
+use sekisho_policy::attestation::{mint, verify, Claims, SigningKey};
+use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
+use sekisho_policy::engine::{decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::mynumber::Scanner;
+use sekisho_policy::state::{Device, Flag, SecuritySoftware, State, User};
+use sekisho_policy::Rules;
+
+const USERS: usize = 10_000;
+
+fn rules() -> Rules {
+    let files = [
+        ("abiko-kintone.toml", include_str!("../rules/abiko-kintone.toml").replace("2023-05-31", "2030-03-31")),
+        ("kumamoto.toml", include_str!("../rules/kumamoto-council-lineworks.toml").to_owned()),
+        ("demo.toml", include_str!("../rules/demo.toml").to_owned()),
+    ];
+    Rules::from_sources(files.iter().map(|(f, t)| (*f, t.as_str()))).unwrap_or_default()
+}
+
+/// 10,000 users with two devices each; user 0's first device is `key`'s.
+fn state(key: &SigningKey) -> State {
+    let mut users = HashMap::with_capacity(USERS);
+    let mut devices = HashMap::with_capacity(USERS * 2);
+    for u in 0..USERS {
+        let id = format!("user{u}");
+        users.insert(
+            id.clone(),
+            User {
+                id: id.clone(),
+                display_name: id.clone(),
+                role: "staff".into(),
+                profiles: vec!["abiko-kintone".into()],
+                suspended: None,
+                restricted: None,
+            },
+        );
+        for d in 0..2 {
+            let device = Device {
+                id: format!("{id}-dev{d}"),
+                owner: id.clone(),
+                kind: DeviceKind::Pc,
+                ownership: Ownership::Issued,
+                os: Os::Windows,
+                os_version: "10.0.22631".parse().unwrap_or_else(|_| unreachable!()),
+                security_software: None,
+                key: key.public(),
+                status: DeviceStatus::Approved,
+                certificate: None,
+            };
+            devices.insert(device.id.clone(), device);
+        }
+    }
+    State { users: Arc::new(users), devices: Arc::new(devices), ..State::default() }
+}
+
+fn token(key: &SigningKey, now: chrono::DateTime<Utc>) -> String {
+    let claims = Claims {
+        sub: "user0".into(),
+        aud: "abiko.cybozu.com".into(),
+        iat: now.timestamp(),
+        exp: now.timestamp() + 300,
+        jti: "j".into(),
+        os: Os::Windows,
+        os_version: "10.0.22631".parse().unwrap_or_else(|_| unreachable!()),
+        security_software: Some(SecuritySoftware { name: "Defender".into(), updated: now.date_naive() }),
+    };
+    mint(key, "user0-dev0", &claims)
+}
+
+fn benches(c: &mut Criterion) {
+    let ed = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+    let now = chrono_tz::Asia::Tokyo.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap().with_timezone(&Utc);
+    let rules = rules();
+    let state = state(&ed);
+    let t = token(&ed, now);
+    let verified = verify(&t, &state.devices).unwrap_or_else(|_| unreachable!());
+    let (profile, route) = rules.route("abiko.cybozu.com").unwrap_or_else(|| unreachable!());
+    let facts = RequestFacts {
+        profile,
+        route,
+        method: "GET",
+        path: "/k/v1/records.json",
+        client: ClientAddr::Known("10.1.2.3".parse().unwrap_or_else(|_| unreachable!())),
+        attestation: Attestation::Verified(&verified),
+        integration_tokens: None,
+        login: None,
+    };
+    assert!(decide(&facts, &state, now).is_allow());
+    c.bench_function("decide (allow, 10k users, 20k devices)", |b| {
+        b.iter(|| black_box(decide(black_box(&facts), &state, now)))
+    });
+
+    c.bench_function("token verify cold (Ed25519)", |b| b.iter(|| black_box(verify(black_box(&t), &state.devices))));
+    let p256 = SigningKey::P256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap_or_else(|_| unreachable!()));
+    let p256_state = self::state(&p256);
+    let pt = token(&p256, now);
+    c.bench_function("token verify cold (P-256)", |b| {
+        b.iter(|| black_box(verify(black_box(&pt), &p256_state.devices)))
+    });
+    let cache = TokenCache::new(100_000);
+    cache.verify(&t, &state);
+    c.bench_function("token check cached", |b| b.iter(|| black_box(cache.verify(black_box(&t), &state))));
+
+    let record = r#"{"app":12,"record":{"title":{"value":"議会日程 2026-11-24"},"amount":{"value":"1234567"}}},"#;
+    let body: Vec<u8> = record.as_bytes().iter().copied().cycle().take(1 << 20).collect();
+    let mut group = c.benchmark_group("my number scan");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("1 MiB of JSON", |b| {
+        b.iter(|| {
+            let mut s = Scanner::new();
+            s.feed(black_box(&body));
+            black_box(s.finish())
+        })
+    });
+    group.finish();
+
+    let suspend = Change::SetFlag {
+        user: "user42".into(),
+        kind: FlagKind::Suspended,
+        flag: Some(Flag { reason: "lost".into(), since: now, until: None }),
+    };
+    c.bench_function("apply a suspension to a 10k-user snapshot", |b| {
+        b.iter(|| black_box(apply(&state, black_box(&suspend))))
+    });
+}
+
+criterion_group!(micro, benches);
+criterion_main!(micro);
