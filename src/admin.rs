@@ -133,7 +133,7 @@ impl Admin {
             (req.method().clone(), req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let text = self.metrics.render(age, self.shared.conns.len());
+            let text = self.metrics.render(age, self.shared.conns.count());
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -302,7 +302,7 @@ impl Admin {
                 "emergency_stop": stops.global,
                 "users": snap.state.users.len(),
                 "devices": snap.state.devices.len(),
-                "live_requests": self.shared.conns.len(),
+                "live_requests": self.shared.conns.count(),
                 "snapshot_built_at": snap.built_at,
             }),
         )

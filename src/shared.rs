@@ -244,7 +244,7 @@ impl LiveConns {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.shards.iter().filter_map(|s| s.lock().ok().map(|s| s.len())).sum()
     }
 }
