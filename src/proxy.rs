@@ -336,7 +336,7 @@ impl ProxyHttp for Gateway {
             .await
             .map_err(|e| Error::because(ErrorType::ConnectError, "resolving upstream", e))?;
         let upgrade = session.is_upgrade_req();
-        Ok(Box::new(snap.upstreams.peer(&route.host, &route.upstream, addr, upgrade)))
+        Ok(Box::new(snap.upstreams.peer(route, addr, upgrade)))
     }
 
     async fn upstream_request_filter(

@@ -102,6 +102,12 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     if let Some(addr) = config.http {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(app) = proxy.app_logic_mut() {
+        // HTTP/2 connections idle as long as HTTP/1 keep-alive ones may.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2_idle_timeout = Some(std::time::Duration::from_secs(config.keepalive_secs));
+        app.server_options = Some(options);
+    }
     server.add_service(proxy);
     let admin = Arc::new(Admin {
         shared: shared.clone(),

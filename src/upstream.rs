@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::{HttpPeer, ALPN};
 use pingora::utils::tls::{parse_x509, WrappedX509};
-use sekisho_policy::rules::Upstream;
+use sekisho_policy::rules::Route;
 use sekisho_policy::Rules;
 
 /// Extra CAs per route host, parsed and checked at load time.
@@ -40,15 +40,17 @@ impl Upstreams {
     }
 
     /// The peer for one request. `upgrade` forces HTTP/1.1 (WebSocket).
-    pub fn peer(&self, route_host: &str, upstream: &Upstream, addr: SocketAddr, upgrade: bool) -> HttpPeer {
+    pub fn peer(&self, route: &Route, addr: SocketAddr, upgrade: bool) -> HttpPeer {
+        let (route_host, upstream) = (&route.host, &route.upstream);
+        let timeout = Duration::from_secs(u64::from(route.timeout_secs.get()));
         let mut peer = HttpPeer::new(addr, upstream.tls, upstream.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(Duration::from_secs(60));
-        peer.options.write_timeout = Some(Duration::from_secs(60));
+        peer.options.read_timeout = Some(timeout);
+        peer.options.write_timeout = Some(timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.alpn = if upstream.tls && !upgrade { ALPN::H2H1 } else { ALPN::H1 };
-        if let Some((ca, group)) = self.cas.get(route_host) {
+        if let Some((ca, group)) = self.cas.get(route_host.as_str()) {
             peer.options.ca = Some(ca.clone());
             // pingora's pool key ignores the CA; keep private-CA connections apart.
             peer.group_key = *group;

@@ -141,3 +141,19 @@ async fn an_unreachable_upstream_is_a_502_block_page_with_its_reason_audited() {
         (Some("error"), Some("upstream_unavailable"), Some(502))
     );
 }
+
+#[tokio::test]
+async fn a_silent_upstream_is_a_504_after_the_routes_timeout() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("sora", Enrol::default()).await;
+    let started = std::time::Instant::now();
+    let resp = gw.get_as(&p, "features.localhost", "/drive/stall").await;
+    assert_eq!((resp.status().as_u16(), reason(&resp).as_deref()), (504, Some("upstream_timeout")));
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "answered before the upstream would have: {:?}",
+        started.elapsed()
+    );
+}

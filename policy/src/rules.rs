@@ -143,6 +143,8 @@ pub struct Route {
     pub ca_file: Option<String>,
     /// When set, only paths matching one of these patterns pass.
     pub allow_paths: Option<Vec<PathPattern>>,
+    /// Longest wait for the upstream between reads (504 after it).
+    pub timeout_secs: NonZeroU32,
 }
 
 /// Where a route forwards to.
@@ -424,6 +426,7 @@ struct RawRoute {
     upstream: Upstream,
     ca_file: Option<String>,
     allow_paths: Option<Vec<PathPattern>>,
+    timeout_secs: Option<NonZeroU32>,
 }
 
 #[derive(Deserialize)]
@@ -477,6 +480,9 @@ struct RawRole {
     kinds: Vec<DeviceKind>,
     ownership: Vec<Ownership>,
 }
+
+/// How long an upstream may stay silent by default (a SaaS export can be slow).
+const DEFAULT_TIMEOUT: NonZeroU32 = NonZeroU32::MIN.saturating_add(59);
 
 /// Default and ceiling for token lifetimes (issue 2: at most 10 minutes by default).
 const DEFAULT_LIFETIME: u32 = 600;
@@ -549,7 +555,13 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
     if host.is_empty() || host.contains(['/', ':', ' ']) {
         return Err(err(r.host.span(), format!("route host `{}` must be a bare host name", r.host.get_ref())));
     }
-    Ok(Route { host, upstream: r.upstream, ca_file: r.ca_file, allow_paths: r.allow_paths })
+    Ok(Route {
+        host,
+        upstream: r.upstream,
+        ca_file: r.ca_file,
+        allow_paths: r.allow_paths,
+        timeout_secs: r.timeout_secs.unwrap_or(DEFAULT_TIMEOUT),
+    })
 }
 
 fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesError> {

@@ -115,6 +115,9 @@ async fn answer(
         headers,
         body_len,
     });
+    if parts.uri.path().ends_with("/stall") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     if parts.uri.path() == "/trickle" {
         return Ok(hyper::Response::new(trickle()));
     }
@@ -372,7 +375,7 @@ trusted_proxies = ["127.0.0.1"]"#,
                 format!("http://{}", self.upstream),
                 "always = true".to_owned(),
                 r#"trusted = ["any"]"#,
-                "allow_paths = [\"/drive/**\"]",
+                "allow_paths = [\"/drive/**\"]\ntimeout_secs = 1",
                 "[profile]",
             ),
             (
