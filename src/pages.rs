@@ -281,9 +281,9 @@ fn policy_text(reason: DenyReason) -> Text {
         ),
         DenyReason::AttestationMissing => t(
             "登録済み端末であることを確認できません",
-            "登録済みの端末で sekisho エージェント（端末証明）を有効にしてから接続してください。",
+            "登録済みの端末から接続してください。ブラウザでは端末証明書の導入が、アプリでは sekisho エージェントの起動が必要です。",
             "Your device could not be identified",
-            "Use a registered device with the sekisho agent (device attestation) running.",
+            "Connect from a registered device: browsers need its device certificate installed, apps need the sekisho agent running.",
         ),
         DenyReason::AttestationInvalid => t(
             "端末証明が無効です",
