@@ -159,7 +159,13 @@ impl Admin {
 
     /// Finds the token whose hash matches, comparing every hash in constant time.
     fn authenticate(&self, req: &Request<Incoming>) -> Option<&AdminToken> {
-        let presented = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let presented = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let (scheme, presented) = presented.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let presented = presented.trim();
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for t in &self.tokens {
