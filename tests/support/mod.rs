@@ -183,6 +183,93 @@ impl TlsUpstream {
     }
 }
 
+/// An upstream for the browser test: `/` is a page whose script calls
+/// `/api/hello` with fetch() and echoes a message over a WebSocket at
+/// `/ws`, all on its own origin, then writes the outcome into `#status`.
+pub struct AppUpstream {
+    pub addr: SocketAddr,
+}
+
+const APP_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><title>kintone (test)</title></head>
+<body><h1>業務アプリ</h1><p id="status" data-done="0">loading</p><script>
+(async () => {
+  const el = document.getElementById('status');
+  let api = 'fetch failed', ws = 'ws failed';
+  try { api = 'fetch: ' + (await (await fetch('/api/hello')).text()); } catch (e) {}
+  try {
+    ws = await new Promise((ok, no) => {
+      const s = new WebSocket('wss://' + location.host + '/ws');
+      s.onopen = () => s.send('ping');
+      s.onmessage = (m) => { ok('ws: ' + m.data); s.close(); };
+      s.onerror = () => no('ws error');
+      setTimeout(() => no('ws timeout'), 5000);
+    });
+  } catch (e) { ws = String(e); }
+  el.textContent = api + ' / ' + ws;
+  el.dataset.done = '1';
+})();
+</script></body></html>"#;
+
+impl AppUpstream {
+    pub async fn start() -> AppUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(app_answer);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    let _ = conn.await;
+                });
+            }
+        });
+        AppUpstream { addr }
+    }
+}
+
+async fn app_answer(
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    match req.uri().path() {
+        "/api/hello" => Ok(hyper::Response::new(Full::new(Bytes::from("ok")))),
+        "/ws" => {
+            let key = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(io) = upgrade.await else { return };
+                let io = hyper_util::rt::TokioIo::new(io);
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    io,
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            let h = resp.headers_mut();
+            h.insert("upgrade", "websocket".parse().unwrap());
+            h.insert("connection", "Upgrade".parse().unwrap());
+            h.insert("sec-websocket-accept", accept.parse().unwrap());
+            Ok(resp)
+        }
+        _ => {
+            let mut resp = hyper::Response::new(Full::new(Bytes::from(APP_PAGE)));
+            resp.headers_mut().insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+            Ok(resp)
+        }
+    }
+}
+
 /// A WebSocket echo upstream.
 pub struct WsUpstream {
     pub addr: SocketAddr,
@@ -615,6 +702,7 @@ fn write_certs(dir: &Path) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let mut names: Vec<String> = PROFILES.iter().chain(&["nowhere"]).map(|p| format!("{p}.localhost")).collect();
     names.push("127.0.0.1".into());
+    names.push("localhost".into());
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca_cert, &ca_key).unwrap();
     std::fs::write(dir.join("dev-ca.pem"), ca_cert.pem()).unwrap();
