@@ -17,7 +17,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use sekisho_policy::engine::{check_body, client_addr, decide, still_allowed, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{
+    authorised_method, check_body, client_addr, decide, still_allowed, Attestation, ClientAddr, RequestFacts,
+};
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::path::{canonical_path, PathError};
 use sekisho_policy::{Decision, Profile};
@@ -574,17 +576,12 @@ fn checked_framing(req: &RequestHeader) -> Result<(), BlockOwned> {
 fn effective_method(req: &RequestHeader) -> Result<&str, BlockOwned> {
     const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
     let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(*h));
-    match (found.next(), found.next()) {
-        (None, _) => Ok(req.method.as_str()),
-        (Some(_), Some(_)) => Err(BlockOwned::BadRequest("more than one method override header")),
-        (Some(v), None) => match v.to_str().map(str::trim) {
-            Ok(m) if m.eq_ignore_ascii_case("GET") => Ok("GET"),
-            Ok(m) if m.eq_ignore_ascii_case("HEAD") => Ok("HEAD"),
-            // Anything else is treated as a write whatever its spelling.
-            Ok(_) => Ok("POST"),
-            Err(_) => Err(BlockOwned::BadRequest("method override header is not text")),
-        },
-    }
+    let override_value = match (found.next(), found.next()) {
+        (Some(_), Some(_)) => return Err(BlockOwned::BadRequest("more than one method override header")),
+        (None, _) => None,
+        (Some(v), None) => Some(v.to_str().map_err(|_| BlockOwned::BadRequest("method override header is not text"))?),
+    };
+    Ok(authorised_method(req.method.as_str(), override_value))
 }
 
 fn joined_header(req: &RequestHeader, name: &str) -> Option<String> {

@@ -84,6 +84,18 @@ pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>)
     ClientAddr::Known(last)
 }
 
+/// The method to authorise when a method-override header may be honoured
+/// by the upstream: a read only if both the method and the override read;
+/// otherwise a write (an unknown override counts as one). Never weaker than
+/// either, whichever the upstream believes.
+pub fn authorised_method<'a>(method: &'a str, override_value: Option<&str>) -> &'a str {
+    let reading = |m: &str| m.trim().eq_ignore_ascii_case("GET") || m.trim().eq_ignore_ascii_case("HEAD");
+    match override_value {
+        Some(o) if reading(method) && !reading(o) => "POST",
+        _ => method,
+    }
+}
+
 /// Decides one request. Checks run from the broadest (is the policy in force
 /// at all) to the narrowest (may this user write).
 pub fn decide<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> Decision<'a> {

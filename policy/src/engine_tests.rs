@@ -463,6 +463,21 @@ fn only_allowed_paths_pass_when_a_route_lists_them() {
 }
 
 #[test]
+fn a_method_override_never_weakens_the_method() {
+    let cases = [
+        ("GET", None, "GET"),
+        ("GET", Some("DELETE"), "POST"),
+        ("GET", Some("get"), "GET"),
+        ("HEAD", Some("nonsense"), "POST"),
+        ("POST", Some("GET"), "POST"),
+        ("DELETE", None, "DELETE"),
+    ];
+    for (method, o, want) in cases {
+        assert_eq!(authorised_method(method, o), want, "{method} {o:?}");
+    }
+}
+
+#[test]
 fn every_reason_has_a_unique_stable_code() {
     let codes: std::collections::HashSet<_> = DenyReason::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(codes.len(), DenyReason::ALL.len());
