@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use http::{Method, Request, Response, StatusCode};
@@ -408,7 +409,18 @@ impl Admin {
         if !(1..=825).contains(&days) {
             return Err(bad("`days` must be 1..=825"));
         }
+        if input.pkcs12_password.as_ref().is_some_and(|p| p.chars().count() < 8) {
+            return Err(bad("`pkcs12_password` must be at least 8 characters"));
+        }
         let issued = ca.issue(id, days).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let pkcs12 = match input.pkcs12_password.as_deref() {
+            Some(p) => {
+                let der =
+                    issued.pkcs12(&ca, p).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                Some(base64::engine::general_purpose::STANDARD.encode(der))
+            }
+            None => None,
+        };
         let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256 };
         self.commit(caller, change, "device.certificate", id, &input.reason.unwrap_or_default()).await?;
         Ok((
@@ -419,6 +431,7 @@ impl Admin {
                 "private_key_pem": issued.private_key_pem,
                 "ca_pem": ca.pem(),
                 "sha256": crate::config::hex(&issued.sha256),
+                "pkcs12_base64": pkcs12,
                 "not_after": issued.not_after,
             }),
         ))
@@ -668,6 +681,8 @@ struct SecurityInput {
 struct CertInput {
     days: Option<u32>,
     reason: Option<String>,
+    /// When given, the answer also carries a PKCS#12 file (base64) protected by it.
+    pkcs12_password: Option<String>,
 }
 
 #[derive(Deserialize)]

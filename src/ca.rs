@@ -29,6 +29,24 @@ pub struct Issued {
     pub private_key_pem: String,
     pub sha256: [u8; 32],
     pub not_after: chrono::NaiveDate,
+    certificate_der: Vec<u8>,
+    private_key_der: Vec<u8>,
+}
+
+impl Issued {
+    /// The key, certificate and CA as a PKCS#12 file for installation
+    /// (AES-256 with PBKDF2 and an HMAC-SHA256 MAC), protected by `password`.
+    pub fn pkcs12(&self, ca: &DeviceCa, password: &str) -> Result<Vec<u8>, TlsError> {
+        let fail = |e: p12_keystore::error::Error| TlsError::Config(format!("pkcs#12: {e}"));
+        let chain = [
+            p12_keystore::Certificate::from_der(&self.certificate_der).map_err(fail)?,
+            p12_keystore::Certificate::from_der(ca.cert.der()).map_err(fail)?,
+        ];
+        let entry = p12_keystore::PrivateKeyChain::new(&self.private_key_der, &self.sha256[..20], chain);
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("sekisho device", p12_keystore::KeyStoreEntry::PrivateKeyChain(entry));
+        store.writer(password).write().map_err(fail)
+    }
 }
 
 /// Creates the CA files; refuses to overwrite an existing CA.
@@ -92,6 +110,8 @@ impl DeviceCa {
             certificate_pem: cert.pem(),
             private_key_pem: key.serialize_pem(),
             not_after: until,
+            certificate_der: cert.der().to_vec(),
+            private_key_der: key.serialize_der(),
         })
     }
 }
