@@ -44,6 +44,9 @@ pub struct RequestRecord<'a> {
 pub struct AuditLog {
     queue: Arc<ArrayQueue<String>>,
     closed: Arc<AtomicBool>,
+    /// False while writing fails (disk full, file gone): the gateway then
+    /// refuses requests it could not record.
+    healthy: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -62,10 +65,11 @@ impl AuditLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let queue = Arc::new(ArrayQueue::new(QUEUE));
         let closed = Arc::new(AtomicBool::new(false));
-        let (q, c) = (queue.clone(), closed.clone());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (q, c, h) = (queue.clone(), closed.clone(), healthy.clone());
         let writer =
-            std::thread::Builder::new().name("sekisho-audit".into()).spawn(move || write_loop(file, &q, &c))?;
-        Ok(AuditLog { queue, closed, writer: Mutex::new(Some(writer)), path: path.to_owned() })
+            std::thread::Builder::new().name("sekisho-audit".into()).spawn(move || write_loop(file, &q, &c, &h))?;
+        Ok(AuditLog { queue, closed, healthy, writer: Mutex::new(Some(writer)), path: path.to_owned() })
     }
 
     /// Queues one record. When the queue is full (the disk stalls) the
@@ -81,6 +85,11 @@ impl AuditLog {
                 }
             }
         }
+    }
+
+    /// Whether the last write reached the file.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     /// Stops the writer after it wrote everything queued, and waits for it.
@@ -141,20 +150,26 @@ impl RequestRecord<'_> {
     }
 }
 
-fn write_loop(file: File, queue: &ArrayQueue<String>, closed: &AtomicBool) {
+fn write_loop(file: File, queue: &ArrayQueue<String>, closed: &AtomicBool, healthy: &AtomicBool) {
     let mut out = BufWriter::with_capacity(256 << 10, file);
     loop {
         // Read the flag before draining so nothing queued before close is missed.
         let last = closed.load(Ordering::Acquire);
         let mut wrote = false;
+        let mut ok = true;
         while let Some(line) = queue.pop() {
             wrote = true;
-            if out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).is_err() {
-                log::error!("audit log write failed; lines may be missing");
-            }
+            ok &= out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).is_ok();
         }
-        if wrote && out.flush().is_err() {
-            log::error!("audit log flush failed; lines may be missing");
+        if wrote {
+            ok &= out.flush().is_ok();
+            // Log only the transitions, not every failed pass.
+            if healthy.swap(ok, Ordering::AcqRel) != ok {
+                match ok {
+                    true => log::warn!("audit log writable again"),
+                    false => log::error!("audit log write failed: refusing requests until it recovers"),
+                }
+            }
         }
         if last {
             break;

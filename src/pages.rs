@@ -22,6 +22,8 @@ pub enum Block<'a> {
     UpstreamTimeout,
     /// Over a rate limit; try again after this many seconds.
     RateLimited(u64),
+    /// The gateway cannot record the request (audit log failing): fail closed.
+    StateUnavailable,
 }
 
 /// A rendered answer, ready to write.
@@ -43,8 +45,14 @@ struct Text {
 
 impl Block<'_> {
     /// The reason codes of the gateway's own blocks, for metrics.
-    pub const KINDS: [&'static str; 5] =
-        ["unknown_host", "bad_request", "upstream_unavailable", "upstream_timeout", "rate_limited"];
+    pub const KINDS: [&'static str; 6] = [
+        "unknown_host",
+        "bad_request",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "rate_limited",
+        "state_unavailable",
+    ];
 
     pub fn status(&self) -> u16 {
         match self {
@@ -54,6 +62,7 @@ impl Block<'_> {
             Block::UpstreamUnavailable => 502,
             Block::UpstreamTimeout => 504,
             Block::RateLimited(_) => 429,
+            Block::StateUnavailable => 503,
         }
     }
 
@@ -65,6 +74,7 @@ impl Block<'_> {
             Block::UpstreamUnavailable => "upstream_unavailable",
             Block::UpstreamTimeout => "upstream_timeout",
             Block::RateLimited(_) => "rate_limited",
+            Block::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -73,6 +83,7 @@ impl Block<'_> {
         let retry_at = match self {
             Block::Policy { deny, .. } if policy_status(deny.reason) == 503 => deny.retry_at,
             Block::RateLimited(secs) => return Some(i64::try_from(*secs).unwrap_or(60)),
+            Block::StateUnavailable => return Some(30),
             _ => return None,
         };
         Some(retry_at.map_or(300, |at| (at - now).num_seconds().clamp(1, 86_400)))
@@ -98,6 +109,12 @@ impl Block<'_> {
                 ja_do: "しばらく待ってから再度お試しください。",
                 en: "The service behind the gateway cannot be reached",
                 en_do: "Wait a moment and try again.",
+            },
+            Block::StateUnavailable => Text {
+                ja: "関所が記録を残せないため、安全のため通信を止めています",
+                ja_do: "しばらく待ってから再度お試しください。続く場合は問い合わせ先へ。",
+                en: "The gateway cannot record access right now, so it is blocking it to stay safe",
+                en_do: "Wait a moment and try again. If this continues, tell the contact below.",
             },
             Block::RateLimited(_) => Text {
                 ja: "短時間に多くの要求があったため、一時的に制限しています",

@@ -119,6 +119,9 @@ impl Gateway {
 
     /// Gathers the facts and decides; `Err` carries the block to answer with.
     fn judge(&self, session: &Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> Result<(), BlockOwned> {
+        if !self.audit.healthy() {
+            return Err(BlockOwned::StateUnavailable);
+        }
         let req = session.req_header();
         let host = request_host(req)?;
         ctx.host = host.to_owned();
@@ -261,6 +264,7 @@ pub enum BlockOwned {
     UnknownHost,
     BadRequest(&'static str),
     RateLimited(u64),
+    StateUnavailable,
 }
 
 impl BlockOwned {
@@ -270,6 +274,7 @@ impl BlockOwned {
             (BlockOwned::Policy(_), None) | (BlockOwned::UnknownHost, _) => Block::UnknownHost,
             (BlockOwned::BadRequest(why), _) => Block::BadRequest(why),
             (BlockOwned::RateLimited(secs), _) => Block::RateLimited(*secs),
+            (BlockOwned::StateUnavailable, _) => Block::StateUnavailable,
         }
     }
 }

@@ -165,3 +165,28 @@ async fn a_silent_upstream_is_a_504_after_the_routes_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn when_the_audit_log_cannot_be_written_requests_are_refused() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let mut gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("umi", Enrol::default()).await;
+    gw.kill9();
+    let config = std::fs::read_to_string(gw.path("sekisho.toml")).unwrap();
+    // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
+    std::fs::write(
+        gw.path("sekisho.toml"),
+        config.replace("audit_log = \"data/audit.jsonl\"", "audit_log = \"/dev/full\""),
+    )
+    .unwrap();
+    gw.spawn().await;
+    let first = gw.get_as(&p, "app.localhost", "/").await;
+    assert_eq!(first.status(), 200, "nothing has failed yet");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = gw.get_as(&p, "app.localhost", "/").await;
+    assert_eq!((after.status().as_u16(), reason(&after).as_deref()), (503, Some("state_unavailable")));
+    assert!(after.headers().contains_key("retry-after"));
+    let seen = up.seen().len();
+    assert_eq!(seen, 1, "the refused request never reached the upstream");
+}
