@@ -247,14 +247,7 @@ async fn revoking_a_lost_device_leaves_the_owners_other_devices_working() {
     let (_up, _ws, gw) = setup().await;
     let phone =
         gw.enrol("frank", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
-    let mut pc =
-        gw.enrol("frank", Enrol { role: "councillor", kind: "pc", ownership: "personal", approve: true }).await;
-    pc.key = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[42; 32]));
-    // The second enrolment reused the seed; register the PC with its own key.
-    let public = pc.key.public();
-    pc.device = "frank-pc2".into();
-    gw.admin("POST", "/v1/devices", json!({"id": "frank-pc2", "owner": "frank", "kind": "pc", "ownership": "personal", "os": "windows", "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64(), "security_software": {"name": "x", "updated": chrono::Utc::now().date_naive()}})).await;
-    gw.admin("POST", "/v1/devices/frank-pc2/approve", json!({"reason": "ok"})).await;
+    let pc = gw.enrol("frank", Enrol { role: "councillor", kind: "pc", ownership: "personal", approve: true }).await;
     assert_eq!(gw.get_as(&phone, "app.localhost", "/").await.status(), 200);
     gw.admin("POST", &format!("/v1/devices/{}/revoke", phone.device), json!({"reason": "第17条 紛失届"})).await;
     assert_eq!(reason(&gw.get_as(&phone, "app.localhost", "/").await).as_deref(), Some("device_revoked"));

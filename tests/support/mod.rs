@@ -631,9 +631,9 @@ ownership = ["personal"]
             json!({"display_name": user, "role": how.role, "profiles": PROFILES}),
         )
         .await;
-        let seed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        let key = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
         let device = format!("{user}-{}", how.kind);
+        let seed: [u8; 32] = Sha256::digest(device.as_bytes()).into();
+        let key = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
         let (os, os_version) = if how.kind == "pc" { (Os::Windows, "10.0.22631") } else { (Os::Ios, "17.4") };
         let updated = Utc::now().date_naive();
         let public = key.public();
