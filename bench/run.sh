@@ -7,6 +7,8 @@
 #   WORKERS=2 PIN=0 bench/run.sh       # each proxy's best on both cores
 #   ROUNDS=5 DURATION=5 CONNS=32 bench/run.sh
 #   ONLY='sekisho full' bench/run.sh     # only the cases whose name matches
+#   SCALE=1 bench/run.sh                 # memory per idle connection and
+#                                        # suspension-to-deny under load instead
 #
 # Prints and writes (bench/results/) a table of requests/s, latency
 # percentiles and proxy CPU time per request (utime+stime of the proxy's
@@ -71,6 +73,18 @@ $S admin call post /v1/overtime "{\"user\":\"bench\",\"approver\":\"bench\",\"re
 TOKEN=$($S agent token --key "$RUN/device.key" --device bench-pc --user bench --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600)
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19003/)
 [ "$status" = 200 ] || { echo "sekisho refused the bench token ($status)"; cat "$RUN/sekisho.log"; exit 1; }
+
+if [ "${SCALE:-0}" = 1 ]; then
+  # A second user whose suspension is timed while wrk loads the first.
+  $S admin call put /v1/users/bench2 '{"display_name":"bench2","role":"staff","profiles":["bench"]}' >/dev/null
+  $S admin call post /v1/devices "{\"id\":\"bench2-pc\",\"owner\":\"bench2\",\"kind\":\"pc\",\"ownership\":\"issued\",\"os\":\"windows\",\"os_version\":\"10.0.22631\",\"key_alg\":\"$ALG\",\"public_key\":\"$PUB\"}" >/dev/null
+  $S admin device bench2-pc approve --reason bench >/dev/null
+  $S admin call post /v1/overtime "{\"user\":\"bench2\",\"approver\":\"bench\",\"reason\":\"bench\",\"start\":\"$(date -u -d '-1 hour' +%FT%TZ)\",\"end\":\"$(date -u -d '+1 day' +%FT%TZ)\"}" >/dev/null
+  TOKEN2=$($S agent token --key "$RUN/device.key" --device bench2-pc --user bench2 --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600)
+  ulimit -n 65536 2>/dev/null || true
+  BENCH_TOKEN="$TOKEN" python3 "$BENCH/scale.py" "$RUN" "$TOKEN2" "$SEKISHO" "$NGINX" "$BARE"
+  exit 0
+fi
 
 TICK=$(getconf CLK_TCK)
 # utime+stime in ticks of a process and its direct children (nginx workers).

@@ -1,0 +1,97 @@
+"""Scale checks for bench/run.sh (SCALE=1): memory per idle keep-alive
+connection (sekisho vs nginx, same run) and suspension-to-deny latency while
+wrk loads the gateway. Loopback only; every loop is bounded."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+RUN, TOKEN2, SEKISHO_PID, NGINX_PID, BARE_PID = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+IDLE = int(os.environ.get("IDLE_CONNS", "2000"))
+
+
+def rss_kib(pid):
+    """Resident memory of a process and its direct children (nginx workers)."""
+    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    total = 0
+    for p in pids:
+        with open(f"/proc/{p}/status") as f:
+            total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    return total
+
+
+def idle_cost(port, pid, host):
+    """KiB per idle keep-alive connection that has served one request."""
+    before = rss_kib(pid)
+    socks = []
+    for _ in range(IDLE):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        s.recv(65536)
+        socks.append(s)
+    time.sleep(1)
+    after = rss_kib(pid)
+    for s in socks:
+        s.close()
+    return (after - before) / IDLE
+
+
+def suspension_to_deny():
+    """Milliseconds from sending the suspension to the first denied request of that user, under load."""
+    token = open(f"{RUN}/data/admin-token").read().strip()
+    seen = {}
+    stop = threading.Event()
+
+    def poll():
+        c = http.client.HTTPConnection("127.0.0.1", 19003)
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                c.request("GET", "/", headers={"Host": "bench.localhost", "Device-Attestation": TOKEN2})
+                r = c.getresponse()
+                r.read()
+            except (http.client.HTTPException, OSError) as e:
+                seen.setdefault("errors", []).append(repr(e))
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", 19003)
+                continue
+            if r.status == 403 and "denied" not in seen:
+                seen["denied"] = time.monotonic()
+                return
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.5)
+    a = http.client.HTTPConnection("127.0.0.1", 19090)
+    sent = time.monotonic()
+    a.request("POST", "/v1/users/bench2/suspend", body=json.dumps({"reason": "bench"}), headers={"Authorization": f"Bearer {token}"})
+    resp = a.getresponse()
+    resp.read()
+    acked = time.monotonic()
+    t.join(20)
+    stop.set()
+    denied = seen.get("denied")
+    if seen.get("errors"):
+        print(f"poller reconnected {len(seen['errors'])} times: {seen['errors'][:3]}", file=sys.stderr)
+    return resp.status, (acked - sent) * 1000, None if denied is None else (denied - sent) * 1000
+
+
+load = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d8s", "-s", os.path.join(os.path.dirname(__file__), "wrk.lua"), "http://127.0.0.1:19003/"],
+                        env=dict(os.environ, BENCH_TOKEN=os.environ["BENCH_TOKEN"]), stdout=subprocess.DEVNULL)
+time.sleep(1)
+status, ack_ms, deny_ms = suspension_to_deny()
+load.wait()
+sek = idle_cost(19003, SEKISHO_PID, "bench.localhost")
+ngx = idle_cost(19001, NGINX_PID, "bench.localhost")
+bare = idle_cost(19004, BARE_PID, "bench.localhost")
+print("| measure | value |")
+print("| --- | ---: |")
+print(f"| suspension: admin answer (commit + fsync + swap), under load | {ack_ms:.1f} ms (HTTP {status}) |")
+print(f"| suspension: sent → first denied request of that user, under load | {'-' if deny_ms is None else f'{deny_ms:.1f} ms'} |")
+print(f"| memory per idle keep-alive connection, sekisho ({IDLE} conns) | {sek:.1f} KiB |")
+print(f"| memory per idle keep-alive connection, bare pingora ({IDLE} conns) | {bare:.1f} KiB |")
+print(f"| memory per idle keep-alive connection, nginx ({IDLE} conns) | {ngx:.1f} KiB |")
