@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -37,12 +37,7 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     }
     let dir = cert.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "sekisho development CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key)?;
+    let (ca_cert, ca_key) = crate::ca::new_ca("sekisho development CA")?;
     let server_key = KeyPair::generate()?;
     let mut server = CertificateParams::new(DEV_NAMES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
     server.distinguished_name.push(DnType::CommonName, "localhost");

@@ -10,6 +10,13 @@ use std::time::Duration;
 use support::{reason, Enrol, Gateway, Upstream, WsUpstream, ROOT_TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+async fn setup() -> (Upstream, WsUpstream, Gateway) {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    (up, ws, gw)
+}
+
 /// Sends raw bytes on a fresh connection to the plain listener and returns
 /// the status code of the first response.
 async fn raw(gw: &Gateway, bytes: &str) -> u16 {
@@ -23,9 +30,7 @@ async fn raw(gw: &Gateway, bytes: &str) -> u16 {
 
 #[tokio::test]
 async fn smuggling_framing_and_path_tricks_are_refused_before_the_upstream() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
+    let (up, _ws, gw) = setup().await;
     let p = gw.enrol("attacker", Enrol::default()).await;
     let app = p.token("app.localhost");
     let features = p.token("features.localhost");
@@ -59,9 +64,7 @@ async fn smuggling_framing_and_path_tricks_are_refused_before_the_upstream() {
 
 #[tokio::test]
 async fn a_method_override_is_authorised_as_the_effective_method() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
+    let (_up, _ws, gw) = setup().await;
     let p = gw.enrol("reader", Enrol::default()).await;
     gw.admin("POST", "/v1/users/reader/restrict", serde_json::json!({"reason": "read only"})).await;
     let t = p.token("app.localhost");
@@ -109,9 +112,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_block_page_with_its_reason_audited() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
+    let (up, _ws, gw) = setup().await;
     let p = gw.enrol("nobu", Enrol::default()).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let app = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
@@ -152,9 +153,7 @@ async fn an_unreachable_upstream_is_a_502_block_page_with_its_reason_audited() {
 
 #[tokio::test]
 async fn a_silent_upstream_is_a_504_after_the_routes_timeout() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
+    let (_up, _ws, gw) = setup().await;
     let p = gw.enrol("sora", Enrol::default()).await;
     let started = std::time::Instant::now();
     let resp = gw.get_as(&p, "features.localhost", "/drive/stall").await;
