@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pages;
 pub mod proxy;
+pub mod request;
 pub mod rewrite;
 pub mod serve;
 pub mod shared;
