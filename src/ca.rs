@@ -124,14 +124,7 @@ impl DeviceCa {
 /// A verifier that asks for client certificates signed by the device CA
 /// but lets connections without one through (profiles decide).
 pub fn verifier(cert: &Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, TlsError> {
-    let pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.display().to_string(), e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for der in rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok) {
-        roots.add(der).map_err(|e| TlsError::Config(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoCertificate(cert.display().to_string()));
-    }
+    let roots = crate::tls::root_store(cert)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated()

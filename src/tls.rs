@@ -94,16 +94,22 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Tl
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
-/// A rustls connector trusting only the CAs in `ca` (the admin client).
-pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
-    let pem = std::fs::read(ca).map_err(|e| TlsError::Read(ca.display().to_string(), e))?;
+/// The certificates of a PEM file as trust anchors; an error when there are none.
+pub fn root_store(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.display().to_string(), e))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()).filter_map(Result::ok) {
         roots.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(TlsError::NoCertificate(ca.display().to_string()));
+        return Err(TlsError::NoCertificate(path.display().to_string()));
     }
+    Ok(roots)
+}
+
+/// A rustls connector trusting only the CAs in `ca` (the admin client).
+pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let roots = root_store(ca)?;
     let config =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
