@@ -39,6 +39,13 @@ pub struct Limits {
     /// Failed admin authentications per minute per source address.
     #[serde(default = "default_admin_failures")]
     pub admin_failures_per_minute: NonZeroU32,
+    /// Open connections per client address. Offices behind one NAT address
+    /// share it: size it for the whole office.
+    #[serde(default = "default_connections_per_client")]
+    pub connections_per_client: NonZeroU32,
+    /// Seconds a client has to send a whole request header (slowloris).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -47,6 +54,8 @@ impl Default for Limits {
             per_client_rps: default_per_client(),
             per_user_rps: default_per_user(),
             admin_failures_per_minute: default_admin_failures(),
+            connections_per_client: default_connections_per_client(),
+            header_timeout_secs: default_header_timeout(),
         }
     }
 }
@@ -60,6 +69,14 @@ fn default_per_user() -> NonZeroU32 {
 }
 
 fn default_admin_failures() -> NonZeroU32 {
+    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_connections_per_client() -> NonZeroU32 {
+    NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_header_timeout() -> NonZeroU32 {
     NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
 

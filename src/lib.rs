@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod admission;
 pub mod agent;
 pub mod audit;
 pub mod ca;

@@ -296,6 +296,7 @@ impl ProxyHttp for Gateway {
             && session.get_keepalive().is_none();
         // pingora keeps idle keep-alive connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_secs));
+        crate::admission::header_complete(session.stream());
         Ok(())
     }
 
@@ -455,6 +456,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        crate::admission::request_done(session.stream());
         if let Some(id) = ctx.live.take() {
             self.shared.conns.deregister(id);
         }

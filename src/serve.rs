@@ -13,9 +13,11 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use sha2::{Digest, Sha256};
 
 use crate::admin::Admin;
+use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::config::{AdminToken, Config, Role};
 use crate::limits::Limiters;
@@ -89,7 +91,17 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     server.bootstrap();
     let limits = Arc::new(Limiters::new(&config.limits));
     let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), limits.clone(), config.keepalive_secs);
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "sekisho");
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 connections idle as long as HTTP/1 keep-alive ones may.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(config.keepalive_secs));
+    app.server_options = Some(options);
+    let app = Admission::new(
+        app,
+        config.limits.connections_per_client.get(),
+        std::time::Duration::from_secs(config.limits.header_timeout_secs.get().into()),
+    );
+    let mut proxy = Service::new("sekisho".to_owned(), app);
     if let Some(addr) = config.https {
         let mut tls = TlsSettings::intermediate(&path_str(&config.tls.cert), &path_str(&config.tls.key))
             .map_err(|e| StartError::Io(config.tls.cert.display().to_string(), std::io::Error::other(e.to_string())))?;
@@ -101,12 +113,6 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     }
     if let Some(addr) = config.http {
         proxy.add_tcp(&addr.to_string());
-    }
-    if let Some(app) = proxy.app_logic_mut() {
-        // HTTP/2 connections idle as long as HTTP/1 keep-alive ones may.
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2_idle_timeout = Some(std::time::Duration::from_secs(config.keepalive_secs));
-        app.server_options = Some(options);
     }
     server.add_service(proxy);
     let admin = Arc::new(Admin {

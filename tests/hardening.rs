@@ -189,3 +189,84 @@ async fn when_the_audit_log_cannot_be_written_requests_are_refused() {
     let seen = up.seen().len();
     assert_eq!(seen, 1, "the refused request never reached the upstream");
 }
+
+/// Slowloris: a header trickled a byte at a time, each byte well inside
+/// pingora's 60 s per-read timeout, is cut at the whole-header deadline; a
+/// client that is merely slow between requests is not.
+#[tokio::test]
+async fn slow_header_is_cut_at_the_deadline() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start_with(&up, &ws, "\n[limits]\nheader_timeout_secs = 2\n").await;
+    let p = gw.enrol("slow", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let request = format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
+
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut cut = None;
+    for b in request.as_bytes() {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = Some(start.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut probe)).await {
+            Ok(Ok(0) | Err(_)) => {
+                cut = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => panic!("answered a header that never finished: {:?}", String::from_utf8_lossy(&probe[..n])),
+            Err(_) => {}
+        }
+    }
+    let cut = cut.expect("the trickled header was never cut");
+    assert!(cut >= Duration::from_millis(1900) && cut < Duration::from_secs(4), "cut after {cut:?}, deadline 2 s");
+    assert!(up.seen().is_empty(), "a partial header reached the upstream");
+
+    // Keep-alive: two prompt requests 3 s apart on one connection both pass;
+    // the idle wait between them is not header time.
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// One client address cannot hold more connections than the cap; the
+/// places come back when its connections close.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start_with(&up, &ws, "\n[limits]\nconnections_per_client = 3\n").await;
+    let p = gw.enrol("many", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let request = format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
+    async fn ask(s: &mut tokio::net::TcpStream, request: &str) -> Option<Vec<u8>> {
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.ok()?.ok()?;
+        (n > 0).then(|| buf[..n].to_vec())
+    }
+
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let answer = ask(&mut s, &request).await.unwrap_or_else(|| panic!("connection {i} refused under the cap"));
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    assert!(ask(&mut fourth, &request).await.is_none(), "a fourth connection from one address was served");
+
+    drop(held.pop());
+    // The gateway notices the close on its next read; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let answer = ask(&mut again, &request).await.expect("a freed place was not given back");
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
