@@ -143,7 +143,7 @@ fn endpoint(url: Option<String>, config_path: &Path) -> Result<Endpoint, String>
     Ok((base, token.trim().to_owned(), default_ca))
 }
 
-async fn call(
+pub(crate) async fn call(
     base: &str,
     token: &str,
     ca: Option<&Path>,

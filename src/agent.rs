@@ -1,15 +1,17 @@
-//! The device side, for administrators, tests and devices without a full
-//! agent yet: `sekisho agent keygen` makes a device key, `sekisho agent
-//! token` mints an attestation for it. Keys are written 0600 and never
-//! printed; only the public key is.
+//! The device side: `sekisho agent keygen` makes a device key, `register`
+//! files its registration application with the OS read from the machine,
+//! `token` mints one attestation, and `proxy` runs the loopback forward
+//! proxy (`forward.rs`) that attests every request for the SaaS hosts.
+//! Keys are written 0600 and never printed; only the public key is. Tokens
+//! are printed only by `token`, on request.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, Utc};
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use rand::rngs::OsRng;
 use sekisho_policy::attestation::{mint, Claims, SigningKey};
-use sekisho_policy::device::{Os, Version};
+use sekisho_policy::device::{Os, Version, VersionError};
 use sekisho_policy::state::SecuritySoftware;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +24,215 @@ pub enum AgentError {
     Encode(String),
     #[error("{0}")]
     Write(#[from] crate::tls::TlsError),
+    #[error("cannot tell this machine's OS: {0}")]
+    Os(String),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KeyAlg {
     Ed25519,
     P256,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AgentCommand {
+    /// Generate a device key (written 0600) and print its public half for registration.
+    Keygen {
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: KeyAlg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a Device-Attestation token signed by a device key.
+    Token {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        user: String,
+        /// The profile's audience (its `audience` in the rules file).
+        #[arg(long)]
+        aud: String,
+        #[arg(long)]
+        os: String,
+        #[arg(long)]
+        os_version: String,
+        /// Security software name; with `--security-updated`.
+        #[arg(long)]
+        security_software: Option<String>,
+        /// Date of the last signature update (YYYY-MM-DD).
+        #[arg(long)]
+        security_updated: Option<chrono::NaiveDate>,
+        #[arg(long, default_value_t = 300)]
+        lifetime_secs: i64,
+    },
+    /// File this device's registration application with the admin API
+    /// (an `applicant` token in SEKISHO_ADMIN_TOKEN); the OS is read from the machine.
+    Register {
+        /// Admin API base URL, e.g. https://gateway.city.local:9090.
+        #[arg(long)]
+        admin: String,
+        /// CA certificate to trust for an https:// admin API.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// `pc` or `phone`.
+        #[arg(long, default_value = "pc")]
+        kind: String,
+        /// `issued` (city-issued) or `personal`.
+        #[arg(long, default_value = "issued")]
+        ownership: String,
+        #[command(flatten)]
+        who: IdentityArgs,
+    },
+    /// Run the forward proxy on loopback (PAC at /proxy.pac) that adds a fresh
+    /// Device-Attestation to requests for the configured SaaS hosts.
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:3128")]
+        listen: std::net::SocketAddr,
+        /// The gateway's HTTPS listener, HOST:PORT.
+        #[arg(long)]
+        gateway: String,
+        /// The CA that signed the gateway's certificate.
+        #[arg(long)]
+        gateway_ca: PathBuf,
+        /// A relayed SaaS host and its profile audience: `HOST=AUDIENCE`, `*.domain=AUDIENCE` or `HOST`.
+        #[arg(long = "route", required = true)]
+        routes: Vec<crate::forward::Route>,
+        /// Where the agent keeps its local CA.
+        #[arg(long, default_value = "agent")]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        who: IdentityArgs,
+    },
+}
+
+/// The device, its owner and its posture, for `register` and `proxy`.
+#[derive(clap::Args)]
+pub struct IdentityArgs {
+    /// The device key (`sekisho agent keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    device: String,
+    /// The device's owner, the user its tokens name.
+    #[arg(long)]
+    user: String,
+    /// Override the OS read from the machine (with `--os-version`).
+    #[arg(long, requires = "os_version")]
+    os: Option<String>,
+    #[arg(long, requires = "os")]
+    os_version: Option<String>,
+    /// Security software name; with `--security-updated`.
+    #[arg(long, requires = "security_updated")]
+    security_software: Option<String>,
+    /// Date of its last signature update (YYYY-MM-DD).
+    #[arg(long, requires = "security_software")]
+    security_updated: Option<NaiveDate>,
+    #[arg(long, default_value_t = 300)]
+    lifetime_secs: i64,
+}
+
+impl IdentityArgs {
+    fn identity(self) -> Result<Identity, String> {
+        let key = load_key(&self.key).map_err(|e| e.to_string())?;
+        let os = match (self.os, self.os_version) {
+            (Some(os), Some(v)) => Some((parse_os(&os)?, v.parse().map_err(|e: VersionError| e.to_string())?)),
+            _ => None,
+        };
+        if !(30..=3600).contains(&self.lifetime_secs) {
+            return Err(format!("`--lifetime-secs` must be 30..=3600, not `{}`", self.lifetime_secs));
+        }
+        let identity = Identity {
+            key,
+            device: self.device,
+            user: self.user,
+            os,
+            security_software: self.security_software.zip(self.security_updated),
+            lifetime_secs: self.lifetime_secs,
+        };
+        identity.os().map_err(|e| e.to_string())?;
+        Ok(identity)
+    }
+}
+
+pub fn run(cmd: AgentCommand) -> Result<(), String> {
+    match cmd {
+        AgentCommand::Keygen { alg, out } => {
+            println!("{}", keygen(alg, &out).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        AgentCommand::Token {
+            key,
+            device,
+            user,
+            aud,
+            os,
+            os_version,
+            security_software,
+            security_updated,
+            lifetime_secs,
+        } => {
+            let key = load_key(&key).map_err(|e| e.to_string())?;
+            let os = parse_os(&os)?;
+            let os_version = os_version.parse().map_err(|e: VersionError| e.to_string())?;
+            let security_software = match (security_software, security_updated) {
+                (Some(n), Some(d)) => Some((n, d)),
+                (None, None) => None,
+                _ => return Err("give both `--security-software` and `--security-updated`, or neither".into()),
+            };
+            let spec = TokenSpec {
+                device: &device,
+                user: &user,
+                audience: &aud,
+                os,
+                os_version,
+                security_software,
+                lifetime_secs,
+            };
+            println!("{}", token(&key, &spec));
+            Ok(())
+        }
+        AgentCommand::Register { admin, cacert, kind, ownership, who } => {
+            register(&admin, cacert.as_deref(), &kind, &ownership, who)
+        }
+        AgentCommand::Proxy { listen, gateway, gateway_ca, routes, state_dir, who } => {
+            let settings =
+                crate::forward::Settings { listen, gateway, gateway_ca, routes, state_dir, identity: who.identity()? };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(crate::forward::run(settings)).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn parse_os(os: &str) -> Result<Os, String> {
+    serde_json::from_value(serde_json::Value::String(os.to_owned())).map_err(|_| format!("unknown os `{os}`"))
+}
+
+fn register(admin: &str, cacert: Option<&Path>, kind: &str, ownership: &str, who: IdentityArgs) -> Result<(), String> {
+    let token = std::env::var("SEKISHO_ADMIN_TOKEN").map_err(|_| "set SEKISHO_ADMIN_TOKEN to an applicant token")?;
+    let identity = who.identity()?;
+    let (os, os_version) = identity.os().map_err(|e| e.to_string())?;
+    let public = identity.key.public();
+    let mut body = serde_json::json!({
+        "id": identity.device, "owner": identity.user, "kind": kind, "ownership": ownership,
+        "os": os, "os_version": os_version.to_string(), "key_alg": public.alg(), "public_key": public.to_b64(),
+    });
+    if let (Some((name, updated)), Some(obj)) = (&identity.security_software, body.as_object_mut()) {
+        obj.insert("security_software".into(), serde_json::json!({"name": name, "updated": updated}));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let (status, text) =
+        runtime.block_on(crate::admin_client::call(admin, token.trim(), cacert, "POST", "/v1/devices", Some(body)))?;
+    println!("{text}");
+    if status >= 400 {
+        return Err(format!("the registration was not filed: the gateway answered {status}"));
+    }
+    Ok(())
 }
 
 /// Generates a key into `out` (0600) and returns the registration JSON
@@ -85,4 +290,68 @@ pub fn token(key: &SigningKey, spec: &TokenSpec<'_>) -> String {
         security_software: spec.security_software.clone().map(|(name, updated)| SecuritySoftware { name, updated }),
     };
     mint(key, spec.device, &claims)
+}
+
+/// Who the agent signs as, and where its posture comes from.
+pub struct Identity {
+    pub key: SigningKey,
+    pub device: String,
+    pub user: String,
+    /// A fixed OS and version; `None` reads them from the machine for every
+    /// token, so an OS update shows at the gateway without a restart.
+    pub os: Option<(Os, Version)>,
+    pub security_software: Option<(String, NaiveDate)>,
+    pub lifetime_secs: i64,
+}
+
+impl Identity {
+    /// The OS the tokens will name; an error when it cannot be read.
+    pub fn os(&self) -> Result<(Os, Version), AgentError> {
+        self.os.map_or_else(machine_os, Ok)
+    }
+
+    /// A fresh token for `audience` and its lifetime in seconds.
+    pub fn token(&self, audience: &str) -> Result<(String, i64), AgentError> {
+        let (os, os_version) = self.os()?;
+        let spec = TokenSpec {
+            device: &self.device,
+            user: &self.user,
+            audience,
+            os,
+            os_version,
+            security_software: self.security_software.clone(),
+            lifetime_secs: self.lifetime_secs,
+        };
+        Ok((token(&self.key, &spec), self.lifetime_secs))
+    }
+}
+
+/// This machine's OS and version, as a registration or a token states them.
+pub fn machine_os() -> Result<(Os, Version), AgentError> {
+    #[cfg(target_os = "linux")]
+    {
+        let text =
+            std::fs::read_to_string("/etc/os-release").map_err(|e| AgentError::Read("/etc/os-release".into(), e))?;
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_ID="))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .ok_or_else(|| AgentError::Os("/etc/os-release has no VERSION_ID; give --os and --os-version".into()))?;
+        let version = id.parse().map_err(|_| AgentError::Os(format!("VERSION_ID `{id}` is not a dotted version")))?;
+        Ok((Os::Linux, version))
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let out = std::process::Command::new("sw_vers")
+            .arg("-productVersion")
+            .output()
+            .map_err(|e| AgentError::Read("sw_vers".into(), e))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let version = text.parse().map_err(|_| AgentError::Os(format!("sw_vers said `{text}`")))?;
+        Ok((Os::Macos, version))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        Err(AgentError::Os("reading the OS is not supported here; give --os and --os-version".into()))
+    }
 }

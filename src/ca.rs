@@ -68,6 +68,14 @@ pub fn init(cert: &Path, key: &Path) -> Result<(), TlsError> {
 
 /// A self-signed CA valid for ten years from today, for signing leaf certificates only.
 pub fn new_ca(common_name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    new_ca_with(common_name, |_| {})
+}
+
+/// [`new_ca`], with `tune` applied to the parameters before signing (name constraints).
+pub fn new_ca_with(
+    common_name: &str,
+    tune: impl FnOnce(&mut CertificateParams),
+) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -76,6 +84,7 @@ pub fn new_ca(common_name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsErr
     let (from, until) = (Utc::now().date_naive(), Utc::now().date_naive() + Duration::days(3650));
     params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
     params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+    tune(&mut params);
     Ok((params.self_signed(&key)?, key))
 }
 

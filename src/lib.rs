@@ -12,6 +12,7 @@ pub mod audit;
 pub mod ca;
 pub mod config;
 pub mod demo;
+pub mod forward;
 pub mod limits;
 pub mod metrics;
 pub mod pages;

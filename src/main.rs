@@ -35,9 +35,9 @@ enum Command {
     HashToken,
     /// Administer a running gateway through its admin API.
     Admin(admin_client::AdminArgs),
-    /// Device-side helpers: make a device key, mint an attestation.
+    /// The device agent: key, registration, attestation, loopback forward proxy.
     #[command(subcommand)]
-    Agent(AgentCommand),
+    Agent(agent::AgentCommand),
     /// The device CA for client certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -49,41 +49,6 @@ enum CaCommand {
     Init,
 }
 
-#[derive(Subcommand)]
-enum AgentCommand {
-    /// Generate a device key (written 0600) and print its public half for registration.
-    Keygen {
-        #[arg(long, value_enum, default_value = "ed25519")]
-        alg: agent::KeyAlg,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Print a Device-Attestation token signed by a device key.
-    Token {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        device: String,
-        #[arg(long)]
-        user: String,
-        /// The profile's audience (its `audience` in the rules file).
-        #[arg(long)]
-        aud: String,
-        #[arg(long)]
-        os: String,
-        #[arg(long)]
-        os_version: String,
-        /// Security software name; with `--security-updated`.
-        #[arg(long)]
-        security_software: Option<String>,
-        /// Date of the last signature update (YYYY-MM-DD).
-        #[arg(long)]
-        security_updated: Option<chrono::NaiveDate>,
-        #[arg(long, default_value_t = 300)]
-        lifetime_secs: i64,
-    },
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -92,7 +57,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&cli.config),
         Command::HashToken => hash_token(),
         Command::Admin(args) => admin_client::run(args, &cli.config),
-        Command::Agent(cmd) => agent_command(cmd),
+        Command::Agent(cmd) => agent::run(cmd),
         Command::Ca(CaCommand::Init) => ca_init(&cli.config),
     };
     match result {
@@ -132,46 +97,4 @@ fn hash_token() -> Result<(), String> {
     }
     println!("{}", config::hex(&Sha256::digest(token.as_bytes())));
     Ok(())
-}
-
-fn agent_command(cmd: AgentCommand) -> Result<(), String> {
-    match cmd {
-        AgentCommand::Keygen { alg, out } => {
-            let public = agent::keygen(alg, &out).map_err(|e| e.to_string())?;
-            println!("{public}");
-            Ok(())
-        }
-        AgentCommand::Token {
-            key,
-            device,
-            user,
-            aud,
-            os,
-            os_version,
-            security_software,
-            security_updated,
-            lifetime_secs,
-        } => {
-            let key = agent::load_key(&key).map_err(|e| e.to_string())?;
-            let os = serde_json::from_value(serde_json::Value::String(os.clone()))
-                .map_err(|_| format!("unknown os `{os}`"))?;
-            let os_version = os_version.parse().map_err(|e: sekisho_policy::device::VersionError| e.to_string())?;
-            let security_software = match (security_software, security_updated) {
-                (Some(n), Some(d)) => Some((n, d)),
-                (None, None) => None,
-                _ => return Err("give both `--security-software` and `--security-updated`, or neither".into()),
-            };
-            let spec = agent::TokenSpec {
-                device: &device,
-                user: &user,
-                audience: &aud,
-                os,
-                os_version,
-                security_software,
-                lifetime_secs,
-            };
-            println!("{}", agent::token(&key, &spec));
-            Ok(())
-        }
-    }
 }
