@@ -164,7 +164,12 @@ const LEAF_REUSE: Duration = Duration::from_secs(24 * 3600);
 
 impl Proxy {
     fn new(s: Settings) -> Result<Proxy, ForwardError> {
-        let subtrees: Vec<String> = s.routes.iter().map(|r| r.subtree().to_owned()).collect();
+        let mut subtrees: Vec<String> = Vec::new();
+        for r in &s.routes {
+            if !subtrees.iter().any(|t| t == r.subtree()) {
+                subtrees.push(r.subtree().to_owned());
+            }
+        }
         let ca = LocalCa::load_or_create(&s.state_dir, &subtrees)?;
         let roots = crate::tls::root_store(&s.gateway_ca)?;
         let mut config =
