@@ -10,13 +10,21 @@ use sekisho_policy::path::{canonical_path, PathError};
 
 /// Headers a client may never send upstream: the gateway sets or checks them.
 /// Compared after folding case, `_` and `.` to `-`.
-const PROTECTED: [&str; 8] = [
+const PROTECTED: [&str; 16] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
     "forwarded",
     "x-real-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
     "device-attestation",
     "sekisho-user",
 ];
@@ -110,17 +118,20 @@ pub fn prefers_html(req: &RequestHeader) -> bool {
     req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
-/// Removes client copies of headers the gateway owns, including look-alikes
-/// (`X_Forwarded_For`, `x.forwarded.for`).
+/// Removes client copies of headers the gateway owns or that steer an
+/// upstream's routing (`X-Original-URL` and kin), and every header whose
+/// name holds anything but letters, digits and `-`: servers that fold `_`
+/// or `.` into `-` would read `X_HTTP_Method_Override` as a header the
+/// gateway never checked (nginx drops these by default for the same reason).
 pub fn strip_protected(req: &mut RequestHeader) {
     let doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            let folded = n.contains(['_', '.']).then(|| n.replace(['_', '.'], "-"));
-            let n = folded.as_deref().unwrap_or(n);
-            PROTECTED.contains(&n) || n.starts_with("sekisho-")
+            PROTECTED.contains(&n)
+                || n.starts_with("sekisho-")
+                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .cloned()
         .collect();

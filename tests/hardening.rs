@@ -47,6 +47,7 @@ async fn smuggling_framing_and_path_tricks_are_refused_before_the_upstream() {
         ("semicolon", format!("GET /drive/x;jsessionid=1 HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
         ("backslash", format!("GET /drive\\..\\admin HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
         ("two tokens", format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nDevice-Attestation: {app}\r\n\r\n")),
+        ("encoded letter", format!("GET /drive/%61dmin HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {features}\r\n\r\n")),
     ];
     for (name, bytes) in &cases {
         let status = raw(&gw, bytes).await;
@@ -269,4 +270,35 @@ async fn connections_per_address_are_capped() {
     let mut again = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     let answer = ask(&mut again, &request).await.expect("a freed place was not given back");
     assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
+
+/// Header spellings that some servers fold into a header the gateway checks
+/// or sets, and headers that steer an upstream's routing, never arrive.
+#[tokio::test]
+async fn header_aliases_and_routing_overrides_never_reach_the_upstream() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("alias", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let sneaky = [
+        "X_HTTP_Method_Override: DELETE",
+        "X.HTTP.Method.Override: DELETE",
+        "Device_Attestation: forged",
+        "X_Forwarded_For: 6.6.6.6",
+        "X-Original-URL: /admin",
+        "X-Rewrite-URL: /admin",
+        "X-Forwarded-Prefix: /admin",
+        "X-Forwarded-Uri: /admin",
+    ];
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-Kept: yes\r\n{}\r\n\r\n",
+        sneaky.join("\r\n")
+    );
+    assert_eq!(raw(&gw, &request).await, 200);
+    let seen = up.last();
+    assert_eq!(seen.header("x-kept"), Some("yes"), "an ordinary header was lost");
+    for line in sneaky {
+        let name = line.split(':').next().unwrap();
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(seen.method, "GET");
 }

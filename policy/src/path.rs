@@ -14,7 +14,7 @@ pub enum PathError {
     DotSegment,
     #[error("the path contains an empty segment (`//`)")]
     EmptySegment,
-    #[error("the path contains an encoded `.`, `/`, `\\`, `;`, `%` or NUL")]
+    #[error("the path percent-encodes a separator, `%`, NUL, or a character that needs no encoding")]
     EncodedSeparator,
     #[error("the path contains `\\`, `;` or a control character")]
     Forbidden,
@@ -45,14 +45,18 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
     Ok(path)
 }
 
-/// `%2e`, `%2f`, `%5c`, `%3b`, `%25` or `%00`, in any case.
+/// An escape an upstream may decode into a different path than the rules
+/// saw: an encoded separator (`/`, `\\`, `;`), `%` (double encoding), NUL,
+/// or an unreserved character (RFC 3986 2.3), which `%70lugin` would turn
+/// into `plugin` at an upstream that normalises.
 fn encoded_trick(bytes: &[u8]) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
     bytes.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'e' | b'f' | b'5') | (b'5', b'c') | (b'3', b'b') | (b'0', b'0')
-            )
+        let decoded = match (w[0], hex(w[1]), hex(w[2])) {
+            (b'%', Some(h), Some(l)) => (h * 16 + l) as u8,
+            _ => return false,
+        };
+        decoded.is_ascii_alphanumeric() || b"-._~/\\;%\0".contains(&decoded)
     })
 }
 
@@ -64,7 +68,16 @@ mod tests {
 
     #[test]
     fn ordinary_paths_pass_unchanged() {
-        for p in ["/", "/k/v1/records.json", "/drive/", "/a%20b/c", "/v1.0/users/me/calendars", "/%E3%81%82"] {
+        for p in [
+            "/",
+            "/k/v1/records.json",
+            "/drive/",
+            "/a%20b/c",
+            "/v1.0/users/me/calendars",
+            "/%E3%81%82",
+            "/a%2Bb",
+            "/%zz",
+        ] {
             assert_eq!(canonical_path(p), Ok(p));
         }
     }
@@ -86,6 +99,12 @@ mod tests {
             ("/k/plugin.json%3bx", PathError::EncodedSeparator),
             ("/k/%252e%252e/", PathError::EncodedSeparator),
             ("/k%00", PathError::EncodedSeparator),
+            ("/k/v1/%70lugin.json", PathError::EncodedSeparator),
+            ("/k/v1/plugin%2Ejson", PathError::EncodedSeparator),
+            ("/%41dmin", PathError::EncodedSeparator),
+            ("/a%7eb", PathError::EncodedSeparator),
+            ("/a%2Db%5F", PathError::EncodedSeparator),
+            ("/v%31", PathError::EncodedSeparator),
             ("/k\\v1", PathError::Forbidden),
             ("/k/v1/plugin.json;jsessionid=1", PathError::Forbidden),
             ("/k/\u{7f}", PathError::Forbidden),
@@ -99,12 +118,18 @@ mod tests {
         /// Whatever comes in, an accepted path is returned as is and has no
         /// segment any upstream could resolve to `.` or `..`.
         #[test]
-        fn accepted_paths_are_unambiguous(p in "/[a-zA-Z0-9%./;\\\\_-]{0,40}") {
+        fn accepted_paths_are_unambiguous(p in "/[a-fA-F0-9pP%./;\\\\_~-]{0,40}") {
             if let Ok(out) = canonical_path(&p) {
                 prop_assert_eq!(out, p.as_str());
                 let lowered = out.to_ascii_lowercase();
                 prop_assert!(!lowered.contains("%2e") && !lowered.contains("%2f") && !lowered.contains("//"));
                 prop_assert!(out.split('/').all(|s| s != "." && s != ".."));
+                // No escape that an upstream could decode into a letter a rule names.
+                let decodes_plain = out.as_bytes().windows(3).any(|w| {
+                    w[0] == b'%' && u8::from_str_radix(std::str::from_utf8(&w[1..]).unwrap_or("zz"), 16)
+                        .is_ok_and(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                });
+                prop_assert!(!decodes_plain, "{}", out);
             }
         }
     }

@@ -67,7 +67,8 @@ pub struct AdminPaths {
 
 /// A path pattern: `*` stands for exactly one non-empty segment, a final
 /// `**` for any rest (including none); segments compare case-insensitively
-/// so a case trick cannot slip past a rule.
+/// and one trailing `/` is ignored, so neither a case trick nor a slash can
+/// slip past a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct PathPattern(String);
@@ -79,6 +80,7 @@ impl PathPattern {
         loop {
             match (want.next(), got.next()) {
                 (None, None) | (Some("**"), _) => return true,
+                (None, Some("")) => return got.next().is_none(),
                 (Some("*"), Some(seg)) if !seg.is_empty() => {}
                 (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
                 _ => return false,

@@ -119,6 +119,11 @@ fn path_patterns_match_segments_and_rests() {
     assert!(p("/drive/**").matches("/drive"));
     assert!(p("/drive/**").matches("/drive/a/b"));
     assert!(!p("/drive/**").matches("/drives/a"));
+    // One trailing slash is the same resource to most servers; two are not.
+    assert!(p("/k/v1/plugin.json").matches("/k/v1/plugin.json/"));
+    assert!(!p("/k/v1/plugin.json").matches("/k/v1/plugin.json//"));
+    assert!(!p("/k/v1/plugin.json").matches("/k/v1/plugin.json/x"));
+    assert!(p("/k/v1/").matches("/k/v1/"));
     assert!(PathPattern::try_from("/a/**/b".to_owned()).is_err());
     assert!(PathPattern::try_from("a/b".to_owned()).is_err());
 }

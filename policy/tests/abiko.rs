@@ -127,6 +127,7 @@ fn abiko_10_customisation_and_plugins_only_for_system_administrators() {
         "/k/v1/preview/app/deploy.json",
         "/k/guest/7/v1/preview/app/customize.json",
         "/K/V1/Plugin.json",
+        "/k/v1/plugin.json/",
     ] {
         let put = Req { method: "PUT", ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
         assert_eq!(w.decide(&put), Some(DenyReason::FeatureNotPermitted), "{path}");
