@@ -302,3 +302,66 @@ async fn header_aliases_and_routing_overrides_never_reach_the_upstream() {
     }
     assert_eq!(seen.method, "GET");
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487) and its server-side twin: a client
+/// that opens and cancels streams as fast as it can is cut off, the
+/// upstream does not see a request per reset, the gateway's memory stays
+/// bounded, and other clients are served throughout.
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_cut_off() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("reset", Enrol::default()).await;
+    let token = p.token("app.localhost");
+    let rss_before = rss_kib(gw.pid());
+
+    let ca = std::fs::read(gw.path("certs/dev-ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tls).await.unwrap();
+    let conn = tokio::spawn(conn);
+
+    const FLOOD: usize = 20_000;
+    let mut sent = 0;
+    for _ in 0..FLOOD {
+        let Ok(ready) = client.ready().await else { break };
+        client = ready;
+        let req = http::Request::get(format!("https://app.localhost:{}/flood", gw.https.port()))
+            .header("device-attestation", token.as_str())
+            .body(())
+            .unwrap();
+        match client.send_request(req, true) {
+            // Dropping both halves cancels the stream: RST_STREAM(CANCEL).
+            Ok((resp, stream)) => drop((resp, stream)),
+            Err(_) => break,
+        }
+        sent += 1;
+    }
+    // The gateway ends the connection (GOAWAY) rather than serve the flood.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the flooding connection was still open after {sent} resets");
+    let forwarded = up.seen().len();
+    assert!(forwarded < FLOOD / 2, "{forwarded} of {sent} cancelled streams reached the upstream");
+
+    // Others are served, and the flood left no lasting memory behind.
+    assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+    let grown = rss_kib(gw.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
