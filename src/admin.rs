@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
+use sekisho_policy::posture::{self, ReportError};
 use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, Stop};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -120,6 +121,16 @@ impl Admin {
                 resp.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
             return resp;
+        }
+        // Posture reports are signed by the device's own key, not a bearer token.
+        if let (&Method::POST, ["v1", "devices", id, "posture"]) =
+            (req.method(), req.uri().path().trim_matches('/').split('/').collect::<Vec<_>>().as_slice())
+        {
+            let id = (*id).to_owned();
+            return match self.posture_report(&id, req, peer).await {
+                Ok((status, value)) => reply(status, &value, "application/json"),
+                Err(ApiError(status, message)) => reply(status, &json!({ "error": message }), "application/json"),
+            };
         }
         let Some(token) = self.authenticate(&req) else {
             self.limits.admin_failure(peer.ip());
@@ -292,6 +303,49 @@ impl Admin {
             _ => None,
         };
         Ok((StatusCode::OK, json!({"ok": true, "action": action, "target": target, "id": id})))
+    }
+
+    /// A device's agent reports its posture with a token for `sekisho:posture`.
+    async fn posture_report(&self, id: &str, req: Request<Incoming>, peer: SocketAddr) -> ApiResult {
+        let body = Limited::new(req.into_body(), 16 * 1024)
+            .collect()
+            .await
+            .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 16 KiB or unreadable".into()))?
+            .to_bytes();
+        let input: PostureInput = parse(&body)?;
+        let snap = self.shared.snapshot();
+        let claims = match posture::check_report(&input.attestation, id, &snap.state.devices, Utc::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.limits.admin_failure(peer.ip());
+                let status = match &e {
+                    ReportError::Token(_) | ReportError::Stale => StatusCode::UNAUTHORIZED,
+                    ReportError::OtherDevice(..) | ReportError::NotOwner(_) | ReportError::NotApproved => {
+                        StatusCode::FORBIDDEN
+                    }
+                    ReportError::Audience => StatusCode::BAD_REQUEST,
+                };
+                return Err(ApiError(status, e.to_string()));
+            }
+        };
+        let summary = format!("{} {}", claims.os, claims.os_version);
+        let change = Change::SetDevicePosture {
+            id: id.to_owned(),
+            os: claims.os,
+            os_version: claims.os_version,
+            security_software: claims.security_software,
+            reported_at: claims.iat,
+        };
+        let entry = AuditEntry {
+            time: Utc::now(),
+            actor: format!("device:{id}"),
+            action: "device.posture".into(),
+            target: id.to_owned(),
+            reason: summary,
+            source: peer.ip().to_string(),
+        };
+        self.shared.commit(change, entry).await?;
+        Ok((StatusCode::OK, json!({"ok": true, "action": "device.posture", "target": id})))
     }
 
     fn status(&self) -> (StatusCode, Value) {
@@ -674,6 +728,12 @@ struct DeviceInput {
 struct SecurityInput {
     name: String,
     updated: NaiveDate,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostureInput {
+    attestation: String,
 }
 
 #[derive(Deserialize)]

@@ -110,7 +110,7 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         b
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (status, text) = runtime.block_on(call(&base, &token, ca.as_deref(), method, &path, body))?;
+    let (status, text) = runtime.block_on(call(&base, Some(&token), ca.as_deref(), method, &path, body))?;
     println!("{text}");
     if status >= 400 {
         return Err(format!("the gateway answered {status}"));
@@ -145,7 +145,7 @@ fn endpoint(url: Option<String>, config_path: &Path) -> Result<Endpoint, String>
 
 pub(crate) async fn call(
     base: &str,
-    token: &str,
+    token: Option<&str>,
     ca: Option<&Path>,
     method: &str,
     path: &str,
@@ -155,14 +155,15 @@ pub(crate) async fn call(
         format!("{}{path}", base.trim_end_matches('/')).parse().map_err(|e| format!("bad URL: {e}"))?;
     let authority = uri.authority().ok_or("URL has no host")?.clone();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, authority.as_str())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(payload)))
-        .map_err(|e| e.to_string())?;
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(payload))).map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(authority.as_str())
         .await
         .map_err(|e| format!("cannot reach the admin API at {authority}: {e}"))?;

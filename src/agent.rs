@@ -85,6 +85,22 @@ pub enum AgentCommand {
         #[command(flatten)]
         who: IdentityArgs,
     },
+    /// Report this device's posture (OS read from the machine, security
+    /// software) to the admin API, signed by the device key; with `--every`,
+    /// keep reporting. Devices proved by certificate are judged on it.
+    Posture {
+        /// Admin API base URL, e.g. https://gateway.city.local:9090.
+        #[arg(long)]
+        admin: String,
+        /// CA certificate to trust for an https:// admin API.
+        #[arg(long)]
+        cacert: Option<PathBuf>,
+        /// Report again every this many seconds (at least 60) instead of once.
+        #[arg(long)]
+        every: Option<u64>,
+        #[command(flatten)]
+        who: IdentityArgs,
+    },
     /// Run the forward proxy on loopback (PAC at /proxy.pac) that adds a fresh
     /// Device-Attestation to requests for the configured SaaS hosts.
     Proxy {
@@ -196,6 +212,7 @@ pub fn run(cmd: AgentCommand) -> Result<(), String> {
         AgentCommand::Register { admin, cacert, kind, ownership, who } => {
             register(&admin, cacert.as_deref(), &kind, &ownership, who)
         }
+        AgentCommand::Posture { admin, cacert, every, who } => posture(&admin, cacert.as_deref(), every, who),
         AgentCommand::Proxy { listen, gateway, gateway_ca, routes, state_dir, who } => {
             let settings =
                 crate::forward::Settings { listen, gateway, gateway_ca, routes, state_dir, identity: who.identity()? };
@@ -206,6 +223,36 @@ pub fn run(cmd: AgentCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             runtime.block_on(crate::forward::run(settings)).map_err(|e| e.to_string())
         }
+    }
+}
+
+fn posture(admin: &str, cacert: Option<&Path>, every: Option<u64>, who: IdentityArgs) -> Result<(), String> {
+    if every.is_some_and(|s| s < 60) {
+        return Err("`--every` must be at least 60 seconds".into());
+    }
+    let identity = who.identity()?;
+    let path = format!("/v1/devices/{}/posture", identity.device);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    loop {
+        let (token, _) = identity.token(sekisho_policy::posture::POSTURE_AUDIENCE).map_err(|e| e.to_string())?;
+        let body = serde_json::json!({ "attestation": token });
+        let sent = runtime.block_on(crate::admin_client::call(admin, None, cacert, "POST", &path, Some(body)));
+        let outcome = match sent {
+            Ok((status, text)) if status < 300 => Ok(text),
+            Ok((status, text)) => Err(format!("the gateway answered {status}: {text}")),
+            Err(e) => Err(e),
+        };
+        match (outcome, every) {
+            (Ok(text), None) => {
+                println!("{text}");
+                return Ok(());
+            }
+            (Err(e), None) => return Err(e),
+            // A long-running reporter outlives a gateway restart.
+            (Ok(_), Some(_)) => {}
+            (Err(e), Some(_)) => eprintln!("sekisho agent: posture report failed: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(every.unwrap_or(60)));
     }
 }
 
@@ -226,8 +273,14 @@ fn register(admin: &str, cacert: Option<&Path>, kind: &str, ownership: &str, who
         obj.insert("security_software".into(), serde_json::json!({"name": name, "updated": updated}));
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (status, text) =
-        runtime.block_on(crate::admin_client::call(admin, token.trim(), cacert, "POST", "/v1/devices", Some(body)))?;
+    let (status, text) = runtime.block_on(crate::admin_client::call(
+        admin,
+        Some(token.trim()),
+        cacert,
+        "POST",
+        "/v1/devices",
+        Some(body),
+    ))?;
     println!("{text}");
     if status >= 400 {
         return Err(format!("the registration was not filed: the gateway answered {status}"));

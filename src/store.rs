@@ -39,6 +39,15 @@ pub enum Change {
         id: String,
         status: DeviceStatus,
     },
+    /// The device's agent reported its posture (`iat` of the report, which
+    /// must be newer than the last accepted one).
+    SetDevicePosture {
+        id: String,
+        os: sekisho_policy::device::Os,
+        os_version: sekisho_policy::device::Version,
+        security_software: Option<sekisho_policy::state::SecuritySoftware>,
+        reported_at: i64,
+    },
     SetStop {
         profile: Option<String>,
         stop: Option<Stop>,
@@ -117,7 +126,7 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, cert_sha256 TEXT
+    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
@@ -144,11 +153,13 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        // Stores created before client certificates lack the column.
-        let has_cert: bool =
-            conn.prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = 'cert_sha256'")?.exists([])?;
-        if !has_cert {
-            conn.execute_batch("ALTER TABLE devices ADD COLUMN cert_sha256 TEXT")?;
+        // Stores created by earlier versions lack these columns.
+        for (column, kind) in [("cert_sha256", "TEXT"), ("posture_at", "INTEGER")] {
+            let has: bool =
+                conn.prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = ?1")?.exists([column])?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE devices ADD COLUMN {column} {kind}"))?;
+            }
         }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -282,6 +293,28 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
             }
         }
+        Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
+            let n = tx.execute(
+                "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
+                 WHERE id = ?1 AND (posture_at IS NULL OR posture_at < ?6)",
+                params![
+                    id,
+                    os.as_str(),
+                    os_version.to_string(),
+                    security_software.as_ref().map(|s| s.name.clone()),
+                    security_software.as_ref().map(|s| s.updated.to_string()),
+                    reported_at
+                ],
+            )?;
+            if n == 0 {
+                let exists: Option<String> =
+                    tx.query_row("SELECT id FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                return Err(match exists {
+                    Some(_) => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
+                    None => StoreError::NotFound(format!("device `{id}` is not registered")),
+                });
+            }
+        }
         Change::SetStop { profile, stop } => {
             let scope = profile.as_deref().unwrap_or(GLOBAL);
             match stop {
@@ -366,6 +399,11 @@ pub fn apply(state: &State, change: &Change) -> State {
         Change::SetDeviceStatus { id, status } => {
             if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
                 d.status = *status;
+            }
+        }
+        Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
+            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
+                (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
         Change::SetDeviceCert { id, sha256 } => {

@@ -115,6 +115,67 @@ async fn the_proxy_serves_a_pac_and_relays_only_its_routes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
 
+#[tokio::test]
+async fn a_certificate_device_is_judged_on_the_posture_its_agent_reports() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    gw.admin("PUT", "/v1/users/kenji", json!({"display_name": "kenji", "role": "staff", "profiles": PROFILES})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("device.key");
+    sekisho(&["agent", "keygen", "--out", key.to_str().unwrap()], &[]);
+    let admin = format!("http://{}", gw.admin);
+    let mut register: Vec<String> = ["agent", "register", "--admin", &admin].map(String::from).to_vec();
+    register.extend(identity(&key));
+    sekisho(&register, &[("SEKISHO_ADMIN_TOKEN", APPLICANT_TOKEN)]);
+    gw.admin("POST", &format!("/v1/devices/{DEVICE}/approve"), json!({"reason": "様式第1号 確認"})).await;
+    let issued = gw.admin("POST", &format!("/v1/devices/{DEVICE}/certificate"), json!({"days": 30})).await;
+    let pem = format!("{}{}", issued["private_key_pem"].as_str().unwrap(), issued["certificate_pem"].as_str().unwrap());
+    let browser = gw.client_with_identity(&pem);
+    let get = || async { browser.get(gw.url("app.localhost", "/")).send().await.unwrap() };
+    assert_eq!(get().await.status(), 200);
+
+    // The agent reports an OS below the profile's minimum: the certificate alone no longer passes.
+    let report = |version: &str| {
+        let mut args: Vec<String> = ["agent", "posture", "--admin", &admin].map(String::from).to_vec();
+        args.extend(identity(&key).into_iter().map(|a| if a == "10.0.22631" { version.to_owned() } else { a }));
+        sekisho(&args, &[])
+    };
+    assert!(report("10.0.10240").contains("device.posture"));
+    let old = get().await;
+    assert_eq!((old.status().as_u16(), reason(&old).as_deref()), (403, Some("os_outdated")));
+    std::thread::sleep(Duration::from_millis(1100));
+    report("10.0.26100");
+    assert_eq!(get().await.status(), 200);
+    let devices = gw.admin_call("GET", "/v1/devices", support::ROOT_TOKEN, None).await.1;
+    let mine = devices["devices"].as_array().unwrap().iter().find(|d| d["id"] == DEVICE).unwrap().clone();
+    assert_eq!(mine["os_version"], "10.0.26100");
+
+    // A report is signed by the device and only moves forward: a replay, a
+    // stranger's key, or an access token is refused and changes nothing.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mint = |aud: &str, key: &Path| {
+        let mut args: Vec<String> = ["agent", "token", "--aud", aud].map(String::from).to_vec();
+        args.extend(identity(key).into_iter().filter(|a| a != "--security-software" && a != "Defender"));
+        let today = chrono::Utc::now().date_naive().to_string();
+        args.retain(|a| a != "--security-updated" && *a != today);
+        sekisho(&args, &[]).trim().to_owned()
+    };
+    let path = format!("/v1/devices/{DEVICE}/posture");
+    let token = mint("sekisho:posture", &key);
+    let (gw, path) = (&gw, &path);
+    let post = |t: String| async move { gw.admin_call("POST", path, "", Some(json!({"attestation": t}))).await.0 };
+    assert_eq!(post(token.clone()).await, 200);
+    assert_eq!(post(token).await, 409, "a replayed report");
+    let stranger = dir.path().join("stranger.key");
+    sekisho(&["agent", "keygen", "--out", stranger.to_str().unwrap()], &[]);
+    assert_eq!(post(mint("sekisho:posture", &stranger)).await, 401, "signed by another key");
+    assert_eq!(post(mint("app.localhost", &key)).await, 400, "an access token is not a report");
+    let audit = gw.admin_call("GET", &format!("/v1/audit?target={DEVICE}"), support::ROOT_TOKEN, None).await.1;
+    let text = audit.to_string();
+    assert!(text.contains("device:kenji-pc") && text.contains("device.posture"), "{text}");
+}
+
 /// The device's identity flags; the OS is given so the test does not depend
 /// on the machine it runs on.
 fn identity(key: &Path) -> Vec<String> {

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod holidays;
 pub mod mynumber;
 pub mod path;
+pub mod posture;
 pub mod rules;
 pub mod schedule;
 pub mod state;

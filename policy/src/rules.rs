@@ -499,6 +499,11 @@ impl RawFile {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(err(p.name.span(), format!("profile name `{name}` must be letters, digits, `-` or `_`")));
         }
+        if p.audience == crate::posture::POSTURE_AUDIENCE || p.audience.is_empty() {
+            let msg =
+                format!("profile `{name}`: `audience` must be non-empty and not `sekisho:posture` (posture reports)");
+            return Err(err(p.name.span(), msg));
+        }
         let valid_from = p.valid_from.map(|d| d.0);
         if let (Some(from), Some(until)) = (valid_from, &p.valid_until) {
             if from > until.get_ref().0 {
