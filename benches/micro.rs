@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -20,6 +19,8 @@ use sekisho_policy::state::{Device, Flag, SecuritySoftware, State, User};
 use sekisho_policy::Rules;
 
 const USERS: usize = 10_000;
+/// A prefecture-wide deployment: a million registered devices.
+const BIG: usize = 500_000;
 
 fn rules() -> Rules {
     let files = [
@@ -30,11 +31,11 @@ fn rules() -> Rules {
     Rules::from_sources(files.iter().map(|(f, t)| (*f, t.as_str()))).unwrap_or_default()
 }
 
-/// 10,000 users with two devices each; user 0's first device is `key`'s.
-fn state(key: &SigningKey) -> State {
-    let mut users = HashMap::with_capacity(USERS);
-    let mut devices = HashMap::with_capacity(USERS * 2);
-    for u in 0..USERS {
+/// `n` users with two devices each; user 0's first device is `key`'s.
+fn state(key: &SigningKey, n: usize) -> State {
+    let mut users = HashMap::with_capacity(n);
+    let mut devices = HashMap::with_capacity(n * 2);
+    for u in 0..n {
         let id = format!("user{u}");
         users.insert(
             id.clone(),
@@ -63,7 +64,7 @@ fn state(key: &SigningKey) -> State {
             devices.insert(device.id.clone(), device);
         }
     }
-    State { users: Arc::new(users), devices: Arc::new(devices), ..State::default() }
+    State { users: users.into(), devices: devices.into(), ..State::default() }
 }
 
 fn token(key: &SigningKey, now: chrono::DateTime<Utc>) -> String {
@@ -84,7 +85,7 @@ fn benches(c: &mut Criterion) {
     let ed = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
     let now = chrono_tz::Asia::Tokyo.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap().with_timezone(&Utc);
     let rules = rules();
-    let state = state(&ed);
+    let state = state(&ed, USERS);
     let t = token(&ed, now);
     let verified = verify(&t, &state.devices).unwrap_or_else(|_| unreachable!());
     let (profile, route) = rules.route("abiko.cybozu.com").unwrap_or_else(|| unreachable!());
@@ -105,7 +106,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("token verify cold (Ed25519)", |b| b.iter(|| black_box(verify(black_box(&t), &state.devices))));
     let p256 = SigningKey::P256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap_or_else(|_| unreachable!()));
-    let p256_state = self::state(&p256);
+    let p256_state = self::state(&p256, USERS);
     let pt = token(&p256, now);
     c.bench_function("token verify cold (P-256)", |b| {
         b.iter(|| black_box(verify(black_box(&pt), &p256_state.devices)))
@@ -134,6 +135,20 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function("apply a suspension to a 10k-user snapshot", |b| {
         b.iter(|| black_box(apply(&state, black_box(&suspend))))
+    });
+
+    // The same with 500k users and 1M devices: the persistent maps keep an
+    // admin change and a decision as cheap as at 10k.
+    let big = self::state(&ed, BIG);
+    c.bench_function("decide (allow, 500k users, 1M devices)", |b| {
+        b.iter(|| black_box(decide(black_box(&facts), &big, now)))
+    });
+    c.bench_function("apply a suspension to a 500k-user snapshot", |b| {
+        b.iter(|| black_box(apply(&big, black_box(&suspend))))
+    });
+    let revoke = Change::SetDeviceStatus { id: "user42-dev1".into(), status: DeviceStatus::Revoked };
+    c.bench_function("apply a device revocation to a 1M-device snapshot", |b| {
+        b.iter(|| black_box(apply(&big, black_box(&revoke))))
     });
 }
 

@@ -372,7 +372,7 @@ pub fn apply(state: &State, change: &Change) -> State {
     let mut next = state.clone();
     match change {
         Change::PutUser { id, display_name, role, profiles } => {
-            let users = Arc::make_mut(&mut next.users);
+            let users = &mut next.users;
             let (suspended, restricted) =
                 users.get(id).map(|u| (u.suspended.clone(), u.restricted.clone())).unwrap_or_default();
             let user = User {
@@ -386,7 +386,7 @@ pub fn apply(state: &State, change: &Change) -> State {
             users.insert(id.clone(), user);
         }
         Change::SetFlag { user, kind, flag } => {
-            if let Some(u) = Arc::make_mut(&mut next.users).get_mut(user) {
+            if let Some(u) = next.users.get_mut(user) {
                 match kind {
                     FlagKind::Suspended => u.suspended = flag.clone(),
                     FlagKind::Restricted => u.restricted = flag.clone(),
@@ -394,21 +394,21 @@ pub fn apply(state: &State, change: &Change) -> State {
             }
         }
         Change::FileDevice(d) => {
-            Arc::make_mut(&mut next.devices).insert(d.id.clone(), (**d).clone());
+            next.devices.insert(d.id.clone(), (**d).clone());
         }
         Change::SetDeviceStatus { id, status } => {
-            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
+            if let Some(d) = next.devices.get_mut(id) {
                 d.status = *status;
             }
         }
         Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
-            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
+            if let Some(d) = next.devices.get_mut(id) {
                 (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
         Change::SetDeviceCert { id, sha256 } => {
-            if let Some(d) = Arc::make_mut(&mut next.devices).get_mut(id) {
-                let certs = Arc::make_mut(&mut next.certificates);
+            if let Some(d) = next.devices.get_mut(id) {
+                let certs = &mut next.certificates;
                 if let Some(old) = d.certificate.replace(*sha256) {
                     certs.remove(&old);
                 }
@@ -438,7 +438,7 @@ pub fn apply(state: &State, change: &Change) -> State {
 
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
     let mut state = State::default();
-    let users = Arc::make_mut(&mut state.users);
+    let users = &mut state.users;
     let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
         let (id, display_name, role, profiles) = row?;
@@ -465,9 +465,9 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
             }
         }
     }
-    let devices = Arc::make_mut(&mut state.devices);
+    let devices = &mut state.devices;
     let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256 FROM devices")?;
-    let certificates = Arc::make_mut(&mut state.certificates);
+    let certificates = &mut state.certificates;
     for device in stmt.query_map([], device_row)? {
         let device = device??;
         if let Some(fp) = device.certificate {

@@ -106,8 +106,8 @@ fn applied_state_matches_what_a_reopened_store_loads() {
     }
     drop(store);
     let loaded = Store::open(&path).unwrap().load().unwrap();
-    assert_eq!(*loaded.users, *state.users);
-    assert_eq!(*loaded.devices, *state.devices);
+    assert_eq!(loaded.users, state.users);
+    assert_eq!(loaded.devices, state.devices);
     assert_eq!(*loaded.stops, *state.stops);
     assert_eq!(*loaded.overtime, *state.overtime);
     assert_eq!(*loaded.maintenance, *state.maintenance);

@@ -5,14 +5,12 @@
 //! profile (audience, lifetime, posture) is the engine's call, not this
 //! module's. It must never read the clock, touch I/O, or log a token.
 
-use std::collections::HashMap;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::device::{DeviceKey, Os, PublicKey, Version};
-use crate::state::{Device, SecuritySoftware};
+use crate::state::{Devices, SecuritySoftware};
 
 /// The `typ` every token must carry, so no other JWT can be replayed here.
 pub const TOKEN_TYPE: &str = "device-attestation+jwt";
@@ -77,7 +75,7 @@ struct HeaderOut<'a> {
 /// Parses `token` and checks its signature with the key registered for its
 /// `kid` in `devices`. Any device status passes here: the engine decides
 /// what a pending or revoked device may do.
-pub fn verify(token: &str, devices: &HashMap<String, Device>) -> Result<VerifiedToken, AttestationError> {
+pub fn verify(token: &str, devices: &Devices) -> Result<VerifiedToken, AttestationError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AttestationError::Malformed("longer than 4096 bytes"));
     }

@@ -1,11 +1,10 @@
-use std::collections::HashMap;
-
 use base64::Engine as _;
 
 use super::*;
 use crate::device::{DeviceKind, DeviceStatus, Ownership};
+use crate::state::{Device, Devices};
 
-fn device(key: &SigningKey) -> HashMap<String, Device> {
+fn device(key: &SigningKey) -> Devices {
     let d = Device {
         id: "d1".into(),
         owner: "u1".into(),
@@ -18,7 +17,7 @@ fn device(key: &SigningKey) -> HashMap<String, Device> {
         status: DeviceStatus::Approved,
         certificate: None,
     };
-    HashMap::from([("d1".to_owned(), d)])
+    Devices::from(vec![("d1".to_owned(), d)])
 }
 
 fn claims() -> Claims {

@@ -1,7 +1,6 @@
 //! Table tests for every check of `decide`, plus property tests for the
 //! invariants no rule change may break.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -86,8 +85,8 @@ fn world() -> World {
         certificate: None,
     };
     let state = State {
-        users: Arc::new(HashMap::from([("u1".into(), user)])),
-        devices: Arc::new(HashMap::from([("d1".into(), device)])),
+        users: vec![("u1".into(), user)].into(),
+        devices: vec![("d1".into(), device)].into(),
         ..State::default()
     };
     World { profile, state, key }
@@ -150,11 +149,11 @@ impl World {
     }
 
     fn device(&mut self) -> &mut Device {
-        Arc::make_mut(&mut self.state.devices).get_mut("d1").unwrap()
+        self.state.devices.get_mut("d1").unwrap()
     }
 
     fn user(&mut self) -> &mut User {
-        Arc::make_mut(&mut self.state.users).get_mut("u1").unwrap()
+        self.state.users.get_mut("u1").unwrap()
     }
 }
 

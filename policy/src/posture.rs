@@ -5,13 +5,11 @@
 //! current. This module decides whether a report may update the record; it
 //! reads no clock (the caller passes `now`) and does no I/O.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::attestation::{verify, AttestationError, Claims};
 use crate::device::DeviceStatus;
-use crate::state::Device;
+use crate::state::Devices;
 
 /// The `aud` of a posture report; no profile may use it, so a report is
 /// never a pass to a SaaS and an access token is never a report.
@@ -40,12 +38,7 @@ pub enum ReportError {
 /// Checks a report for device `id` and returns the posture it asserts.
 /// Ordering against earlier reports (a replayed old report) is the store's
 /// job: it keeps the `iat` of the last accepted report.
-pub fn check_report(
-    token: &str,
-    id: &str,
-    devices: &HashMap<String, Device>,
-    now: DateTime<Utc>,
-) -> Result<Claims, ReportError> {
+pub fn check_report(token: &str, id: &str, devices: &Devices, now: DateTime<Utc>) -> Result<Claims, ReportError> {
     let verified = verify(token, devices)?;
     if verified.device != id {
         return Err(ReportError::OtherDevice(verified.device, id.to_owned()));

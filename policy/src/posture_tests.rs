@@ -1,10 +1,9 @@
-use std::collections::HashMap;
-
 use chrono::TimeZone as _;
 
 use super::*;
 use crate::attestation::{mint, SigningKey};
 use crate::device::{DeviceKind, Os, Ownership};
+use crate::state::{Device, Devices};
 
 const NOW: i64 = 1_795_000_000;
 
@@ -12,7 +11,7 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
 }
 
-fn devices(status: DeviceStatus) -> HashMap<String, Device> {
+fn devices(status: DeviceStatus) -> Devices {
     let d = |id: &str, seed| Device {
         id: id.into(),
         owner: "u1".into(),
@@ -25,7 +24,7 @@ fn devices(status: DeviceStatus) -> HashMap<String, Device> {
         status,
         certificate: None,
     };
-    HashMap::from([("d1".to_owned(), d("d1", 1)), ("d2".to_owned(), d("d2", 2))])
+    Devices::from(vec![("d1".to_owned(), d("d1", 1)), ("d2".to_owned(), d("d2", 2))])
 }
 
 fn report(kid: &str, seed: u8, edit: impl FnOnce(&mut Claims)) -> String {
@@ -54,7 +53,7 @@ fn a_fresh_report_signed_by_the_device_gives_its_posture() {
 fn every_flaw_in_a_report_is_named() {
     let now = Utc.timestamp_opt(NOW + 10, 0).unwrap();
     let ok = devices(DeviceStatus::Approved);
-    let cases: Vec<(&str, String, &str, HashMap<String, Device>, ReportError)> = vec![
+    let cases: Vec<(&str, String, &str, Devices, ReportError)> = vec![
         ("signed by another key", report("d1", 9, |_| {}), "d1", ok.clone(), AttestationError::BadSignature.into()),
         (
             "another device's report",

@@ -1,8 +1,10 @@
 //! The durable facts about people and devices as one immutable snapshot:
 //! users, devices, suspensions, emergency stops, overtime grants and
-//! maintenance windows. The store builds it; the engine only reads it. Each
-//! table sits behind its own `Arc`, so a write copies only the table it
-//! changes. It must never do I/O or read the clock.
+//! maintenance windows. The store builds it; the engine only reads it. The
+//! big tables (users, devices, certificates) are persistent maps: a copy is
+//! O(1) and a write copies only the path to its entry, so an admin change
+//! costs the same with 100 devices or a million. The small tables sit behind
+//! an `Arc` each. It must never do I/O or read the clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,16 +14,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
 
+/// Users by id.
+pub type Users = imbl::HashMap<String, User>;
+/// Registered devices by id.
+pub type Devices = imbl::HashMap<String, Device>;
+
 /// Everything the engine needs to know about people and devices.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    pub users: Arc<HashMap<String, User>>,
-    pub devices: Arc<HashMap<String, Device>>,
+    pub users: Users,
+    pub devices: Devices,
     pub stops: Arc<Stops>,
     pub overtime: Arc<HashMap<String, Vec<OvertimeGrant>>>,
     pub maintenance: Arc<Vec<MaintenanceWindow>>,
     /// Device ids by client-certificate fingerprint; kept by whoever builds the state.
-    pub certificates: Arc<HashMap<[u8; 32], String>>,
+    pub certificates: imbl::HashMap<[u8; 32], String>,
 }
 
 impl State {

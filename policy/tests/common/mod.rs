@@ -74,7 +74,7 @@ impl World {
             suspended: None,
             restricted: None,
         };
-        Arc::make_mut(&mut self.state.users).insert(id.into(), user);
+        self.state.users.insert(id.into(), user);
         self
     }
 
@@ -102,23 +102,23 @@ impl World {
             status,
             certificate: None,
         };
-        Arc::make_mut(&mut self.state.devices).insert(id.into(), device);
+        self.state.devices.insert(id.into(), device);
         self.keys.insert(id.into(), key);
         self
     }
 
     pub fn suspend(&mut self, user: &str, at: DateTime<Utc>) {
         let flag = Flag { reason: "第18条".into(), since: at, until: None };
-        Arc::make_mut(&mut self.state.users).get_mut(user).unwrap().suspended = Some(flag);
+        self.state.users.get_mut(user).unwrap().suspended = Some(flag);
     }
 
     pub fn restrict(&mut self, user: &str, at: DateTime<Utc>) {
         let flag = Flag { reason: "第18条".into(), since: at, until: None };
-        Arc::make_mut(&mut self.state.users).get_mut(user).unwrap().restricted = Some(flag);
+        self.state.users.get_mut(user).unwrap().restricted = Some(flag);
     }
 
     pub fn revoke(&mut self, device: &str) {
-        Arc::make_mut(&mut self.state.devices).get_mut(device).unwrap().status = DeviceStatus::Revoked;
+        self.state.devices.get_mut(device).unwrap().status = DeviceStatus::Revoked;
     }
 
     pub fn stop(&mut self, profile: Option<&str>, at: DateTime<Utc>) {
