@@ -212,6 +212,10 @@ impl Admin {
                     .map(|r| (r.0, json!({"user": id, "lifted": kind, "reason": input.reason})))
             }
             ("GET", ["v1", "devices"]) => allow(caller, any).map(|()| self.list_devices()),
+            ("POST", ["v1", "devices", "import"]) => {
+                allow(caller, &[SystemManager])?;
+                self.import_devices(caller, parse(body)?).await
+            }
             ("POST", ["v1", "devices"]) => {
                 allow(caller, &[SystemManager, GeneralAdmin, Applicant])?;
                 self.file_device(caller, parse(body)?).await
@@ -423,21 +427,23 @@ impl Admin {
     }
 
     async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
-        check_id(&input.id, "device id")?;
-        let key = DeviceKey::parse(&input.key_alg, &input.public_key).map_err(|e| bad(e.to_string()))?;
-        let device = Device {
-            id: input.id.clone(),
-            owner: input.owner,
-            kind: input.kind,
-            ownership: input.ownership,
-            os: input.os,
-            os_version: input.os_version,
-            security_software: input.security_software.map(|s| SecuritySoftware { name: s.name, updated: s.updated }),
-            key,
-            status: DeviceStatus::Pending,
-            certificate: None,
-        };
-        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &input.id, "").await?;
+        let device = input.into_device(DeviceStatus::Pending)?;
+        let id = device.id.clone();
+        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, "").await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
+    /// Registers devices in bulk, approved (an asset register of city-issued
+    /// PCs): all or none, one transaction, one audit record.
+    async fn import_devices(&self, caller: &Caller<'_>, input: ImportInput) -> ApiResult {
+        let reason = non_empty(input.reason)?;
+        if input.devices.is_empty() || input.devices.len() > MAX_IMPORT {
+            return Err(bad(format!("give 1 to {MAX_IMPORT} devices per import, not {}", input.devices.len())));
+        }
+        let devices =
+            input.devices.into_iter().map(|d| d.into_device(DeviceStatus::Approved)).collect::<Result<Vec<_>, _>>()?;
+        let target = format!("{} devices", devices.len());
+        let (_, v) = self.commit(caller, Change::ImportDevices(devices), "device.import", &target, &reason).await?;
         Ok((StatusCode::CREATED, v))
     }
 
@@ -728,6 +734,36 @@ struct DeviceInput {
 struct SecurityInput {
     name: String,
     updated: NaiveDate,
+}
+
+impl DeviceInput {
+    fn into_device(self, status: DeviceStatus) -> Result<Device, ApiError> {
+        check_id(&self.id, "device id")?;
+        let key =
+            DeviceKey::parse(&self.key_alg, &self.public_key).map_err(|e| bad(format!("device `{}`: {e}", self.id)))?;
+        Ok(Device {
+            id: self.id,
+            owner: self.owner,
+            kind: self.kind,
+            ownership: self.ownership,
+            os: self.os,
+            os_version: self.os_version,
+            security_software: self.security_software.map(|s| SecuritySoftware { name: s.name, updated: s.updated }),
+            key,
+            status,
+            certificate: None,
+        })
+    }
+}
+
+/// Devices per import call; about 1 MiB of JSON.
+const MAX_IMPORT: usize = 4000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportInput {
+    reason: String,
+    devices: Vec<DeviceInput>,
 }
 
 #[derive(Deserialize)]

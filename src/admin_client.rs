@@ -64,6 +64,14 @@ enum Action {
     },
     /// Reload the rules files.
     Reload,
+    /// Register approved devices in bulk from a JSON-lines file (one
+    /// registration object per line, as for `POST /v1/devices`), in batches
+    /// of 2000; each batch is all or nothing.
+    ImportDevices {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
     /// Any call: METHOD PATH [JSON], e.g. `get /v1/users`.
     Call { method: String, path: String, body: Option<String> },
 }
@@ -72,6 +80,7 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     let (base, token, default_ca) = endpoint(args.url, config_path)?;
     let ca = args.cacert.or(default_ca);
     let (method, path, body) = match args.action {
+        Action::ImportDevices { file, reason } => return import_devices(&base, &token, ca.as_deref(), &file, &reason),
         Action::Status => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
             ("POST", format!("/v1/users/{user}/suspend"), Some(json!({"reason": reason, "until": until})))
@@ -115,6 +124,34 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     if status >= 400 {
         return Err(format!("the gateway answered {status}"));
     }
+    Ok(())
+}
+
+fn import_devices(base: &str, token: &str, ca: Option<&Path>, file: &Path, reason: &str) -> Result<(), String> {
+    const BATCH: usize = 2000;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let mut devices = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| format!("`{}` line {}: not JSON: {e}", file.display(), n + 1))?;
+        devices.push(value);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut done = 0;
+    for batch in devices.chunks(BATCH) {
+        let body = json!({ "reason": reason, "devices": batch });
+        let (status, text) = runtime.block_on(call(base, Some(token), ca, "POST", "/v1/devices/import", Some(body)))?;
+        if status >= 300 {
+            return Err(format!(
+                "batch of devices {}..{} refused ({status}): {text}; {done} devices before it were registered",
+                done + 1,
+                done + batch.len()
+            ));
+        }
+        done += batch.len();
+        eprintln!("registered {done} of {}", devices.len());
+    }
+    println!("{{\"ok\":true,\"registered\":{done}}}");
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub enum Change {
     },
     /// A new registration application (always `pending`).
     FileDevice(Box<Device>),
+    /// Devices registered in bulk by a system manager (approved).
+    ImportDevices(Vec<Device>),
     /// A client certificate was issued to the device (SHA-256 of its DER).
     SetDeviceCert {
         id: String,
@@ -250,33 +252,11 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 None => tx.execute("DELETE FROM flags WHERE user_id = ?1 AND kind = ?2", params![user, kind_s])?,
             };
         }
-        Change::FileDevice(d) => {
-            require_user(tx, &d.owner)?;
-            let exists: Option<String> =
-                tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
-            if exists.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "device `{}` is already registered; a changed device is a new application with a new id",
-                    d.id
-                )));
+        Change::FileDevice(d) => insert_device(tx, d)?,
+        Change::ImportDevices(devices) => {
+            for d in devices {
+                insert_device(tx, d)?;
             }
-            tx.execute(
-                "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    d.id,
-                    d.owner,
-                    d.kind.as_str(),
-                    d.ownership.as_str(),
-                    d.os.as_str(),
-                    d.os_version.to_string(),
-                    d.security_software.as_ref().map(|s| s.name.clone()),
-                    d.security_software.as_ref().map(|s| s.updated.to_string()),
-                    d.key.alg(),
-                    d.key.to_b64(),
-                    d.status.as_str()
-                ],
-            )?;
         }
         Change::SetDeviceCert { id, sha256 } => {
             let n = tx.execute(
@@ -354,6 +334,37 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
     Ok(change)
 }
 
+/// Inserts one device; an id already registered is a conflict.
+fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), StoreError> {
+    require_user(tx, &d.owner)?;
+    let exists: Option<String> =
+        tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
+    if exists.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "device `{}` is already registered; a changed device is a new application with a new id",
+            d.id
+        )));
+    }
+    tx.execute(
+                "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    d.id,
+                    d.owner,
+                    d.kind.as_str(),
+                    d.ownership.as_str(),
+                    d.os.as_str(),
+                    d.os_version.to_string(),
+                    d.security_software.as_ref().map(|s| s.name.clone()),
+                    d.security_software.as_ref().map(|s| s.updated.to_string()),
+                    d.key.alg(),
+                    d.key.to_b64(),
+                    d.status.as_str()
+                ],
+            )?;
+    Ok(())
+}
+
 fn require_user(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<(), StoreError> {
     let found: Option<String> = tx.query_row("SELECT id FROM users WHERE id = ?1", [user], |r| r.get(0)).optional()?;
     found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("user `{user}` does not exist")))
@@ -395,6 +406,11 @@ pub fn apply(state: &State, change: &Change) -> State {
         }
         Change::FileDevice(d) => {
             next.devices.insert(d.id.clone(), (**d).clone());
+        }
+        Change::ImportDevices(devices) => {
+            for d in devices {
+                next.devices.insert(d.id.clone(), d.clone());
+            }
         }
         Change::SetDeviceStatus { id, status } => {
             if let Some(d) = next.devices.get_mut(id) {

@@ -582,3 +582,42 @@ async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
         "a certificate for another name is refused"
     );
 }
+
+/// An asset register of city-issued PCs is registered in one go: all or
+/// nothing, system manager only, and the imported devices pass at once.
+#[tokio::test]
+async fn devices_import_in_bulk_all_or_nothing() {
+    let (_up, _ws, gw) = setup().await;
+    let taro = gw.enrol("taro", Enrol::default()).await;
+    let key = |n: u8| sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[n; 32]));
+    let entry = |id: &str, n: u8| {
+        let public = key(n).public();
+        json!({"id": id, "owner": "taro", "kind": "pc", "ownership": "issued", "os": "windows",
+               "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64(),
+               "security_software": {"name": "Defender", "updated": chrono::Utc::now().date_naive()}})
+    };
+    let batch = |devices: Vec<serde_json::Value>| json!({"reason": "資産台帳 2026-11", "devices": devices});
+
+    // One clash (an id already registered) refuses the whole batch.
+    let clash = batch(vec![entry("asset-001", 1), entry(&taro.device, 2)]);
+    assert_eq!(gw.admin_call("POST", "/v1/devices/import", ROOT_TOKEN, Some(clash)).await.0, 409);
+    let (status, _) =
+        gw.admin_call("POST", "/v1/devices/import", GENERAL_TOKEN, Some(batch(vec![entry("x", 3)]))).await;
+    assert_eq!(status, 403, "importing is the system manager's");
+    let devices = gw.admin_call("GET", "/v1/devices", ROOT_TOKEN, None).await.1;
+    assert!(!devices.to_string().contains("asset-001"), "a refused batch left a device behind");
+
+    let (status, v) = gw
+        .admin_call(
+            "POST",
+            "/v1/devices/import",
+            ROOT_TOKEN,
+            Some(batch(vec![entry("asset-001", 1), entry("asset-002", 2)])),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let imported = support::Person { device: "asset-002".into(), key: key(2), ..taro };
+    assert_eq!(gw.get_as(&imported, "app.localhost", "/").await.status(), 200, "imported devices are approved");
+    let audit = gw.admin_call("GET", "/v1/audit?action=device.import", ROOT_TOKEN, None).await.1;
+    assert!(audit.to_string().contains("2 devices"), "{audit}");
+}
