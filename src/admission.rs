@@ -73,7 +73,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
         None
     }
 
+    /// Called once the listeners stopped (shutdown, or the hand-over of a
+    /// graceful upgrade). pingora then drops every connection still waiting
+    /// for a request header, including ones accepted a moment before whose
+    /// first bytes are still in flight: they would see a reset. A short wait
+    /// lets those be read and answered first; idle keep-alive connections
+    /// close a second later than they would have.
     async fn cleanup(&self) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
         self.app.cleanup().await;
     }
 }

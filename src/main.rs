@@ -28,7 +28,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
-    Serve,
+    Serve {
+        /// Take the listening sockets over from a running sekisho (graceful
+        /// upgrade): start this, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate the configuration and every rules file without serving.
     CheckConfig,
     /// Print the SHA-256 of an admin token read from standard input, for `sekisho.toml`.
@@ -52,8 +57,8 @@ enum CaCommand {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve::run(&cli.config).map_err(|e| e.to_string()),
+    let result = match cli.command.unwrap_or(Command::Serve { upgrade: false }) {
+        Command::Serve { upgrade } => serve::run(&cli.config, upgrade).map_err(|e| e.to_string()),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashToken => hash_token(),
         Command::Admin(args) => admin_client::run(args, &cli.config),

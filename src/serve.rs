@@ -42,7 +42,10 @@ pub enum StartError {
     Io(String, std::io::Error),
 }
 
-pub fn run(config_path: &Path) -> Result<(), StartError> {
+/// Runs the gateway. With `upgrade`, the proxy's listening sockets come from
+/// the running process (pingora's graceful upgrade, triggered by sending it
+/// SIGQUIT), and the admin and demo ports are taken once it lets them go.
+pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let config = Config::load(config_path)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
     let tokens = admin_tokens(&config)?;
@@ -66,10 +69,14 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
     );
     let shared = Arc::new(Shared::new(store, rules, upstreams, state));
     let metrics = Arc::new(Metrics::default());
-    for addr in [config.https, config.http].into_iter().flatten() {
-        drop(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
+    // An upgrade finds every port taken by the process it replaces.
+    let later = |addr| if upgrade { Ok(Listen::Later(addr)) } else { bind(addr).map(Listen::Bound) };
+    if !upgrade {
+        for addr in [config.https, config.http].into_iter().flatten() {
+            drop(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
+        }
     }
-    let admin_listener = bind(config.admin.listen)?;
+    let admin_listener = later(config.admin.listen)?;
     let admin_tls = config.admin.tls.as_ref().map(|(cert, key)| crate::tls::acceptor(cert, key)).transpose()?;
     let device_ca = config
         .tls
@@ -78,16 +85,19 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
         .map(|(cert, key)| crate::ca::DeviceCa::load(cert, key))
         .transpose()?
         .map(Arc::new);
-    let demo_listener = config.demo_upstream.map(bind).transpose()?;
+    let demo_listener = config.demo_upstream.map(later).transpose()?;
 
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(2),
         upstream_keepalive_pool_size: 256,
+        // Per data directory, so two gateways on one host never swap sockets.
+        upgrade_sock: config.data_dir.join("upgrade.sock").display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt { upgrade, ..Default::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let limits = Arc::new(Limiters::new(&config.limits));
     let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), limits.clone(), config.keepalive_secs);
@@ -134,23 +144,58 @@ pub fn run(config_path: &Path) -> Result<(), StartError> {
 /// The admin API, the demo upstream and SIGHUP reloads, on one background runtime.
 struct Sidecar {
     admin: Arc<Admin>,
-    admin_listener: TcpListener,
+    admin_listener: Listen,
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
-    demo_listener: Option<TcpListener>,
+    demo_listener: Option<Listen>,
+}
+
+/// A port bound at start, or one to take over from the process being upgraded.
+enum Listen {
+    Bound(TcpListener),
+    Later(SocketAddr),
+}
+
+impl Listen {
+    async fn take(&self, shutdown: &ShutdownWatch) -> Option<tokio::net::TcpListener> {
+        match self {
+            Listen::Bound(l) => to_tokio(l),
+            Listen::Later(addr) => loop {
+                // The old process holds the port until it exits.
+                if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+                    return Some(l);
+                }
+                if *shutdown.borrow() {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            },
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Sidecar {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let Some(admin_listener) = to_tokio(&self.admin_listener) else { return };
+        let Some(admin_listener) = self.admin_listener.take(&shutdown).await else { return };
+        if matches!(self.admin_listener, Listen::Later(_)) {
+            // The old process wrote through its admin API until now.
+            match self.admin.shared.reload_state().await {
+                Ok(()) => log::warn!("upgrade: took over the admin API and reloaded the state"),
+                Err(e) => {
+                    log::error!("upgrade: the state could not be reloaded, serving what was loaded at start: {e}")
+                }
+            }
+        }
         let admin = tokio::spawn(crate::admin::serve(
             self.admin.clone(),
             admin_listener,
             self.admin_tls.clone(),
             shutdown.clone(),
         ));
-        if let Some(demo) = self.demo_listener.as_ref().and_then(to_tokio) {
-            tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
+        if let Some(demo) = &self.demo_listener {
+            if let Some(demo) = demo.take(&shutdown).await {
+                tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
+            }
         }
         tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));

@@ -103,6 +103,24 @@ impl Shared {
         Ok(stored)
     }
 
+    /// Re-reads the whole state from the store (after a graceful upgrade, when
+    /// the old process can no longer write) and swaps it in.
+    pub async fn reload_state(&self) -> Result<(), StoreError> {
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let state = tokio::task::spawn_blocking(move || store.load()).await.map_err(|_| StoreError::Poisoned)??;
+        let current = self.snapshot.load_full();
+        self.snapshot.store(Arc::new(Snapshot {
+            rules: current.rules.clone(),
+            upstreams: current.upstreams.clone(),
+            state: Arc::new(state),
+            built_at: Utc::now(),
+        }));
+        // In-flight requests re-judge against what changed meanwhile.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Replaces the rules once they load and the audit record is durable;
     /// on any error the running rules stay.
     pub async fn reload_rules(&self, dir: &Path, audit: AuditEntry) -> Result<usize, ReloadError> {

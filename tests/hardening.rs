@@ -365,3 +365,94 @@ fn rss_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// Upgrading the binary under load: the new process takes the listening
+/// sockets over (pingora's fd hand-over) and the old one drains, so no
+/// connection is refused and no request fails; an admin change made on the
+/// old process while the new one was starting is not lost.
+#[tokio::test]
+async fn a_graceful_upgrade_under_load_refuses_no_connection() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let limits = "\n[limits]\nper_client_rps = 1000000\nper_user_rps = 1000000\n";
+    let mut gw = Gateway::start_with(&up, &ws, limits).await;
+    let p = gw.enrol("steady", Enrol::default()).await;
+    let writer = gw.enrol("writer", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nConnection: close\r\n\r\n");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, request, addr) = (stop.clone(), request.clone(), gw.http);
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A new connection each time: a refused connect is the failure looked for.
+                let answer = async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                    s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_owned())
+                };
+                match tokio::time::timeout(Duration::from_secs(5), answer).await {
+                    Ok(Ok(line)) if line.starts_with("HTTP/1.1 200") => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut old = gw.upgrade().await;
+    // Written through the old process after the new one loaded its state.
+    gw.admin("POST", "/v1/users/writer/restrict", serde_json::json!({"reason": "read only during audit"})).await;
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = old.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = old.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "the old process did not drain and exit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut served, mut failures) = (0, Vec::new());
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        served += ok;
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        served as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(served > 50, "only {served} requests ran across the upgrade");
+
+    // The new process owns the admin API and saw the late change.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gw.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new process never took the admin API over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let write = gw
+        .client()
+        .post(gw.url("app.localhost", "/"))
+        .header("device-attestation", writer.token("app.localhost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reason(&write).as_deref(), Some("user_restricted"), "the restriction made during the upgrade was lost");
+    assert_eq!(gw.get_as(&p, "app.localhost", "/").await.status(), 200);
+}

@@ -548,6 +548,32 @@ ownership = ["personal"]
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
+    /// Graceful upgrade: a second gateway starts with `--upgrade`, and once it
+    /// waits for the sockets the running one gets SIGQUIT. Returns the old
+    /// process, which drains and exits; `self` is the new one from then on.
+    pub async fn upgrade(&mut self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("gateway-upgraded.log")).unwrap();
+        let sock = self.path("data/upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        let new = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .current_dir(self.dir.path())
+            .args(["serve", "--upgrade"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "the new gateway never listened on {}", sock.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let old = self.child.replace(new).unwrap();
+        let quit = Command::new("kill").args(["-QUIT", &old.id().to_string()]).status().unwrap();
+        assert!(quit.success());
+        old
+    }
+
     /// `kill -9`: no shutdown of any kind.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
