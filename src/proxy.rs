@@ -309,6 +309,9 @@ impl ProxyHttp for Gateway {
             Ok(()) => {
                 self.metrics.allowed();
                 if session.is_upgrade_req() {
+                    // A chat socket may sit idle for long; suspension and
+                    // revocation cut it through `register_live`, not a timer.
+                    session.set_read_timeout(Some(crate::upstream::UPGRADE_IDLE));
                     self.register_live(session, ctx);
                 }
                 Ok(false)

@@ -15,6 +15,9 @@ use pingora::utils::tls::{parse_x509, WrappedX509};
 use sekisho_policy::rules::Route;
 use sekisho_policy::Rules;
 
+/// How long an upgraded connection (WebSocket) may stay silent both ways.
+pub const UPGRADE_IDLE: Duration = Duration::from_secs(3600);
+
 /// Extra CAs per route host, parsed and checked at load time.
 #[derive(Default)]
 pub struct Upstreams {
@@ -40,13 +43,16 @@ impl Upstreams {
     }
 
     /// The peer for one request. `upgrade` forces HTTP/1.1 (WebSocket).
+    /// The peer for `route`: the route's timeout bounds each read and write,
+    /// except that an upgraded connection (WebSocket) may stay silent for
+    /// [`UPGRADE_IDLE`].
     pub fn peer(&self, route: &Route, addr: SocketAddr, upgrade: bool) -> HttpPeer {
         let (route_host, upstream) = (&route.host, &route.upstream);
         let timeout = Duration::from_secs(u64::from(route.timeout_secs.get()));
         let mut peer = HttpPeer::new(addr, upstream.tls, upstream.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(timeout);
+        peer.options.read_timeout = Some(if upgrade { UPGRADE_IDLE.max(timeout) } else { timeout });
         peer.options.write_timeout = Some(timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.alpn = if upstream.tls && !upgrade { ALPN::H2H1 } else { ALPN::H1 };

@@ -621,3 +621,29 @@ async fn devices_import_in_bulk_all_or_nothing() {
     let audit = gw.admin_call("GET", "/v1/audit?action=device.import", ROOT_TOKEN, None).await.1;
     assert!(audit.to_string().contains("2 devices"), "{audit}");
 }
+
+/// A chat socket can sit idle far longer than the route's request timeout:
+/// the timeout bounds requests, while an open WebSocket ends only when its
+/// user is suspended, its device revoked, or either side closes it.
+#[tokio::test]
+async fn an_idle_websocket_outlives_the_routes_request_timeout() {
+    let (_up, ws, gw) = setup().await;
+    let rules = std::fs::read_to_string(gw.path("rules/ws.toml")).unwrap();
+    let upstream_line = format!("upstream = \"http://{}\"", ws.addr);
+    assert!(rules.contains(&upstream_line));
+    gw.write_rules("ws.toml", &rules.replace(&upstream_line, &format!("{upstream_line}\ntimeout_secs = 1")));
+    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    let jun = gw.enrol("jun", Enrol::default()).await;
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://ws.localhost:{}/chat",
+        gw.http.port()
+    ))
+    .unwrap();
+    request.headers_mut().insert("device-attestation", jun.token("ws.localhost").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    socket.send("まだいますか".into()).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(2), socket.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo.to_text().unwrap(), "まだいますか");
+}
