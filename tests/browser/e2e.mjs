@@ -3,6 +3,9 @@
 // by its script after a fetch() and a WebSocket round trip) or the block
 // page's reason code. Usage:
 //   node e2e.mjs URL SCREENSHOT [CERT.pem KEY.pem]
+// With NSS_HOME set, Chromium runs with that HOME, so it takes its client
+// certificate from $NSS_HOME/.pki/nssdb as an installed browser does
+// (picked without a prompt by the AutoSelectCertificateForUrls policy).
 import { chromium } from 'playwright-core';
 
 const [url, shot, cert, key] = process.argv.slice(2);
@@ -10,6 +13,7 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  env: process.env.NSS_HOME ? { ...process.env, HOME: process.env.NSS_HOME } : process.env,
 });
 try {
   const origin = new URL(url).origin;
