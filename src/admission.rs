@@ -14,7 +14,7 @@ use std::future::Future as _;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,24 +28,20 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::Metrics;
+
 /// Wraps a pingora app (the HTTP proxy) with the admission checks.
 pub struct Admission<A> {
     app: Arc<A>,
     per_client: u32,
     header_deadline: Duration,
     open: OpenConns,
-    refused: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl<A> Admission<A> {
-    pub fn new(app: A, per_client: u32, header_deadline: Duration) -> Self {
-        Admission {
-            app: Arc::new(app),
-            per_client,
-            header_deadline,
-            open: OpenConns::default(),
-            refused: AtomicU64::new(0),
-        }
+    pub fn new(app: A, per_client: u32, header_deadline: Duration, metrics: Arc<Metrics>) -> Self {
+        Admission { app: Arc::new(app), per_client, header_deadline, open: OpenConns::default(), metrics }
     }
 }
 
@@ -54,7 +50,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let ip = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let Some(_slot) = self.open.admit(ip, self.per_client) else {
-            let n = self.refused.fetch_add(1, Relaxed);
+            let n = self.metrics.connection_refused();
             // One line per 1000 refusals: a flood must not become a log flood.
             if n.is_multiple_of(1000) {
                 log::warn!("refused connections: {} from `{}` over the per-client cap", n + 1, fmt_ip(ip));
@@ -65,7 +61,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {
-            Box::new(HeaderClock::new(stream, self.header_deadline))
+            Box::new(HeaderClock::new(stream, self.header_deadline, self.metrics.clone()))
         };
         // pingora's HTTP app runs keep-alive reuse itself and hands nothing
         // back; anything it did would be dropped (closed) with the slot.
@@ -89,14 +85,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Admission<A> {
 /// bytes) is not under the header deadline.
 pub fn header_complete(stream: Option<&Stream>) {
     if let Some(clock) = stream.and_then(|s| s.as_any().downcast_ref::<HeaderClock>()) {
-        clock.phase.store(DONE, Relaxed);
+        clock.set_phase(DONE);
     }
 }
 
 /// Marks the request as over: the next request's first byte starts the clock.
 pub fn request_done(stream: Option<&Stream>) {
     if let Some(clock) = stream.and_then(|s| s.as_any().downcast_ref::<HeaderClock>()) {
-        clock.phase.store(WAITING, Relaxed);
+        clock.set_phase(WAITING);
     }
 }
 
@@ -157,6 +153,8 @@ impl Drop for Slot<'_> {
 const WAITING: u8 = 0;
 const READING: u8 = 1;
 const DONE: u8 = 2;
+/// The deadline passed: every later read fails too.
+const EXPIRED: u8 = 3;
 
 /// An HTTP/1 stream whose request headers must arrive within a deadline:
 /// from the connection's start for the first request, from the first byte
@@ -166,12 +164,18 @@ struct HeaderClock {
     phase: AtomicU8,
     limit: Duration,
     deadline: Pin<Box<Sleep>>,
+    metrics: Arc<Metrics>,
 }
 
 impl HeaderClock {
-    fn new(inner: Stream, limit: Duration) -> Self {
+    fn new(inner: Stream, limit: Duration, metrics: Arc<Metrics>) -> Self {
         let deadline = Box::pin(tokio::time::sleep(limit));
-        HeaderClock { inner, phase: AtomicU8::new(READING), limit, deadline }
+        HeaderClock { inner, phase: AtomicU8::new(READING), limit, deadline, metrics }
+    }
+
+    /// Moves to `phase` unless the deadline already passed: that is final.
+    fn set_phase(&self, phase: u8) {
+        let _ = self.phase.fetch_update(Relaxed, Relaxed, |p| (p != EXPIRED).then_some(phase));
     }
 }
 
@@ -185,7 +189,12 @@ impl AsyncRead for HeaderClock {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let phase = this.phase.load(Relaxed);
-        if phase == READING && this.deadline.as_mut().poll(cx).is_ready() {
+        let expired = phase == EXPIRED || (phase == READING && this.deadline.as_mut().poll(cx).is_ready());
+        if expired {
+            if phase != EXPIRED {
+                this.phase.store(EXPIRED, Relaxed);
+                this.metrics.header_timeout();
+            }
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request header deadline passed")));
         }
         let before = buf.filled().len();

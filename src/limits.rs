@@ -85,3 +85,39 @@ fn wait_secs(not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>) ->
     let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
     wait.as_secs().max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_client: u32, per_user: u32) -> Limits {
+        Limits {
+            per_client_rps: std::num::NonZeroU32::new(per_client).unwrap(),
+            per_user_rps: std::num::NonZeroU32::new(per_user).unwrap(),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn rotating_keys_are_forgotten_once_their_limits_recover() {
+        let l = Limiters::new(&limits(1000, 1000));
+        for i in 0..5000u32 {
+            assert!(l.client(IpAddr::from(i.to_be_bytes())).is_ok());
+            assert!(l.user(&format!("user{i}")).is_ok());
+        }
+        assert_eq!((l.by_client.len(), l.by_user.len()), (5000, 5000));
+        // One request each refills in a millisecond at 1000/s.
+        std::thread::sleep(Duration::from_millis(20));
+        l.prune();
+        assert_eq!((l.by_client.len(), l.by_user.len()), (0, 0));
+    }
+
+    #[test]
+    fn each_user_has_their_own_budget() {
+        let l = Limiters::new(&limits(1_000_000, 5));
+        let passed = (0..100).filter(|_| l.user("hanako").is_ok()).count();
+        assert_eq!(passed, 10, "a burst of twice the rate, then 429");
+        assert!(l.user("hanako").is_err_and(|secs| secs >= 1));
+        assert!(l.user("taro").is_ok(), "another user is not limited by hanako's requests");
+    }
+}

@@ -19,6 +19,8 @@ pub struct Metrics {
     denied: [AtomicU64; DenyReason::ALL.len()],
     blocked: [AtomicU64; Block::KINDS.len()],
     upstream_errors: AtomicU64,
+    connections_refused: AtomicU64,
+    header_timeouts: AtomicU64,
     latency: [AtomicU64; BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -42,6 +44,16 @@ impl Metrics {
 
     pub fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A connection over its address's cap was closed at once.
+    pub fn connection_refused(&self) -> u64 {
+        self.connections_refused.fetch_add(1, Relaxed)
+    }
+
+    /// A request header missed its deadline (slowloris).
+    pub fn header_timeout(&self) {
+        self.header_timeouts.fetch_add(1, Relaxed);
     }
 
     pub fn latency(&self, micros: u64) {
@@ -72,6 +84,10 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP sekisho_upstream_errors_total Failed upstream connections or exchanges.\n# TYPE sekisho_upstream_errors_total counter");
         let _ = writeln!(out, "sekisho_upstream_errors_total {}", self.upstream_errors.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_connections_refused_total Connections closed at once: over the per-address cap.\n# TYPE sekisho_connections_refused_total counter");
+        let _ = writeln!(out, "sekisho_connections_refused_total {}", self.connections_refused.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_header_timeouts_total Connections cut for a request header past its deadline.\n# TYPE sekisho_header_timeouts_total counter");
+        let _ = writeln!(out, "sekisho_header_timeouts_total {}", self.header_timeouts.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_request_duration_seconds Time from request header to audit.\n# TYPE sekisho_request_duration_seconds histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS_US.iter().zip(&self.latency) {

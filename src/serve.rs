@@ -110,6 +110,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         app,
         config.limits.connections_per_client.get(),
         std::time::Duration::from_secs(config.limits.header_timeout_secs.get().into()),
+        metrics.clone(),
     );
     let mut proxy = Service::new("sekisho".to_owned(), app);
     if let Some(addr) = config.https {

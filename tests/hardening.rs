@@ -224,6 +224,8 @@ async fn slow_header_is_cut_at_the_deadline() {
     let cut = cut.expect("the trickled header was never cut");
     assert!(cut >= Duration::from_millis(1900) && cut < Duration::from_secs(4), "cut after {cut:?}, deadline 2 s");
     assert!(up.seen().is_empty(), "a partial header reached the upstream");
+    let metrics = gw.admin_metrics().await;
+    assert!(metrics.contains("sekisho_header_timeouts_total 1"), "{metrics}");
 
     // Keep-alive: two prompt requests 3 s apart on one connection both pass;
     // the idle wait between them is not header time.
@@ -263,6 +265,7 @@ async fn connections_per_address_are_capped() {
     }
     let mut fourth = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     assert!(ask(&mut fourth, &request).await.is_none(), "a fourth connection from one address was served");
+    assert!(gw.admin_metrics().await.contains("sekisho_connections_refused_total 1"));
 
     drop(held.pop());
     // The gateway notices the close on its next read; give it a moment.

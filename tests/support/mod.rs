@@ -680,6 +680,17 @@ ownership = ["personal"]
         Person { user: user.into(), device, key, os, os_version, security_software }
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn admin_metrics(&self) -> String {
+        let resp = reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.admin))
+            .bearer_auth(ROOT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// Audit lines for `user`, oldest first, waiting briefly for the writer thread.
     pub async fn audit_lines(&self, user: &str) -> Vec<Value> {
         tokio::time::sleep(Duration::from_millis(200)).await;
