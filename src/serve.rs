@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -120,10 +121,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         if let Some((ca, _)) = &config.tls.device_ca {
             tls.set_client_cert_verifier(crate::ca::verifier(ca)?);
         }
-        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(tls).l4_buffer(l4_buffer()));
     }
     if let Some(addr) = config.http {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer()));
     }
     server.add_service(proxy);
     let admin = Arc::new(Admin {
@@ -234,6 +235,14 @@ async fn prune_limits(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => admin.limits.prune(),
         }
     }
+}
+
+/// pingora puts a 64 KiB read buffer in front of every client socket for
+/// the life of the connection, most of an idle keep-alive connection's
+/// memory. Its own header and body buffers already read in large chunks,
+/// so sekisho reads the socket directly (bench/README.md has the numbers).
+fn l4_buffer() -> L4BufferSettings {
+    L4BufferSettings::new(0, pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE)
 }
 
 fn to_tokio(l: &TcpListener) -> Option<tokio::net::TcpListener> {
