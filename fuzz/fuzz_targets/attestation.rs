@@ -1,8 +1,6 @@
 //! Any header value: `verify` returns an error or a token, never panics.
 #![no_main]
 
-use std::collections::HashMap;
-
 use libfuzzer_sys::fuzz_target;
 use sekisho_policy::attestation::{verify, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
@@ -23,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
         status: DeviceStatus::Approved,
         certificate: None,
     };
-    let devices = HashMap::from([("d1".to_owned(), device)]);
+    let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), device)]);
     let _ = verify(text, &devices);
 });
