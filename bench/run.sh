@@ -9,6 +9,8 @@
 #   ONLY='sekisho full' bench/run.sh     # only the cases whose name matches
 #   SCALE=1 bench/run.sh                 # memory per idle connection and
 #                                        # suspension-to-deny under load instead
+#   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
+#                                        # of nginx's closed-loop peak (PCTS, PEAK)
 #
 # Prints and writes (bench/results/) a table of requests/s, latency
 # percentiles and proxy CPU time per request (utime+stime of the proxy's
@@ -36,6 +38,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 (cd "$ROOT" && cargo build --release --quiet)
 (cd "$BENCH/bare" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet)
+if [ "${OPENLOOP:-0}" = 1 ]; then (cd "$BENCH/openloop" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet); fi
 
 RUN=$(mktemp -d /tmp/sekisho-bench.XXXXXX)
 PIDS=()
@@ -96,6 +99,88 @@ ticks() {
   done
   echo "$total"
 }
+
+if [ "${OPENLOOP:-0}" = 1 ]; then
+  # Open loop: each case at fixed fractions of nginx's closed-loop peak in this
+  # run (the median of ROUNDS wrk runs, or PEAK req/s if given), with latency
+  # from each request's intended send time (bench/openloop), interleaved.
+  # On a shared VM other work (a compile) moves the tail far more than it
+  # moves throughput, so each case first waits up to QUIET_WAIT seconds (30)
+  # for a second in which the machine is at least 90% idle, and is measured
+  # again (up to RETRIES times, 2) when processes outside the bench used more
+  # than OTHER_PCT percent (10) of one core during it.
+  wait_quiet() {
+    local a b i k idle total
+    for i in $(seq "${QUIET_WAIT:-30}"); do
+      read -ra a < /proc/stat; sleep 1; read -ra b < /proc/stat
+      idle=$(( b[4] + b[5] - a[4] - a[5] )); total=0
+      for k in 1 2 3 4 5 6 7 8; do total=$(( total + b[k] - a[k] )); done
+      (( idle * 10 >= total * 9 )) && return 0
+    done
+    echo "machine still busy after ${QUIET_WAIT:-30}s; measuring anyway" >&2
+  }
+  # CPU ticks of every process outside the bench (this shell, which waits
+  # for the load generator, and the servers); exited ones count through
+  # their parents. ksoftirqd is left out: it may carry the bench's packets.
+  others() {
+    local ours=" $$ ${PIDS[*]} $(for p in "${PIDS[@]}"; do pgrep -P "$p"; done | tr '\n' ' ') " t=0 f s
+    for f in /proc/[0-9]*/stat; do
+      read -r s < "$f" 2>/dev/null || continue
+      [[ "$ours" == *" ${s%% *} "* || "$s" == *"(ksoftirqd/"* ]] && continue
+      s=(${s##*\) }); t=$(( t + s[11] + s[12] + s[13] + s[14] ))
+    done
+    echo "$t"
+  }
+  if [ -z "${PEAK:-}" ]; then
+    peaks=()
+    for round in $(seq "$ROUNDS"); do
+      for attempt in $(seq $(( ${RETRIES:-2} + 1 ))); do
+        wait_quiet; other=$(others)
+        res=$(BENCH_TOKEN="" $LOAD_CPU wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$BENCH/wrk.lua" http://127.0.0.1:19001/ 2>&1 | grep '^RESULT')
+        (( ($(others) - other) * 100 <= ${OTHER_PCT:-10} * TICK * DURATION )) && break
+      done
+      peaks+=("$(echo "$res" | sed 's/.*requests=\([0-9]*\).*/\1/')")
+      echo "peak round $round: nginx ${peaks[-1]} requests in ${DURATION}s" >&2
+    done
+    PEAK=$(python3 -c 'import statistics, sys; print(int(statistics.median(int(v) for v in sys.argv[2:]) / float(sys.argv[1])))' "$DURATION" "${peaks[@]}")
+  fi
+  # case name | proxy pid (or -) | target | token?
+  OL_CASES=(
+    "upstream direct|-|http://127.0.0.1:19000/|"
+    "nginx|$NGINX|http://127.0.0.1:19001/|"
+    "haproxy|$HAPROXY|http://127.0.0.1:19002/|"
+    "bare pingora (no checks)|$BARE|http://127.0.0.1:19004/|"
+    "sekisho full rules|$SEKISHO|http://127.0.0.1:19003/|token"
+  )
+  ROWS="$RUN/openloop.tsv"
+  : > "$ROWS"
+  for round in $(seq "$ROUNDS"); do
+    for pct in ${PCTS:-25 50 75}; do
+      rate=$((PEAK * pct / 100))
+      for c in "${OL_CASES[@]}"; do
+        IFS='|' read -r name pid url tok <<< "$c"
+        [[ "$name" =~ ${ONLY:-.} ]] || continue
+        hdr=(-H "Host: bench.localhost"); [ "$tok" = token ] && hdr+=(-H "Device-Attestation: $TOKEN")
+        for attempt in $(seq $(( ${RETRIES:-2} + 1 ))); do
+          wait_quiet; other=$(others)
+          before=0; [ "$pid" != - ] && before=$(ticks "$pid")
+          res=$($LOAD_CPU "$ROOT/target/release/openloop" --url "$url" --rate "$rate" --connections "$CONNS" --duration "$DURATION" "${hdr[@]}")
+          after=0; [ "$pid" != - ] && after=$(ticks "$pid")
+          other=$(( $(others) - other ))
+          (( other * 100 <= ${OTHER_PCT:-10} * TICK * DURATION )) && break
+          echo "round $round: $pct%: $name: other work took $other ticks (attempt $attempt)" >&2
+        done
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$pct" "$rate" "$((after - before))" "$other" "$res" >> "$ROWS"
+        echo "round $round: $pct% ($rate req/s): $name: $res" >&2
+      done
+    done
+  done
+  mkdir -p "$BENCH/results"
+  OUT="$BENCH/results/$(date +%Y%m%d-%H%M%S)-openloop-w${WORKERS}-pin${PIN}.md"
+  python3 "$BENCH/report_openloop.py" "$ROWS" "$TICK" "$PEAK" "$DURATION" "rounds=$ROUNDS duration=${DURATION}s conns=$CONNS workers=$WORKERS pinned=$PIN cpu=$(nproc) $(uname -r)" | tee "$OUT"
+  echo "written: $OUT"
+  exit 0
+fi
 
 # case name | proxy pid (or -) | kind | target | token?
 CASES=(
