@@ -9,6 +9,8 @@
 #   ONLY='sekisho full' bench/run.sh     # only the cases whose name matches
 #   SCALE=1 bench/run.sh                 # memory per idle connection and
 #                                        # suspension-to-deny under load instead
+#   DEVICES=1 bench/run.sh               # requests/s and memory as registered devices
+#                                        # grow from 100 to 1,000,000 instead
 #   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
 #                                        # of nginx's closed-loop peak (PCTS, PEAK)
 #
@@ -76,6 +78,13 @@ $S admin call post /v1/overtime "{\"user\":\"bench\",\"approver\":\"bench\",\"re
 TOKEN=$($S agent token --key "$RUN/device.key" --device bench-pc --user bench --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600)
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19003/)
 [ "$status" = 200 ] || { echo "sekisho refused the bench token ($status)"; cat "$RUN/sekisho.log"; exit 1; }
+
+if [ "${DEVICES:-0}" = 1 ]; then
+  # Requests/s as registered devices grow to a million (bench/devices.py).
+  ROUNDS="$ROUNDS" DURATION="$DURATION" CONNS="$CONNS" LOAD_CPU="$LOAD_CPU" \
+    python3 "$BENCH/devices.py" "$RUN" "$TOKEN" "$SEKISHO" "$PUB" "$ALG"
+  exit 0
+fi
 
 if [ "${SCALE:-0}" = 1 ]; then
   # A second user whose suspension is timed while wrk loads the first.

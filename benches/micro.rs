@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -64,6 +65,8 @@ fn state(key: &SigningKey, n: usize) -> State {
             devices.insert(device.id.clone(), device);
         }
     }
+    let users: Vec<_> = users.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    let devices: Vec<_> = devices.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
     State { users: users.into(), devices: devices.into(), ..State::default() }
 }
 

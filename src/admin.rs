@@ -375,7 +375,7 @@ impl Admin {
 
     fn list_users(&self) -> (StatusCode, Value) {
         let snap = self.shared.snapshot();
-        let mut users: Vec<_> = snap.state.users.values().collect();
+        let mut users: Vec<&sekisho_policy::state::User> = snap.state.users.values().map(|u| &**u).collect();
         users.sort_by(|a, b| a.id.cmp(&b.id));
         (StatusCode::OK, json!({ "users": users }))
     }
@@ -421,7 +421,7 @@ impl Admin {
 
     fn list_devices(&self) -> (StatusCode, Value) {
         let snap = self.shared.snapshot();
-        let mut devices: Vec<_> = snap.state.devices.values().map(device_json).collect();
+        let mut devices: Vec<_> = snap.state.devices.values().map(|d| device_json(d)).collect();
         devices.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         (StatusCode::OK, json!({ "devices": devices }))
     }

@@ -394,10 +394,10 @@ pub fn apply(state: &State, change: &Change) -> State {
                 suspended,
                 restricted,
             };
-            users.insert(id.clone(), user);
+            users.insert(id.clone(), Arc::new(user));
         }
         Change::SetFlag { user, kind, flag } => {
-            if let Some(u) = next.users.get_mut(user) {
+            if let Some(u) = next.users.get_mut(user).map(Arc::make_mut) {
                 match kind {
                     FlagKind::Suspended => u.suspended = flag.clone(),
                     FlagKind::Restricted => u.restricted = flag.clone(),
@@ -405,25 +405,25 @@ pub fn apply(state: &State, change: &Change) -> State {
             }
         }
         Change::FileDevice(d) => {
-            next.devices.insert(d.id.clone(), (**d).clone());
+            next.devices.insert(d.id.clone(), Arc::new((**d).clone()));
         }
         Change::ImportDevices(devices) => {
             for d in devices {
-                next.devices.insert(d.id.clone(), d.clone());
+                next.devices.insert(d.id.clone(), Arc::new(d.clone()));
             }
         }
         Change::SetDeviceStatus { id, status } => {
-            if let Some(d) = next.devices.get_mut(id) {
+            if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 d.status = *status;
             }
         }
         Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
-            if let Some(d) = next.devices.get_mut(id) {
+            if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
         Change::SetDeviceCert { id, sha256 } => {
-            if let Some(d) = next.devices.get_mut(id) {
+            if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 let certs = &mut next.certificates;
                 if let Some(old) = d.certificate.replace(*sha256) {
                     certs.remove(&old);
@@ -459,7 +459,8 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
         let (id, display_name, role, profiles) = row?;
         let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
-        users.insert(id.clone(), User { id, display_name, role, profiles, suspended: None, restricted: None });
+        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
+        users.insert(id, Arc::new(user));
     }
     let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
     for row in stmt.query_map([], |r| {
@@ -473,7 +474,7 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
     })? {
         let (user, kind, reason, since, until) = row?;
         let flag = Flag { reason, since: time(&user, &since)?, until: until.map(|u| time(&user, &u)).transpose()? };
-        if let Some(u) = users.get_mut(&user) {
+        if let Some(u) = users.get_mut(&user).map(Arc::make_mut) {
             match kind.as_str() {
                 "suspended" => u.suspended = Some(flag),
                 "restricted" => u.restricted = Some(flag),
@@ -489,7 +490,7 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         if let Some(fp) = device.certificate {
             certificates.insert(fp, device.id.clone());
         }
-        devices.insert(device.id.clone(), device);
+        devices.insert(device.id.clone(), Arc::new(device));
     }
     let stops = Arc::make_mut(&mut state.stops);
     let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;

@@ -81,7 +81,7 @@ fn agent_keys_are_private_and_tokens_carry_the_claims() {
             status: sekisho_policy::device::DeviceStatus::Approved,
             certificate: None,
         };
-        let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), device)]);
+        let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(device))]);
         let verified = sekisho_policy::attestation::verify(token.trim(), &devices).unwrap();
         assert_eq!((verified.claims.sub.as_str(), verified.claims.aud.as_str()), ("u1", "demo.localhost"));
         assert!(verified.claims.exp - verified.claims.iat <= 300);

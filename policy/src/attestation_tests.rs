@@ -17,7 +17,7 @@ fn device(key: &SigningKey) -> Devices {
         status: DeviceStatus::Approved,
         certificate: None,
     };
-    Devices::from(vec![("d1".to_owned(), d)])
+    Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(d))])
 }
 
 fn claims() -> Claims {

@@ -85,8 +85,8 @@ fn world() -> World {
         certificate: None,
     };
     let state = State {
-        users: vec![("u1".into(), user)].into(),
-        devices: vec![("d1".into(), device)].into(),
+        users: vec![("u1".into(), Arc::new(user))].into(),
+        devices: vec![("d1".into(), Arc::new(device))].into(),
         ..State::default()
     };
     World { profile, state, key }
@@ -149,11 +149,11 @@ impl World {
     }
 
     fn device(&mut self) -> &mut Device {
-        self.state.devices.get_mut("d1").unwrap()
+        Arc::make_mut(self.state.devices.get_mut("d1").unwrap())
     }
 
     fn user(&mut self) -> &mut User {
-        self.state.users.get_mut("u1").unwrap()
+        Arc::make_mut(self.state.users.get_mut("u1").unwrap())
     }
 }
 

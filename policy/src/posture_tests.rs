@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use chrono::TimeZone as _;
 
 use super::*;
@@ -24,7 +26,7 @@ fn devices(status: DeviceStatus) -> Devices {
         status,
         certificate: None,
     };
-    Devices::from(vec![("d1".to_owned(), d("d1", 1)), ("d2".to_owned(), d("d2", 2))])
+    Devices::from(vec![("d1".to_owned(), Arc::new(d("d1", 1))), ("d2".to_owned(), Arc::new(d("d2", 2)))])
 }
 
 fn report(kid: &str, seed: u8, edit: impl FnOnce(&mut Claims)) -> String {

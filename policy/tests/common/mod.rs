@@ -74,7 +74,7 @@ impl World {
             suspended: None,
             restricted: None,
         };
-        self.state.users.insert(id.into(), user);
+        self.state.users.insert(id.into(), Arc::new(user));
         self
     }
 
@@ -102,23 +102,23 @@ impl World {
             status,
             certificate: None,
         };
-        self.state.devices.insert(id.into(), device);
+        self.state.devices.insert(id.into(), Arc::new(device));
         self.keys.insert(id.into(), key);
         self
     }
 
     pub fn suspend(&mut self, user: &str, at: DateTime<Utc>) {
         let flag = Flag { reason: "第18条".into(), since: at, until: None };
-        self.state.users.get_mut(user).unwrap().suspended = Some(flag);
+        Arc::make_mut(self.state.users.get_mut(user).unwrap()).suspended = Some(flag);
     }
 
     pub fn restrict(&mut self, user: &str, at: DateTime<Utc>) {
         let flag = Flag { reason: "第18条".into(), since: at, until: None };
-        self.state.users.get_mut(user).unwrap().restricted = Some(flag);
+        Arc::make_mut(self.state.users.get_mut(user).unwrap()).restricted = Some(flag);
     }
 
     pub fn revoke(&mut self, device: &str) {
-        self.state.devices.get_mut(device).unwrap().status = DeviceStatus::Revoked;
+        Arc::make_mut(self.state.devices.get_mut(device).unwrap()).status = DeviceStatus::Revoked;
     }
 
     pub fn stop(&mut self, profile: Option<&str>, at: DateTime<Utc>) {
