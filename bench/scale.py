@@ -40,6 +40,14 @@ def idle_cost(port, pid, host):
     return (after - before) / IDLE
 
 
+def admin(path, token):
+    a = http.client.HTTPConnection("127.0.0.1", 19090)
+    a.request("POST", path, body=json.dumps({"reason": "bench"}), headers={"Authorization": f"Bearer {token}"})
+    resp = a.getresponse()
+    resp.read()
+    return resp.status
+
+
 def suspension_to_deny():
     """Milliseconds from sending the suspension to the first denied request of that user, under load."""
     token = open(f"{RUN}/data/admin-token").read().strip()
@@ -59,39 +67,51 @@ def suspension_to_deny():
                 c.close()
                 c = http.client.HTTPConnection("127.0.0.1", 19003)
                 continue
+            if r.status == 200:
+                seen["allowed"] = True
             if r.status == 403 and "denied" not in seen:
                 seen["denied"] = time.monotonic()
                 return
 
     t = threading.Thread(target=poll)
     t.start()
-    time.sleep(0.5)
-    a = http.client.HTTPConnection("127.0.0.1", 19090)
+    while "allowed" not in seen and t.is_alive():
+        time.sleep(0.01)
+    time.sleep(0.1)
     sent = time.monotonic()
-    a.request("POST", "/v1/users/bench2/suspend", body=json.dumps({"reason": "bench"}), headers={"Authorization": f"Bearer {token}"})
-    resp = a.getresponse()
-    resp.read()
+    status = admin("/v1/users/bench2/suspend", token)
     acked = time.monotonic()
     t.join(20)
     stop.set()
     denied = seen.get("denied")
     if seen.get("errors"):
         print(f"poller reconnected {len(seen['errors'])} times: {seen['errors'][:3]}", file=sys.stderr)
-    return resp.status, (acked - sent) * 1000, None if denied is None else (denied - sent) * 1000
+    admin("/v1/users/bench2/unsuspend", token)
+    return status, (acked - sent) * 1000, None if denied is None else (denied - sent) * 1000
 
 
-load = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d8s", "-s", os.path.join(os.path.dirname(__file__), "wrk.lua"), "http://127.0.0.1:19003/"],
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+SAMPLES = int(os.environ.get("SAMPLES", "40"))
+load = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{SAMPLES + 10}s", "-s", os.path.join(os.path.dirname(__file__), "wrk.lua"), "http://127.0.0.1:19003/"],
                         env=dict(os.environ, BENCH_TOKEN=os.environ["BENCH_TOKEN"]), stdout=subprocess.DEVNULL)
 time.sleep(1)
-status, ack_ms, deny_ms = suspension_to_deny()
+samples = [suspension_to_deny() for _ in range(SAMPLES)]
+load.terminate()
 load.wait()
+acks = [a for _, a, _ in samples]
+denies = [d for _, _, d in samples if d is not None]
+statuses = sorted({st for st, _, _ in samples})
 sek = idle_cost(19003, SEKISHO_PID, "bench.localhost")
 ngx = idle_cost(19001, NGINX_PID, "bench.localhost")
 bare = idle_cost(19004, BARE_PID, "bench.localhost")
 print("| measure | value |")
 print("| --- | ---: |")
-print(f"| suspension: admin answer (commit + fsync + swap), under load | {ack_ms:.1f} ms (HTTP {status}) |")
-print(f"| suspension: sent → first denied request of that user, under load | {'-' if deny_ms is None else f'{deny_ms:.1f} ms'} |")
+print(f"| suspension: admin answer (commit + fsync + swap), under load, {SAMPLES} samples | p50 {pct(acks, 50):.1f} ms, p99 {pct(acks, 99):.1f} ms, max {max(acks):.1f} ms (HTTP {statuses}) |")
+print(f"| suspension: sent → first denied request of that user, under load, {len(denies)} of {SAMPLES} samples | p50 {pct(denies, 50):.1f} ms, p99 {pct(denies, 99):.1f} ms, max {max(denies):.1f} ms |")
 print(f"| memory per idle keep-alive connection, sekisho ({IDLE} conns) | {sek:.1f} KiB |")
 print(f"| memory per idle keep-alive connection, bare pingora ({IDLE} conns) | {bare:.1f} KiB |")
 print(f"| memory per idle keep-alive connection, nginx ({IDLE} conns) | {ngx:.1f} KiB |")
