@@ -459,3 +459,36 @@ async fn a_graceful_upgrade_under_load_refuses_no_connection() {
     assert_eq!(reason(&write).as_deref(), Some("user_restricted"), "the restriction made during the upgrade was lost");
     assert_eq!(gw.get_as(&p, "app.localhost", "/").await.status(), 200);
 }
+
+/// Client text in an audit line is data, never structure: quotes, escapes,
+/// an encoded line break and a forged field in the path, a lying token
+/// header, each still gives exactly one well-formed line with the gateway's
+/// own fields.
+#[tokio::test]
+async fn a_client_cannot_forge_audit_lines() {
+    let (_up, _ws, gw) = setup().await;
+    let before = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap_or_default().lines().count();
+    let forged = r#"{"decision":"allow","user":"root"}"#;
+    let attempts = [
+        format!("GET /a\"b%0A{}%0D%0A HTTP/1.1\r\nHost: app.localhost\r\n\r\n", forged.replace('"', "%22")),
+        format!("GET /x\"}},{forged} HTTP/1.1\r\nHost: app.localhost\r\n\r\n"),
+        "GET /%E2%80%A8%00x HTTP/1.1\r\nHost: app.localhost\r\n\r\n".to_owned(),
+        format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: \"}},{forged}\r\n\r\n"),
+    ];
+    let mut answered = 0;
+    for a in &attempts {
+        let status = raw(&gw, a).await;
+        assert!(matches!(status, 400 | 403), "{a:?} answered {status}");
+        answered += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(before).collect();
+    assert_eq!(lines.len(), answered, "one line per request: {lines:#?}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_ne!(v["decision"], "allow", "{line}");
+        assert!(v["user"].is_null(), "a forged user: {line}");
+        assert!(v["request_id"].as_str().is_some_and(|id| !id.contains('"')), "{line}");
+    }
+}
