@@ -296,6 +296,9 @@ impl ProxyHttp for Gateway {
             && session.get_keepalive().is_none();
         // pingora keeps idle keep-alive connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_secs));
+        // A client that reads the answer slower than 1 KiB/s (slow read)
+        // is cut instead of holding the connection and its buffers.
+        session.set_min_send_rate(Some(1024));
         crate::admission::header_complete(session.stream());
         Ok(())
     }
