@@ -162,6 +162,12 @@ impl Admin {
             }
         };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some(allow) = allowed_methods(&segments).filter(|a| !a.split(", ").any(|m| m == method.as_str())) {
+            let body = json!({"error": format!("`{method}` is not allowed here: {allow}")});
+            let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, &body, "application/json");
+            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+            return resp;
+        }
         let result = self.route(&caller, &method, &segments, &query, &body).await;
         match result {
             Ok((status, value)) => reply(status, &value, "application/json"),
@@ -201,15 +207,18 @@ impl Admin {
             ("POST", ["v1", "users", id, action @ ("suspend" | "restrict")]) => {
                 allow(caller, &[GeneralAdmin])?;
                 let kind = if *action == "suspend" { FlagKind::Suspended } else { FlagKind::Restricted };
-                self.set_flag(caller, id, kind, Some(parse(body)?)).await
+                let input: FlagInput = parse(body)?;
+                let until = input.until.map(|u| u.with_timezone(&Utc));
+                if until.is_some_and(|u| u <= Utc::now()) {
+                    return Err(bad("`until` is already past"));
+                }
+                self.set_flag(caller, id, kind, Some(until), input.reason).await
             }
             ("POST", ["v1", "users", id, action @ ("unsuspend" | "unrestrict")]) => {
                 allow(caller, &[GeneralAdmin])?;
                 let kind = if *action == "unsuspend" { FlagKind::Suspended } else { FlagKind::Restricted };
                 let input: Reason = parse(body)?;
-                self.set_flag(caller, id, kind, None)
-                    .await
-                    .map(|r| (r.0, json!({"user": id, "lifted": kind, "reason": input.reason})))
+                self.set_flag(caller, id, kind, None, input.reason).await
             }
             ("GET", ["v1", "devices"]) => allow(caller, any).map(|()| self.list_devices()),
             ("POST", ["v1", "devices", "import"]) => {
@@ -317,6 +326,9 @@ impl Admin {
             .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 16 KiB or unreadable".into()))?
             .to_bytes();
         let input: PostureInput = parse(&body)?;
+        if input.attestation.len() > sekisho_policy::attestation::MAX_TOKEN_LEN {
+            return Err(bad("`attestation` is longer than 4096 bytes"));
+        }
         let snap = self.shared.snapshot();
         let claims = match posture::check_report(&input.attestation, id, &snap.state.devices, Utc::now()) {
             Ok(c) => c,
@@ -398,18 +410,18 @@ impl Admin {
         self.commit(caller, change, "user.put", id, &input.reason.unwrap_or_default()).await
     }
 
-    async fn set_flag(&self, caller: &Caller<'_>, user: &str, kind: FlagKind, input: Option<FlagInput>) -> ApiResult {
-        let (flag, reason) = match input {
-            Some(i) => {
-                let reason = non_empty(i.reason)?;
-                let until = i.until.map(|u| u.with_timezone(&Utc));
-                if until.is_some_and(|u| u <= Utc::now()) {
-                    return Err(bad("`until` is already past"));
-                }
-                (Some(Flag { reason: reason.clone(), since: Utc::now(), until }), reason)
-            }
-            None => (None, String::new()),
-        };
+    /// Sets (`Some(until)`) or lifts (`None`) a flag; either way the reason
+    /// is required and goes into the audit record.
+    async fn set_flag(
+        &self,
+        caller: &Caller<'_>,
+        user: &str,
+        kind: FlagKind,
+        set: Option<Option<DateTime<Utc>>>,
+        reason: String,
+    ) -> ApiResult {
+        let reason = non_empty(reason)?;
+        let flag = set.map(|until| Flag { reason: reason.clone(), since: Utc::now(), until });
         let action = match (kind, flag.is_some()) {
             (FlagKind::Suspended, true) => "user.suspend",
             (FlagKind::Suspended, false) => "user.unsuspend",
@@ -562,7 +574,10 @@ impl Admin {
 
     fn query_audit(&self, query: &str) -> ApiResult {
         let q: AuditQuery = serde_urlencoded_lite(query)?;
-        let limit = q.limit.unwrap_or(100).min(1000);
+        let limit = q.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(bad(format!("`limit` must be 1 to 1000, not `{limit}`")));
+        }
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
                 let records =
@@ -609,6 +624,23 @@ fn non_empty(s: String) -> Result<String, ApiError> {
         return Err(bad("`reason` (and `approver` where asked) must not be empty"));
     }
     Ok(t.to_owned())
+}
+
+/// The methods a known path answers, for a 405 instead of a 404.
+fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
+    Some(match seg {
+        ["metrics"] | ["v1", "openapi.yaml" | "status" | "users" | "audit"] => "GET",
+        ["v1", "users", _] => "PUT",
+        ["v1", "devices" | "overtime" | "maintenance"] => "GET, POST",
+        ["v1", "overtime" | "maintenance", _] => "DELETE",
+        ["v1", "users", _, "suspend" | "restrict" | "unsuspend" | "unrestrict"]
+        | ["v1", "devices", "import"]
+        | ["v1", "devices", _, "approve" | "reject" | "revoke" | "certificate" | "posture"]
+        | ["v1", "emergency-stop"]
+        | ["v1", "emergency-stop", "lift"]
+        | ["v1", "rules", "reload"] => "POST",
+        _ => return None,
+    })
 }
 
 fn check_id(id: &str, what: &str) -> Result<(), ApiError> {

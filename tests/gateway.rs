@@ -208,8 +208,13 @@ async fn suspension_restriction_stop_and_maintenance_apply_on_the_next_request()
 
     gw.admin("POST", "/v1/users/erin/suspend", json!({"reason": "端末紛失"})).await;
     assert_eq!(reason(&gw.get_as(&erin, "app.localhost", "/").await).as_deref(), Some("user_suspended"));
+    let (status, _) = gw.admin_call("POST", "/v1/users/erin/unsuspend", ROOT_TOKEN, Some(json!({"reason": " "}))).await;
+    assert_eq!(status, 400, "lifting a suspension needs a reason");
+    assert_eq!(reason(&gw.get_as(&erin, "app.localhost", "/").await).as_deref(), Some("user_suspended"));
     gw.admin("POST", "/v1/users/erin/unsuspend", json!({"reason": "発見"})).await;
     assert_eq!(gw.get_as(&erin, "app.localhost", "/").await.status(), 200);
+    let trail = gw.admin_call("GET", "/v1/audit?target=erin&action=user.unsuspend", ROOT_TOKEN, None).await.1;
+    assert_eq!(trail["records"][0]["reason"], "発見", "the auditor sees why it was lifted: {trail}");
 
     gw.admin("POST", "/v1/emergency-stop", json!({"reason": "breach suspected", "profile": "app"})).await;
     let stopped = gw.get_as(&erin, "app.localhost", "/").await;
@@ -357,6 +362,9 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
         )
         .await;
     assert_eq!(status, 400, "unknown profiles are refused");
+    assert_eq!(gw.admin_call("DELETE", "/v1/status", ROOT_TOKEN, None).await.0, 405, "a known path, another method");
+    assert_eq!(gw.admin_call("GET", "/v1/nothing", ROOT_TOKEN, None).await.0, 404);
+    assert_eq!(gw.admin_call("GET", "/v1/audit?limit=5000", ROOT_TOKEN, None).await.0, 400, "limit over 1000");
     let (status, _) = gw.admin_call("POST", "/v1/users/ghost/suspend", ROOT_TOKEN, Some(json!({"reason": "r"}))).await;
     assert_eq!(status, 404);
     let (status, _) = gw.admin_call("POST", "/v1/users/ghost/suspend", ROOT_TOKEN, Some(json!({"reason": " "}))).await;
