@@ -45,27 +45,11 @@ pub enum AgentCommand {
     },
     /// Print a Device-Attestation token signed by a device key.
     Token {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        device: String,
-        #[arg(long)]
-        user: String,
         /// The profile's audience (its `audience` in the rules file).
         #[arg(long)]
         aud: String,
-        #[arg(long)]
-        os: String,
-        #[arg(long)]
-        os_version: String,
-        /// Security software name; with `--security-updated`.
-        #[arg(long)]
-        security_software: Option<String>,
-        /// Date of the last signature update (YYYY-MM-DD).
-        #[arg(long)]
-        security_updated: Option<chrono::NaiveDate>,
-        #[arg(long, default_value_t = 300)]
-        lifetime_secs: i64,
+        #[command(flatten)]
+        who: IdentityArgs,
     },
     /// File this device's registration application with the admin API
     /// (an `applicant` token in SEKISHO_ADMIN_TOKEN); the OS is read from the machine.
@@ -123,7 +107,7 @@ pub enum AgentCommand {
     },
 }
 
-/// The device, its owner and its posture, for `register` and `proxy`.
+/// The device, its owner and its posture, for `token`, `register`, `posture` and `proxy`.
 #[derive(clap::Args)]
 pub struct IdentityArgs {
     /// The device key (`sekisho agent keygen`).
@@ -178,35 +162,9 @@ pub fn run(cmd: AgentCommand) -> Result<(), String> {
             println!("{}", keygen(alg, &out).map_err(|e| e.to_string())?);
             Ok(())
         }
-        AgentCommand::Token {
-            key,
-            device,
-            user,
-            aud,
-            os,
-            os_version,
-            security_software,
-            security_updated,
-            lifetime_secs,
-        } => {
-            let key = load_key(&key).map_err(|e| e.to_string())?;
-            let os = parse_os(&os)?;
-            let os_version = os_version.parse().map_err(|e: VersionError| e.to_string())?;
-            let security_software = match (security_software, security_updated) {
-                (Some(n), Some(d)) => Some((n, d)),
-                (None, None) => None,
-                _ => return Err("give both `--security-software` and `--security-updated`, or neither".into()),
-            };
-            let spec = TokenSpec {
-                device: &device,
-                user: &user,
-                audience: &aud,
-                os,
-                os_version,
-                security_software,
-                lifetime_secs,
-            };
-            println!("{}", token(&key, &spec));
+        AgentCommand::Token { aud, who } => {
+            let (token, _) = who.identity()?.token(&aud).map_err(|e| e.to_string())?;
+            println!("{token}");
             Ok(())
         }
         AgentCommand::Register { admin, cacert, kind, ownership, who } => {

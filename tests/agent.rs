@@ -21,13 +21,7 @@ const DEVICE: &str = "kenji-pc";
 
 #[tokio::test]
 async fn the_agent_registers_then_attests_every_request_through_its_proxy() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
-    gw.admin("PUT", "/v1/users/kenji", json!({"display_name": "kenji", "role": "staff", "profiles": PROFILES})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("device.key");
-    sekisho(&["agent", "keygen", "--out", key.to_str().unwrap()], &[]);
+    let (up, _ws, gw, dir, key) = kenji_with_a_key().await;
 
     // The application arrives pending; an administrator approves it.
     let mut args: Vec<String> =
@@ -117,13 +111,7 @@ async fn the_proxy_serves_a_pac_and_relays_only_its_routes() {
 
 #[tokio::test]
 async fn a_certificate_device_is_judged_on_the_posture_its_agent_reports() {
-    let up = Upstream::start().await;
-    let ws = WsUpstream::start().await;
-    let gw = Gateway::start(&up, &ws).await;
-    gw.admin("PUT", "/v1/users/kenji", json!({"display_name": "kenji", "role": "staff", "profiles": PROFILES})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("device.key");
-    sekisho(&["agent", "keygen", "--out", key.to_str().unwrap()], &[]);
+    let (_up, _ws, gw, dir, key) = kenji_with_a_key().await;
     let admin = format!("http://{}", gw.admin);
     let mut register: Vec<String> = ["agent", "register", "--admin", &admin].map(String::from).to_vec();
     register.extend(identity(&key));
@@ -174,6 +162,18 @@ async fn a_certificate_device_is_judged_on_the_posture_its_agent_reports() {
     let audit = gw.admin_call("GET", &format!("/v1/audit?target={DEVICE}"), support::ROOT_TOKEN, None).await.1;
     let text = audit.to_string();
     assert!(text.contains("device:kenji-pc") && text.contains("device.posture"), "{text}");
+}
+
+/// A gateway, the user kenji in every test profile, and a fresh device key.
+async fn kenji_with_a_key() -> (Upstream, WsUpstream, Gateway, tempfile::TempDir, std::path::PathBuf) {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    gw.admin("PUT", "/v1/users/kenji", json!({"display_name": "kenji", "role": "staff", "profiles": PROFILES})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("device.key");
+    sekisho(&["agent", "keygen", "--out", key.to_str().unwrap()], &[]);
+    (up, ws, gw, dir, key)
 }
 
 /// The device's identity flags; the OS is given so the test does not depend
