@@ -492,3 +492,35 @@ async fn a_client_cannot_forge_audit_lines() {
         assert!(v["request_id"].as_str().is_some_and(|id| !id.contains('"')), "{line}");
     }
 }
+
+/// Hop-by-hop tricks: an `Upgrade` to anything but WebSocket is not
+/// forwarded as an upgrade, a `Connection` header cannot make the gateway
+/// drop a header it checks, and an HTTP/1.0 body without a length is never
+/// read as a second request.
+#[tokio::test]
+async fn hop_by_hop_tricks_change_nothing_upstream() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("hop", Enrol::default()).await;
+    let t = p.token("app.localhost");
+
+    let h2c = format!("GET /h2c HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n");
+    assert_eq!(raw(&gw, &h2c).await, 200);
+    let seen = up.last();
+    assert_eq!(seen.path, "/h2c");
+    for gone in ["upgrade", "http2-settings"] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the upstream");
+    }
+
+    // Naming the attestation as hop-by-hop does not skip its check.
+    let nominated = "GET /nominated HTTP/1.1\r\nHost: app.localhost\r\nConnection: keep-alive, Device-Attestation\r\nDevice-Attestation: not.a.token\r\n\r\n";
+    assert_eq!(raw(&gw, nominated).await, 403);
+    assert!(up.seen().iter().all(|s| s.path != "/nominated"));
+
+    // HTTP/1.0 with a body but no length: whatever the gateway does with it,
+    // the body's bytes never become a request of their own.
+    let smuggle = format!("POST /ten HTTP/1.0\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
+    let status = raw(&gw, &smuggle).await;
+    assert!(matches!(status, 200 | 400 | 411), "HTTP/1.0 body without length answered {status}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.seen().iter().all(|s| s.path != "/smuggled"), "a body became a request: {:?}", up.seen());
+}
