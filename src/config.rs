@@ -23,6 +23,9 @@ pub struct Config {
     pub demo_upstream: Option<SocketAddr>,
     /// Idle keep-alive limit for client connections.
     pub keepalive_secs: u64,
+    /// Requests are refused (503) once the state could not be confirmed
+    /// against the store for this long.
+    pub state_max_age: std::time::Duration,
     pub limits: Limits,
 }
 
@@ -196,6 +199,8 @@ struct RawGateway {
     audit_log: PathBuf,
     #[serde(default = "default_keepalive")]
     keepalive_secs: u64,
+    #[serde(default = "default_state_max_age")]
+    state_max_age_secs: std::num::NonZeroU32,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +253,10 @@ fn default_keepalive() -> u64 {
     60
 }
 
+fn default_state_max_age() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
 impl RawConfig {
     fn convert(self, base: &Path) -> Result<Config, String> {
         let g = self.gateway;
@@ -275,6 +284,7 @@ impl RawConfig {
             rules_dir: at(g.rules_dir),
             audit_log: at(g.audit_log),
             keepalive_secs: g.keepalive_secs,
+            state_max_age: std::time::Duration::from_secs(g.state_max_age_secs.get().into()),
             limits: self.limits,
             tls: TlsConfig {
                 cert: at(self.tls.cert),

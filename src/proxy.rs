@@ -39,6 +39,7 @@ pub struct Gateway {
     pub resolver: Resolver,
     pub limits: Arc<Limiters>,
     pub keepalive_secs: u64,
+    pub state_max_age: std::time::Duration,
     id_prefix: String,
     next_id: AtomicU64,
 }
@@ -91,6 +92,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         limits: Arc<Limiters>,
         keepalive_secs: u64,
+        state_max_age: std::time::Duration,
     ) -> Gateway {
         let id_prefix = format!("{:08x}", rand::random::<u32>());
         Gateway {
@@ -100,6 +102,7 @@ impl Gateway {
             resolver: Resolver::default(),
             limits,
             keepalive_secs,
+            state_max_age,
             id_prefix,
             next_id: AtomicU64::new(1),
         }
@@ -107,7 +110,9 @@ impl Gateway {
 
     /// Gathers the facts and decides; `Err` carries the block to answer with.
     fn judge(&self, session: &Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> Result<(), BlockOwned> {
-        if !self.audit.healthy() {
+        // Fail closed: a request that cannot be audited, or judged on a
+        // state that could not be confirmed lately, is refused.
+        if !self.audit.healthy() || !self.shared.fresh(self.state_max_age) {
             return Err(BlockOwned::StateUnavailable);
         }
         let req = session.req_header();

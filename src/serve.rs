@@ -64,11 +64,11 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     }
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
     let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
-    let state = store.load()?;
+    let (state, version) = store.load_versioned()?;
     let audit = Arc::new(
         AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
     );
-    let shared = Arc::new(Shared::new(store, rules, upstreams, state));
+    let shared = Arc::new(Shared::new(store, rules, upstreams, state, version));
     let metrics = Arc::new(Metrics::default());
     // An upgrade finds every port taken by the process it replaces.
     let later = |addr| if upgrade { Ok(Listen::Later(addr)) } else { bind(addr).map(Listen::Bound) };
@@ -101,7 +101,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let limits = Arc::new(Limiters::new(&config.limits));
-    let gateway = Gateway::new(shared.clone(), audit.clone(), metrics.clone(), limits.clone(), config.keepalive_secs);
+    let gateway = Gateway::new(
+        shared.clone(),
+        audit.clone(),
+        metrics.clone(),
+        limits.clone(),
+        config.keepalive_secs,
+        config.state_max_age,
+    );
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 connections idle as long as HTTP/1 keep-alive ones may.
     let mut options = pingora::apps::HttpServerOptions::default();
@@ -178,6 +185,8 @@ impl Listen {
 #[async_trait]
 impl BackgroundService for Sidecar {
     async fn start(&self, shutdown: ShutdownWatch) {
+        // First: during an upgrade it also reads in what the old process writes.
+        tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
         let Some(admin_listener) = self.admin_listener.take(&shutdown).await else { return };
         if matches!(self.admin_listener, Listen::Later(_)) {
             // The old process wrote through its admin API until now.
@@ -223,6 +232,32 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
         match admin.shared.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
+        }
+    }
+}
+
+/// Confirms the snapshot against the store every second: a store that
+/// cannot be read makes requests fail closed after `state_max_age_secs`, and
+/// a change made by another process (an upgrade's old one) is read in.
+async fn watch_state(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        match admin.shared.confirm().await {
+            Ok(()) => {
+                if failing {
+                    log::warn!("the state store is readable again");
+                }
+                failing = false;
+            }
+            Err(e) if !failing => {
+                log::error!("the state store cannot be read ({e}); requests will be refused (state_unavailable)");
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct Shared {
     pub generation: AtomicU64,
     /// Serialises admin writes so that commit, apply and swap happen in order.
     writes: tokio::sync::Mutex<()>,
+    /// When the store last proved readable and the snapshot current (ms
+    /// since the epoch); `fresh` refuses to vouch for an older snapshot.
+    confirmed_ms: AtomicU64,
+    /// The store's `data_version` the snapshot was read at.
+    version: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +61,8 @@ pub enum ReloadError {
 }
 
 impl Shared {
-    pub fn new(store: Store, rules: Rules, upstreams: Upstreams, state: State) -> Shared {
+    /// `version` is the store's `data_version` when `state` was read.
+    pub fn new(store: Store, rules: Rules, upstreams: Upstreams, state: State, version: i64) -> Shared {
         let snapshot = Snapshot {
             rules: Arc::new(rules),
             upstreams: Arc::new(upstreams),
@@ -70,7 +76,29 @@ impl Shared {
             conns: LiveConns::default(),
             generation: AtomicU64::new(0),
             writes: tokio::sync::Mutex::new(()),
+            confirmed_ms: AtomicU64::new(now_ms()),
+            version: std::sync::atomic::AtomicI64::new(version),
         }
+    }
+
+    /// Whether the snapshot was confirmed against the store within `max_age`.
+    pub fn fresh(&self, max_age: std::time::Duration) -> bool {
+        let age = now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
+        u128::from(age) <= max_age.as_millis()
+    }
+
+    /// Checks the store once: readable, and unchanged by anyone else since
+    /// the snapshot was read (or re-read if it was).
+    pub async fn confirm(&self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let version =
+            tokio::task::spawn_blocking(move || store.data_version()).await.map_err(|_| StoreError::Poisoned)??;
+        if version != self.version.load(Ordering::Acquire) {
+            log::warn!("the store was changed by another process; re-reading the state");
+            self.reload_state().await?;
+        }
+        self.confirmed_ms.store(now_ms(), Ordering::Release);
+        Ok(())
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -108,7 +136,9 @@ impl Shared {
     pub async fn reload_state(&self) -> Result<(), StoreError> {
         let _guard = self.writes.lock().await;
         let store = self.store.clone();
-        let state = tokio::task::spawn_blocking(move || store.load()).await.map_err(|_| StoreError::Poisoned)??;
+        let (state, version) =
+            tokio::task::spawn_blocking(move || store.load_versioned()).await.map_err(|_| StoreError::Poisoned)??;
+        self.version.store(version, Ordering::Release);
         let current = self.snapshot.load_full();
         self.snapshot.store(Arc::new(Snapshot {
             rules: current.rules.clone(),
@@ -275,4 +305,8 @@ fn shutdown_if_same(fd: RawFd, cookie: u64) {
         // closes the socket, so `fd` is still the request's connection here.
         let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
     }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default()
 }

@@ -170,10 +170,25 @@ impl Store {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
+    /// SQLite's `data_version`: it changes when another connection (another
+    /// process) commits. Reading it also proves the store is readable.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        let conn = self.lock()?;
+        let version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        conn.query_row("SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1)", [], |r| r.get::<_, i64>(0))?;
+        Ok(version)
+    }
+
     /// Reads the whole state, as at start-up.
     pub fn load(&self) -> Result<State, StoreError> {
+        self.load_versioned().map(|(state, _)| state)
+    }
+
+    /// The whole state and the `data_version` it is at least as new as.
+    pub fn load_versioned(&self) -> Result<(State, i64), StoreError> {
         let conn = self.lock()?;
-        load_state(&conn)
+        let version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok((load_state(&conn)?, version))
     }
 
     /// Writes `change` and its audit record in one durable transaction and

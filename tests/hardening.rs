@@ -524,3 +524,77 @@ async fn hop_by_hop_tricks_change_nothing_upstream() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.seen().iter().all(|s| s.path != "/smuggled"), "a body became a request: {:?}", up.seen());
 }
+
+/// The state is confirmed against the store every second: a change another
+/// process wrote is read in, and a store that cannot be read makes requests
+/// fail closed (503) once the state is older than `state_max_age_secs`,
+/// with admin writes failing instead of answering 2xx.
+#[tokio::test]
+async fn the_state_follows_the_store_and_fails_closed_when_it_cannot_be_read() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let mut gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("mio", Enrol::default()).await;
+    gw.kill9();
+    let config = std::fs::read_to_string(gw.path("sekisho.toml")).unwrap();
+    let config = config.replace("keepalive_secs = 5\n", "keepalive_secs = 5\nstate_max_age_secs = 2\n");
+    std::fs::write(gw.path("sekisho.toml"), config).unwrap();
+    gw.spawn().await;
+    assert_eq!(gw.get_as(&p, "app.localhost", "/").await.status(), 200);
+    let db = gw.path("data/state.sqlite3");
+    let until_denied = |want: &'static str| {
+        let (gw, p) = (&gw, &p);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            loop {
+                let resp = gw.get_as(p, "app.localhost", "/").await;
+                if reason(&resp).as_deref() == Some(want) {
+                    return std::time::Instant::now();
+                }
+                assert!(std::time::Instant::now() < deadline, "never `{want}`: {}", resp.status());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Another process suspends mio straight in the store.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.busy_timeout(Duration::from_secs(5)).unwrap();
+    other
+        .execute(
+            "INSERT INTO flags (user_id, kind, reason, since, until) VALUES ('mio', 'suspended', 'by another process', ?1, NULL)",
+            [chrono::Utc::now().to_rfc3339()],
+        )
+        .unwrap();
+    until_denied("user_suspended").await;
+    other.execute("DELETE FROM flags WHERE user_id = 'mio'", []).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while gw.get_as(&p, "app.localhost", "/").await.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the lifted flag was not read in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Another process holds the write lock: an admin write fails, never a false 2xx.
+    other.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let (status, _) =
+        gw.admin_call("POST", "/v1/users/mio/restrict", ROOT_TOKEN, Some(serde_json::json!({"reason": "x"}))).await;
+    assert!(status >= 500, "a write the store could not take answered {status}");
+    other.execute_batch("COMMIT;").unwrap();
+
+    // The store's file is lost under the gateway (a failed disk): once the
+    // state is 2 s unconfirmed, requests are refused; when the file is back,
+    // they pass again.
+    other.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    drop(other);
+    let saved = std::fs::read(&db).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(0).unwrap();
+    let lost = std::time::Instant::now();
+    let refused = until_denied("state_unavailable").await;
+    assert!(refused - lost >= Duration::from_millis(1500), "refused before the state was 2 s old");
+    assert!(gw.log().contains("state store cannot be read"), "{}", gw.log());
+    // Restored from the saved copy, the gateway starts again with its state.
+    gw.kill9();
+    std::fs::write(&db, &saved).unwrap();
+    gw.spawn().await;
+    assert_eq!(gw.get_as(&p, "app.localhost", "/").await.status(), 200);
+}
