@@ -148,7 +148,10 @@ impl IdentityArgs {
             device: self.device,
             user: self.user,
             os,
-            security_software: self.security_software.zip(self.security_updated),
+            security_software: self
+                .security_software
+                .zip(self.security_updated)
+                .map(|(name, updated)| SecuritySoftware { name, updated }),
             lifetime_secs: self.lifetime_secs,
         };
         identity.os().map_err(|e| e.to_string())?;
@@ -227,8 +230,8 @@ fn register(admin: &str, cacert: Option<&Path>, kind: &str, ownership: &str, who
         "id": identity.device, "owner": identity.user, "kind": kind, "ownership": ownership,
         "os": os, "os_version": os_version.to_string(), "key_alg": public.alg(), "public_key": public.to_b64(),
     });
-    if let (Some((name, updated)), Some(obj)) = (&identity.security_software, body.as_object_mut()) {
-        obj.insert("security_software".into(), serde_json::json!({"name": name, "updated": updated}));
+    if let (Some(software), Some(obj)) = (&identity.security_software, body.as_object_mut()) {
+        obj.insert("security_software".into(), serde_json::json!(software));
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (status, text) = runtime.block_on(crate::admin_client::call(
@@ -277,32 +280,6 @@ pub fn load_key(path: &Path) -> Result<SigningKey, AgentError> {
         .map_err(|_| AgentError::Key(path.display().to_string()))
 }
 
-/// What a token asserts.
-pub struct TokenSpec<'a> {
-    pub device: &'a str,
-    pub user: &'a str,
-    pub audience: &'a str,
-    pub os: Os,
-    pub os_version: Version,
-    pub security_software: Option<(String, NaiveDate)>,
-    pub lifetime_secs: i64,
-}
-
-pub fn token(key: &SigningKey, spec: &TokenSpec<'_>) -> String {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        sub: spec.user.to_owned(),
-        aud: spec.audience.to_owned(),
-        iat: now,
-        exp: now + spec.lifetime_secs,
-        jti: format!("{:016x}", rand::random::<u64>()),
-        os: spec.os,
-        os_version: spec.os_version,
-        security_software: spec.security_software.clone().map(|(name, updated)| SecuritySoftware { name, updated }),
-    };
-    mint(key, spec.device, &claims)
-}
-
 /// Who the agent signs as, and where its posture comes from.
 pub struct Identity {
     pub key: SigningKey,
@@ -311,7 +288,7 @@ pub struct Identity {
     /// A fixed OS and version; `None` reads them from the machine for every
     /// token, so an OS update shows at the gateway without a restart.
     pub os: Option<(Os, Version)>,
-    pub security_software: Option<(String, NaiveDate)>,
+    pub security_software: Option<SecuritySoftware>,
     pub lifetime_secs: i64,
 }
 
@@ -324,16 +301,18 @@ impl Identity {
     /// A fresh token for `audience` and its lifetime in seconds.
     pub fn token(&self, audience: &str) -> Result<(String, i64), AgentError> {
         let (os, os_version) = self.os()?;
-        let spec = TokenSpec {
-            device: &self.device,
-            user: &self.user,
-            audience,
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: self.user.clone(),
+            aud: audience.to_owned(),
+            iat: now,
+            exp: now + self.lifetime_secs,
+            jti: format!("{:016x}", rand::random::<u64>()),
             os,
             os_version,
             security_software: self.security_software.clone(),
-            lifetime_secs: self.lifetime_secs,
         };
-        Ok((token(&self.key, &spec), self.lifetime_secs))
+        Ok((mint(&self.key, &self.device, &claims), self.lifetime_secs))
     }
 }
 
