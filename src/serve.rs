@@ -189,12 +189,10 @@ impl BackgroundService for Sidecar {
         tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
         let Some(admin_listener) = self.admin_listener.take(&shutdown).await else { return };
         if matches!(self.admin_listener, Listen::Later(_)) {
-            // The old process wrote through its admin API until now.
-            match self.admin.shared.reload_state().await {
-                Ok(()) => log::warn!("upgrade: took over the admin API and reloaded the state"),
-                Err(e) => {
-                    log::error!("upgrade: the state could not be reloaded, serving what was loaded at start: {e}")
-                }
+            // The old process is gone: read in its last writes now rather
+            // than at the watcher's next tick, before serving admin writes.
+            if let Err(e) = self.admin.shared.confirm().await {
+                log::error!("upgrade: the state could not be confirmed against the store: {e}");
             }
         }
         let admin = tokio::spawn(crate::admin::serve(
