@@ -122,15 +122,12 @@ impl Admin {
             }
             return resp;
         }
+        let (method, path, query) =
+            (req.method().clone(), req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         // Posture reports are signed by the device's own key, not a bearer token.
-        if let (&Method::POST, ["v1", "devices", id, "posture"]) =
-            (req.method(), req.uri().path().trim_matches('/').split('/').collect::<Vec<_>>().as_slice())
-        {
-            let id = (*id).to_owned();
-            return match self.posture_report(&id, req, peer).await {
-                Ok((status, value)) => reply(status, &value, "application/json"),
-                Err(ApiError(status, message)) => reply(status, &json!({ "error": message }), "application/json"),
-            };
+        if let (&Method::POST, ["v1", "devices", id, "posture"]) = (&method, segments.as_slice()) {
+            return answer(self.posture_report(id, req, peer).await);
         }
         let Some(token) = self.authenticate(&req) else {
             self.limits.admin_failure(peer.ip());
@@ -141,8 +138,6 @@ impl Admin {
             );
         };
         let caller = Caller { token, source: peer };
-        let (method, path, query) =
-            (req.method().clone(), req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
             let text = self.metrics.render(age, self.shared.conns.count());
@@ -161,18 +156,13 @@ impl Admin {
                 )
             }
         };
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let Some(allow) = allowed_methods(&segments).filter(|a| !a.split(", ").any(|m| m == method.as_str())) {
             let body = json!({"error": format!("`{method}` is not allowed here: {allow}")});
             let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, &body, "application/json");
             resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
             return resp;
         }
-        let result = self.route(&caller, &method, &segments, &query, &body).await;
-        match result {
-            Ok((status, value)) => reply(status, &value, "application/json"),
-            Err(ApiError(status, message)) => reply(status, &json!({ "error": message }), "application/json"),
-        }
+        answer(self.route(&caller, &method, &segments, &query, &body).await)
     }
 
     /// Finds the token whose hash matches, comparing every hash in constant time.
@@ -665,6 +655,13 @@ fn device_json(d: &Device) -> Value {
         "os_version": d.os_version, "security_software": d.security_software, "key_alg": d.key.alg(),
         "public_key": d.key.to_b64(), "status": d.status,
     })
+}
+
+fn answer(result: ApiResult) -> Response<Full<Bytes>> {
+    match result {
+        Ok((status, value)) => reply(status, &value, "application/json"),
+        Err(ApiError(status, message)) => reply(status, &json!({ "error": message }), "application/json"),
+    }
 }
 
 fn reply(status: StatusCode, value: &Value, content_type: &str) -> Response<Full<Bytes>> {
