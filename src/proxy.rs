@@ -112,7 +112,8 @@ impl Gateway {
     fn judge(&self, session: &Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> Result<(), BlockOwned> {
         // Fail closed: a request that cannot be audited, or judged on a
         // state that could not be confirmed lately, is refused.
-        if !self.audit.healthy() || !self.shared.fresh(self.state_max_age) {
+        let now = Utc::now();
+        if !self.audit.healthy() || !self.shared.fresh(now, self.state_max_age) {
             return Err(BlockOwned::StateUnavailable);
         }
         let req = session.req_header();
@@ -164,7 +165,7 @@ impl Gateway {
             integration_tokens: integration_tokens.as_deref(),
             login,
         };
-        match decide(&facts, &snap.state, Utc::now()) {
+        match decide(&facts, &snap.state, now) {
             Decision::Allow(a) => {
                 ctx.user = Some(a.user.to_owned());
                 ctx.device = Some(a.device.to_owned());

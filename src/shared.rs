@@ -81,9 +81,10 @@ impl Shared {
         }
     }
 
-    /// Whether the snapshot was confirmed against the store within `max_age`.
-    pub fn fresh(&self, max_age: std::time::Duration) -> bool {
-        let age = now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
+    /// Whether, at `now`, the snapshot was confirmed against the store within `max_age`.
+    pub fn fresh(&self, now: chrono::DateTime<Utc>, max_age: std::time::Duration) -> bool {
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or_default();
+        let age = now_ms.saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
         u128::from(age) <= max_age.as_millis()
     }
 
