@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, KeyPair, NameConstraints, SanType};
+use sekisho_policy::rules::strip_port;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -298,7 +299,7 @@ impl Tunnel {
         // A tunnel is for its host only: a token for one SaaS is never sent
         // with a request meant for another.
         let named =
-            req.headers().get(header::HOST).map(|h| h.to_str().map(|h| host_of(h).eq_ignore_ascii_case(&self.host)));
+            req.headers().get(header::HOST).map(|h| h.to_str().map(|h| strip_port(h).eq_ignore_ascii_case(&self.host)));
         if matches!(named, Some(Ok(false) | Err(_))) {
             return Ok(text(StatusCode::MISDIRECTED_REQUEST, "sekisho agent: Host does not match the tunnel"));
         }
@@ -365,14 +366,6 @@ impl Tunnel {
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn.with_upgrades());
         Ok(sender)
-    }
-}
-
-/// `example.jp:443` → `example.jp`; IPv6 literals keep their brackets.
-fn host_of(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() && !port.contains(']') && !h.ends_with(':') => h,
-        _ => authority,
     }
 }
 
@@ -466,13 +459,5 @@ mod tests {
         for bad in ["", "*.", "a..b", "a b", "x\";alert(1);\"", "*.a/b=x", "host="] {
             assert!(bad.parse::<Route>().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn host_of_drops_the_port_only() {
-        assert_eq!(host_of("app.localhost:8443"), "app.localhost");
-        assert_eq!(host_of("app.localhost"), "app.localhost");
-        assert_eq!(host_of("[::1]:443"), "[::1]");
-        assert_eq!(host_of("[::1]"), "[::1]");
     }
 }

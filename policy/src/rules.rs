@@ -276,7 +276,7 @@ impl Rules {
 }
 
 /// `host:port`, `[v6]:port` or a bare host, to the bare host.
-fn strip_port(host: &str) -> &str {
+pub fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split_once(']').map_or(host, |(h, _)| h);
     }

@@ -127,3 +127,16 @@ fn path_patterns_match_segments_and_rests() {
     assert!(PathPattern::try_from("/a/**/b".to_owned()).is_err());
     assert!(PathPattern::try_from("a/b".to_owned()).is_err());
 }
+
+#[test]
+fn strip_port_keeps_only_the_host() {
+    for (given, host) in [
+        ("app.localhost:8443", "app.localhost"),
+        ("app.localhost", "app.localhost"),
+        ("[::1]:443", "::1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+    ] {
+        assert_eq!(super::strip_port(given), host, "{given}");
+    }
+}
