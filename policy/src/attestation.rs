@@ -43,6 +43,31 @@ pub struct Claims {
     pub security_software: Option<SecuritySoftware>,
 }
 
+/// Why a token's `iat`/`exp` do not hold at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    IssuedInFuture,
+    Expired,
+    TooLong,
+}
+
+impl Claims {
+    /// Checks `iat` and `exp` at `now` (Unix seconds), allowing `leeway`
+    /// seconds of clock skew and at most `max_lifetime` seconds of life.
+    pub fn check_timing(&self, now: i64, leeway: i64, max_lifetime: i64) -> Result<(), Timing> {
+        if self.iat > now + leeway {
+            return Err(Timing::IssuedInFuture);
+        }
+        if self.exp + leeway <= now {
+            return Err(Timing::Expired);
+        }
+        if self.exp <= self.iat || self.exp - self.iat > max_lifetime {
+            return Err(Timing::TooLong);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttestationError {
     #[error("token is malformed: {0}")]

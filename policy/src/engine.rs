@@ -9,7 +9,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone as _, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::attestation::{AttestationError, VerifiedToken};
+use crate::attestation::{AttestationError, Timing, VerifiedToken};
 use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
@@ -227,16 +227,16 @@ fn check_token<'a>(
         return Err(invalid("signed with a key the device no longer has"));
     }
     let c = &token.claims;
-    let (leeway, t) = (i64::from(profile.attestation.leeway_secs), now.timestamp());
-    if c.iat > t + leeway {
-        return Err(invalid("issued in the future (`iat`)"));
-    }
-    if c.exp + leeway <= t {
-        return Err(invalid("expired (`exp`)"));
-    }
-    if c.exp <= c.iat || c.exp - c.iat > i64::from(profile.attestation.max_lifetime_secs.get()) {
-        return Err(invalid("lifetime (`exp` - `iat`) is longer than the profile allows"));
-    }
+    let rules = &profile.attestation;
+    let timing =
+        c.check_timing(now.timestamp(), i64::from(rules.leeway_secs), i64::from(rules.max_lifetime_secs.get()));
+    timing.map_err(|t| {
+        invalid(match t {
+            Timing::IssuedInFuture => "issued in the future (`iat`)",
+            Timing::Expired => "expired (`exp`)",
+            Timing::TooLong => "lifetime (`exp` - `iat`) is longer than the profile allows",
+        })
+    })?;
     if c.aud != profile.audience {
         return Err(invalid("audience (`aud`) is not this profile's"));
     }

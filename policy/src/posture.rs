@@ -54,10 +54,7 @@ pub fn check_report(token: &str, id: &str, devices: &Devices, now: DateTime<Utc>
     if device.status != DeviceStatus::Approved {
         return Err(ReportError::NotApproved);
     }
-    let t = now.timestamp();
-    if c.iat > t + LEEWAY_SECS || c.exp + LEEWAY_SECS <= t || c.exp <= c.iat || c.exp - c.iat > MAX_LIFETIME_SECS {
-        return Err(ReportError::Stale);
-    }
+    c.check_timing(now.timestamp(), LEEWAY_SECS, MAX_LIFETIME_SECS).map_err(|_| ReportError::Stale)?;
     Ok(c)
 }
 
