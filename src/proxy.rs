@@ -26,8 +26,8 @@ use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::pages::Block;
 use crate::request::{
-    checked_framing, checked_path, client_certificate, effective_method, has_body, is_tls, joined_header, prefers_html,
-    request_host, strip_protected, upstream_authority,
+    checked_framing, checked_target, client_certificate, effective_method, has_body, is_tls, joined_header,
+    prefers_html, raw_target, request_host, strip_protected, upstream_authority,
 };
 use crate::shared::{LiveEntry, Shared, Snapshot};
 use crate::upstream::Resolver;
@@ -53,6 +53,10 @@ pub struct Ctx {
     profile: Option<Arc<Profile>>,
     route: usize,
     host: String,
+    /// The origin-form target forwarded and its path, judged and audited;
+    /// empty until the target was read.
+    target: String,
+    path_len: usize,
     client: Option<IpAddr>,
     user: Option<String>,
     device: Option<String>,
@@ -126,7 +130,10 @@ impl Gateway {
             return Err(BlockOwned::BadRequest("both Content-Length and Transfer-Encoding"));
         }
         checked_framing(req).map_err(BlockOwned::BadRequest)?;
-        let path = checked_path(req).map_err(BlockOwned::BadRequest)?;
+        let target = checked_target(req, host).map_err(BlockOwned::BadRequest)?;
+        ctx.target = target.target.to_owned();
+        ctx.path_len = target.path.len();
+        let path = target.path;
         let method = effective_method(req).map_err(BlockOwned::BadRequest)?;
         let peer = session
             .client_addr()
@@ -354,6 +361,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         strip_protected(req);
+        // Forward exactly the target that was judged (absolute-form goes
+        // upstream as origin-form).
+        if req.raw_path() != ctx.target.as_bytes() {
+            req.set_raw_path(ctx.target.as_bytes())?;
+        }
         if let Some(ip) = ctx.client {
             req.insert_header("x-forwarded-for", ip.to_string())?;
         }
@@ -475,6 +487,10 @@ impl ProxyHttp for Gateway {
         let micros = ctx.start.map_or(0, |s| s.elapsed().as_micros() as u64);
         self.metrics.latency(micros);
         let req = session.req_header();
+        let path = match ctx.target.get(..ctx.path_len) {
+            Some(p) if !p.is_empty() => Cow::Borrowed(p),
+            _ => Cow::Owned(raw_target(req)),
+        };
         let record = RequestRecord {
             time: Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).to_rfc3339(),
             request_id: Cow::Borrowed(&ctx.request_id),
@@ -483,7 +499,7 @@ impl ProxyHttp for Gateway {
             client: ctx.client,
             host: Cow::Borrowed(&ctx.host),
             method: Cow::Borrowed(req.method.as_str()),
-            path: Cow::Borrowed(req.uri.path()),
+            path,
             decision: Cow::Borrowed(ctx.decision),
             reason: ctx.reason.map(Cow::Borrowed),
             rule: ctx.rule.as_deref().map(Cow::Borrowed),

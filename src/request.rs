@@ -6,7 +6,7 @@
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use sekisho_policy::engine::authorised_method;
-use sekisho_policy::path::{canonical_path, PathError};
+use sekisho_policy::path::{canonical_path, origin_form, OriginForm, PathError, TargetError};
 
 /// Headers a client may never send upstream: the gateway sets or checks them.
 /// Compared after folding case, `_` and `.` to `-`.
@@ -55,9 +55,22 @@ pub fn request_host(req: &RequestHeader) -> Result<&str, &'static str> {
     }
 }
 
-/// The path as forwarded, refused when the upstream could read it otherwise.
-pub fn checked_path(req: &RequestHeader) -> Result<&str, &'static str> {
-    canonical_path(req.uri.path()).map_err(path_error)
+/// The request target as it will be forwarded (origin-form) and judged,
+/// read from the bytes the client sent: pingora files a target that is not
+/// origin-form under the path `/` but forwards its original bytes, so only
+/// the raw target is safe to judge. An absolute-form target must name the
+/// host the `Host` header names and is forwarded in origin-form.
+pub fn checked_target<'r>(req: &'r RequestHeader, host: &str) -> Result<OriginForm<'r>, &'static str> {
+    let target = origin_form(req.raw_path()).map_err(|e| match e {
+        TargetError::NotOriginForm => "the request target must be a path starting with `/`",
+        TargetError::Bytes => "the request target holds a byte that is not visible ASCII",
+        TargetError::Authority => "the request target's authority is empty or carries user information",
+    })?;
+    if target.authority.is_some_and(|a| !a.eq_ignore_ascii_case(host)) {
+        return Err("Host header differs from the request target");
+    }
+    canonical_path(target.path).map_err(path_error)?;
+    Ok(target)
 }
 
 fn path_error(e: PathError) -> &'static str {
@@ -68,6 +81,12 @@ fn path_error(e: PathError) -> &'static str {
         PathError::EncodedSeparator => "the path contains an encoded separator",
         PathError::Forbidden => "the path contains a forbidden character",
     }
+}
+
+/// The raw target for the audit line of a request refused before its
+/// target was read (lossy, so a line is always written).
+pub fn raw_target(req: &RequestHeader) -> String {
+    String::from_utf8_lossy(req.raw_path()).into_owned()
 }
 
 /// Refuses ambiguous message framing instead of repairing it.

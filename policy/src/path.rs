@@ -20,6 +20,71 @@ pub enum PathError {
     Forbidden,
 }
 
+/// A request target in origin-form: what the rules judge and what is
+/// forwarded, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginForm<'a> {
+    /// `path?query` as it goes upstream.
+    pub target: &'a str,
+    /// The path alone (before `?`): what path rules see and the audit records.
+    pub path: &'a str,
+    /// The authority of an absolute-form target, which must match `Host`.
+    pub authority: Option<&'a str>,
+}
+
+/// Why a request target was refused before any rule looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("the request target must be a path starting with `/` or an `http(s)://` URL")]
+    NotOriginForm,
+    #[error("the request target holds a byte that is not visible ASCII")]
+    Bytes,
+    #[error("the request target's authority is empty or carries user information")]
+    Authority,
+}
+
+/// Reads a request target (RFC 9112 3.2) the one way the gateway trusts:
+/// origin-form (`/path?query`) as is, absolute-form (`http://host/path`)
+/// reduced to its origin-form with the authority returned for the caller to
+/// match against `Host`. Anything else (a relative path, `*`, authority-form,
+/// another scheme) is refused: an upstream might resolve it to a path the
+/// rules never saw. The path still has to pass [`canonical_path`].
+pub fn origin_form(raw: &[u8]) -> Result<OriginForm<'_>, TargetError> {
+    if raw.is_empty() {
+        return Err(TargetError::NotOriginForm);
+    }
+    if !raw.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(TargetError::Bytes);
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| TargetError::Bytes)?;
+    if text.starts_with('/') {
+        return Ok(OriginForm { target: text, path: path_of(text), authority: None });
+    }
+    let rest = strip_prefix_ignore_case(text, "http://")
+        .or_else(|| strip_prefix_ignore_case(text, "https://"))
+        .ok_or(TargetError::NotOriginForm)?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(TargetError::Authority);
+    }
+    // `http://host` and `http://host?q` have the empty path, which is `/`
+    // in origin-form; the caller then forwards `/` followed by the query.
+    if !target.starts_with('/') {
+        return Err(TargetError::NotOriginForm);
+    }
+    Ok(OriginForm { target, path: path_of(target), authority: Some(authority) })
+}
+
+fn path_of(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(p, _)| p)
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+}
+
 /// Returns `path` unchanged when it is canonical, or why it is not.
 pub fn canonical_path(path: &str) -> Result<&str, PathError> {
     if !path.starts_with('/') {
@@ -111,6 +176,57 @@ mod tests {
         ];
         for (p, want) in cases {
             assert_eq!(canonical_path(p), Err(want), "{p}");
+        }
+    }
+
+    #[test]
+    fn targets_in_origin_form_or_absolute_form_are_read_as_forwarded() {
+        let origin = |target, path| Ok(OriginForm { target, path, authority: None });
+        assert_eq!(origin_form(b"/drive/x?a=1"), origin("/drive/x?a=1", "/drive/x"));
+        assert_eq!(origin_form(b"/"), origin("/", "/"));
+        assert_eq!(
+            origin_form(b"HTTP://app.localhost:8080/drive/x?q"),
+            Ok(OriginForm { target: "/drive/x?q", path: "/drive/x", authority: Some("app.localhost:8080") })
+        );
+        assert_eq!(
+            origin_form(b"https://app.localhost/"),
+            Ok(OriginForm { target: "/", path: "/", authority: Some("app.localhost") })
+        );
+    }
+
+    #[test]
+    fn targets_an_upstream_could_resolve_elsewhere_are_refused() {
+        let cases: [(&[u8], TargetError); 13] = [
+            (b"admin/secret.txt", TargetError::NotOriginForm),
+            (b"a:/../admin/x", TargetError::NotOriginForm),
+            (b"foo:/echo", TargetError::NotOriginForm),
+            (b"foo:bar://host/admin", TargetError::NotOriginForm),
+            (b"*", TargetError::NotOriginForm),
+            (b"app.localhost:443", TargetError::NotOriginForm),
+            (b"", TargetError::NotOriginForm),
+            (b"http://host", TargetError::NotOriginForm),
+            (b"http://host?x=/admin", TargetError::NotOriginForm),
+            (b"http://user@host/admin", TargetError::Authority),
+            (b"http:///admin", TargetError::Authority),
+            (b"/caf\xc3\xa9", TargetError::Bytes),
+            (b"/a b", TargetError::Bytes),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(origin_form(raw), Err(want), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    proptest! {
+        /// Whatever the bytes, an accepted target is origin-form, its path is
+        /// a prefix of it, and it is a suffix of the raw target.
+        #[test]
+        fn accepted_targets_are_origin_form(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok(t) = origin_form(&raw) {
+                prop_assert!(t.target.starts_with('/'));
+                prop_assert!(t.target.starts_with(t.path));
+                prop_assert!(raw.ends_with(t.target.as_bytes()));
+                prop_assert!(!t.path.contains('?'));
+            }
         }
     }
 

@@ -132,6 +132,50 @@ async fn answer(
     Ok(resp)
 }
 
+/// An upstream that reads requests as raw bytes and answers 200 to any of
+/// them, as a lenient server (Python's `http.server`) does: it records each
+/// request line exactly as it arrived, so a test sees what was forwarded.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    pub async fn start() -> RawUpstream {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let record = lines.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    let mut first = String::new();
+                    if stream.read_line(&mut first).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    record.lock().unwrap().push(first.trim_end().to_owned());
+                    let mut line = String::new();
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+                    let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        RawUpstream { addr, lines }
+    }
+
+    /// Request lines received, in order (`GET /x HTTP/1.1`).
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
 /// An HTTPS upstream whose certificate (for `name`) is signed by a private
 /// CA; `ca_pem` is that CA.
 pub struct TlsUpstream {
@@ -614,6 +658,50 @@ ownership = ["personal"]
 
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.https.port())
+    }
+
+    /// A TLS connection to the HTTPS listener (SNI `localhost`), trusting the dev CA.
+    pub async fn tls_stream(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()
+    }
+
+    /// Adds a profile named `name` for `name.localhost`, a copy of the `app`
+    /// test profile routed to `upstream` with `route_extra` lines in its route,
+    /// reloads the rules, and enrols `users` in it as well.
+    pub async fn add_profile(&self, name: &str, upstream: SocketAddr, route_extra: &str, users: &[&Person]) {
+        let app = std::fs::read_to_string(self.path("rules/app.toml")).unwrap();
+        let text = app
+            .replace("name = \"app\"", &format!("name = \"{name}\""))
+            .replace("app.localhost", &format!("{name}.localhost"))
+            .replace(
+                &format!("upstream = \"http://{}\"", self.upstream),
+                &format!("upstream = \"http://{upstream}\"\n{route_extra}"),
+            );
+        self.write_rules(&format!("{name}.toml"), &text);
+        self.admin("POST", "/v1/rules/reload", json!({"reason": "test profile"})).await;
+        for who in users {
+            let mut profiles: Vec<&str> = PROFILES.to_vec();
+            profiles.push(name);
+            self.admin(
+                "PUT",
+                &format!("/v1/users/{}", who.user),
+                json!({"display_name": who.user, "role": "staff", "profiles": profiles}),
+            )
+            .await;
+        }
     }
 
     /// GET with an attestation from `who` for the profile serving `host`.
