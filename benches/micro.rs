@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sekisho::control::store::{apply, Change, FlagKind};
 use sekisho::shared::TokenCache;
-use sekisho::store::{apply, Change, FlagKind};
 use sekisho_policy::attestation::{mint, verify, Claims, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
 use sekisho_policy::engine::{decide, Attestation, ClientAddr, RequestFacts};

@@ -1,26 +1,26 @@
 //! sekisho's gateway: the adapters around the pure decision engine
-//! (`sekisho-policy`). The proxy gathers facts and calls `decide`; the admin
-//! API validates input and commits to the store; everything else (TLS, the
-//! audit trail, block pages, metrics, limits) serves those two. No rule
-//! logic lives here. The `sekisho` binary is a thin command line over it.
+//! (`sekisho-policy`), one folder per room:
+//!
+//! - [`gateway`]: the request path. Gathers facts, calls `decide`, answers
+//!   or forwards. Reads the hot snapshot; never touches the store.
+//! - [`control`]: the control plane. The admin API, the store, the audit
+//!   trail; commits a change durably, then publishes a new snapshot.
+//! - [`device`]: the device side. The agent, its forward proxy, the device CA.
+//!
+//! Below them, shared by all: [`shared`] (the snapshot every request reads),
+//! [`config`], [`tls`], [`metrics`] and [`limits`]. [`serve`] wires the rooms
+//! together at start-up. No rule logic lives outside the engine; a room uses
+//! another only through its public items, and `gateway` → `control` →
+//! `device` is the only direction in which they depend on each other.
 
-pub mod admin;
 pub mod admin_client;
-pub mod admission;
-pub mod agent;
-pub mod audit;
-pub mod ca;
 pub mod config;
+pub mod control;
 pub mod demo;
-pub mod forward;
+pub mod device;
+pub mod gateway;
 pub mod limits;
 pub mod metrics;
-pub mod pages;
-pub mod proxy;
-pub mod request;
-pub mod rewrite;
 pub mod serve;
 pub mod shared;
-pub mod store;
 pub mod tls;
-pub mod upstream;

@@ -2,7 +2,8 @@
 //! client, the device agent helpers, and token hashing. Each subcommand
 //! prints a clear error and exits non-zero on failure; none panics.
 
-use sekisho::{admin_client, agent, ca, config, serve, shared};
+use sekisho::device::{agent, ca};
+use sekisho::{admin_client, config, serve, shared};
 
 use std::io::Read as _;
 use std::path::PathBuf;

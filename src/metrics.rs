@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use sekisho_policy::DenyReason;
 
-use crate::pages::Block;
+/// The reason codes of the gateway's own blocks (not policy denials), as
+/// `gateway::pages::Block::code` names them; a test there keeps the two equal.
+pub const BLOCK_KINDS: [&str; 6] =
+    ["unknown_host", "bad_request", "upstream_unavailable", "upstream_timeout", "rate_limited", "state_unavailable"];
 
 /// Upper bounds of the latency buckets, in microseconds.
 const BUCKETS_US: [u64; 12] =
@@ -17,7 +20,7 @@ const BUCKETS_US: [u64; 12] =
 pub struct Metrics {
     allowed: AtomicU64,
     denied: [AtomicU64; DenyReason::ALL.len()],
-    blocked: [AtomicU64; Block::KINDS.len()],
+    blocked: [AtomicU64; BLOCK_KINDS.len()],
     upstream_errors: AtomicU64,
     connections_refused: AtomicU64,
     header_timeouts: AtomicU64,
@@ -37,7 +40,7 @@ impl Metrics {
     }
 
     pub fn blocked(&self, kind: &'static str) {
-        if let Some(i) = Block::KINDS.iter().position(|k| *k == kind) {
+        if let Some(i) = BLOCK_KINDS.iter().position(|k| *k == kind) {
             self.blocked[i].fetch_add(1, Relaxed);
         }
     }
@@ -79,7 +82,7 @@ impl Metrics {
                 n.load(Relaxed)
             );
         }
-        for (k, n) in Block::KINDS.iter().zip(&self.blocked) {
+        for (k, n) in BLOCK_KINDS.iter().zip(&self.blocked) {
             let _ = writeln!(out, "sekisho_requests_total{{decision=\"error\",reason=\"{k}\"}} {}", n.load(Relaxed));
         }
         let _ = writeln!(out, "# HELP sekisho_upstream_errors_total Failed upstream connections or exchanges.\n# TYPE sekisho_upstream_errors_total counter");

@@ -17,15 +17,16 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use sha2::{Digest, Sha256};
 
-use crate::admin::Admin;
-use crate::admission::Admission;
-use crate::audit::AuditLog;
 use crate::config::{AdminToken, Config, Role};
+use crate::control::admin::Admin;
+use crate::control::audit::AuditLog;
+use crate::control::store::{AuditEntry, Store};
+use crate::control::writer::Writer;
+use crate::gateway::admission::Admission;
+use crate::gateway::proxy::Gateway;
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
 use crate::shared::{load_rules, Shared};
-use crate::store::{AuditEntry, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -36,7 +37,7 @@ pub enum StartError {
     #[error("rules: {0}")]
     Rules(#[from] crate::shared::ReloadError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::control::store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("`{0}`: {1}")]
@@ -57,7 +58,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         crate::tls::check_pem(&config.tls.cert, &config.tls.key)?;
         if let (true, Some((cert, key))) = (config.tls.generate_dev_certs, &config.tls.device_ca) {
             if !cert.exists() && !key.exists() {
-                crate::ca::init(cert, key)?;
+                crate::device::ca::init(cert, key)?;
                 println!("created a development device CA: {}", cert.display());
             }
         }
@@ -68,7 +69,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let audit = Arc::new(
         AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
     );
-    let shared = Arc::new(Shared::new(store, rules, upstreams, state, version));
+    let shared = Arc::new(Shared::new(rules, upstreams, state));
+    let writer = Arc::new(Writer::new(store, shared.clone(), version));
     let metrics = Arc::new(Metrics::default());
     // An upgrade finds every port taken by the process it replaces.
     let later = |addr| if upgrade { Ok(Listen::Later(addr)) } else { bind(addr).map(Listen::Bound) };
@@ -83,7 +85,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         .tls
         .device_ca
         .as_ref()
-        .map(|(cert, key)| crate::ca::DeviceCa::load(cert, key))
+        .map(|(cert, key)| crate::device::ca::DeviceCa::load(cert, key))
         .transpose()?
         .map(Arc::new);
     let demo_listener = config.demo_upstream.map(later).transpose()?;
@@ -126,7 +128,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
             .map_err(|e| StartError::Io(config.tls.cert.display().to_string(), std::io::Error::other(e.to_string())))?;
         tls.enable_h2();
         if let Some((ca, _)) = &config.tls.device_ca {
-            tls.set_client_cert_verifier(crate::ca::verifier(ca)?);
+            tls.set_client_cert_verifier(crate::device::ca::verifier(ca)?);
         }
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(tls).l4_buffer(l4_buffer()));
     }
@@ -136,6 +138,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     server.add_service(proxy);
     let admin = Arc::new(Admin {
         shared: shared.clone(),
+        writer,
         audit: audit.clone(),
         metrics,
         limits,
@@ -191,11 +194,11 @@ impl BackgroundService for Sidecar {
         if matches!(self.admin_listener, Listen::Later(_)) {
             // The old process is gone: read in its last writes now rather
             // than at the watcher's next tick, before serving admin writes.
-            if let Err(e) = self.admin.shared.confirm().await {
+            if let Err(e) = self.admin.writer.confirm().await {
                 log::error!("upgrade: the state could not be confirmed against the store: {e}");
             }
         }
-        let admin = tokio::spawn(crate::admin::serve(
+        let admin = tokio::spawn(crate::control::admin::serve(
             self.admin.clone(),
             admin_listener,
             self.admin_tls.clone(),
@@ -227,7 +230,7 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             reason: String::new(),
             source: "local".into(),
         };
-        match admin.shared.reload_rules(&admin.rules_dir, entry).await {
+        match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
         }
@@ -244,7 +247,7 @@ async fn watch_state(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
-        match admin.shared.confirm().await {
+        match admin.writer.confirm().await {
             Ok(()) => {
                 if failing {
                     log::warn!("the state store is readable again");

@@ -1,8 +1,8 @@
-//! State shared by the proxy and the admin API: the atomically swapped
-//! snapshot of rules and state, the verified-token cache, and the registry
-//! of live connections that a suspension cuts. The request path only reads
-//! the snapshot and touches sharded entries; it never locks a global mutex
-//! or touches the disk. Admin writes are serialised here.
+//! The hot state every room shares: the atomically swapped snapshot of
+//! rules and state, the verified-token cache, and the registry of live
+//! connections that a suspension cuts. The request path only reads the
+//! snapshot and touches sharded entries; it never locks a global mutex or
+//! touches the disk. Only the control plane's writer publishes a snapshot.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -13,13 +13,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use sekisho_policy::attestation::{self, AttestationError, VerifiedToken};
-use sekisho_policy::device::DeviceStatus;
 use sekisho_policy::state::State;
 use sekisho_policy::Rules;
 use sha2::{Digest, Sha256};
 
-use crate::store::{AuditEntry, Change, FlagKind, Store, StoreError};
-use crate::upstream::Upstreams;
+use crate::gateway::upstream::Upstreams;
 
 /// What the request path reads: rules, state, and the upstream TLS material, all immutable.
 pub struct Snapshot {
@@ -31,19 +29,14 @@ pub struct Snapshot {
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
-    pub store: Store,
     pub tokens: TokenCache,
     pub conns: LiveConns,
     /// Bumped by every change that can end requests in flight; body filters
     /// re-check their request only when it moved.
     pub generation: AtomicU64,
-    /// Serialises admin writes so that commit, apply and swap happen in order.
-    writes: tokio::sync::Mutex<()>,
     /// When the store last proved readable and the snapshot current (ms
     /// since the epoch); `fresh` refuses to vouch for an older snapshot.
     confirmed_ms: AtomicU64,
-    /// The store's `data_version` the snapshot was read at.
-    version: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +49,10 @@ pub enum ReloadError {
     Upstream(String),
     #[error("no rules files (`*.toml`) in `{0}`")]
     Empty(String),
-    #[error("{0}")]
-    Store(#[from] StoreError),
 }
 
 impl Shared {
-    /// `version` is the store's `data_version` when `state` was read.
-    pub fn new(store: Store, rules: Rules, upstreams: Upstreams, state: State, version: i64) -> Shared {
+    pub fn new(rules: Rules, upstreams: Upstreams, state: State) -> Shared {
         let snapshot = Snapshot {
             rules: Arc::new(rules),
             upstreams: Arc::new(upstreams),
@@ -71,13 +61,10 @@ impl Shared {
         };
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            store,
             tokens: TokenCache::new(100_000),
             conns: LiveConns::default(),
             generation: AtomicU64::new(0),
-            writes: tokio::sync::Mutex::new(()),
             confirmed_ms: AtomicU64::new(now_ms()),
-            version: std::sync::atomic::AtomicI64::new(version),
         }
     }
 
@@ -88,18 +75,9 @@ impl Shared {
         u128::from(age) <= max_age.as_millis()
     }
 
-    /// Checks the store once: readable, and unchanged by anyone else since
-    /// the snapshot was read (or re-read if it was).
-    pub async fn confirm(&self) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        let version =
-            tokio::task::spawn_blocking(move || store.data_version()).await.map_err(|_| StoreError::Poisoned)??;
-        if version != self.version.load(Ordering::Acquire) {
-            log::warn!("the store was changed by another process; re-reading the state");
-            self.reload_state().await?;
-        }
+    /// The control plane proved the snapshot current just now.
+    pub fn confirmed(&self) {
         self.confirmed_ms.store(now_ms(), Ordering::Release);
-        Ok(())
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -111,35 +89,9 @@ impl Shared {
         self.snapshot.load_full()
     }
 
-    /// Commits `change` durably (with its audit record), then swaps in the
-    /// new snapshot and cuts the connections the change ends. Returns the
-    /// change as stored (with assigned ids). Nothing is swapped if the write fails.
-    pub async fn commit(&self, change: Change, audit: AuditEntry) -> Result<Change, StoreError> {
-        let _guard = self.writes.lock().await;
-        let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.commit(change, &audit))
-            .await
-            .map_err(|_| StoreError::Poisoned)??;
-        let current = self.snapshot.load_full();
-        let state = crate::store::apply(&current.state, &stored);
-        self.snapshot.store(Arc::new(Snapshot {
-            rules: current.rules.clone(),
-            upstreams: current.upstreams.clone(),
-            state: Arc::new(state),
-            built_at: Utc::now(),
-        }));
-        self.cut_after(&stored);
-        Ok(stored)
-    }
-
-    /// Re-reads the whole state from the store (after a graceful upgrade, when
-    /// the old process can no longer write) and swaps it in.
-    pub async fn reload_state(&self) -> Result<(), StoreError> {
-        let _guard = self.writes.lock().await;
-        let store = self.store.clone();
-        let (state, version) =
-            tokio::task::spawn_blocking(move || store.load_versioned()).await.map_err(|_| StoreError::Poisoned)??;
-        self.version.store(version, Ordering::Release);
+    /// Publishes a new state under the current rules. Only the control
+    /// plane's writer calls this, after the state is durable.
+    pub fn publish_state(&self, state: State) {
         let current = self.snapshot.load_full();
         self.snapshot.store(Arc::new(Snapshot {
             rules: current.rules.clone(),
@@ -147,40 +99,22 @@ impl Shared {
             state: Arc::new(state),
             built_at: Utc::now(),
         }));
-        // In-flight requests re-judge against what changed meanwhile.
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
     }
 
-    /// Replaces the rules once they load and the audit record is durable;
-    /// on any error the running rules stay.
-    pub async fn reload_rules(&self, dir: &Path, audit: AuditEntry) -> Result<usize, ReloadError> {
-        let (rules, upstreams) = load_rules(dir)?;
-        let _guard = self.writes.lock().await;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.record(&audit)).await.map_err(|_| StoreError::Poisoned)??;
+    /// Publishes new rules under the current state.
+    pub fn publish_rules(&self, rules: Rules, upstreams: Upstreams) {
         let current = self.snapshot.load_full();
-        let count = rules.profiles().len();
         self.snapshot.store(Arc::new(Snapshot {
             rules: Arc::new(rules),
             upstreams: Arc::new(upstreams),
             state: current.state.clone(),
             built_at: Utc::now(),
         }));
-        Ok(count)
     }
 
-    fn cut_after(&self, change: &Change) {
+    /// In-flight requests re-judge against the state at their next chunk.
+    pub fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        match change {
-            Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => self.conns.cut(|e| e.user == *user),
-            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
-                self.conns.cut(|e| e.device == *id)
-            }
-            Change::SetStop { profile: None, stop: Some(_) } => self.conns.cut(|_| true),
-            Change::SetStop { profile: Some(p), stop: Some(_) } => self.conns.cut(|e| e.profile == *p),
-            _ => {}
-        }
     }
 }
 

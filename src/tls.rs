@@ -8,7 +8,8 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+use chrono::{Datelike as _, Duration, Utc};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -37,7 +38,7 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     }
     let dir = cert.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
-    let (ca_cert, ca_key) = crate::ca::new_ca("sekisho development CA")?;
+    let (ca_cert, ca_key) = new_ca("sekisho development CA")?;
     let server_key = KeyPair::generate()?;
     let mut server = CertificateParams::new(DEV_NAMES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
     server.distinguished_name.push(DnType::CommonName, "localhost");
@@ -117,4 +118,26 @@ pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}
+
+/// A self-signed CA valid for ten years from today, for signing leaf certificates only.
+pub fn new_ca(common_name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    new_ca_with(common_name, |_| {})
+}
+
+/// [`new_ca`], with `tune` applied to the parameters before signing (name constraints).
+pub fn new_ca_with(
+    common_name: &str,
+    tune: impl FnOnce(&mut CertificateParams),
+) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let (from, until) = (Utc::now().date_naive(), Utc::now().date_naive() + Duration::days(3650));
+    params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
+    params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
+    tune(&mut params);
+    Ok((params.self_signed(&key)?, key))
 }

@@ -21,16 +21,16 @@ use sekisho_policy::engine::{check_body, client_addr, decide, still_allowed, Att
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::{Decision, Profile};
 
-use crate::audit::{AuditLog, RequestRecord};
-use crate::limits::Limiters;
-use crate::metrics::Metrics;
-use crate::pages::Block;
-use crate::request::{
+use crate::control::audit::{AuditLog, RequestRecord};
+use crate::gateway::pages::Block;
+use crate::gateway::request::{
     checked_framing, checked_target, client_certificate, effective_method, has_body, is_tls, joined_header,
     prefers_html, raw_target, request_host, strip_protected, upstream_authority,
 };
+use crate::gateway::upstream::Resolver;
+use crate::limits::Limiters;
+use crate::metrics::Metrics;
 use crate::shared::{LiveEntry, Shared, Snapshot};
-use crate::upstream::Resolver;
 
 pub struct Gateway {
     pub shared: Arc<Shared>,
@@ -312,7 +312,7 @@ impl ProxyHttp for Gateway {
         // A client that reads the answer slower than 1 KiB/s (slow read)
         // is cut instead of holding the connection and its buffers.
         session.set_min_send_rate(Some(1024));
-        crate::admission::header_complete(session.stream());
+        crate::gateway::admission::header_complete(session.stream());
         Ok(())
     }
 
@@ -327,7 +327,7 @@ impl ProxyHttp for Gateway {
                 if session.is_upgrade_req() {
                     // A chat socket may sit idle for long; suspension and
                     // revocation cut it through `register_live`, not a timer.
-                    session.set_read_timeout(Some(crate::upstream::UPGRADE_IDLE));
+                    session.set_read_timeout(Some(crate::gateway::upstream::UPGRADE_IDLE));
                     self.register_live(session, ctx);
                 }
                 Ok(false)
@@ -399,8 +399,8 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let public = format!("{}://{}", if is_tls(session) { "https" } else { "http" }, ctx.host);
-        crate::rewrite::location(resp, &route.upstream, &public)?;
-        crate::rewrite::cookies(resp, &route.upstream.host, &ctx.host)?;
+        crate::gateway::rewrite::location(resp, &route.upstream, &public)?;
+        crate::gateway::rewrite::cookies(resp, &route.upstream.host, &ctx.host)?;
         Ok(())
     }
 
@@ -480,7 +480,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        crate::admission::request_done(session.stream());
+        crate::gateway::admission::request_done(session.stream());
         if let Some(id) = ctx.live.take() {
             self.shared.conns.deregister(id);
         }

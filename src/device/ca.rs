@@ -9,9 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Utc};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
 use sha2::{Digest, Sha256};
 
 use crate::tls::{write, TlsError};
@@ -61,31 +59,9 @@ pub fn init(cert: &Path, key: &Path) -> Result<(), TlsError> {
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
     }
-    let (ca, ca_key) = new_ca("sekisho device CA")?;
+    let (ca, ca_key) = crate::tls::new_ca("sekisho device CA")?;
     write(key, ca_key.serialize_pem().as_bytes(), 0o600)?;
     write(cert, ca.pem().as_bytes(), 0o644)
-}
-
-/// A self-signed CA valid for ten years from today, for signing leaf certificates only.
-pub fn new_ca(common_name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
-    new_ca_with(common_name, |_| {})
-}
-
-/// [`new_ca`], with `tune` applied to the parameters before signing (name constraints).
-pub fn new_ca_with(
-    common_name: &str,
-    tune: impl FnOnce(&mut CertificateParams),
-) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let (from, until) = (Utc::now().date_naive(), Utc::now().date_naive() + Duration::days(3650));
-    params.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
-    params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
-    tune(&mut params);
-    Ok((params.self_signed(&key)?, key))
 }
 
 impl DeviceCa {

@@ -98,7 +98,7 @@ pub enum AgentCommand {
         gateway_ca: PathBuf,
         /// A relayed SaaS host and its profile audience: `HOST=AUDIENCE`, `*.domain=AUDIENCE` or `HOST`.
         #[arg(long = "route", required = true)]
-        routes: Vec<crate::forward::Route>,
+        routes: Vec<crate::device::forward::Route>,
         /// Where the agent keeps its local CA.
         #[arg(long, default_value = "agent")]
         state_dir: PathBuf,
@@ -175,14 +175,20 @@ pub fn run(cmd: AgentCommand) -> Result<(), String> {
         }
         AgentCommand::Posture { admin, cacert, every, who } => posture(&admin, cacert.as_deref(), every, who),
         AgentCommand::Proxy { listen, gateway, gateway_ca, routes, state_dir, who } => {
-            let settings =
-                crate::forward::Settings { listen, gateway, gateway_ca, routes, state_dir, identity: who.identity()? };
+            let settings = crate::device::forward::Settings {
+                listen,
+                gateway,
+                gateway_ca,
+                routes,
+                state_dir,
+                identity: who.identity()?,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(crate::forward::run(settings)).map_err(|e| e.to_string())
+            runtime.block_on(crate::device::forward::run(settings)).map_err(|e| e.to_string())
         }
     }
 }

@@ -29,7 +29,7 @@ use sekisho_policy::rules::strip_port;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::agent::Identity;
+use crate::device::agent::Identity;
 use crate::tls::{write, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +271,7 @@ impl Proxy {
     }
 
     /// A token for `audience`, reused while more than half its life is left.
-    fn token(&self, audience: &str) -> Result<String, crate::agent::AgentError> {
+    fn token(&self, audience: &str) -> Result<String, crate::device::agent::AgentError> {
         let now = Utc::now().timestamp();
         let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((token, renew_at)) = tokens.get(audience) {
@@ -391,7 +391,7 @@ impl LocalCa {
         let wanted: Vec<GeneralSubtree> = subtrees.iter().map(|s| GeneralSubtree::DnsName(s.clone())).collect();
         if !cert_path.exists() {
             std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.display().to_string(), e))?;
-            let (cert, key) = crate::ca::new_ca_with("sekisho agent local CA", |p| {
+            let (cert, key) = crate::tls::new_ca_with("sekisho agent local CA", |p| {
                 p.name_constraints =
                     Some(NameConstraints { permitted_subtrees: wanted.clone(), excluded_subtrees: Vec::new() });
             })?;

@@ -24,20 +24,22 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::audit::AuditLog;
 use crate::config::{AdminToken, Role};
+use crate::control::audit::AuditLog;
+use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
+use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
-use crate::shared::{ReloadError, Shared};
-use crate::store::{AuditEntry, Change, FlagKind, StoreError};
+use crate::shared::Shared;
 
 pub struct Admin {
     pub shared: Arc<Shared>,
+    pub writer: Arc<Writer>,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limiters>,
     /// Issues device client certificates, when a device CA is configured.
-    pub device_ca: Option<Arc<crate::ca::DeviceCa>>,
+    pub device_ca: Option<Arc<crate::device::ca::DeviceCa>>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
 }
@@ -49,7 +51,7 @@ pub struct ApiError(StatusCode, String);
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
 const MAX_BODY: usize = 1 << 20;
-const OPENAPI: &str = include_str!("../docs/admin-openapi.yaml");
+const OPENAPI: &str = include_str!("../../docs/admin-openapi.yaml");
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -299,7 +301,7 @@ impl Admin {
 
     async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
         let entry = self.audit_entry(caller, action, target, reason);
-        let stored = self.shared.commit(change, entry).await?;
+        let stored = self.writer.commit(change, entry).await?;
         let id = match stored {
             Change::AddGrant(g) => Some(g.id),
             Change::AddMaintenance(m) => Some(m.id),
@@ -350,7 +352,7 @@ impl Admin {
             reason: summary,
             source: peer.ip().to_string(),
         };
-        self.shared.commit(change, entry).await?;
+        self.writer.commit(change, entry).await?;
         Ok((StatusCode::OK, json!({"ok": true, "action": "device.posture", "target": id})))
     }
 
@@ -552,9 +554,9 @@ impl Admin {
 
     async fn reload(&self, caller: &Caller<'_>) -> ApiResult {
         let entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), "");
-        match self.shared.reload_rules(&self.rules_dir, entry).await {
+        match self.writer.reload_rules(&self.rules_dir, entry).await {
             Ok(n) => Ok((StatusCode::OK, json!({"ok": true, "profiles": n}))),
-            Err(ReloadError::Store(e)) => Err(e.into()),
+            Err(RulesReloadError::Store(e)) => Err(e.into()),
             Err(e) => Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("rules not reloaded, the running rules stay: {e}"),
@@ -571,7 +573,7 @@ impl Admin {
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
                 let records =
-                    self.shared.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
+                    self.writer.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
                 Ok((StatusCode::OK, json!({ "records": records })))
             }
             "requests" => {

@@ -6,7 +6,7 @@
 use pingora::http::ResponseHeader;
 use sekisho_policy::rules::Upstream;
 
-use crate::request::upstream_origin;
+use crate::gateway::request::upstream_origin;
 
 /// Rewrites an absolute `Location` on the upstream origin to the public origin.
 pub fn location(resp: &mut ResponseHeader, upstream: &Upstream, public_origin: &str) -> pingora::Result<()> {

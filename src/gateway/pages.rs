@@ -44,16 +44,6 @@ struct Text {
 }
 
 impl Block<'_> {
-    /// The reason codes of the gateway's own blocks, for metrics.
-    pub const KINDS: [&'static str; 6] = [
-        "unknown_host",
-        "bad_request",
-        "upstream_unavailable",
-        "upstream_timeout",
-        "rate_limited",
-        "state_unavailable",
-    ];
-
     pub fn status(&self) -> u16 {
         match self {
             Block::Policy { deny, .. } => policy_status(deny.reason),
@@ -421,4 +411,23 @@ pub fn esc(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Block;
+
+    #[test]
+    fn every_gateway_block_has_its_metrics_counter() {
+        let blocks = [
+            Block::UnknownHost,
+            Block::BadRequest("x"),
+            Block::UpstreamUnavailable,
+            Block::UpstreamTimeout,
+            Block::RateLimited(1),
+            Block::StateUnavailable,
+        ];
+        let codes: Vec<_> = blocks.iter().map(Block::code).collect();
+        assert_eq!(codes, crate::metrics::BLOCK_KINDS);
+    }
 }

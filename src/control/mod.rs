@@ -1,0 +1,9 @@
+//! The control plane: the admin API, the durable store, the writer that
+//! commits a change with its audit record and then publishes the new
+//! snapshot, and the request audit trail. It never decides a request:
+//! rules live in the engine.
+
+pub mod admin;
+pub mod audit;
+pub mod store;
+pub mod writer;
