@@ -3,7 +3,7 @@
 //! prints a clear error and exits non-zero on failure; none panics.
 
 use sekisho::device::{agent, ca};
-use sekisho::{admin_client, config, serve, shared};
+use sekisho::{admin_client, audit_cli, config, serve, shared};
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -47,6 +47,9 @@ enum Command {
     /// The device CA for client certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The audit trail: verify it, query it, export the signing public key.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => admin_client::run(args, &cli.config),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Ca(CaCommand::Init) => ca_init(&cli.config),
+        Command::Audit(cmd) => audit_cli::run(cmd, &cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("`{0}`: {1}")]
     Io(String, std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
 }
 
 /// Runs the gateway. With `upgrade`, the proxy's listening sockets come from
@@ -66,9 +68,11 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
     let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
     let (state, version) = store.load_versioned()?;
-    let audit = Arc::new(
-        AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
-    );
+    let audit = Arc::new(AuditLog::open(crate::control::audit::AuditSettings {
+        path: config.audit_log.clone(),
+        replica: config.replica_id.clone(),
+        keep: config.audit.clone(),
+    })?);
     let shared = Arc::new(Shared::new(rules, upstreams, state));
     let writer = Arc::new(Writer::new(store, shared.clone(), version));
     let metrics = Arc::new(Metrics::default());
@@ -210,6 +214,7 @@ impl BackgroundService for Sidecar {
             }
         }
         tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
+        tokio::spawn(crate::control::audit::reopen_on_signal(self.admin.audit.clone()));
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         let _ = admin.await;
     }

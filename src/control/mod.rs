@@ -5,5 +5,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod chain;
 pub mod store;
+pub mod trail;
+pub mod trail_writer;
 pub mod writer;
