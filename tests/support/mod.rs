@@ -391,6 +391,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     upstream: SocketAddr,
     ws: SocketAddr,
+    /// Extra environment for the gateway process (`NOTIFY_SOCKET`, …).
+    env: Vec<(String, String)>,
 }
 
 pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
@@ -405,10 +407,21 @@ impl Gateway {
 
     /// Starts with extra sections appended to the gateway configuration.
     pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
+        Gateway::start_with_env(upstream, ws, extra_config, &[]).await
+    }
+
+    /// Starts with extra configuration and extra environment variables.
+    pub async fn start_with_env(
+        upstream: &Upstream,
+        ws: &WsUpstream,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
-        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr, env };
         gw.write_files(extra_config);
         gw.spawn().await;
         gw
@@ -563,6 +576,7 @@ ownership = ["personal"]
         let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -616,6 +630,27 @@ ownership = ["personal"]
         let quit = Command::new("kill").args(["-QUIT", &old.id().to_string()]).status().unwrap();
         assert!(quit.success());
         old
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, `USR1`, …) to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// SIGTERM, then waits (up to 15 s) for a clean exit.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "gateway exited with {status}: {}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `kill -9`: no shutdown of any kind.
