@@ -90,11 +90,11 @@ impl AuditLog {
     pub fn open(settings: AuditSettings) -> Result<AuditLog, AuditError> {
         let path = settings.path.clone();
         let shown = path.display().to_string();
-        let trail = Trail::open(settings)?;
+        let (trail, written) = Trail::open(settings)?;
         let public_key = trail.public_key();
         let queue = Arc::new(ArrayQueue::new(QUEUE));
         let closed = Arc::new(AtomicBool::new(false));
-        let healthy = Arc::new(AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(written));
         let reopen = Arc::new(AtomicBool::new(false));
         let (q, c, h, r) = (queue.clone(), closed.clone(), healthy.clone(), reopen.clone());
         let writer = std::thread::Builder::new()

@@ -47,7 +47,10 @@ struct FileState {
 }
 
 impl Trail {
-    pub fn open(settings: AuditSettings) -> Result<Trail, AuditError> {
+    /// Opens the trail; the flag says whether its first write (the header)
+    /// reached the file. A trail that cannot be written still opens, so the
+    /// gateway starts and refuses requests (fail closed) with its admin API up.
+    pub fn open(settings: AuditSettings) -> Result<(Trail, bool), AuditError> {
         let path = settings.path.clone();
         let io = |e| AuditError::Io(path.display().to_string(), e);
         let dir = parent(&path);
@@ -83,12 +86,16 @@ impl Trail {
             retry_after: Instant::now(),
             helpers: Vec::new(),
         };
+        let mut written = true;
         if trail.file.lines == 0 {
-            trail.write_header().map_err(io)?;
+            written = trail.write_header().is_ok();
         }
-        trail.flush().map_err(io)?;
+        written &= trail.flush().is_ok();
+        if !written {
+            log::error!("audit log `{}` cannot be written: refusing requests until it can", path.display());
+        }
         trail.spawn_maintenance(None);
-        Ok(trail)
+        Ok((trail, written))
     }
 
     pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
