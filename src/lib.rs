@@ -24,4 +24,5 @@ pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod shared;
+pub mod sntp;
 pub mod tls;

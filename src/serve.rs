@@ -44,6 +44,8 @@ pub enum StartError {
     Io(String, std::io::Error),
     #[error(transparent)]
     Audit(#[from] crate::control::audit::AuditError),
+    #[error("{0}")]
+    Clock(String),
 }
 
 /// Runs the gateway. With `upgrade`, the proxy's listening sockets come from
@@ -51,6 +53,7 @@ pub enum StartError {
 /// SIGQUIT), and the admin and demo ports are taken once it lets them go.
 pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let config = Config::load(config_path)?;
+    crate::control::doctor::clock_at_start(&config.clock).map_err(StartError::Clock)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
     let tokens = admin_tokens(&config)?;
     if config.https.is_some() {
@@ -149,8 +152,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_ca,
         tokens,
         rules_dir: config.rules_dir.clone(),
+        health: Arc::default(),
     });
-    server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener }));
+    let doctor = config.clone();
+    server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener, doctor }));
     announce(&config);
     server.run(RunArgs::default());
     audit.close();
@@ -163,6 +168,8 @@ struct Sidecar {
     admin_listener: Listen,
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
     demo_listener: Option<Listen>,
+    /// For the periodic health checks (`sekisho doctor` in the gateway).
+    doctor: Config,
 }
 
 /// A port bound at start, or one to take over from the process being upgraded.
@@ -215,6 +222,8 @@ impl BackgroundService for Sidecar {
         }
         tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
         tokio::spawn(crate::control::audit::reopen_on_signal(self.admin.audit.clone()));
+        let every = std::time::Duration::from_secs(300);
+        tokio::spawn(crate::control::doctor::watch(self.doctor.clone(), self.admin.health.clone(), every));
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         let _ = admin.await;
     }

@@ -42,6 +42,8 @@ pub struct Admin {
     pub device_ca: Option<Arc<crate::device::ca::DeviceCa>>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
+    /// The latest in-gateway `doctor` checks, for `/metrics` and the status.
+    pub health: Arc<crate::control::doctor::Latest>,
 }
 
 /// An API failure: status and a message for the JSON body.
@@ -142,7 +144,10 @@ impl Admin {
         let caller = Caller { token, source: peer };
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let text = self.metrics.render(age, self.shared.conns.count());
+            let mut text = self.metrics.render(age, self.shared.conns.count());
+            if let Some(report) = self.health.get() {
+                text.push_str(&report.prometheus());
+            }
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -373,6 +378,8 @@ impl Admin {
                 "devices": snap.state.devices.len(),
                 "live_requests": self.shared.conns.count(),
                 "snapshot_built_at": snap.built_at,
+                "audit_log_writable": self.audit.healthy(),
+                "health": self.health.get().as_deref(),
             }),
         )
     }

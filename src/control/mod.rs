@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod audit;
 pub mod chain;
+pub mod doctor;
+pub mod doctor_certs;
 pub mod store;
 pub mod trail;
 pub mod trail_writer;

@@ -169,6 +169,14 @@ impl Store {
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// Opens an existing store read only, without creating or migrating
+    /// anything (`sekisho doctor`, run by an operator beside the gateway).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
