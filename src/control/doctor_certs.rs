@@ -86,7 +86,7 @@ fn key_matches(chain: &[rustls::pki_types::CertificateDer<'static>], key: &Path)
         .ok_or_else(|| format!("`{}` holds no PEM private key", key.display()))?;
     let provider = rustls::crypto::ring::default_provider();
     let certified = rustls::sign::CertifiedKey::from_der(chain.to_vec(), der, &provider)
-        .map_err(|e| format!("the key `{}` cannot be used: {e}", key.display()))?;
+        .map_err(|e| format!("the key `{}` does not belong to the certificate: {e}", key.display()))?;
     certified.keys_match().map_err(|e| format!("the key `{}` does not belong to the certificate: {e}", key.display()))
 }
 
