@@ -22,6 +22,7 @@ pub mod device;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod serve;
 pub mod shared;
 pub mod sntp;

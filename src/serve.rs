@@ -224,8 +224,28 @@ impl BackgroundService for Sidecar {
         tokio::spawn(crate::control::audit::reopen_on_signal(self.admin.audit.clone()));
         let every = std::time::Duration::from_secs(300);
         tokio::spawn(crate::control::doctor::watch(self.doctor.clone(), self.admin.health.clone(), every));
+        self.notify_systemd(shutdown.clone());
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         let _ = admin.await;
+    }
+}
+
+impl Sidecar {
+    /// sd_notify: ready once the listeners accept, the watchdog while the
+    /// gateway can judge and record, stopping at shutdown (`notify.rs`).
+    fn notify_systemd(&self, mut shutdown: ShutdownWatch) {
+        let c = &self.doctor;
+        let addrs = [c.https, c.http, Some(c.admin.listen)].into_iter().flatten().collect();
+        tokio::spawn(crate::notify::ready_when_listening(addrs, std::time::Duration::from_secs(30)));
+        if let Some(every) = crate::notify::watchdog_interval() {
+            let (admin, max_age) = (self.admin.clone(), c.state_max_age);
+            let healthy = move || admin.audit.healthy() && admin.shared.fresh(chrono::Utc::now(), max_age);
+            tokio::spawn(crate::notify::watchdog(every, healthy));
+        }
+        tokio::spawn(async move {
+            let _ = shutdown.changed().await;
+            crate::notify::send("STOPPING=1");
+        });
     }
 }
 
@@ -244,10 +264,12 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             reason: String::new(),
             source: "local".into(),
         };
+        crate::notify::reloading();
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
         }
+        crate::notify::send("READY=1");
     }
 }
 
