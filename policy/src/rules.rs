@@ -56,6 +56,9 @@ pub struct Profile {
     pub account: Option<AccountRule>,
     /// Refuse request bodies that contain a 個人番号 (My Number).
     pub forbid_my_number: bool,
+    /// The `Strict-Transport-Security` value the gateway sends on HTTPS
+    /// answers (`[hsts]`); `None` sends none of its own.
+    pub hsts: Option<String>,
 }
 
 /// Paths reserved for some roles.
@@ -346,6 +349,24 @@ struct RawFile {
     account: Option<RawAccount>,
     #[serde(default)]
     content: RawContent,
+    #[serde(default)]
+    hsts: Option<Spanned<RawHsts>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsts {
+    #[serde(default = "default_hsts_max_age")]
+    max_age_secs: u32,
+    #[serde(default)]
+    include_subdomains: bool,
+    #[serde(default)]
+    preload: bool,
+}
+
+/// One year: what scanners and the HSTS preload list ask for.
+fn default_hsts_max_age() -> u32 {
+    31_536_000
 }
 
 #[derive(Deserialize)]
@@ -551,11 +572,33 @@ impl RawFile {
             }),
             account: self.account.map(|a| AccountRule { header: a.header.to_ascii_lowercase(), logins: a.logins }),
             forbid_my_number: self.content.forbid_my_number,
+            hsts: convert_hsts(self.hsts, &err)?,
         })
     }
 }
 
 type ErrAt<'a> = dyn Fn(std::ops::Range<usize>, String) -> RulesError + 'a;
+
+/// `[hsts]` to the header value; absent means one year, `max_age_secs = 0` none.
+fn convert_hsts(raw: Option<Spanned<RawHsts>>, err: &ErrAt<'_>) -> Result<Option<String>, RulesError> {
+    let Some(raw) = raw else { return Ok(Some(format!("max-age={}", default_hsts_max_age()))) };
+    let span = raw.span();
+    let h = raw.into_inner();
+    if h.preload && (!h.include_subdomains || h.max_age_secs < default_hsts_max_age()) {
+        return Err(err(span, "[hsts] `preload` needs `include_subdomains = true` and `max_age_secs` of at least 31536000".into()));
+    }
+    if h.max_age_secs == 0 {
+        return Ok(None);
+    }
+    let mut value = format!("max-age={}", h.max_age_secs);
+    if h.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if h.preload {
+        value.push_str("; preload");
+    }
+    Ok(Some(value))
+}
 
 fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
     let host = r.host.get_ref().trim().to_ascii_lowercase();

@@ -4,6 +4,7 @@
 //! request audit line; it must never touch the store or the disk.
 
 pub mod admission;
+pub mod headers;
 pub mod pages;
 pub mod proxy;
 pub mod request;

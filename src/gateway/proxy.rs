@@ -213,6 +213,9 @@ impl Gateway {
         if let Some(secs) = answer.retry_after_secs {
             resp.insert_header("retry-after", secs)?;
         }
+        if let Some(v) = crate::gateway::headers::hsts(ctx.profile.as_deref(), is_tls(session)) {
+            resp.insert_header("strict-transport-security", v)?;
+        }
         if has_body(session.req_header()) {
             // The body was never read: do not reuse a connection with bytes left on it.
             session.set_keepalive(None);
@@ -394,6 +397,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         resp.insert_header("sekisho-request-id", ctx.request_id.as_str())?;
+        if let Some(v) = crate::gateway::headers::hsts(ctx.profile.as_deref(), is_tls(session)) {
+            resp.insert_header("strict-transport-security", v)?;
+        }
         let Some(route) = ctx.profile.as_ref().and_then(|p| p.routes.get(ctx.route)) else { return Ok(()) };
         if route.upstream.host == ctx.host {
             return Ok(());
