@@ -155,7 +155,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         health: Arc::default(),
     });
     let doctor = config.clone();
-    server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener, doctor }));
+    server
+        .add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener, doctor }));
     announce(&config);
     server.run(RunArgs::default());
     audit.close();

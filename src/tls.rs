@@ -75,30 +75,6 @@ pub fn check_pem(cert: &Path, key: &Path) -> Result<(), TlsError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
-    use x509_parser::prelude::{FromDer as _, X509Certificate};
-
-    #[test]
-    fn the_development_leaf_is_short_lived_and_only_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
-        assert!(super::ensure_dev_certs(&cert, &key).unwrap());
-        let pem = std::fs::read(&cert).unwrap();
-        let ders: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).map(Result::unwrap).collect();
-        let (_, leaf) = X509Certificate::from_der(ders[0].as_ref()).unwrap();
-        let v = leaf.validity();
-        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
-        assert!(days <= 397, "{days}");
-        let ku = leaf.key_usage().unwrap().unwrap().value;
-        assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.key_encipherment());
-        let (_, ca) = X509Certificate::from_der(ders[1].as_ref()).unwrap();
-        let ku = ca.key_usage().unwrap().unwrap().value;
-        assert!(ku.key_cert_sign() && !ku.digital_signature());
-    }
-}
-
 /// Writes a file atomically (temp file, fsync, rename) with `mode`.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let err = |e| TlsError::Write(path.display().to_string(), e);
@@ -173,4 +149,28 @@ pub fn new_ca_with(
     params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
     tune(&mut params);
     Ok((params.self_signed(&key)?, key))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+    #[test]
+    fn the_development_leaf_is_short_lived_and_only_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        assert!(super::ensure_dev_certs(&cert, &key).unwrap());
+        let pem = std::fs::read(&cert).unwrap();
+        let ders: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).map(Result::unwrap).collect();
+        let (_, leaf) = X509Certificate::from_der(ders[0].as_ref()).unwrap();
+        let v = leaf.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!(days <= 397, "{days}");
+        let ku = leaf.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.key_encipherment());
+        let (_, ca) = X509Certificate::from_der(ders[1].as_ref()).unwrap();
+        let ku = ca.key_usage().unwrap().unwrap().value;
+        assert!(ku.key_cert_sign() && !ku.digital_signature());
+    }
 }

@@ -15,7 +15,11 @@ use support::{Enrol, Gateway, Upstream, WsUpstream};
 
 fn sekisho(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sekisho")).current_dir(dir).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -64,8 +68,10 @@ async fn nothing_is_lost_across_rotations_and_a_reopen_under_load() {
     gw.stop().await;
     assert_eq!(sent.len(), WORKERS * EACH);
 
-    let names: Vec<String> =
-        std::fs::read_dir(gw.path("data")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(gw.path("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().filter(|n| n.ends_with(".jsonl.gz")).count() >= 3, "too few rotations: {names:?}");
     assert!(names.contains(&"audit.jsonl.1".to_owned()), "{names:?}");
 
@@ -84,7 +90,8 @@ async fn nothing_is_lost_across_rotations_and_a_reopen_under_load() {
     assert!(out.contains("ok: request trail intact") && out.contains("ok: admin records intact: "), "{out}");
 
     // An auditor's CSV of one person's denials.
-    let (ok, csv, err) = sekisho(gw.dir.path(), &["audit", "query", "--user", "tanaka", "--decision", "allow", "--csv"]);
+    let (ok, csv, err) =
+        sekisho(gw.dir.path(), &["audit", "query", "--user", "tanaka", "--decision", "allow", "--csv"]);
     assert!(ok, "{err}");
     assert_eq!(csv.lines().count(), 1 + WORKERS * EACH / 2, "{err}");
     assert!(csv.lines().nth(1).unwrap().contains(",tanaka,tanaka-pc,127.0.0.1,app.localhost:"), "{csv}");

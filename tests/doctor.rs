@@ -53,12 +53,18 @@ async fn doctor_checks_files_store_upstreams_and_the_clock() {
     gw.add_profile("secure", tls.addr, "", &[]).await;
     // The route names its upstream by an address: a name the certificate does not hold.
     let text = std::fs::read_to_string(gw.path("rules/secure.toml")).unwrap();
-    let wrong_name = text.replace(&format!("upstream = \"http://{}\"", tls.addr), &format!("upstream = \"https://{}\"\nca_file = \"private-ca.pem\"", tls.addr));
+    let wrong_name = text.replace(
+        &format!("upstream = \"http://{}\"", tls.addr),
+        &format!("upstream = \"https://{}\"\nca_file = \"private-ca.pem\"", tls.addr),
+    );
     gw.write_rules("secure.toml", &wrong_name);
 
     let (ok, out) = sekisho(gw.dir.path(), &["doctor"]);
     assert!(!ok, "a TLS upstream with the wrong name is an error:\n{out}");
-    assert!(out.contains(&format!("[FAIL] upstream: secure.localhost -> 127.0.0.1:{}: TLS failed", tls.addr.port())), "{out}");
+    assert!(
+        out.contains(&format!("[FAIL] upstream: secure.localhost -> 127.0.0.1:{}: TLS failed", tls.addr.port())),
+        "{out}"
+    );
     assert!(out.contains("[ OK ] certificate: server certs/server.pem"), "{out}");
     assert!(out.contains("[ OK ] store: data/state.sqlite3: admin audit chain intact"), "{out}");
     assert!(out.contains("[ OK ] audit_log: data/audit.jsonl: directory data writable"), "{out}");
@@ -66,19 +72,31 @@ async fn doctor_checks_files_store_upstreams_and_the_clock() {
     assert!(out.contains("[WARN] upstream: app.localhost ->") && out.contains("plain HTTP"), "{out}");
 
     // The same with the name the certificate holds resolves to the upstream: all well.
-    let right_name = wrong_name.replace(&format!("https://{}", tls.addr), &format!("https://localhost:{}", tls.addr.port()));
+    let right_name =
+        wrong_name.replace(&format!("https://{}", tls.addr), &format!("https://localhost:{}", tls.addr.port()));
     let fixed = right_name.replace("\"localhost\"", "\"upstream.localhost\"");
     gw.write_rules("secure.toml", &fixed);
     let (_, out) = sekisho(gw.dir.path(), &["doctor", "--json"]);
-    let report: serde_json::Value = serde_json::from_str(&out.lines().take_while(|l| !l.starts_with("sekisho:")).collect::<Vec<_>>().join("\n")).unwrap();
-    let secure = report["findings"].as_array().unwrap().iter().find(|f| f["subject"].as_str().unwrap().starts_with("secure.localhost")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&out.lines().take_while(|l| !l.starts_with("sekisho:")).collect::<Vec<_>>().join("\n"))
+            .unwrap();
+    let secure = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["subject"].as_str().unwrap().starts_with("secure.localhost"))
+        .unwrap();
     assert_eq!(secure["check"], "upstream", "{secure}");
 
     // A certificate close to expiry is a warning with its days.
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let soon = chrono::Utc::now() + chrono::Duration::days(10);
-    params.not_after = rcgen::date_time_ymd(soon.format("%Y").to_string().parse().unwrap(), soon.format("%m").to_string().parse().unwrap(), soon.format("%d").to_string().parse().unwrap());
+    params.not_after = rcgen::date_time_ymd(
+        soon.format("%Y").to_string().parse().unwrap(),
+        soon.format("%m").to_string().parse().unwrap(),
+        soon.format("%d").to_string().parse().unwrap(),
+    );
     let cert = params.self_signed(&key).unwrap();
     std::fs::write(gw.path("certs/server.pem"), cert.pem()).unwrap();
     std::fs::write(gw.path("certs/server.key"), key.serialize_pem()).unwrap();
@@ -91,7 +109,10 @@ async fn doctor_checks_files_store_upstreams_and_the_clock() {
 
     // The running gateway exposes its findings in /metrics and the status.
     let metrics = gw.admin_metrics().await;
-    assert!(metrics.contains("sekisho_doctor_finding{check=\"clock\"") && metrics.contains("sekisho_clock_offset_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("sekisho_doctor_finding{check=\"clock\"") && metrics.contains("sekisho_clock_offset_seconds"),
+        "{metrics}"
+    );
     let status = gw.admin("GET", "/v1/status", serde_json::Value::Null).await;
     assert!(status["health"]["findings"].as_array().is_some_and(|f| !f.is_empty()), "{status}");
     gw.kill9();
@@ -109,7 +130,11 @@ async fn a_wrong_clock_is_found_and_refuses_the_start_only_when_told() {
     gw.kill9();
 
     let text = std::fs::read_to_string(gw.path("sekisho.toml")).unwrap();
-    std::fs::write(gw.path("sekisho.toml"), text.replace("max_offset_ms = 2000", "max_offset_ms = 2000\nrefuse_start = true")).unwrap();
+    std::fs::write(
+        gw.path("sekisho.toml"),
+        text.replace("max_offset_ms = 2000", "max_offset_ms = 2000\nrefuse_start = true"),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sekisho")).current_dir(gw.dir.path()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("the clock is +120."), "{err}");
@@ -121,7 +146,9 @@ fn an_admin_listener_on_the_network_without_tls_is_refused_unless_acknowledged()
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     std::fs::copy(root.join("rules/demo.toml"), dir.path().join("rules/demo.toml")).unwrap();
-    let config = std::fs::read_to_string(root.join("sekisho.toml")).unwrap().replace("listen = \"127.0.0.1:9090\"", "listen = \"0.0.0.0:9090\"");
+    let config = std::fs::read_to_string(root.join("sekisho.toml"))
+        .unwrap()
+        .replace("listen = \"127.0.0.1:9090\"", "listen = \"0.0.0.0:9090\"");
     std::fs::write(dir.path().join("sekisho.toml"), &config).unwrap();
     let (ok, out) = sekisho(dir.path(), &["check-config"]);
     assert!(!ok && out.contains("without TLS") && out.contains("insecure_plain_http"), "{out}");

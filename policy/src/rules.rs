@@ -585,7 +585,10 @@ fn convert_hsts(raw: Option<Spanned<RawHsts>>, err: &ErrAt<'_>) -> Result<Option
     let span = raw.span();
     let h = raw.into_inner();
     if h.preload && (!h.include_subdomains || h.max_age_secs < default_hsts_max_age()) {
-        return Err(err(span, "[hsts] `preload` needs `include_subdomains = true` and `max_age_secs` of at least 31536000".into()));
+        return Err(err(
+            span,
+            "[hsts] `preload` needs `include_subdomains = true` and `max_age_secs` of at least 31536000".into(),
+        ));
     }
     if h.max_age_secs == 0 {
         return Ok(None);

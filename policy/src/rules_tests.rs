@@ -148,7 +148,10 @@ fn hsts_is_one_year_by_default_and_configurable_per_profile() {
         ("[hsts]\nmax_age_secs = 0\n", None),
         ("[hsts]\nmax_age_secs = 600\n", Some("max-age=600")),
         ("[hsts]\ninclude_subdomains = true\n", Some("max-age=31536000; includeSubDomains")),
-        ("[hsts]\nmax_age_secs = 63072000\ninclude_subdomains = true\npreload = true\n", Some("max-age=63072000; includeSubDomains; preload")),
+        (
+            "[hsts]\nmax_age_secs = 63072000\ninclude_subdomains = true\npreload = true\n",
+            Some("max-age=63072000; includeSubDomains; preload"),
+        ),
     ];
     for (extra, want) in cases {
         let p = Profile::parse("demo.toml", &format!("{MINIMAL}{extra}")).unwrap();

@@ -212,7 +212,13 @@ impl RequestRecord<'_> {
     }
 }
 
-fn write_loop(mut trail: Trail, queue: &ArrayQueue<String>, closed: &AtomicBool, healthy: &AtomicBool, reopen: &AtomicBool) {
+fn write_loop(
+    mut trail: Trail,
+    queue: &ArrayQueue<String>,
+    closed: &AtomicBool,
+    healthy: &AtomicBool,
+    reopen: &AtomicBool,
+) {
     loop {
         // Read the flag before draining so nothing queued before close is missed.
         let last = closed.load(Ordering::Acquire);

@@ -62,7 +62,11 @@ fn a_checkpoint_signs_the_head_it_names() {
     let meta: Meta = serde_json::from_str(&line).unwrap();
     let msg = checkpoint_message("t", meta.head.as_deref().unwrap());
     assert!(verify_b64(&key().verifying_key(), msg.as_bytes(), meta.sig.as_deref().unwrap()));
-    assert!(!verify_b64(&key().verifying_key(), checkpoint_message("t2", &meta.head.unwrap()).as_bytes(), &meta.sig.unwrap()));
+    assert!(!verify_b64(
+        &key().verifying_key(),
+        checkpoint_message("t2", &meta.head.unwrap()).as_bytes(),
+        &meta.sig.unwrap()
+    ));
 }
 
 #[test]

@@ -58,7 +58,14 @@ impl Report {
         self.findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok)
     }
 
-    fn push(&mut self, check: &'static str, level: Level, subject: impl Into<String>, message: impl Into<String>, next: &str) {
+    fn push(
+        &mut self,
+        check: &'static str,
+        level: Level,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+        next: &str,
+    ) {
         self.findings.push(Finding {
             check,
             level,
@@ -99,7 +106,11 @@ impl Report {
         );
         for f in &self.findings {
             let level = f.level as u8;
-            out.push_str(&format!("sekisho_doctor_finding{{check=\"{}\",subject=\"{}\"}} {level}\n", f.check, label(&f.subject)));
+            out.push_str(&format!(
+                "sekisho_doctor_finding{{check=\"{}\",subject=\"{}\"}} {level}\n",
+                f.check,
+                label(&f.subject)
+            ));
         }
         let gauges = [
             ("certificate", "sekisho_certificate_expiry_days", "Days until the certificate expires."),
@@ -138,7 +149,13 @@ pub async fn run(config_path: &Path) -> Report {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            r.push("config", Level::Error, config_path.display().to_string(), e.to_string(), "fix the file; `sekisho check-config` shows the same error");
+            r.push(
+                "config",
+                Level::Error,
+                config_path.display().to_string(),
+                e.to_string(),
+                "fix the file; `sekisho check-config` shows the same error",
+            );
             return r;
         }
     };
@@ -170,7 +187,9 @@ fn check_admin(config: &Config, r: &mut Report) {
     let a = &config.admin;
     let subject = format!("admin API {}", a.listen);
     match (a.listen.ip().is_loopback(), a.tls.is_some()) {
-        (true, _) | (false, true) => r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, ""),
+        (true, _) | (false, true) => {
+            r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, "")
+        }
         (false, false) => r.push(
             "admin",
             Level::Warn,
@@ -184,8 +203,16 @@ fn check_admin(config: &Config, r: &mut Report) {
 fn check_rules(config: &Config, r: &mut Report) {
     let subject = config.rules_dir.display().to_string();
     match crate::shared::load_rules(&config.rules_dir) {
-        Ok((rules, _)) => r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), ""),
-        Err(e) => r.push("rules", Level::Error, subject, e.to_string(), "fix the rules file; a reload would be refused the same way"),
+        Ok((rules, _)) => {
+            r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), "")
+        }
+        Err(e) => r.push(
+            "rules",
+            Level::Error,
+            subject,
+            e.to_string(),
+            "fix the rules file; a reload would be refused the same way",
+        ),
     }
 }
 
@@ -215,20 +242,47 @@ fn check_certificates(config: &Config, r: &mut Report) {
     for (role, cert, key) in certificate_files(config) {
         let subject = format!("{role} {}", cert.display());
         match crate::control::doctor_certs::inspect(&cert, key.as_deref()) {
-            Err(e) => r.push("certificate", Level::Error, subject, e, "put the PEM chain (and key) where [tls] says, readable by the gateway"),
+            Err(e) => r.push(
+                "certificate",
+                Level::Error,
+                subject,
+                e,
+                "put the PEM chain (and key) where [tls] says, readable by the gateway",
+            ),
             Ok(chain) => {
                 for problem in &chain.problems {
-                    r.push("certificate", Level::Error, subject.clone(), problem.clone(), "install the matching key, or the full chain (leaf first, then intermediates)");
+                    r.push(
+                        "certificate",
+                        Level::Error,
+                        subject.clone(),
+                        problem.clone(),
+                        "install the matching key, or the full chain (leaf first, then intermediates)",
+                    );
                 }
                 if let Some(note) = &chain.note {
-                    r.push("certificate", Level::Warn, subject.clone(), note.clone(), "make sure every client trusts that issuer, or add the intermediate to the file");
+                    r.push(
+                        "certificate",
+                        Level::Warn,
+                        subject.clone(),
+                        note.clone(),
+                        "make sure every client trusts that issuer, or add the intermediate to the file",
+                    );
                 }
                 let (level, next) = match chain.days_left {
                     d if d < 0 => (Level::Error, "renew it now: clients refuse an expired certificate"),
-                    d if d <= WARN_DAYS => (Level::Warn, "renew it from the issuing CA, replace the file, and restart or upgrade the gateway"),
+                    d if d <= WARN_DAYS => (
+                        Level::Warn,
+                        "renew it from the issuing CA, replace the file, and restart or upgrade the gateway",
+                    ),
                     _ => (Level::Ok, ""),
                 };
-                r.push("certificate", level, subject, format!("{}; {} day(s) to expiry ({})", chain.summary, chain.days_left, chain.not_after), next);
+                r.push(
+                    "certificate",
+                    level,
+                    subject,
+                    format!("{}; {} day(s) to expiry ({})", chain.summary, chain.days_left, chain.not_after),
+                    next,
+                );
                 r.with_value(chain.days_left as f64);
             }
         }
@@ -244,15 +298,43 @@ fn check_store(config: &Config, r: &mut Report) {
     }
     let store = match crate::control::store::Store::open_read_only(&path) {
         Ok(s) => s,
-        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), "check the file's owner and mode (the gateway's user must read and write it)"),
+        Err(e) => {
+            return r.push(
+                "store",
+                Level::Error,
+                subject,
+                e.to_string(),
+                "check the file's owner and mode (the gateway's user must read and write it)",
+            )
+        }
     };
     match store.load_versioned() {
-        Ok((state, _)) => r.push("store", Level::Ok, subject.clone(), format!("readable: {} user(s), {} device(s)", state.users.len(), state.devices.len()), ""),
-        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), "restore the store from backup; the gateway refuses requests while it cannot read it"),
+        Ok((state, _)) => r.push(
+            "store",
+            Level::Ok,
+            subject.clone(),
+            format!("readable: {} user(s), {} device(s)", state.users.len(), state.devices.len()),
+            "",
+        ),
+        Err(e) => {
+            return r.push(
+                "store",
+                Level::Error,
+                subject,
+                e.to_string(),
+                "restore the store from backup; the gateway refuses requests while it cannot read it",
+            )
+        }
     }
     match store.verify_audit_chain() {
         Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), ""),
-        Ok(Err(id)) => r.push("store", Level::Error, subject, format!("admin audit record {id} breaks the hash chain"), "treat the store as tampered with: compare with a backup and tell the auditor"),
+        Ok(Err(id)) => r.push(
+            "store",
+            Level::Error,
+            subject,
+            format!("admin audit record {id} breaks the hash chain"),
+            "treat the store as tampered with: compare with a backup and tell the auditor",
+        ),
         Err(e) => r.push("store", Level::Error, subject, e.to_string(), "check the store file"),
     }
 }
@@ -264,24 +346,46 @@ fn check_audit_log(config: &Config, r: &mut Report) {
     let probe = dir.join(format!(".sekisho-doctor-{}", std::process::id()));
     match std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe)) {
         Ok(()) => r.push("audit_log", Level::Ok, subject.clone(), format!("directory {} writable", dir.display()), ""),
-        Err(e) => r.push("audit_log", Level::Error, subject.clone(), format!("cannot write in {}: {e}", dir.display()), "give the gateway's user write access (ReadWritePaths in the unit); it refuses requests it cannot record"),
+        Err(e) => r.push(
+            "audit_log",
+            Level::Error,
+            subject.clone(),
+            format!("cannot write in {}: {e}", dir.display()),
+            "give the gateway's user write access (ReadWritePaths in the unit); it refuses requests it cannot record",
+        ),
     }
     if let Ok(s) = nix::sys::statvfs::statvfs(dir) {
-        let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+        let free = s.blocks_available() * s.fragment_size();
         let level = match free {
             f if f < WARN_FREE_BYTES / 10 => Level::Error,
             f if f < WARN_FREE_BYTES => Level::Warn,
             _ => Level::Ok,
         };
-        let next = if level == Level::Ok { "" } else { "free space or lower [audit] retention_days; at 0 bytes the gateway refuses all requests" };
+        let next = if level == Level::Ok {
+            ""
+        } else {
+            "free space or lower [audit] retention_days; at 0 bytes the gateway refuses all requests"
+        };
         r.push("audit_log", level, subject.clone(), format!("{} MiB free", free >> 20), next);
         r.with_value(free as f64);
     }
     let key = &config.audit.signing_key;
     match crate::control::chain::read_key(key) {
         Ok(_) => r.push("audit_log", Level::Ok, key.display().to_string(), "signing key readable", ""),
-        Err(_) if !key.exists() => r.push("audit_log", Level::Warn, key.display().to_string(), "no signing key yet", "it is created at the gateway's first start; then export it: sekisho audit public-key"),
-        Err(e) => r.push("audit_log", Level::Error, key.display().to_string(), e.to_string(), "restore the key from backup, or move it aside to start a new one (tell the auditors the new public key)"),
+        Err(_) if !key.exists() => r.push(
+            "audit_log",
+            Level::Warn,
+            key.display().to_string(),
+            "no signing key yet",
+            "it is created at the gateway's first start; then export it: sekisho audit public-key",
+        ),
+        Err(e) => r.push(
+            "audit_log",
+            Level::Error,
+            key.display().to_string(),
+            e.to_string(),
+            "restore the key from backup, or move it aside to start a new one (tell the auditors the new public key)",
+        ),
     }
 }
 
@@ -297,7 +401,13 @@ async fn check_upstreams(config: &Config, r: &mut Report) {
 
 async fn check_clock(config: &Config, r: &mut Report) {
     let Some(server) = config.clock.ntp_server.clone() else {
-        r.push("clock", Level::Warn, "ntp", "no [clock] ntp_server: the offset is not measured", "set the city's NTP server under [clock], and keep chrony or systemd-timesyncd running (timedatectl)");
+        r.push(
+            "clock",
+            Level::Warn,
+            "ntp",
+            "no [clock] ntp_server: the offset is not measured",
+            "set the city's NTP server under [clock], and keep chrony or systemd-timesyncd running (timedatectl)",
+        );
         return;
     };
     let max = f64::from(config.clock.max_offset_ms) / 1000.0;
@@ -306,11 +416,27 @@ async fn check_clock(config: &Config, r: &mut Report) {
     match measured {
         Ok(Ok(o)) => {
             let level = if o.offset_secs.abs() > max { Level::Error } else { Level::Ok };
-            let next = if level == Level::Ok { "" } else { "fix time sync (chronyc tracking / timedatectl timesync-status): hours and token times are judged on this clock" };
-            r.push("clock", level, server, format!("offset {:+.3} s (allowed ±{max} s), round trip {:.3} s", o.offset_secs, o.round_trip_secs), next);
+            let next = if level == Level::Ok {
+                ""
+            } else {
+                "fix time sync (chronyc tracking / timedatectl timesync-status): hours and token times are judged on this clock"
+            };
+            r.push(
+                "clock",
+                level,
+                server,
+                format!("offset {:+.3} s (allowed ±{max} s), round trip {:.3} s", o.offset_secs, o.round_trip_secs),
+                next,
+            );
             r.with_value(o.offset_secs);
         }
-        Ok(Err(e)) => r.push("clock", Level::Warn, server, format!("offset not measured: {e}"), "check that UDP 123 to the NTP server is open from this host"),
+        Ok(Err(e)) => r.push(
+            "clock",
+            Level::Warn,
+            server,
+            format!("offset not measured: {e}"),
+            "check that UDP 123 to the NTP server is open from this host",
+        ),
         Err(_) => r.push("clock", Level::Warn, server, "offset not measured", ""),
     }
 }

@@ -40,7 +40,11 @@ pub fn inspect(cert: &Path, key: Option<&Path>) -> Result<Chain, String> {
     for pair in parsed.windows(2) {
         if let [a, b] = pair {
             if a.issuer() != b.subject() {
-                problems.push(format!("`{}` is not issued by the next certificate in the file (`{}`)", a.subject(), b.subject()));
+                problems.push(format!(
+                    "`{}` is not issued by the next certificate in the file (`{}`)",
+                    a.subject(),
+                    b.subject()
+                ));
             }
         }
     }
@@ -61,7 +65,8 @@ pub fn inspect(cert: &Path, key: Option<&Path>) -> Result<Chain, String> {
         .flatten()
         .map(|san| san.value.general_names.iter().map(name).collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
-    let summary = if names.is_empty() { format!("`{}`", leaf.subject()) } else { format!("`{}` for {names}", leaf.subject()) };
+    let summary =
+        if names.is_empty() { format!("`{}`", leaf.subject()) } else { format!("`{}` for {names}", leaf.subject()) };
     Ok(Chain { summary, days_left, not_after: earliest.to_string(), problems, note })
 }
 
@@ -96,11 +101,27 @@ pub async fn probe_upstream(up: &Upstream, ca_file: Option<&Path>) -> (Level, St
     let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
     let tcp = match connect {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return (Level::Error, format!("cannot connect: {e}"), "check DNS, routing and the firewall from this host to the SaaS"),
-        Err(_) => return (Level::Error, "no connection within 5 s".into(), "check routing and the firewall from this host to the SaaS"),
+        Ok(Err(e)) => {
+            return (
+                Level::Error,
+                format!("cannot connect: {e}"),
+                "check DNS, routing and the firewall from this host to the SaaS",
+            )
+        }
+        Err(_) => {
+            return (
+                Level::Error,
+                "no connection within 5 s".into(),
+                "check routing and the firewall from this host to the SaaS",
+            )
+        }
     };
     if !up.tls {
-        return (Level::Warn, "reachable over plain HTTP (no TLS)".into(), "use an https:// upstream unless it is on this host");
+        return (
+            Level::Warn,
+            "reachable over plain HTTP (no TLS)".into(),
+            "use an https:// upstream unless it is on this host",
+        );
     }
     let connector = match connector(ca_file) {
         Ok(c) => c,
@@ -114,7 +135,11 @@ pub async fn probe_upstream(up: &Upstream, ca_file: Option<&Path>) -> (Level, St
             let version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
             (Level::Ok, format!("TLS verified for `{}` ({version})", up.host), "")
         }
-        Ok(Err(e)) => (Level::Error, format!("TLS failed: {e}"), "the upstream's certificate must be valid for its name and trusted (system roots or the route's ca_file)"),
+        Ok(Err(e)) => (
+            Level::Error,
+            format!("TLS failed: {e}"),
+            "the upstream's certificate must be valid for its name and trusted (system roots or the route's ca_file)",
+        ),
         Err(_) => (Level::Error, "no TLS handshake within 5 s".into(), "check that nothing on the path intercepts TLS"),
     }
 }

@@ -159,8 +159,9 @@ impl Store {
         for (table, column, kind) in
             [("devices", "cert_sha256", "TEXT"), ("devices", "posture_at", "INTEGER"), ("admin_audit", "chain", "TEXT")]
         {
-            let has: bool =
-                conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+            let has: bool = conn
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+                .exists([column])?;
             if !has {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }

@@ -197,9 +197,9 @@ pub fn discover(active: &Path) -> std::io::Result<Vec<PathBuf>> {
         let n = e.file_name().to_string_lossy().into_owned();
         let rotated = n.starts_with(&format!("{stem}-"))
             && [".jsonl", ".jsonl.gz", ".digest.json"].iter().any(|s| n.ends_with(s));
-        let logrotated = n.strip_prefix(&format!("{name}.")).is_some_and(|rest| {
-            rest.trim_end_matches(".gz").chars().all(|c| c.is_ascii_digit()) && !rest.is_empty()
-        });
+        let logrotated = n
+            .strip_prefix(&format!("{name}."))
+            .is_some_and(|rest| rest.trim_end_matches(".gz").chars().all(|c| c.is_ascii_digit()) && !rest.is_empty());
         if n == name || rotated || logrotated {
             found.push(e.path());
         }
@@ -235,7 +235,9 @@ fn shown(p: &Path) -> String {
 
 fn first_seq(p: &Path) -> std::io::Result<Option<u64>> {
     let first = lines(p)?.next().transpose()?;
-    Ok(first.and_then(|l| chain::open(&l).and_then(|o| serde_json::from_str::<Meta>(&o.content).ok())).and_then(|m| m.seq))
+    Ok(first
+        .and_then(|l| chain::open(&l).and_then(|o| serde_json::from_str::<Meta>(&o.content).ok()))
+        .and_then(|m| m.seq))
 }
 
 /// Digests given, plus those beside the data files.
@@ -301,7 +303,14 @@ fn walk(all: &[String], c: &mut Checked) -> Result<(), Broken> {
         };
         let expected = want.unwrap_or(seq);
         if seq > expected {
-            return Err((n, format!("seq jumps from {} to {seq}: {} line(s) removed before this line, or lines reordered", expected.saturating_sub(1), seq - expected)));
+            return Err((
+                n,
+                format!(
+                    "seq jumps from {} to {seq}: {} line(s) removed before this line, or lines reordered",
+                    expected.saturating_sub(1),
+                    seq - expected
+                ),
+            ));
         }
         if seq < expected {
             return Err((n, format!("seq {seq} comes after seq {}: a line was inserted or moved here", expected - 1)));
@@ -312,7 +321,10 @@ fn walk(all: &[String], c: &mut Checked) -> Result<(), Broken> {
         if meta.sekisho_audit.as_deref() == Some("checkpoint") {
             let hex = crate::config::hex(&p);
             if meta.head.as_deref() != Some(hex.as_str()) {
-                return Err((n, "the checkpoint's head is not the chain before it: lines before it were rewritten".into()));
+                return Err((
+                    n,
+                    "the checkpoint's head is not the chain before it: lines before it were rewritten".into(),
+                ));
             }
             let (time, sig) = (meta.time.clone().unwrap_or_default(), meta.sig.clone().unwrap_or_default());
             c.checkpoints.push(Checkpoint { line: n, time, head: hex, sig });
@@ -340,7 +352,9 @@ fn start(meta: &Meta, c: &mut Checked, seq: u64) -> Result<Link, String> {
 /// A line whose hash does not match: inserted (the next line carries the
 /// same seq and follows on from the line before) or changed.
 fn mismatch(next: Option<&String>, prev: &Link, seq: u64) -> String {
-    let follows = next.and_then(|l| parse(l)).is_some_and(|(o, _, s)| s == seq && chain::link(prev, o.content.as_bytes()) == o.chain);
+    let follows = next
+        .and_then(|l| parse(l))
+        .is_some_and(|(o, _, s)| s == seq && chain::link(prev, o.content.as_bytes()) == o.chain);
     if follows {
         "a line was inserted here (the next line follows on from the line before this one)".into()
     } else {
@@ -385,7 +399,9 @@ fn check_digests(checked: &[Checked], digests: &[Digest], pinned: Option<&Verify
         let Some(d) = by_content else {
             let by_name = digests.iter().find(|d| same_file(&d.body.file, &c.name));
             match (by_name, Some(&c.name) == active.as_ref()) {
-                (Some(_), _) => report.problems.push(problem(c, "the file's content differs from its signed digest: changed after it was sealed")),
+                (Some(_), _) => report
+                    .problems
+                    .push(problem(c, "the file's content differs from its signed digest: changed after it was sealed")),
                 (None, true) => report.notes.push(format!("{}: no digest yet (the active file)", c.name)),
                 (None, false) => report.problems.push(problem(c, "no signed digest found for this rotated file")),
             }
@@ -409,7 +425,10 @@ fn check_digests(checked: &[Checked], digests: &[Digest], pinned: Option<&Verify
             report.problems.push(Problem {
                 file: b.body.file.clone(),
                 line: 0,
-                what: format!("its digest does not name the digest before it ({}): a digest is missing or was replaced", a.body.file),
+                what: format!(
+                    "its digest does not name the digest before it ({}): a digest is missing or was replaced",
+                    a.body.file
+                ),
             });
         }
     }

@@ -31,8 +31,8 @@ fn record(i: usize, user: &str) -> RequestRecord<'static> {
         host: Cow::Borrowed("abiko.cybozu.com"),
         method: Cow::Borrowed("GET"),
         path: Cow::Owned(format!("/k/{i}")),
-        decision: Cow::Borrowed(if i % 3 == 0 { "deny" } else { "allow" }),
-        reason: (i % 3 == 0).then_some(Cow::Borrowed("outside_hours")),
+        decision: Cow::Borrowed(if i.is_multiple_of(3) { "deny" } else { "allow" }),
+        reason: i.is_multiple_of(3).then_some(Cow::Borrowed("outside_hours")),
         rule: None,
         profile: Some(Cow::Borrowed("abiko")),
         status: 200,
@@ -45,7 +45,7 @@ fn record(i: usize, user: &str) -> RequestRecord<'static> {
 fn write(s: &AuditSettings, from: usize, n: usize) {
     let log = AuditLog::open(s.clone()).unwrap();
     for i in from..from + n {
-        log.record(&record(i, if i % 2 == 0 { "tanaka" } else { "suzuki" }));
+        log.record(&record(i, if i.is_multiple_of(2) { "tanaka" } else { "suzuki" }));
     }
     log.close();
 }
@@ -227,7 +227,8 @@ fn a_trail_written_before_the_chain_is_moved_aside_not_continued() {
     let s = settings(dir.path(), 1 << 20, false);
     std::fs::write(&s.path, serde_json::to_string(&record(0, "old")).unwrap() + "\n").unwrap();
     write(&s, 1, 3);
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().any(|n| n.starts_with("audit.unchained-")), "{names:?}");
     assert_eq!(problems(dir.path()), vec![]);
 }

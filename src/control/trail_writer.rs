@@ -243,10 +243,8 @@ impl Trail {
             return Ok(());
         }
         let fd = std::os::fd::AsRawFd::as_raw_fd(self.out.get_ref());
-        let old = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_or_else(
-            |_| "(renamed)".to_owned(),
-            |p| file_name(&p).trim_end_matches(" (deleted)").to_owned(),
-        );
+        let old = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map_or_else(|_| "(renamed)".to_owned(), |p| file_name(&p).trim_end_matches(" (deleted)").to_owned());
         self.seal_file(old)?;
         self.start_new_file()
     }
@@ -413,8 +411,8 @@ fn prune(dir: &Path, stem: &str, days: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.filter_map(Result::ok) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with(&prefix)
-            && [".jsonl.gz", ".jsonl", ".digest.json"].iter().any(|s| name.ends_with(s));
+        let ours =
+            name.starts_with(&prefix) && [".jsonl.gz", ".jsonl", ".digest.json"].iter().any(|s| name.ends_with(s));
         let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
         if ours && old {
             match std::fs::remove_file(e.path()) {

@@ -21,7 +21,8 @@ mod tests {
 
     #[test]
     fn only_https_answers_of_a_profile_carry_it() {
-        let text = "[profile]\nname = \"d\"\ntitle = \"D\"\ncontact = \"c\"\ntimezone = \"Asia/Tokyo\"\naudience = \"d\"\n\
+        let text =
+            "[profile]\nname = \"d\"\ntitle = \"D\"\ncontact = \"c\"\ntimezone = \"Asia/Tokyo\"\naudience = \"d\"\n\
                     [[routes]]\nhost = \"d.localhost\"\nupstream = \"http://127.0.0.1:1\"\n[hours]\nalways = true\n\
                     [network]\ntrusted = [\"any\"]\n";
         let p = Profile::parse("d.toml", text).unwrap();
