@@ -292,6 +292,9 @@ type Broken = (u64, String);
 
 /// The line-by-line check. `Err` names the first line that breaks the chain.
 fn walk(all: &[String], c: &mut Checked) -> Result<(), Broken> {
+    if all.is_empty() {
+        return Err((0, "the file is empty: even its header line is gone".into()));
+    }
     let mut prev: Option<Link> = None;
     let mut want: Option<u64> = None;
     for (i, line) in all.iter().enumerate() {

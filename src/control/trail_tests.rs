@@ -250,3 +250,22 @@ fn csv_cells_are_quoted_and_never_formulas() {
     assert_eq!(rows.len(), 3, "{text}");
     assert!(rows[1].starts_with("2026-11-22T10:00:00+09:00,gw-a,1,r0,tanaka,tanaka-pc,10.0.0.1,"), "{text}");
 }
+
+proptest::proptest! {
+    /// Whatever a trail file holds (it is untrusted input to an auditor),
+    /// `verify` answers with problems and never panics; garbage never passes.
+    #[test]
+    fn arbitrary_files_never_panic_and_never_pass(lines in proptest::collection::vec(".{0,120}", 1..8)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let report = verify(&[path], None).unwrap();
+        proptest::prop_assert!(!report.problems.is_empty());
+    }
+
+    /// SNTP answers from the network: any bytes are an error or an offset, never a panic.
+    #[test]
+    fn arbitrary_sntp_answers_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), t1 in 0u64.., t4 in 0u64..) {
+        let _ = crate::sntp::read_answer("x", &bytes, t1, t4);
+    }
+}
