@@ -46,9 +46,18 @@ pub struct Limits {
     /// share it: size it for the whole office.
     #[serde(default = "default_connections_per_client")]
     pub connections_per_client: NonZeroU32,
-    /// Seconds a client has to send a whole request header (slowloris).
+    /// Seconds a client has to send a whole request header (slowloris),
+    /// and to finish its TLS handshake.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: NonZeroU32,
+    /// Seconds a client sending a request body may pause between chunks
+    /// before it is answered 408 (a body trickled to hold an upstream).
+    #[serde(default = "default_header_timeout")]
+    pub body_idle_secs: NonZeroU32,
+    /// Bytes per second a client must read answers at (judged over 10 s
+    /// while the gateway waits to write), or it is cut (slow read).
+    #[serde(default = "default_min_send_rate")]
+    pub min_send_rate: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -59,6 +68,8 @@ impl Default for Limits {
             admin_failures_per_minute: default_admin_failures(),
             connections_per_client: default_connections_per_client(),
             header_timeout_secs: default_header_timeout(),
+            body_idle_secs: default_header_timeout(),
+            min_send_rate: default_min_send_rate(),
         }
     }
 }
@@ -77,6 +88,10 @@ fn default_admin_failures() -> NonZeroU32 {
 
 fn default_connections_per_client() -> NonZeroU32 {
     NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_min_send_rate() -> NonZeroU32 {
+    NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_header_timeout() -> NonZeroU32 {

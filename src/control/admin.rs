@@ -142,7 +142,7 @@ impl Admin {
         let caller = Caller { token, source: peer };
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let text = self.metrics.render(age, self.shared.conns.count());
+            let text = self.metrics.render(age, self.shared.live_requests());
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -371,7 +371,7 @@ impl Admin {
                 "emergency_stop": stops.global,
                 "users": snap.state.users.len(),
                 "devices": snap.state.devices.len(),
-                "live_requests": self.shared.conns.count(),
+                "live_requests": self.shared.live_requests(),
                 "snapshot_built_at": snap.built_at,
             }),
         )

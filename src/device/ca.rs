@@ -6,7 +6,6 @@
 //! approved: revocation needs no CRL.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Utc};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
@@ -104,15 +103,4 @@ impl DeviceCa {
             private_key_der: key.serialize_der(),
         })
     }
-}
-
-/// A verifier that asks for client certificates signed by the device CA
-/// but lets connections without one through (profiles decide).
-pub fn verifier(cert: &Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, TlsError> {
-    let roots = crate::tls::root_store(cert)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))
 }
