@@ -61,6 +61,7 @@ fn state(key: &SigningKey, n: usize) -> State {
                 key: key.public(),
                 status: DeviceStatus::Approved,
                 certificate: None,
+                exception: None,
             };
             devices.insert(device.id.clone(), device);
         }
@@ -149,7 +150,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("apply a suspension to a 500k-user snapshot", |b| {
         b.iter(|| black_box(apply(&big, black_box(&suspend))))
     });
-    let revoke = Change::SetDeviceStatus { id: "user42-dev1".into(), status: DeviceStatus::Revoked };
+    let revoke = Change::SetDeviceStatus { id: "user42-dev1".into(), status: DeviceStatus::Revoked, exception: None };
     c.bench_function("apply a device revocation to a 1M-device snapshot", |b| {
         b.iter(|| black_box(apply(&big, black_box(&revoke))))
     });

@@ -61,9 +61,19 @@ enum Action {
         decision: String,
         #[arg(long)]
         reason: String,
+        /// With `approve`: approve although the device is below the
+        /// profiles' minimums (OS, signature age), for this reason.
+        #[arg(long)]
+        exception: Option<String>,
     },
-    /// Reload the rules files.
-    Reload,
+    /// Reload the rules files: a revision, recorded with its approver
+    /// (Abiko 13.: the 統括情報責任者) and reason.
+    Reload {
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Register approved devices in bulk from a JSON-lines file (one
     /// registration object per line, as for `POST /v1/devices`), in batches
     /// of 2000; each batch is all or nothing.
@@ -94,10 +104,12 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         Action::Resume { reason, profile } => {
             ("POST", "/v1/emergency-stop/lift".to_owned(), Some(json!({"reason": reason, "profile": profile})))
         }
-        Action::Device { id, decision, reason } => {
-            ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason})))
+        Action::Device { id, decision, reason, exception } => {
+            ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason, "exception": exception})))
         }
-        Action::Reload => ("POST", "/v1/rules/reload".to_owned(), None),
+        Action::Reload { approver, reason } => {
+            ("POST", "/v1/rules/reload".to_owned(), Some(json!({"approver": approver, "reason": reason})))
+        }
         Action::Call { method, path, body } => {
             let body = body
                 .map(|b| serde_json::from_str::<Value>(&b).map_err(|e| format!("body is not JSON: {e}")))

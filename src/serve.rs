@@ -227,8 +227,10 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             actor: "SIGHUP".into(),
             action: "rules.reload".into(),
             target: admin.rules_dir.display().to_string(),
-            reason: String::new(),
+            // A signal carries no approver: `sekisho admin reload` records one.
+            reason: "reloaded on SIGHUP (no approver recorded)".into(),
             source: "local".into(),
+            approver: None,
         };
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),

@@ -270,7 +270,7 @@ async fn an_overtime_grant_opens_a_closed_profile_for_one_user() {
             .unwrap()
             .replace("[network]", "overtime_grants = true\n\n[network]"),
     );
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let now = chrono::Utc::now();
     gw.admin("POST", "/v1/overtime", json!({"user": "gina", "approver": "総務課長", "reason": "議会対応", "start": now - chrono::Duration::minutes(5), "end": now + chrono::Duration::hours(1)})).await;
     assert_eq!(gw.get_as(&gina, "hours.localhost", "/").await.status(), 200);
@@ -430,7 +430,14 @@ async fn a_broken_rules_file_is_refused_and_the_running_rules_stay() {
     let nina = gw.enrol("nina", Enrol::default()).await;
     let good = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
     gw.write_rules("app.toml", &good.replace("always = true", "alwyas = true"));
-    let (status, body) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({}))).await;
+    let (status, body) = gw
+        .admin_call(
+            "POST",
+            "/v1/rules/reload",
+            ROOT_TOKEN,
+            Some(json!({"approver": "統括情報責任者", "reason": "broken"})),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("app.toml:") && msg.contains("alwyas"), "{msg}");
@@ -565,13 +572,13 @@ async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
     let good = TlsUpstream::start("localhost").await;
     std::fs::write(gw.path("rules/private-ca.pem"), &good.ca_pem).unwrap();
     gw.write_rules("app.toml", &route_to(&good, true));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let resp = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), format!("tls upstream saw host localhost:{}", good.addr.port()));
 
     gw.write_rules("app.toml", &route_to(&good, false));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let unknown_ca = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(
         reason(&unknown_ca).as_deref(),
@@ -582,7 +589,7 @@ async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
     let other_name = TlsUpstream::start("upstream.internal").await;
     std::fs::write(gw.path("rules/private-ca.pem"), &other_name.ca_pem).unwrap();
     gw.write_rules("app.toml", &route_to(&other_name, true));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let wrong_name = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(
         reason(&wrong_name).as_deref(),
@@ -640,7 +647,7 @@ async fn an_idle_websocket_outlives_the_routes_request_timeout() {
     let upstream_line = format!("upstream = \"http://{}\"", ws.addr);
     assert!(rules.contains(&upstream_line));
     gw.write_rules("ws.toml", &rules.replace(&upstream_line, &format!("{upstream_line}\ntimeout_secs = 1")));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let jun = gw.enrol("jun", Enrol::default()).await;
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://ws.localhost:{}/chat",
@@ -694,4 +701,181 @@ async fn tokens_never_reach_the_logs_or_the_store() {
             assert!(!text.contains(tail), "{what} found in {}", place.display());
         }
     }
+}
+
+/// The admin writes the OpenAPI document lists, as (method, path template).
+fn documented_writes() -> std::collections::BTreeSet<(String, String)> {
+    let doc = include_str!("../docs/admin-openapi.yaml");
+    let mut path = String::new();
+    let mut writes = std::collections::BTreeSet::new();
+    for line in doc.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = format!("/{p}");
+        }
+        for method in ["post", "put", "delete"] {
+            if line == format!("    {method}:") {
+                writes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    writes
+}
+
+/// Abiko 13. (revisions approved by the 統括情報責任者) and every admin
+/// action: each write the OpenAPI document lists is made here with the
+/// least it accepts (no reason where one is optional), and no audit record
+/// is left with an empty reason; the reload keeps its approver.
+#[tokio::test]
+async fn abiko_13_every_admin_write_records_a_reason_and_a_reload_its_approver() {
+    let (_up, _ws, gw) = setup().await;
+    let mut walked = std::collections::BTreeSet::new();
+    let mut call = |m: &str, template: &str| {
+        walked.insert((m.to_owned(), template.to_owned()));
+    };
+    let ok = |status: u16, v: &serde_json::Value| assert!((200..300).contains(&status), "{status} {v}");
+    // PUT /v1/users/{id}, POST /v1/devices, POST .../approve (enrol sends no reason for the first two).
+    let kimura = gw.enrol("kimura", Enrol::default()).await;
+    call("PUT", "/v1/users/{id}");
+    call("POST", "/v1/devices");
+    call("POST", "/v1/devices/{id}/approve");
+    let pending = gw.enrol("mori", Enrol { approve: false, ..Enrol::default() }).await;
+    gw.admin("POST", &format!("/v1/devices/{}/reject", pending.device), json!({"reason": "書類不備"})).await;
+    call("POST", "/v1/devices/{id}/reject");
+    for action in ["suspend", "unsuspend", "restrict", "unrestrict"] {
+        gw.admin("POST", &format!("/v1/users/kimura/{action}"), json!({"reason": "第18条"})).await;
+        call("POST", &format!("/v1/users/{{id}}/{action}"));
+    }
+    let key = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let public = key.public();
+    let imported = json!({"id": "bulk-1", "owner": "kimura", "kind": "pc", "ownership": "issued", "os": "windows",
+        "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64()});
+    gw.admin("POST", "/v1/devices/import", json!({"reason": "資産台帳", "devices": [imported]})).await;
+    call("POST", "/v1/devices/import");
+    gw.admin("POST", &format!("/v1/devices/{}/certificate", kimura.device), json!({})).await;
+    call("POST", "/v1/devices/{id}/certificate");
+    let now = chrono::Utc::now().timestamp();
+    let claims = sekisho_policy::attestation::Claims {
+        sub: "kimura".into(),
+        aud: sekisho_policy::posture::POSTURE_AUDIENCE.into(),
+        iat: now,
+        exp: now + 60,
+        jti: "p".into(),
+        os: kimura.os,
+        os_version: kimura.os_version.parse().unwrap(),
+        security_software: kimura.security_software.clone(),
+    };
+    let report = sekisho_policy::attestation::mint(&kimura.key, &kimura.device, &claims);
+    let (status, v) = gw
+        .admin_call("POST", &format!("/v1/devices/{}/posture", kimura.device), "", Some(json!({"attestation": report})))
+        .await;
+    ok(status, &v);
+    call("POST", "/v1/devices/{id}/posture");
+    gw.admin("POST", "/v1/devices/bulk-1/revoke", json!({"reason": "紛失"})).await;
+    call("POST", "/v1/devices/{id}/revoke");
+    gw.admin("POST", "/v1/emergency-stop", json!({"reason": "第6条第4項"})).await;
+    call("POST", "/v1/emergency-stop");
+    gw.admin("POST", "/v1/emergency-stop/lift", json!({"reason": "復旧"})).await;
+    call("POST", "/v1/emergency-stop/lift");
+    let (start, end) = ("2026-12-01T18:00:00+09:00", "2026-12-01T20:00:00+09:00");
+    let grant = gw
+        .admin(
+            "POST",
+            "/v1/overtime",
+            json!({"user": "kimura", "approver": "課長", "reason": "議会対応", "start": start, "end": end}),
+        )
+        .await;
+    call("POST", "/v1/overtime");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", grant["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/overtime/{id}");
+    let window = gw.admin("POST", "/v1/maintenance", json!({"reason": "保守", "start": start, "end": end})).await;
+    call("POST", "/v1/maintenance");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/maintenance/{}", window["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/maintenance/{id}");
+    let (status, v) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({"reason": "改定"}))).await;
+    assert_eq!(status, 400, "a reload without an approver is refused: {v}");
+    gw.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者 山田", "reason": "有効期間の延長"})).await;
+    call("POST", "/v1/rules/reload");
+
+    let missing: Vec<_> = documented_writes().difference(&walked).cloned().collect();
+    assert!(missing.is_empty(), "admin writes this test does not make: {missing:?}");
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?limit=1000", AUDITOR_TOKEN, None).await;
+    let records = audit["records"].as_array().unwrap();
+    assert!(records.len() >= walked.len(), "{audit}");
+    for r in records {
+        assert!(!r["reason"].as_str().unwrap().trim().is_empty(), "an audit record without a reason: {r}");
+    }
+    let reload = records.iter().find(|r| r["action"] == "rules.reload").unwrap();
+    assert_eq!(
+        (reload["approver"].as_str(), reload["reason"].as_str()),
+        (Some("統括情報責任者 山田"), Some("有効期間の延長"))
+    );
+    let put = records.iter().find(|r| r["action"] == "user.put" && r["target"] == "kimura").unwrap();
+    assert_eq!(put["reason"], "created");
+}
+
+/// 熊本 第17条 (a lost or stolen device) and 第12条第3項 (a changed device is
+/// a new application): a revoked device is never approved again, and its
+/// key is refused on a new application; a new key is accepted.
+#[tokio::test]
+async fn kumamoto_art17_a_revoked_device_needs_a_new_application_and_a_new_key() {
+    let (_up, _ws, gw) = setup().await;
+    let giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", giin.device), json!({"reason": "紛失の報告 (第17条)"})).await;
+    let (status, v) = gw
+        .admin_call(
+            "POST",
+            &format!("/v1/devices/{}/approve", giin.device),
+            ROOT_TOKEN,
+            Some(json!({"reason": "見つかった"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(reason(&gw.get_as(&giin, "app.localhost", "/").await).as_deref(), Some("device_revoked"));
+    let public = giin.key.public();
+    let application = |id: &str, key: &sekisho_policy::device::DeviceKey| {
+        json!({"id": id, "owner": "giin", "kind": "smartphone", "ownership": "personal", "os": "ios",
+               "os_version": "17.4", "key_alg": key.alg(), "public_key": key.to_b64()})
+    };
+    let (status, v) =
+        gw.admin_call("POST", "/v1/devices", APPLICANT_TOKEN, Some(application("giin-phone-2", &public))).await;
+    assert_eq!(status, 409, "the old key is refused: {v}");
+    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+    let fresh = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[42; 32]));
+    let (status, v) =
+        gw.admin_call("POST", "/v1/devices", APPLICANT_TOKEN, Some(application("giin-phone-2", &fresh.public()))).await;
+    assert_eq!(status, 201, "{v}");
+}
+
+/// 熊本 第12条第2項: the 情報システム責任者 may approve a device below the
+/// profile's minimums with a recorded exception; the record shows it.
+#[tokio::test]
+async fn kumamoto_art12_2_an_approval_records_an_exception_with_its_reason() {
+    let (_up, _ws, gw) = setup().await;
+    let mut giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: false }).await;
+    giin.os_version = "16.7";
+    let (status, v) = gw
+        .admin_call(
+            "POST",
+            &format!("/v1/devices/{}/reject", giin.device),
+            ROOT_TOKEN,
+            Some(json!({"reason": "x", "exception": "y"})),
+        )
+        .await;
+    assert_eq!(status, 400, "an exception only comes with an approval: {v}");
+    gw.admin(
+        "POST",
+        &format!("/v1/devices/{}/approve", giin.device),
+        json!({"reason": "様式第1号 確認", "exception": "iOS 16.7: 更新不可の機種、対策ソフト確認済み"}),
+    )
+    .await;
+    // The test profiles ask for iOS 17.0: the exception wins.
+    assert_eq!(gw.get_as(&giin, "app.localhost", "/").await.status(), 200);
+    let (_, devices) = gw.admin_call("GET", "/v1/devices", AUDITOR_TOKEN, None).await;
+    let d = devices["devices"].as_array().unwrap().iter().find(|d| d["id"] == giin.device.as_str()).unwrap().clone();
+    assert_eq!(d["exception"]["reason"], "iOS 16.7: 更新不可の機種、対策ソフト確認済み");
+    assert_eq!(d["exception"]["approver"], "root");
 }

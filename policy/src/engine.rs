@@ -291,15 +291,17 @@ fn check_posture(
     if c.attested && c.os != device.os {
         return Err(not_permitted(format!("attested os `{}` differs from the registered `{}`", c.os, device.os)));
     }
+    // An exception recorded at approval wins over the profile's minimums.
+    let waived = device.exception.is_some();
     match profile.min_os(c.os) {
-        None => return Err(not_permitted(format!("os `{}` is not permitted", c.os))),
-        Some(Some(min)) if c.os_version < min => {
+        None if !waived => return Err(not_permitted(format!("os `{}` is not permitted", c.os))),
+        Some(Some(min)) if c.os_version < min && !waived => {
             return Err(Deny::new(
                 DenyReason::OsOutdated,
                 format!("{} {} is older than the required {min}", c.os, c.os_version),
             ));
         }
-        Some(_) => {}
+        _ => {}
     }
     let Some(rule) = profile.devices.security_software else {
         return Ok(());
@@ -308,7 +310,7 @@ fn check_posture(
         return Err(Deny::new(DenyReason::SecuritySoftwareMissing, "devices.security_software.required"));
     };
     match rule.max_age_days {
-        Some(days) if sw.updated + Duration::days(i64::from(days)) < today => Err(Deny::new(
+        Some(days) if !waived && sw.updated + Duration::days(i64::from(days)) < today => Err(Deny::new(
             DenyReason::SecuritySoftwareOutdated,
             format!("signatures last updated {}, more than {days} days ago", sw.updated),
         )),

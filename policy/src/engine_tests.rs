@@ -83,6 +83,7 @@ fn world() -> World {
         key: key.public(),
         status: DeviceStatus::Approved,
         certificate: None,
+        exception: None,
     };
     let state = State {
         users: vec![("u1".into(), Arc::new(user))].into(),

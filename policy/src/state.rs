@@ -82,6 +82,22 @@ pub struct Device {
     pub status: DeviceStatus,
     /// SHA-256 of the DER of the client certificate issued to it, if any.
     pub certificate: Option<[u8; 32]>,
+    /// Recorded at approval when the device was judged fit below the
+    /// profile's minimums; it wins over them.
+    pub exception: Option<PostureException>,
+}
+
+/// An exception the 情報システム責任者 recorded when approving a device
+/// (熊本 第12条第2項: the registration is decided after checking the
+/// device's security; 第15条): the device passes although its OS family or
+/// version is below the profile's `min_os`, or its signatures are older than
+/// `max_age_days`. It never waives what the documents themselves require
+/// (a device kind and ownership per role, security software being present).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostureException {
+    pub reason: String,
+    /// The admin token name that approved it.
+    pub approver: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

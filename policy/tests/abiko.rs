@@ -2,6 +2,8 @@
 //! `rules/abiko-kintone.toml`. Most tests first renew the validity period
 //! (4.) as an administrator would, since the shipped terms ended 2023-05-31.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed step is a failed test")]
+
 mod common;
 
 use base64::Engine as _;
@@ -188,4 +190,60 @@ fn abiko_5_2_my_number_never_enters_kintone() {
     let bulk = br#"{"requests":[{"method":"POST","api":"/k/v1/record.json","payload":{"record":{"n":{"value":"123456789018"}}}}]}"#;
     assert_eq!(w.body(K, &[bulk]), Some(DenyReason::SpecificPersonalInformation), "bulkRequest inner requests");
     assert_eq!(w.body("talk.worksmobile.com", &[record]), None, "only profiles that forbid it scan");
+}
+
+#[test]
+fn abiko_7_each_os_minimum_and_the_antivirus_age_of_the_shipped_file() {
+    let mut w = city();
+    let profile = w.rules.profile(P).unwrap().clone();
+    let table: Vec<(Os, String)> = profile.devices.min_os.iter().map(|(o, v)| (*o, v.to_string())).collect();
+    let want = [
+        (Os::Windows, "10.0.19045"),
+        (Os::Macos, "13"),
+        (Os::Ios, "17"),
+        (Os::Ipados, "17"),
+        (Os::Android, "13"),
+        (Os::Chromeos, "120"),
+    ];
+    assert_eq!(
+        table,
+        want.map(|(o, v)| (o, v.to_owned())),
+        "the shipped minimums changed: update this test and the mapping"
+    );
+    for (os, kind, below) in [
+        (Os::Windows, Pc, "10.0.19044"),
+        (Os::Macos, Pc, "12.7"),
+        (Os::Ios, Smartphone, "16.7"),
+        (Os::Ipados, Tablet, "16.7"),
+        (Os::Android, Smartphone, "12"),
+        (Os::Chromeos, Pc, "119"),
+    ] {
+        let id: &'static str = Box::leak(format!("shokuin-{os}").into_boxed_str());
+        w.device(id, "shokuin", kind, Issued, os, Approved);
+        let min = &table.iter().find(|(o, _)| *o == os).unwrap().1;
+        let at = |v: &str| w.decide(&Req { os_version: Some(v), ..Req::get(K, "/k/", id, tue(10, 0)) });
+        assert_eq!(at(min), None, "{os} {min}");
+        assert_eq!(at(below), Some(DenyReason::OsOutdated), "{os} {below}");
+    }
+    w.device("shokuin-linux", "shokuin", Pc, Issued, Os::Linux, Approved);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-linux", tue(10, 0))), Some(DenyReason::DeviceNotPermitted));
+    let with = |age| w.decide(&Req { av_age_days: age, ..Req::get(K, "/k/", "shokuin-pc", tue(10, 0)) });
+    assert_eq!(with(Some(7)), None);
+    assert_eq!(with(Some(8)), Some(DenyReason::SecuritySoftwareOutdated));
+    assert_eq!(with(None), Some(DenyReason::SecuritySoftwareMissing));
+}
+
+#[test]
+fn abiko_10_system_administrators_may_use_any_issued_device_kind() {
+    let mut w = city();
+    w.device("kanri-phone", "kanri", Smartphone, Issued, Os::Ios, Approved);
+    w.device("kanri-tablet", "kanri", Tablet, Issued, Os::Ipados, Approved);
+    w.device("kanri-own", "kanri", Smartphone, Personal, Os::Ios, Approved);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "kanri-phone", tue(10, 0))), None);
+    assert_eq!(w.decide(&Req::get(K, "/k/", "kanri-tablet", tue(10, 0))), None);
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "kanri-own", tue(10, 0))),
+        Some(DenyReason::DeviceNotPermitted),
+        "7.(2): never a personal device"
+    );
 }

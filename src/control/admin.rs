@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
 use sekisho_policy::posture::{self, ReportError};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, Stop};
+use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, SecuritySoftware, Stop};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -255,7 +255,7 @@ impl Admin {
                     Change::RemoveGrant(id),
                     "overtime.remove",
                     &id.to_string(),
-                    &optional_reason(body)?,
+                    &optional_reason(body, "grant withdrawn")?,
                 )
                 .await
             }
@@ -272,13 +272,13 @@ impl Admin {
                     Change::RemoveMaintenance(id),
                     "maintenance.remove",
                     &id.to_string(),
-                    &optional_reason(body)?,
+                    &optional_reason(body, "maintenance window cancelled")?,
                 )
                 .await
             }
             ("POST", ["v1", "rules", "reload"]) => {
                 allow(caller, &[SystemManager])?;
-                self.reload(caller).await
+                self.reload(caller, parse(body)?).await
             }
             ("GET", ["v1", "audit"]) => {
                 allow(caller, any)?;
@@ -296,11 +296,16 @@ impl Admin {
             target: target.to_owned(),
             reason: reason.to_owned(),
             source: caller.source.ip().to_string(),
+            approver: None,
         }
     }
 
     async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
-        let entry = self.audit_entry(caller, action, target, reason);
+        self.commit_entry(change, self.audit_entry(caller, action, target, reason)).await
+    }
+
+    async fn commit_entry(&self, change: Change, entry: AuditEntry) -> ApiResult {
+        let (action, target) = (entry.action.clone(), entry.target.clone());
         let stored = self.writer.commit(change, entry).await?;
         let id = match stored {
             Change::AddGrant(g) => Some(g.id),
@@ -351,6 +356,7 @@ impl Admin {
             target: id.to_owned(),
             reason: summary,
             source: peer.ip().to_string(),
+            approver: None,
         };
         self.writer.commit(change, entry).await?;
         Ok((StatusCode::OK, json!({"ok": true, "action": "device.posture", "target": id})))
@@ -393,13 +399,15 @@ impl Admin {
         if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
             return Err(bad("`role` and `display_name` must not be empty"));
         }
+        let derived = if snap.state.users.contains_key(id) { "updated" } else { "created" };
+        let reason = given_or(input.reason, derived);
         let change = Change::PutUser {
             id: id.to_owned(),
             display_name: input.display_name,
             role: input.role,
             profiles: input.profiles,
         };
-        self.commit(caller, change, "user.put", id, &input.reason.unwrap_or_default()).await
+        self.commit(caller, change, "user.put", id, &reason).await
     }
 
     /// Sets (`Some(until)`) or lifts (`None`) a flag; either way the reason
@@ -433,7 +441,8 @@ impl Admin {
     async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
         let device = input.into_device(DeviceStatus::Pending)?;
         let id = device.id.clone();
-        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, "").await?;
+        let reason = "registration application filed (様式第1号)";
+        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, reason).await?;
         Ok((StatusCode::CREATED, v))
     }
 
@@ -451,9 +460,29 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
-    async fn device_status(&self, caller: &Caller<'_>, id: &str, status: DeviceStatus, input: Reason) -> ApiResult {
+    /// A registration decision; an approval may record an exception to the
+    /// profiles' minimums with its own reason (熊本 第12条第2項).
+    async fn device_status(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        status: DeviceStatus,
+        input: DecisionInput,
+    ) -> ApiResult {
         let reason = non_empty(input.reason)?;
-        let change = Change::SetDeviceStatus { id: id.to_owned(), status };
+        let exception = match input.exception {
+            Some(_) if status != DeviceStatus::Approved => {
+                return Err(bad("an `exception` is recorded only with an approval"))
+            }
+            Some(why) if why.trim().is_empty() => return Err(bad("an `exception` needs its reason")),
+            Some(why) => Some(PostureException { reason: why.trim().to_owned(), approver: caller.token.name.clone() }),
+            None => None,
+        };
+        let reason = match &exception {
+            Some(e) => format!("{reason}; exception to the minimums: {}", e.reason),
+            None => reason,
+        };
+        let change = Change::SetDeviceStatus { id: id.to_owned(), status, exception };
         self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
     }
 
@@ -486,7 +515,8 @@ impl Admin {
             None => None,
         };
         let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256 };
-        self.commit(caller, change, "device.certificate", id, &input.reason.unwrap_or_default()).await?;
+        let reason = given_or(input.reason, &format!("certificate issued for {days} days"));
+        self.commit(caller, change, "device.certificate", id, &reason).await?;
         Ok((
             StatusCode::CREATED,
             json!({
@@ -534,7 +564,9 @@ impl Admin {
             start,
             end,
         };
-        let (_, v) = self.commit(caller, Change::AddGrant(grant), "overtime.grant", &input.user, &reason).await?;
+        let mut entry = self.audit_entry(caller, "overtime.grant", &input.user, &reason);
+        entry.approver = Some(grant.approver.clone());
+        let (_, v) = self.commit_entry(Change::AddGrant(grant), entry).await?;
         Ok((StatusCode::CREATED, v))
     }
 
@@ -552,8 +584,11 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
-    async fn reload(&self, caller: &Caller<'_>) -> ApiResult {
-        let entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), "");
+    /// A rules revision (Abiko 13.) names who approved it and why.
+    async fn reload(&self, caller: &Caller<'_>, input: ReloadInput) -> ApiResult {
+        let (reason, approver) = (non_empty(input.reason)?, non_empty(input.approver)?);
+        let mut entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), &reason);
+        entry.approver = Some(approver);
         match self.writer.reload_rules(&self.rules_dir, entry).await {
             Ok(n) => Ok((StatusCode::OK, json!({"ok": true, "profiles": n}))),
             Err(RulesReloadError::Store(e)) => Err(e.into()),
@@ -603,11 +638,21 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-fn optional_reason(body: &[u8]) -> Result<String, ApiError> {
+/// The reason in an optional body, or `derived` when none was given.
+fn optional_reason(body: &[u8], derived: &str) -> Result<String, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(String::new());
+        return Ok(derived.to_owned());
     }
-    parse::<Reason>(body).map(|r| r.reason)
+    parse::<Reason>(body).map(|r| given_or(Some(r.reason), derived))
+}
+
+/// The caller's reason when it says something, else one the API derives,
+/// so that no admin record has an empty reason.
+fn given_or(given: Option<String>, derived: &str) -> String {
+    match given.as_deref().map(str::trim) {
+        Some(g) if !g.is_empty() => g.to_owned(),
+        _ => derived.to_owned(),
+    }
 }
 
 fn non_empty(s: String) -> Result<String, ApiError> {
@@ -655,7 +700,7 @@ fn device_json(d: &Device) -> Value {
     json!({
         "id": d.id, "owner": d.owner, "kind": d.kind, "ownership": d.ownership, "os": d.os,
         "os_version": d.os_version, "security_software": d.security_software, "key_alg": d.key.alg(),
-        "public_key": d.key.to_b64(), "status": d.status,
+        "public_key": d.key.to_b64(), "status": d.status, "exception": d.exception,
     })
 }
 
@@ -748,6 +793,23 @@ struct Reason {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DecisionInput {
+    reason: String,
+    /// Approve although the device is below the profiles' minimums (OS
+    /// family or version, signature age), for this reason.
+    exception: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadInput {
+    /// Who approved the revision (Abiko 13.: the 統括情報責任者).
+    approver: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeviceInput {
     id: String,
     owner: String,
@@ -783,6 +845,7 @@ impl DeviceInput {
             key,
             status,
             certificate: None,
+            exception: None,
         })
     }
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use sekisho_policy::state::{
+    Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, SecuritySoftware, State, Stop, User,
+};
 use serde::Serialize;
 
 /// One committed mutation of the state.
@@ -37,9 +39,13 @@ pub enum Change {
         id: String,
         sha256: [u8; 32],
     },
+    /// A decision on a registration. An approval may record an exception
+    /// to the profiles' minimums (熊本 第12条第2項); a revoked device is
+    /// never approved again (第17条: a new application with a new key).
     SetDeviceStatus {
         id: String,
         status: DeviceStatus,
+        exception: Option<PostureException>,
     },
     /// The device's agent reported its posture (`iat` of the report, which
     /// must be newer than the last accepted one).
@@ -74,8 +80,12 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub target: String,
+    /// Never empty: the caller's reason, or one the API derived ("created").
     pub reason: String,
     pub source: String,
+    /// Who approved the action, where an article asks for it (a rules
+    /// revision: Abiko 13. 統括情報責任者; overtime: the 所属長).
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -93,6 +103,7 @@ pub struct AuditEntryOwned {
     pub target: String,
     pub reason: String,
     pub source: String,
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +118,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("state store lock poisoned")]
     Poisoned,
+    /// Every admin record names a reason (Abiko 13.); a write without one is a bug.
+    #[error("admin action `{0}` has no reason; nothing was written")]
+    NoReason(String),
 }
 
 /// The SQLite store. The connection is behind a mutex because only the
@@ -128,7 +142,7 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER
+    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER, exception_reason TEXT, exception_by TEXT
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
@@ -140,9 +154,18 @@ CREATE TABLE IF NOT EXISTS maintenance (
 );
 CREATE TABLE IF NOT EXISTS admin_audit (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL
+    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, approver TEXT
 );
 "#;
+
+/// Columns added after the first release: (table, column, type).
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("devices", "cert_sha256", "TEXT"),
+    ("devices", "posture_at", "INTEGER"),
+    ("admin_audit", "approver", "TEXT"),
+    ("devices", "exception_reason", "TEXT"),
+    ("devices", "exception_by", "TEXT"),
+];
 
 /// The scope key of the global emergency stop in the `stops` table.
 const GLOBAL: &str = "*";
@@ -156,11 +179,12 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         // Stores created by earlier versions lack these columns.
-        for (column, kind) in [("cert_sha256", "TEXT"), ("posture_at", "INTEGER")] {
-            let has: bool =
-                conn.prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = ?1")?.exists([column])?;
+        for (table, column, kind) in MIGRATIONS {
+            let has: bool = conn
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+                .exists([column])?;
             if !has {
-                conn.execute_batch(&format!("ALTER TABLE devices ADD COLUMN {column} {kind}"))?;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
@@ -194,25 +218,20 @@ impl Store {
     /// Writes `change` and its audit record in one durable transaction and
     /// returns the change with any ids the database assigned.
     pub fn commit(&self, change: Change, audit: &AuditEntry) -> Result<Change, StoreError> {
+        require_reason(audit)?;
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let change = write_change(&tx, change)?;
-        tx.execute(
-            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
-        )?;
+        insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(change)
     }
 
     /// Records an admin action that changes no state (a rules reload).
     pub fn record(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        require_reason(audit)?;
         let conn = self.lock()?;
-        conn.execute(
-            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
-        )?;
-        Ok(())
+        insert_audit(&conn, audit)
     }
 
     /// Admin audit records, newest first.
@@ -224,7 +243,7 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+            "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
              WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![target, action, limit], |r| {
@@ -237,11 +256,36 @@ impl Store {
                     target: r.get(4)?,
                     reason: r.get(5)?,
                     source: r.get(6)?,
+                    approver: r.get(7)?,
                 },
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
+    match audit.reason.trim().is_empty() {
+        true => Err(StoreError::NoReason(audit.action.clone())),
+        false => Ok(()),
+    }
+}
+
+fn insert_audit(conn: &Connection, audit: &AuditEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO admin_audit (time, actor, action, target, reason, source, approver)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            audit.time.to_rfc3339(),
+            audit.actor,
+            audit.action,
+            audit.target,
+            audit.reason,
+            audit.source,
+            audit.approver
+        ],
+    )?;
+    Ok(())
 }
 
 fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {
@@ -282,12 +326,7 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
-            let n = tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
-            }
-        }
+        Change::SetDeviceStatus { id, status, exception } => set_device_status(tx, id, *status, exception.as_ref())?,
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let n = tx.execute(
                 "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
@@ -349,9 +388,49 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
     Ok(change)
 }
 
-/// Inserts one device; an id already registered is a conflict.
+fn set_device_status(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: DeviceStatus,
+    exception: Option<&PostureException>,
+) -> Result<(), StoreError> {
+    let current: Option<String> =
+        tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    match current.as_deref() {
+        None => return Err(StoreError::NotFound(format!("device `{id}` is not registered"))),
+        Some("revoked") if status != DeviceStatus::Revoked => {
+            return Err(StoreError::Conflict(format!(
+                "device `{id}` was revoked (lost, stolen or compromised); it needs a new application with a new key"
+            )))
+        }
+        Some(_) => {}
+    }
+    if status == DeviceStatus::Approved {
+        tx.execute(
+            "UPDATE devices SET status = ?2, exception_reason = ?3, exception_by = ?4 WHERE id = ?1",
+            params![id, status.as_str(), exception.map(|e| &e.reason), exception.map(|e| &e.approver)],
+        )?;
+    } else {
+        tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Inserts one device; an id already registered is a conflict, and so is
+/// the key of a revoked device (第17条: a lost device's key is never trusted again).
 fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), StoreError> {
     require_user(tx, &d.owner)?;
+    let revoked: Option<String> = tx
+        .query_row("SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'", [d.key.to_b64()], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(old) = revoked {
+        return Err(StoreError::Conflict(format!(
+            "device `{}` presents the key of revoked device `{old}`; generate a new key (`sekisho agent keygen`)",
+            d.id
+        )));
+    }
     let exists: Option<String> =
         tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
     if exists.is_some() {
@@ -427,9 +506,12 @@ pub fn apply(state: &State, change: &Change) -> State {
                 next.devices.insert(d.id.clone(), Arc::new(d.clone()));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
+        Change::SetDeviceStatus { id, status, exception } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 d.status = *status;
+                if *status == DeviceStatus::Approved {
+                    d.exception.clone_from(exception);
+                }
             }
         }
         Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
@@ -498,7 +580,7 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let devices = &mut state.devices;
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256 FROM devices")?;
+    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by FROM devices")?;
     let certificates = &mut state.certificates;
     for device in stmt.query_map([], device_row)? {
         let device = device??;
@@ -563,14 +645,21 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
         (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
     let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
     let cert: Option<String> = r.get(11)?;
+    let exception = match (r.get::<_, Option<String>>(12)?, r.get::<_, Option<String>>(13)?) {
+        (Some(reason), Some(approver)) => Some(PostureException { reason, approver }),
+        _ => None,
+    };
     let owner = text(1)?;
     let certificate = match cert.map(|c| crate::config::decode_sha256(&c)) {
         None => None,
         Some(Some(fp)) => Some(fp),
         Some(None) => return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into()))),
     };
-    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw)
-        .map(|d| Device { certificate, ..d }))
+    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw).map(|d| Device {
+        certificate,
+        exception,
+        ..d
+    }))
 }
 
 fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
@@ -592,6 +681,7 @@ fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Op
         status: serde_json::from_value(enum_of(f[6])).map_err(|_| corrupt("status"))?,
         security_software,
         certificate: None,
+        exception: None,
         id,
         owner,
     })

@@ -15,6 +15,7 @@ fn entry(action: &str) -> AuditEntry {
         target: "t".into(),
         reason: "r".into(),
         source: "127.0.0.1".into(),
+        approver: None,
     }
 }
 
@@ -33,6 +34,7 @@ fn device(id: &str, owner: &str) -> Device {
         key: SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])).public(),
         status: DeviceStatus::Pending,
         certificate: None,
+        exception: None,
     }
 }
 
@@ -47,7 +49,13 @@ fn changes() -> Vec<Change> {
         },
         Change::PutUser { id: "u2".into(), display_name: "職員 二".into(), role: "staff".into(), profiles: vec![] },
         Change::FileDevice(Box::new(device("d1", "u1"))),
-        Change::SetDeviceStatus { id: "d1".into(), status: DeviceStatus::Approved },
+        Change::SetDeviceStatus {
+            id: "d1".into(),
+            status: DeviceStatus::Approved,
+            exception: Some(PostureException {
+                reason: "iOS 16: 議会用に確認済み".into(), approver: "jisho".into()
+            }),
+        },
         Change::SetFlag {
             user: "u1".into(),
             kind: FlagKind::Suspended,
@@ -130,4 +138,38 @@ fn a_failed_change_writes_nothing_not_even_its_audit_record() {
     assert!(matches!(store.commit(Change::RemoveGrant(42), &entry("overtime.remove")), Err(StoreError::NotFound(_))));
     let actions: Vec<_> = store.audit(None, None, 100).unwrap().into_iter().map(|r| r.entry.action).collect();
     assert_eq!(actions, ["device.apply", "user.put"], "only the committed changes are audited");
+}
+
+#[test]
+fn an_admin_record_without_a_reason_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut blank = entry("user.put");
+    blank.reason = "  ".into();
+    let change = Change::PutUser { id: "u".into(), display_name: "u".into(), role: "staff".into(), profiles: vec![] };
+    assert!(matches!(store.commit(change, &blank), Err(StoreError::NoReason(_))));
+    assert!(matches!(store.record(&blank), Err(StoreError::NoReason(_))));
+    assert!(store.load().unwrap().users.is_empty(), "the change was not written");
+    assert!(store.audit(None, None, 10).unwrap().is_empty(), "nor its record");
+}
+
+#[test]
+fn an_approver_is_kept_with_its_record_and_old_stores_gain_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE admin_audit (id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL,
+             action TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let mut e = entry("rules.reload");
+    e.approver = Some("統括情報責任者 山田".into());
+    store.record(&e).unwrap();
+    let got = store.audit(None, Some("rules.reload"), 1).unwrap();
+    assert_eq!(got[0].entry.approver.as_deref(), Some("統括情報責任者 山田"));
+    assert_eq!(got[0].entry.reason, "r");
 }

@@ -99,7 +99,7 @@ impl Writer {
         let conns = &self.shared.conns;
         match change {
             Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => conns.cut(|e| e.user == *user),
-            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
+            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected, .. } => {
                 conns.cut(|e| e.device == *id)
             }
             Change::SetStop { profile: None, stop: Some(_) } => conns.cut(|_| true),

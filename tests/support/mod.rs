@@ -691,7 +691,7 @@ ownership = ["personal"]
                 &format!("upstream = \"http://{upstream}\"\n{route_extra}"),
             );
         self.write_rules(&format!("{name}.toml"), &text);
-        self.admin("POST", "/v1/rules/reload", json!({"reason": "test profile"})).await;
+        self.reload().await;
         for who in users {
             let mut profiles: Vec<&str> = PROFILES.to_vec();
             profiles.push(name);
@@ -702,6 +702,11 @@ ownership = ["personal"]
             )
             .await;
         }
+    }
+
+    /// Reloads the rules as an approved revision (Abiko 13.); must succeed.
+    pub async fn reload(&self) -> Value {
+        self.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者", "reason": "test revision"})).await
     }
 
     /// GET with an attestation from `who` for the profile serving `host`.

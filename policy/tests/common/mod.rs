@@ -11,7 +11,7 @@ use sekisho_policy::attestation::{self, Claims, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
 use sekisho_policy::engine::{check_body, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
-use sekisho_policy::state::{Device, Flag, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use sekisho_policy::state::{Device, Flag, OvertimeGrant, PostureException, SecuritySoftware, State, Stop, User};
 use sekisho_policy::{DenyReason, Rules};
 
 pub fn jst(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -52,11 +52,24 @@ pub struct Req<'a> {
     pub api_tokens: Option<&'a str>,
     pub login: Option<&'a str>,
     pub os_version: Option<&'a str>,
+    /// Days since the attested security software's last signature update;
+    /// `None`: no security software reported.
+    pub av_age_days: Option<i64>,
 }
 
 impl<'a> Req<'a> {
     pub fn get(host: &'a str, path: &'a str, device: &'a str, at: DateTime<Utc>) -> Req<'a> {
-        Req { host, method: "GET", path, device, at, api_tokens: None, login: None, os_version: None }
+        Req {
+            host,
+            method: "GET",
+            path,
+            device,
+            at,
+            api_tokens: None,
+            login: None,
+            os_version: None,
+            av_age_days: Some(0),
+        }
     }
 }
 
@@ -101,6 +114,7 @@ impl World {
             key: key.public(),
             status,
             certificate: None,
+            exception: None,
         };
         self.state.devices.insert(id.into(), Arc::new(device));
         self.keys.insert(id.into(), key);
@@ -115,6 +129,12 @@ impl World {
     pub fn restrict(&mut self, user: &str, at: DateTime<Utc>) {
         let flag = Flag { reason: "第18条".into(), since: at, until: None };
         Arc::make_mut(self.state.users.get_mut(user).unwrap()).restricted = Some(flag);
+    }
+
+    /// Approval with a recorded exception to the profile's minimums (熊本 第12条第2項).
+    pub fn except(&mut self, device: &str, reason: &str) {
+        let exception = PostureException { reason: reason.into(), approver: "情報システム責任者".into() };
+        Arc::make_mut(self.state.devices.get_mut(device).unwrap()).exception = Some(exception);
     }
 
     pub fn revoke(&mut self, device: &str) {
@@ -165,9 +185,9 @@ impl World {
             jti: "j".into(),
             os: device.os,
             os_version: r.os_version.unwrap_or(default_version(device.os)).parse().unwrap(),
-            security_software: Some(SecuritySoftware {
+            security_software: r.av_age_days.map(|days| SecuritySoftware {
                 name: "ウイルスバスター".into(),
-                updated: r.at.with_timezone(&chrono_tz::Asia::Tokyo).date_naive(),
+                updated: r.at.with_timezone(&chrono_tz::Asia::Tokyo).date_naive() - chrono::Duration::days(days),
             }),
         };
         let token = attestation::mint(&self.keys[r.device], r.device, &claims);
