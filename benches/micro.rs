@@ -102,6 +102,7 @@ fn benches(c: &mut Criterion) {
         attestation: Attestation::Verified(&verified),
         integration_tokens: None,
         login: None,
+        query: None,
     };
     assert!(decide(&facts, &state, now).is_allow());
     c.bench_function("decide (allow, 10k users, 20k devices)", |b| {

@@ -105,3 +105,51 @@ async fn a_login_must_be_the_attested_users_own() {
     assert_eq!(call(login("sato")).await.unwrap().status(), 200);
     assert_eq!(reason(&call(login("suzuki")).await.unwrap()).as_deref(), Some("account_mismatch"));
 }
+
+/// Abiko 6.(2)(3) over the wire: a shared account passes for its holders,
+/// a login header sent twice is refused (400), and the browser sign-in post
+/// is read: another person's login never reaches kintone.
+#[tokio::test]
+async fn abiko_6_logins_are_checked_in_headers_and_in_the_browser_sign_in() {
+    let (up, ws, gw, sato) = setup().await;
+    let _ = ws;
+    let suzuki = gw.enrol("suzuki", support::Enrol::default()).await;
+    let basic = |name: &str| base64::engine::general_purpose::STANDARD.encode(format!("{name}:pass"));
+    let with_login = |who: &support::Person, header: String| {
+        gw.client()
+            .get(gw.url(HOST, "/k/v1/records.json"))
+            .header("device-attestation", who.token(HOST))
+            .header("x-cybozu-authorization", header)
+            .send()
+    };
+    assert_eq!(with_login(&sato, basic("kyoyu")).await.unwrap().status(), 200, "sato holds the shared account");
+    assert_eq!(reason(&with_login(&suzuki, basic("kyoyu")).await.unwrap()).as_deref(), Some("account_mismatch"));
+    let twice = gw
+        .client()
+        .get(gw.url(HOST, "/k/"))
+        .header("device-attestation", sato.token(HOST))
+        .header("x-cybozu-authorization", basic("sato"))
+        .header("x-cybozu-authorization", basic("suzuki"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((twice.status().as_u16(), reason(&twice).as_deref()), (400, Some("bad_request")));
+
+    let sign_in = |who: &support::Person, body: &'static str| {
+        post(&gw, who, "/api/auth/login.json", body).header("content-type", "application/json").send()
+    };
+    let resp = sign_in(&suzuki, r#"{"username":"sato","password":"x","keepUsername":false}"#).await.unwrap();
+    assert_eq!((resp.status().as_u16(), reason(&resp).as_deref()), (403, Some("account_mismatch")));
+    assert!(
+        up.seen().iter().all(|s| s.path != "/api/auth/login.json" || s.body_len == 0),
+        "no byte of the refused sign-in (the login) reached kintone: {:?}",
+        up.seen()
+    );
+    let resp = sign_in(&suzuki, r#"{"username":"suzuki","password":"x"}"#).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().path, "/api/auth/login.json");
+    let empty = post(&gw, &suzuki, "/api/auth/login.json", "").send().await.unwrap();
+    assert_eq!(reason(&empty).as_deref(), Some("account_mismatch"), "a sign-in without a readable login");
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains("cGFzcw") && !everything.contains("\"x\""), "no credential in the logs");
+}

@@ -10,7 +10,8 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone as
 use sha2::{Digest, Sha256};
 
 use crate::attestation::{AttestationError, Timing, VerifiedToken};
-use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
+use crate::body::{self, Field};
+use crate::decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
 use crate::rules::{Network, Open, Profile, RoleRules, Route};
@@ -29,8 +30,11 @@ pub struct RequestFacts<'a> {
     pub attestation: Attestation<'a>,
     /// The profile's integration-token header, all values joined by `,`.
     pub integration_tokens: Option<&'a str>,
-    /// The profile's login header (`X-Cybozu-Authorization`), if sent.
+    /// The profile's login header (`X-Cybozu-Authorization`), if sent
+    /// (once: the adapter refuses a request that repeats it).
     pub login: Option<&'a str>,
+    /// The query string (after `?`, undecoded), if any.
+    pub query: Option<&'a str>,
 }
 
 /// The client address, as [`client_addr`] resolved it.
@@ -118,10 +122,64 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
         .and_then(|()| check_admin_path(profile, &user.role, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
+        .and_then(|()| check_login_query(profile, &user.id, facts.path, facts.query))
         .and_then(|()| check_hours(profile, state, &user.id, now))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
-    Ok(Allow { user: &user.id, device: &device.id, basis })
+    let inspect = body_checks(profile, facts.method, facts.path);
+    Ok(Allow { user: &user.id, device: &device.id, basis, inspect })
+}
+
+/// What only the body can tell, for this request.
+fn body_checks(profile: &Profile, method: &str, path: &str) -> Option<Inspect> {
+    let reading = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
+    let login_field = profile.account.as_ref().and_then(|a| a.form_at(path)).filter(|_| !reading).map(str::to_owned);
+    login_field.is_some().then_some(Inspect { login_field })
+}
+
+/// The checks `decide` left to the body (`Allow::inspect`), over the whole
+/// body the adapter held back. Call once, at the end of the body; `body`
+/// is empty for a request without one.
+pub fn check_held_body(
+    profile: &Profile,
+    user: &str,
+    inspect: &Inspect,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(), Deny> {
+    if let (Some(field), Some(rule)) = (&inspect.login_field, &profile.account) {
+        // A sign-in post without a readable login is refused: the SaaS
+        // might read a login the gateway did not.
+        let allowed = match body::body_field(content_type, body, field) {
+            Field::One(login) => rule.may_use(user, &login),
+            Field::Absent | Field::Ambiguous => false,
+        };
+        if !allowed {
+            return Err(Deny::new(DenyReason::AccountMismatch, "account.forms"));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal for a body `decide` asked to inspect that is larger than the
+/// adapter can hold: it cannot be read, so it does not pass.
+pub fn body_too_large(inspect: &Inspect) -> Deny {
+    let rule = match inspect.login_field {
+        Some(_) => "account.forms: body larger than the gateway holds for inspection",
+        None => "body larger than the gateway holds for inspection",
+    };
+    Deny::new(DenyReason::AccountMismatch, rule)
+}
+
+/// A sign-in endpoint may also take the login in its query string.
+fn check_login_query(profile: &Profile, user: &str, path: &str, query: Option<&str>) -> Result<(), Deny> {
+    let Some(rule) = &profile.account else { return Ok(()) };
+    let (Some(field), Some(query)) = (rule.form_at(path), query) else { return Ok(()) };
+    match body::form_field(query.as_bytes(), field) {
+        Field::Absent => Ok(()),
+        Field::One(login) if rule.may_use(user, &login) => Ok(()),
+        Field::One(_) | Field::Ambiguous => Err(Deny::new(DenyReason::AccountMismatch, "account.forms (query)")),
+    }
 }
 
 fn check_validity(profile: &Profile, today: NaiveDate) -> Result<(), Deny> {
@@ -378,16 +436,17 @@ fn check_integrations(profile: &Profile, tokens: Option<&str>) -> Result<(), Den
     Ok(())
 }
 
-/// A login sent to the SaaS must be the attested user's own (no shared accounts).
+/// A login sent to the SaaS must be one the attested user may use: their
+/// own (no ID sharing, Abiko 6.(2)), or a shared one they hold (6.(3)).
 fn check_account(profile: &Profile, user: &str, header: Option<&str>) -> Result<(), Deny> {
     let (Some(rule), Some(header)) = (&profile.account, header) else { return Ok(()) };
     let mismatch = || Deny::new(DenyReason::AccountMismatch, "account.header");
     let decoded = base64::engine::general_purpose::STANDARD.decode(header.trim()).map_err(|_| mismatch())?;
     // Only the part before the first `:` is read; the password is never kept.
     let login = decoded.split(|b| *b == b':').next().unwrap_or_default();
-    match login == rule.login_for(user).as_bytes() {
-        true => Ok(()),
-        false => Err(mismatch()),
+    match std::str::from_utf8(login) {
+        Ok(login) if rule.may_use(user, login) => Ok(()),
+        _ => Err(mismatch()),
     }
 }
 

@@ -126,6 +126,7 @@ impl World {
             attestation,
             integration_tokens: None,
             login: None,
+            query: None,
         };
         // The decision borrows only from the state; re-create it so the
         // token locals can drop.
@@ -134,6 +135,7 @@ impl World {
                 user: &self.state.users["u1"].id,
                 device: &self.state.devices["d1"].id,
                 basis: a.basis,
+                inspect: a.inspect,
             }),
             Decision::Deny(d) => Decision::Deny(d),
         }
@@ -162,7 +164,7 @@ impl World {
 fn a_registered_issued_pc_in_office_hours_passes() {
     let w = world();
     let d = w.decide_with(&claims(tuesday()), "POST", "10.1.2.3", tuesday());
-    assert_eq!(d, Decision::Allow(Allow { user: "u1", device: "d1", basis: Basis::Hours }));
+    assert_eq!(d, Decision::Allow(Allow { user: "u1", device: "d1", basis: Basis::Hours, inspect: None }));
 }
 
 #[test]
@@ -331,6 +333,7 @@ fn missing_forged_and_unknown_tokens_are_denied() {
         attestation,
         integration_tokens: None,
         login: None,
+        query: None,
     };
     let missing = decide(&facts(Attestation::Missing), &w.state, tuesday());
     assert_eq!(missing.deny_reason(), Some(DenyReason::AttestationMissing));
@@ -383,6 +386,7 @@ fn a_rekeyed_device_refuses_tokens_signed_by_its_old_key() {
         attestation: Attestation::Verified(&verified),
         integration_tokens: None,
         login: None,
+        query: None,
     };
     assert_eq!(decide(&facts, &w.state, tuesday()).deny_reason(), Some(DenyReason::AttestationInvalid));
 }

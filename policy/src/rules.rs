@@ -122,17 +122,40 @@ pub struct ApprovedToken {
 }
 
 /// Which header carries the SaaS login (`X-Cybozu-Authorization`:
-/// base64 of `login:password`) and how user ids map to logins.
+/// base64 of `login:password`), where a browser posts it, and which logins
+/// each user may use: their own, and shared ones they hold (Abiko 6.(3)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRule {
     pub header: String,
     /// sekisho user id to SaaS login name, where they differ.
     pub logins: HashMap<String, String>,
+    /// Shared logins and the users given operating rights on them.
+    pub shared: HashMap<String, Vec<String>>,
+    /// Sign-in endpoints and the field that carries the login there.
+    pub forms: Vec<LoginForm>,
+}
+
+/// A sign-in endpoint: requests to `path` carry the login in `field` (a
+/// JSON member, a form field, or a query parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginForm {
+    pub path: PathPattern,
+    pub field: String,
 }
 
 impl AccountRule {
     pub fn login_for<'a>(&'a self, user: &'a str) -> &'a str {
         self.logins.get(user).map_or(user, String::as_str)
+    }
+
+    /// May `user` sign in as `login`? Their own login, or a shared one they hold.
+    pub fn may_use(&self, user: &str, login: &str) -> bool {
+        login == self.login_for(user) || self.shared.get(login).is_some_and(|holders| holders.iter().any(|h| h == user))
+    }
+
+    /// The login field of the sign-in endpoint at `path`, if it is one.
+    pub fn form_at(&self, path: &str) -> Option<&str> {
+        self.forms.iter().find(|f| f.path.matches(path)).map(|f| f.field.as_str())
     }
 }
 
@@ -376,9 +399,19 @@ struct RawApproved {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccount {
-    header: String,
+    header: Spanned<String>,
     #[serde(default)]
     logins: HashMap<String, String>,
+    shared: Option<Spanned<HashMap<String, Vec<String>>>>,
+    #[serde(default)]
+    forms: Vec<RawLoginForm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoginForm {
+    path: PathPattern,
+    field: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,7 +582,7 @@ impl RawFile {
                 header: i.header.to_ascii_lowercase(),
                 approved: i.approved.into_iter().map(|a| ApprovedToken { app: a.app, sha256: a.sha256.0 }).collect(),
             }),
-            account: self.account.map(|a| AccountRule { header: a.header.to_ascii_lowercase(), logins: a.logins }),
+            account: self.account.map(|a| convert_account(a, &err)).transpose()?,
             forbid_my_number: self.content.forbid_my_number,
         })
     }
@@ -569,6 +602,25 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
         allow_paths: r.allow_paths,
         timeout_secs: r.timeout_secs.unwrap_or(DEFAULT_TIMEOUT),
     })
+}
+
+fn convert_account(a: RawAccount, err: &ErrAt<'_>) -> Result<AccountRule, RulesError> {
+    let header = a.header.get_ref().trim().to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(err(a.header.span(), format!("account header `{}` is not a header name", a.header.get_ref())));
+    }
+    let (span, shared) = a.shared.map_or((0..0, HashMap::new()), |s| (s.span(), s.into_inner()));
+    if let Some((login, _)) = shared.iter().find(|(l, holders)| l.trim().is_empty() || holders.is_empty()) {
+        return Err(err(span, format!("shared login `{login}` needs a name and at least one holder")));
+    }
+    let mut forms = Vec::with_capacity(a.forms.len());
+    for f in a.forms {
+        if f.field.get_ref().trim().is_empty() {
+            return Err(err(f.field.span(), "a login form needs the `field` that carries the login".into()));
+        }
+        forms.push(LoginForm { path: f.path, field: f.field.into_inner() });
+    }
+    Ok(AccountRule { header, logins: a.logins, shared, forms })
 }
 
 fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesError> {

@@ -247,3 +247,48 @@ fn abiko_10_system_administrators_may_use_any_issued_device_kind() {
         "7.(2): never a personal device"
     );
 }
+
+fn basic(login: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{login}:secret"))
+}
+
+#[test]
+fn abiko_6_3_a_shared_account_passes_for_its_holders_only() {
+    let mut w = city();
+    w.edit_rules("abiko-kintone.toml", "shared = {}", r#"shared = { "soumu-kyoyu" = ["shokuin"] }"#);
+    w.user("tanin", "staff", &[P]).device("tanin-pc", "tanin", Pc, Issued, Os::Windows, Approved);
+    let shared = basic("soumu-kyoyu");
+    let with =
+        |device| w.decide(&Req { login: Some(&shared), ..Req::get(K, "/k/v1/records.json", device, tue(10, 0)) });
+    assert_eq!(with("shokuin-pc"), None, "a holder of the shared account");
+    assert_eq!(with("tanin-pc"), Some(DenyReason::AccountMismatch), "not a holder: the ID must not leak to them");
+    let own = basic("shokuin");
+    let mine = Req { login: Some(&own), ..Req::get(K, "/k/", "shokuin-pc", tue(10, 0)) };
+    assert_eq!(w.decide(&mine), None, "a holder keeps their own login");
+}
+
+#[test]
+fn abiko_6_2_the_browser_sign_in_is_checked_too() {
+    let mut w = city();
+    w.edit_rules("abiko-kintone.toml", "shared = {}", r#"shared = { "soumu-kyoyu" = ["shokuin"] }"#);
+    let post = |path| Req { method: "POST", ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
+    let json = Some("application/json");
+    let sign_in = |body: &str| w.decide_with_body(&post("/api/auth/login.json"), json, body.as_bytes());
+    assert_eq!(sign_in(r#"{"username":"shokuin","password":"x","keepUsername":false,"redirect":""}"#), None);
+    assert_eq!(sign_in(r#"{"username":"soumu-kyoyu","password":"x"}"#), None, "a shared account it holds");
+    assert_eq!(sign_in(r#"{"username":"kanri","password":"x"}"#), Some(DenyReason::AccountMismatch));
+    assert_eq!(sign_in(r#"{"user\u006eame":"kanri"}"#), Some(DenyReason::AccountMismatch), "escapes are decoded");
+    assert_eq!(
+        sign_in(r#"{"username":"shokuin","username":"kanri"}"#),
+        Some(DenyReason::AccountMismatch),
+        "a login given twice is refused"
+    );
+    assert_eq!(sign_in(r#"{"password":"x"}"#), Some(DenyReason::AccountMismatch), "no readable login");
+    let form = Some("application/x-www-form-urlencoded");
+    let redirect = |body: &str| w.decide_with_body(&post("/api/auth/redirect.do"), form, body.as_bytes());
+    assert_eq!(redirect("username=shokuin&password=x&redirect=%2F"), None);
+    assert_eq!(redirect("username=kanri&password=x"), Some(DenyReason::AccountMismatch));
+    let query = Req { query: Some("username=kanri"), ..Req::get(K, "/api/auth/login.json", "shokuin-pc", tue(10, 0)) };
+    assert_eq!(w.decide(&query), Some(DenyReason::AccountMismatch), "a login in the query");
+    assert_eq!(w.decide_with_body(&post("/k/v1/record.json"), json, br#"{"username":"kanri"}"#), None, "not a sign-in");
+}

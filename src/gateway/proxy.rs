@@ -17,15 +17,18 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use sekisho_policy::engine::{check_body, client_addr, decide, still_allowed, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{
+    body_too_large, check_body, check_held_body, client_addr, decide, still_allowed, Attestation, ClientAddr,
+    RequestFacts,
+};
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::{Decision, Profile};
 
 use crate::control::audit::{AuditLog, RequestRecord};
 use crate::gateway::pages::Block;
 use crate::gateway::request::{
-    checked_framing, checked_target, client_certificate, effective_method, has_body, is_tls, joined_header,
-    prefers_html, raw_target, request_host, strip_protected, upstream_authority,
+    checked_framing, checked_target, client_certificate, content_type, effective_method, has_body, is_tls,
+    joined_header, prefers_html, raw_target, request_host, single_header, strip_protected, upstream_authority,
 };
 use crate::gateway::upstream::Resolver;
 use crate::limits::Limiters;
@@ -77,6 +80,10 @@ pub struct Ctx {
     released: bool,
     /// A denial found in the body, answered by `fail_to_proxy`.
     body_deny: Option<sekisho_policy::Deny>,
+    /// Checks `decide` left to the whole body (`Allow::inspect`), and the
+    /// body's content type for them.
+    inspect: Option<sekisho_policy::Inspect>,
+    content_type: Option<String>,
 }
 
 /// Bodies up to this size reach the upstream only after the whole body was
@@ -160,8 +167,11 @@ impl Gateway {
             Some(Err(e)) => Attestation::Rejected(e),
         };
         let integration_tokens = profile.integrations.as_ref().and_then(|i| joined_header(req, &i.header));
-        let login =
-            profile.account.as_ref().and_then(|a| req.headers.get(a.header.as_str())).and_then(|v| v.to_str().ok());
+        let login = match &profile.account {
+            Some(a) => single_header(&req.headers, &a.header).map_err(BlockOwned::BadRequest)?,
+            None => None,
+        };
+        let query = target.target.split_once('?').map(|(_, q)| q);
         let facts = RequestFacts {
             profile,
             route,
@@ -171,12 +181,23 @@ impl Gateway {
             attestation,
             integration_tokens: integration_tokens.as_deref(),
             login,
+            query,
         };
         match decide(&facts, &snap.state, now) {
             Decision::Allow(a) => {
                 ctx.user = Some(a.user.to_owned());
                 ctx.device = Some(a.device.to_owned());
-                self.limits.user(a.user).map_err(BlockOwned::RateLimited)
+                self.limits.user(a.user).map_err(BlockOwned::RateLimited)?;
+                if let Some(inspect) = a.inspect {
+                    ctx.content_type = content_type(&req.headers);
+                    if !has_body(req) {
+                        // Nothing will come: judge the empty body now.
+                        check_held_body(profile, a.user, &inspect, ctx.content_type.as_deref(), &[])
+                            .map_err(|d| BlockOwned::Policy(d.for_user(a.user, a.device)))?;
+                    }
+                    ctx.inspect = Some(inspect);
+                }
+                Ok(())
             }
             Decision::Deny(d) => {
                 ctx.user.clone_from(&d.user);
@@ -412,16 +433,30 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         self.recheck(ctx)?;
-        let Some(profile) = ctx.profile.clone().filter(|p| p.forbid_my_number) else { return Ok(()) };
+        let Some(profile) = ctx.profile.clone().filter(|p| p.forbid_my_number || ctx.inspect.is_some()) else {
+            return Ok(());
+        };
         if session.was_upgraded() {
             return Ok(());
         }
         let chunk = body.as_deref().unwrap_or_default();
         if let Err(deny) = check_body(&profile, &mut ctx.scanner, chunk, eos) {
-            ctx.body_deny = Some(deny);
-            return Error::e_explain(ErrorType::HTTPStatus(403), "request body refused by policy");
+            return refuse_body(ctx, deny);
+        }
+        if let Some(inspect) = &ctx.inspect {
+            if ctx.held.len() + chunk.len() > HOLD_BYTES {
+                return refuse_body(ctx, body_too_large(inspect));
+            }
         }
         hold_back(ctx, body, eos);
+        if let (true, Some(inspect)) = (eos, ctx.inspect.take()) {
+            // Held whole (never past HOLD_BYTES): `body` is all of it.
+            let whole = body.as_deref().unwrap_or_default();
+            let user = ctx.user.as_deref().unwrap_or_default();
+            if let Err(deny) = check_held_body(&profile, user, &inspect, ctx.content_type.as_deref(), whole) {
+                return refuse_body(ctx, deny);
+            }
+        }
         Ok(())
     }
 
@@ -510,6 +545,17 @@ impl ProxyHttp for Gateway {
         };
         self.audit.record(&record);
     }
+}
+
+/// Records a denial found in the body; `fail_to_proxy` answers it and no
+/// held byte goes upstream.
+fn refuse_body(ctx: &mut Ctx, deny: sekisho_policy::Deny) -> pingora::Result<()> {
+    let deny = match (&ctx.user, &ctx.device) {
+        (Some(u), Some(d)) => deny.for_user(u, d),
+        _ => deny,
+    };
+    ctx.body_deny = Some(deny);
+    Error::e_explain(ErrorType::HTTPStatus(403), "request body refused by policy")
 }
 
 /// Holds body chunks until `HOLD_BYTES` or the end; past that, streams on

@@ -124,6 +124,23 @@ pub fn joined_header(req: &RequestHeader, name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(","))
 }
 
+/// The one value of a header a rule reads (the SaaS login): refused when
+/// sent twice or not visible ASCII, since the upstream might then read
+/// another value than the one the gateway judged.
+pub fn single_header<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<Option<&'h str>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err("a header the rules read is sent more than once"),
+        (Some(v), None) => v.to_str().map(Some).map_err(|_| "a header the rules read is not visible ASCII"),
+    }
+}
+
+/// The request's `Content-Type`, for reading a held body.
+pub fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 pub fn has_body(req: &RequestHeader) -> bool {
     let cl = req
         .headers

@@ -816,6 +816,8 @@ approved = [{{ app = 1, sha256 = "{hash}" }}]
 
 [account]
 header = "X-Cybozu-Authorization"
+shared = {{ "kyoyu" = ["sato"] }}
+forms = [{{ path = "/api/auth/login.json", field = "username" }}]
 
 [content]
 forbid_my_number = true

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use sekisho_policy::attestation::{self, Claims, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
-use sekisho_policy::engine::{check_body, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{check_body, check_held_body, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::state::{Device, Flag, OvertimeGrant, PostureException, SecuritySoftware, State, Stop, User};
-use sekisho_policy::{DenyReason, Rules};
+use sekisho_policy::{Allow, Decision, DenyReason, Rules};
 
 pub fn jst(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     chrono_tz::Asia::Tokyo.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap().with_timezone(&Utc)
@@ -52,6 +52,7 @@ pub struct Req<'a> {
     pub api_tokens: Option<&'a str>,
     pub login: Option<&'a str>,
     pub os_version: Option<&'a str>,
+    pub query: Option<&'a str>,
     /// Days since the attested security software's last signature update;
     /// `None`: no security software reported.
     pub av_age_days: Option<i64>,
@@ -69,6 +70,7 @@ impl<'a> Req<'a> {
             login: None,
             os_version: None,
             av_age_days: Some(0),
+            query: None,
         }
     }
 }
@@ -175,6 +177,12 @@ impl World {
 
     /// Decides a request; `None` means allowed.
     pub fn decide(&self, r: &Req<'_>) -> Option<DenyReason> {
+        self.decide_with_body(r, None, b"")
+    }
+
+    /// Decides a request with a body, as the adapter would: `decide`, then
+    /// the checks it left to the body over the whole (held) body.
+    pub fn decide_with_body(&self, r: &Req<'_>, content_type: Option<&str>, body: &[u8]) -> Option<DenyReason> {
         let (profile, route) = self.rules.route(r.host).expect("host is routed by the shipped rules");
         let device = &self.state.devices[r.device];
         let claims = Claims {
@@ -205,8 +213,15 @@ impl World {
             attestation,
             integration_tokens: r.api_tokens,
             login: r.login,
+            query: r.query,
         };
-        decide(&facts, &self.state, r.at).deny_reason()
+        match decide(&facts, &self.state, r.at) {
+            Decision::Deny(d) => Some(d.reason),
+            Decision::Allow(Allow { inspect: None, .. }) => None,
+            Decision::Allow(Allow { inspect: Some(inspect), user, .. }) => {
+                check_held_body(profile, user, &inspect, content_type, body).err().map(|d| d.reason)
+            }
+        }
     }
 
     /// Scans a body, split into `chunks`, for the profile serving `host`.
