@@ -82,6 +82,33 @@ enum Action {
         #[arg(long)]
         reason: String,
     },
+    /// Register a kintone app as `development` or `operation` (Abiko 10.:
+    /// customisation and integrations need a review before operation).
+    AppStage {
+        profile: String,
+        app: u64,
+        #[arg(value_parser = ["development", "operation"])]
+        stage: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record a review in the register: app, what, by whom, when.
+    AppReview {
+        profile: String,
+        app: u64,
+        #[arg(long, value_parser = ["customize", "api_token", "webhook"])]
+        subject: String,
+        #[arg(long)]
+        reviewer: String,
+        #[arg(long)]
+        note: String,
+        /// YYYY-MM-DD (default today).
+        #[arg(long)]
+        reviewed_on: Option<String>,
+        /// For an `api_token` review of one token: its SHA-256.
+        #[arg(long)]
+        token_sha256: Option<String>,
+    },
     /// Any call: METHOD PATH [JSON], e.g. `get /v1/users`.
     Call { method: String, path: String, body: Option<String> },
 }
@@ -107,6 +134,15 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         Action::Device { id, decision, reason, exception } => {
             ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason, "exception": exception})))
         }
+        Action::AppStage { profile, app, stage, reason } => {
+            ("PUT", format!("/v1/apps/{profile}/{app}"), Some(json!({"stage": stage, "reason": reason})))
+        }
+        Action::AppReview { profile, app, subject, reviewer, note, reviewed_on, token_sha256 } => (
+            "POST",
+            format!("/v1/apps/{profile}/{app}/reviews"),
+            Some(json!({"subject": subject, "reviewer": reviewer, "note": note,
+                        "reviewed_on": reviewed_on, "token_sha256": token_sha256})),
+        ),
         Action::Reload { approver, reason } => {
             ("POST", "/v1/rules/reload".to_owned(), Some(json!({"approver": approver, "reason": reason})))
         }

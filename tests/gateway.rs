@@ -793,6 +793,19 @@ async fn abiko_13_every_admin_write_records_a_reason_and_a_reload_its_approver()
     let (status, v) = gw.admin_call("DELETE", &format!("/v1/maintenance/{}", window["id"]), ROOT_TOKEN, None).await;
     ok(status, &v);
     call("DELETE", "/v1/maintenance/{id}");
+    gw.admin("PUT", "/v1/apps/kintone/5", json!({"stage": "development", "reason": "新規作成中"})).await;
+    call("PUT", "/v1/apps/{profile}/{app}");
+    let review = gw
+        .admin(
+            "POST",
+            "/v1/apps/kintone/5/reviews",
+            json!({"subject": "customize", "reviewer": "行政管理課", "note": "desktop.js"}),
+        )
+        .await;
+    call("POST", "/v1/apps/{profile}/{app}/reviews");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/reviews/{}", review["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/reviews/{id}");
     let (status, v) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({"reason": "改定"}))).await;
     assert_eq!(status, 400, "a reload without an approver is refused: {v}");
     gw.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者 山田", "reason": "有効期間の延長"})).await;

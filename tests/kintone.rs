@@ -153,3 +153,59 @@ async fn abiko_6_logins_are_checked_in_headers_and_in_the_browser_sign_in() {
     let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
     assert!(!everything.contains("cGFzcw") && !everything.contains("\"x\""), "no credential in the logs");
 }
+
+/// Abiko 10. over the wire: customising an app in operation needs a review
+/// in the register; an app in development may; an API token of an app in
+/// operation needs an api_token review. The register lives in the admin API.
+#[tokio::test]
+async fn abiko_10_the_review_register_decides_customisation_and_tokens() {
+    let (up, _ws, gw, sato) = setup().await;
+    let customize = |app: u64| {
+        gw.client()
+            .put(gw.url(HOST, "/k/v1/preview/app/customize.json"))
+            .header("device-attestation", sato.token(HOST))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"app":{app},"scope":"ALL","desktop":{{"js":[{{"type":"URL","url":"https://x/a.js"}}]}}}}"#
+            ))
+            .send()
+    };
+    let refused = customize(5).await.unwrap();
+    assert_eq!((refused.status().as_u16(), reason(&refused).as_deref()), (403, Some("feature_not_permitted")));
+    assert!(up.seen().iter().all(|s| s.body_len == 0), "no byte of the refused customisation reached kintone");
+    gw.admin("PUT", "/v1/apps/kintone/5", serde_json::json!({"stage": "development", "reason": "作成中"})).await;
+    assert_eq!(customize(5).await.unwrap().status(), 200, "an app in development");
+    assert_eq!(reason(&customize(6).await.unwrap()).as_deref(), Some("feature_not_permitted"));
+    gw.admin(
+        "POST",
+        "/v1/apps/kintone/6/reviews",
+        serde_json::json!({"subject": "customize", "reviewer": "行政管理課 山田", "note": "desktop.js 確認", "reviewed_on": "2026-11-20"}),
+    )
+    .await;
+    assert_eq!(customize(6).await.unwrap().status(), 200, "reviewed before operation");
+
+    let token = "creators-own-token";
+    let records = |app: u64| {
+        gw.client()
+            .get(gw.url(HOST, &format!("/k/v1/records.json?app={app}")))
+            .header("device-attestation", sato.token(HOST))
+            .header("x-cybozu-api-token", token)
+            .send()
+    };
+    assert_eq!(records(5).await.unwrap().status(), 200, "a token of an app in development");
+    assert_eq!(reason(&records(7).await.unwrap()).as_deref(), Some("integration_not_approved"));
+    let hash: String = <sha2::Sha256 as sha2::Digest>::digest(token).iter().map(|b| format!("{b:02x}")).collect();
+    gw.admin(
+        "POST",
+        "/v1/apps/kintone/7/reviews",
+        serde_json::json!({"subject": "api_token", "reviewer": "行政管理課", "note": "連携先の動作検証", "token_sha256": hash}),
+    )
+    .await;
+    assert_eq!(records(7).await.unwrap().status(), 200);
+    let (_, register) = gw.admin_call("GET", "/v1/apps", support::AUDITOR_TOKEN, None).await;
+    assert_eq!(register["reviews"].as_array().unwrap().len(), 2, "{register}");
+    assert_eq!(register["reviews"][0]["reviewer"], "行政管理課 山田");
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=app.review", support::AUDITOR_TOKEN, None).await;
+    assert!(audit["records"][1]["reason"].as_str().unwrap().contains("desktop.js 確認"), "{audit}");
+    assert!(!gw.log().contains(token), "the token is never logged");
+}

@@ -34,6 +34,12 @@ pub struct Inspect {
     /// A sign-in post: the login in this field must be one the user may
     /// use (their own, or a shared one they hold).
     pub login_field: Option<String>,
+    /// The app the body names (`[apps] field`) must be in development or
+    /// reviewed for each of these (Abiko 10.).
+    pub reviews: Vec<crate::state::Subject>,
+    /// The query already named an app (checked by `decide`): a body that
+    /// names none is then about that app.
+    pub app_in_query: bool,
 }
 
 /// Why the clock allowed the request.

@@ -15,7 +15,7 @@ use crate::decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
 use crate::rules::{Network, Open, Profile, RoleRules, Route};
-use crate::state::{Device, SecuritySoftware, State, User};
+use crate::state::{Device, SecuritySoftware, State, Subject, User};
 
 /// What the adapter knows about one request.
 #[derive(Debug, Clone, Copy)]
@@ -119,22 +119,96 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
     let basis = check_posture(profile, role, device, &posture, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
-        .and_then(|()| check_admin_path(profile, &user.role, facts.path))
+        .and_then(|()| check_admin_path(profile, &user.role, facts.method, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
         .and_then(|()| check_login_query(profile, &user.id, facts.path, facts.query))
         .and_then(|()| check_hours(profile, state, &user.id, now))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
+        .and_then(|basis| check_reviews(profile, state, facts).map(|pending| (basis, pending)))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
-    let inspect = body_checks(profile, facts.method, facts.path);
+    let (basis, reviews) = basis;
+    let inspect = body_checks(profile, facts, reviews);
     Ok(Allow { user: &user.id, device: &device.id, basis, inspect })
 }
 
+fn is_reading(method: &str) -> bool {
+    method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
+}
+
 /// What only the body can tell, for this request.
-fn body_checks(profile: &Profile, method: &str, path: &str) -> Option<Inspect> {
-    let reading = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
-    let login_field = profile.account.as_ref().and_then(|a| a.form_at(path)).filter(|_| !reading).map(str::to_owned);
-    login_field.is_some().then_some(Inspect { login_field })
+fn body_checks(profile: &Profile, facts: &RequestFacts<'_>, reviews: Vec<Subject>) -> Option<Inspect> {
+    let reading = is_reading(facts.method);
+    let login_field =
+        profile.account.as_ref().and_then(|a| a.form_at(facts.path)).filter(|_| !reading).map(str::to_owned);
+    let app_in_query = app_in(profile, facts.query).is_some_and(|a| matches!(a, Field::One(_)));
+    (login_field.is_some() || !reviews.is_empty()).then_some(Inspect { login_field, reviews, app_in_query })
+}
+
+/// The `[apps] field` of a query string, if the profile has app rules.
+fn app_in(profile: &Profile, query: Option<&str>) -> Option<Field> {
+    let rules = profile.apps.as_ref()?;
+    Some(query.map_or(Field::Absent, |q| body::form_field(q.as_bytes(), &rules.field)))
+}
+
+/// Abiko 10.: JavaScript/CSS customisation and API-token integrations of an
+/// app in operation need a recorded review; an app in development may use
+/// them. Returns what the body's app must still satisfy (a write may name
+/// the app in its body); an app the request does not determine is treated
+/// as in operation, and so unreviewed.
+fn check_reviews(profile: &Profile, state: &State, facts: &RequestFacts<'_>) -> Result<Vec<Subject>, Deny> {
+    let Some(rules) = &profile.apps else { return Ok(Vec::new()) };
+    let mut needs = Vec::new();
+    if !is_reading(facts.method) && rules.customize_paths.iter().any(|p| p.matches(facts.path)) {
+        needs.push(Subject::Customize);
+    }
+    if unreviewed_token(profile, state, facts.integration_tokens) {
+        needs.push(Subject::ApiToken);
+    }
+    if needs.is_empty() {
+        return Ok(needs);
+    }
+    match app_in(profile, facts.query) {
+        Some(Field::One(app)) => needs.iter().try_for_each(|s| check_app(profile, state, &app, *s))?,
+        Some(Field::Ambiguous) => return Err(unreviewed(needs[0], "the app is named more than once")),
+        _ if is_reading(facts.method) => return Err(unreviewed(needs[0], "the request does not name its app")),
+        _ => {}
+    }
+    // A write may (also) name its app in the body: the adapter reads it.
+    Ok(if is_reading(facts.method) { Vec::new() } else { needs })
+}
+
+/// Is any integration token neither approved in the rules nor reviewed by itself?
+fn unreviewed_token(profile: &Profile, state: &State, tokens: Option<&str>) -> bool {
+    let (Some(rule), Some(tokens)) = (&profile.integrations, tokens) else { return false };
+    tokens.split(',').map(str::trim).filter(|t| !t.is_empty()).any(|token| {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        !rule.approved.iter().any(|a| a.sha256 == hash) && !state.apps.token_reviewed(&profile.name, &hex(&hash))
+    })
+}
+
+/// The app named `app` (decimal) is in development or reviewed for `subject`.
+fn check_app(profile: &Profile, state: &State, app: &str, subject: Subject) -> Result<(), Deny> {
+    let Ok(id) = app.trim().parse::<u64>() else {
+        return Err(unreviewed(subject, "the app is not a number"));
+    };
+    let register = &state.apps;
+    if register.in_development(&profile.name, id) || register.reviewed(&profile.name, id, subject) {
+        return Ok(());
+    }
+    Err(unreviewed(subject, "the app is in operation and this is not reviewed"))
+}
+
+fn unreviewed(subject: Subject, why: &str) -> Deny {
+    let reason = match subject {
+        Subject::ApiToken => DenyReason::IntegrationNotApproved,
+        Subject::Customize | Subject::Webhook => DenyReason::FeatureNotPermitted,
+    };
+    Deny::new(reason, format!("apps: {} needs a recorded review: {why}", subject.as_str()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The checks `decide` left to the body (`Allow::inspect`), over the whole
@@ -142,11 +216,20 @@ fn body_checks(profile: &Profile, method: &str, path: &str) -> Option<Inspect> {
 /// is empty for a request without one.
 pub fn check_held_body(
     profile: &Profile,
+    state: &State,
     user: &str,
     inspect: &Inspect,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<(), Deny> {
+    if let (Some(rules), Some(first)) = (&profile.apps, inspect.reviews.first()) {
+        match body::body_field(content_type, body, &rules.field) {
+            Field::One(app) => inspect.reviews.iter().try_for_each(|s| check_app(profile, state, &app, *s))?,
+            Field::Absent if inspect.app_in_query => {}
+            Field::Absent => return Err(unreviewed(*first, "the request does not name its app")),
+            Field::Ambiguous => return Err(unreviewed(*first, "the app is named more than once")),
+        }
+    }
     if let (Some(field), Some(rule)) = (&inspect.login_field, &profile.account) {
         // A sign-in post without a readable login is refused: the SaaS
         // might read a login the gateway did not.
@@ -164,11 +247,10 @@ pub fn check_held_body(
 /// The refusal for a body `decide` asked to inspect that is larger than the
 /// adapter can hold: it cannot be read, so it does not pass.
 pub fn body_too_large(inspect: &Inspect) -> Deny {
-    let rule = match inspect.login_field {
-        Some(_) => "account.forms: body larger than the gateway holds for inspection",
-        None => "body larger than the gateway holds for inspection",
-    };
-    Deny::new(DenyReason::AccountMismatch, rule)
+    match (&inspect.login_field, inspect.reviews.first()) {
+        (None, Some(subject)) => unreviewed(*subject, "the body is larger than the gateway holds to read its app"),
+        _ => Deny::new(DenyReason::AccountMismatch, "account.forms: body larger than the gateway holds for inspection"),
+    }
 }
 
 /// A sign-in endpoint may also take the login in its query string.
@@ -409,12 +491,9 @@ pub fn still_allowed(
     }
 }
 
-/// Customisation and deploy paths only for the roles the profile names.
-fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Deny> {
-    let blocked = profile
-        .admin_paths
-        .iter()
-        .find(|a| a.paths.iter().any(|p| p.matches(path)) && !a.roles.iter().any(|r| r == role));
+/// Domain-wide administration only for the roles the profile names.
+fn check_admin_path(profile: &Profile, role: &str, method: &str, path: &str) -> Result<(), Deny> {
+    let blocked = profile.admin_paths.iter().find(|a| a.covers(method, path) && !a.roles.iter().any(|r| r == role));
     match blocked {
         Some(a) => Err(Deny::new(
             DenyReason::FeatureNotPermitted,
@@ -424,8 +503,13 @@ fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Den
     }
 }
 
-/// Every integration token sent must be one the municipality reviewed.
+/// Every integration token sent must be one the municipality reviewed. With
+/// `[apps]`, a token not approved here is judged with its app instead
+/// (`check_reviews`).
 fn check_integrations(profile: &Profile, tokens: Option<&str>) -> Result<(), Deny> {
+    if profile.apps.is_some() {
+        return Ok(());
+    }
     let (Some(rule), Some(tokens)) = (&profile.integrations, tokens) else { return Ok(()) };
     for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();

@@ -54,6 +54,8 @@ pub struct Profile {
     pub integrations: Option<Integrations>,
     /// The SaaS login must be the attested user (no shared accounts).
     pub account: Option<AccountRule>,
+    /// Customisation and integrations need a review once an app is in operation.
+    pub apps: Option<AppRules>,
     /// Refuse request bodies that contain a 個人番号 (My Number).
     pub forbid_my_number: bool,
 }
@@ -62,7 +64,32 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminPaths {
     pub paths: Vec<PathPattern>,
+    /// Paths under `paths` that are not reserved (kintone's per-app settings
+    /// under `/k/admin/app/`).
+    pub except: Vec<PathPattern>,
+    /// The methods reserved, upper case; empty: every method.
+    pub methods: Vec<String>,
     pub roles: Vec<String>,
+}
+
+impl AdminPaths {
+    /// Does this entry reserve `method` on `path`?
+    pub fn covers(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && self.paths.iter().any(|p| p.matches(path))
+            && !self.except.iter().any(|p| p.matches(path))
+    }
+}
+
+/// Apps and their reviews (Abiko 10.): which request field names the app,
+/// and which paths change an app's JavaScript / CSS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRules {
+    /// Query parameter and top-level JSON member naming the app (`app`).
+    pub field: String,
+    /// Writes to these paths customise the app: it must be in development
+    /// or reviewed for `customize`.
+    pub customize_paths: Vec<PathPattern>,
 }
 
 /// A path pattern: `*` stands for exactly one non-empty segment, a final
@@ -367,6 +394,7 @@ struct RawFile {
     admin_paths: Vec<RawAdminPaths>,
     integrations: Option<RawIntegrations>,
     account: Option<RawAccount>,
+    apps: Option<RawApps>,
     #[serde(default)]
     content: RawContent,
 }
@@ -375,7 +403,34 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawAdminPaths {
     paths: Vec<PathPattern>,
+    #[serde(default)]
+    except: Vec<PathPattern>,
+    #[serde(default)]
+    methods: Vec<Method>,
     roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApps {
+    field: Spanned<String>,
+    #[serde(default)]
+    customize_paths: Vec<PathPattern>,
+}
+
+/// An HTTP method name (letters only), kept upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct Method(String);
+
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            true => Ok(Method(s.to_ascii_uppercase())),
+            false => Err(format!("`{s}` is not an HTTP method")),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -577,12 +632,22 @@ impl RawFile {
                 .into_iter()
                 .map(|(k, r)| (k, RoleRules { kinds: r.kinds, ownership: r.ownership }))
                 .collect(),
-            admin_paths: self.admin_paths.into_iter().map(|a| AdminPaths { paths: a.paths, roles: a.roles }).collect(),
+            admin_paths: self
+                .admin_paths
+                .into_iter()
+                .map(|a| AdminPaths {
+                    paths: a.paths,
+                    except: a.except,
+                    methods: a.methods.into_iter().map(|m| m.0).collect(),
+                    roles: a.roles,
+                })
+                .collect(),
             integrations: self.integrations.map(|i| Integrations {
                 header: i.header.to_ascii_lowercase(),
                 approved: i.approved.into_iter().map(|a| ApprovedToken { app: a.app, sha256: a.sha256.0 }).collect(),
             }),
             account: self.account.map(|a| convert_account(a, &err)).transpose()?,
+            apps: self.apps.map(|a| convert_apps(a, &err)).transpose()?,
             forbid_my_number: self.content.forbid_my_number,
         })
     }
@@ -602,6 +667,13 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
         allow_paths: r.allow_paths,
         timeout_secs: r.timeout_secs.unwrap_or(DEFAULT_TIMEOUT),
     })
+}
+
+fn convert_apps(a: RawApps, err: &ErrAt<'_>) -> Result<AppRules, RulesError> {
+    if a.field.get_ref().trim().is_empty() {
+        return Err(err(a.field.span(), "[apps] `field` names the query parameter and JSON member of the app".into()));
+    }
+    Ok(AppRules { field: a.field.into_inner(), customize_paths: a.customize_paths })
 }
 
 fn convert_account(a: RawAccount, err: &ErrAt<'_>) -> Result<AccountRule, RulesError> {

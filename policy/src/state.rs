@@ -30,6 +30,94 @@ pub struct State {
     pub maintenance: Arc<Vec<MaintenanceWindow>>,
     /// Device ids by client-certificate fingerprint; kept by whoever builds the state.
     pub certificates: imbl::HashMap<[u8; 32], String>,
+    /// The register of apps in development and of reviews (Abiko 10.).
+    pub apps: Arc<AppRegister>,
+}
+
+/// Which apps are still in development, and the reviews 行政管理課 recorded
+/// (Abiko 10.: customisation and integrations are reviewed before an app's
+/// full operation). An app not in `stages` is in operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppRegister {
+    pub stages: HashMap<(String, u64), AppStage>,
+    pub reviews: Vec<Review>,
+}
+
+impl AppRegister {
+    pub fn in_development(&self, profile: &str, app: u64) -> bool {
+        self.stages.get(&(profile.to_owned(), app)).is_some_and(|s| s.stage == Stage::Development)
+    }
+
+    /// Is `subject` reviewed for this app (a review naming a token covers
+    /// only that token, see [`AppRegister::token_reviewed`])?
+    pub fn reviewed(&self, profile: &str, app: u64, subject: Subject) -> bool {
+        self.reviews
+            .iter()
+            .any(|r| r.profile == profile && r.app == app && r.subject == subject && r.token_sha256.is_none())
+    }
+
+    /// Was this API token itself reviewed (by its SHA-256, lower-case hex)?
+    pub fn token_reviewed(&self, profile: &str, sha256_hex: &str) -> bool {
+        self.reviews.iter().any(|r| {
+            r.profile == profile && r.subject == Subject::ApiToken && r.token_sha256.as_deref() == Some(sha256_hex)
+        })
+    }
+}
+
+/// An app's stage, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStage {
+    pub profile: String,
+    pub app: u64,
+    pub stage: Stage,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Being built: customisation and integrations need no review yet.
+    Development,
+    /// In full operation (本格運用): they need a recorded review.
+    Operation,
+}
+
+/// What a review covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    /// JavaScript / CSS customisation.
+    Customize,
+    /// An API-token integration.
+    ApiToken,
+    /// A webhook integration (recorded; not visible on the wire).
+    Webhook,
+}
+
+impl Subject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::Customize => "customize",
+            Subject::ApiToken => "api_token",
+            Subject::Webhook => "webhook",
+        }
+    }
+}
+
+/// One review in the register: app, what was reviewed, by whom, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub id: i64,
+    pub profile: String,
+    pub app: u64,
+    pub subject: Subject,
+    /// For an API-token review, the token's SHA-256 (lower-case hex) when
+    /// the review was of that token only; the token itself is never kept.
+    pub token_sha256: Option<String>,
+    pub reviewer: String,
+    pub reviewed_on: NaiveDate,
+    pub note: String,
 }
 
 impl State {

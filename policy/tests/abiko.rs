@@ -9,6 +9,7 @@ mod common;
 use base64::Engine as _;
 use common::{jst, Req, World};
 use sekisho_policy::device::{DeviceKind::*, DeviceStatus::*, Os, Ownership::*};
+use sekisho_policy::state::Subject;
 use sekisho_policy::DenyReason;
 
 const P: &str = "abiko-kintone";
@@ -121,22 +122,118 @@ fn abiko_8_overtime_grant_covers_a_holiday() {
 }
 
 #[test]
-fn abiko_10_customisation_and_plugins_only_for_system_administrators() {
+fn abiko_9_1_app_creators_manage_their_own_apps() {
     let w = city();
-    for path in [
-        "/k/v1/preview/app/customize.json",
-        "/k/v1/plugin.json",
-        "/k/v1/preview/app/deploy.json",
-        "/k/guest/7/v1/preview/app/customize.json",
-        "/K/V1/Plugin.json",
-        "/k/v1/plugin.json/",
+    for (method, path) in [
+        ("GET", "/k/admin/app/flow"),
+        ("POST", "/k/admin/app/flow"),
+        ("GET", "/k/admin/app/customize"),
+        ("PUT", "/k/v1/preview/app/settings.json"),
+        ("PUT", "/k/v1/preview/app/status.json"),
+        ("POST", "/k/v1/preview/app/deploy.json"),
+        ("POST", "/k/guest/7/v1/preview/app/deploy.json"),
+        ("PUT", "/k/v1/preview/app/acl.json"),
     ] {
-        let put = Req { method: "PUT", ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
-        assert_eq!(w.decide(&put), Some(DenyReason::FeatureNotPermitted), "{path}");
-        let admin = Req { method: "PUT", ..Req::get(K, path, "kanri-pc", tue(10, 0)) };
-        assert_eq!(w.decide(&admin), None, "{path}");
+        let r = Req { method, query: Some("app=5"), ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
+        assert_eq!(w.decide(&r), None, "{method} {path}");
     }
-    assert_eq!(w.decide(&Req::get(K, "/k/v1/records.json", "shokuin-pc", tue(10, 0))), None);
+}
+
+#[test]
+fn abiko_10_app_creators_add_plugins_already_on_the_domain() {
+    let w = city();
+    let add = Req { method: "POST", ..Req::get(K, "/k/v1/preview/app/plugins.json", "shokuin-pc", tue(10, 0)) };
+    let body = br#"{"app":5,"ids":["djmhffjhfgmebgnmcggopedaofckljlj"]}"#;
+    assert_eq!(w.decide_with_body(&add, Some("application/json"), body), None);
+    let guest = Req { path: "/k/guest/7/v1/preview/app/plugins.json", ..add };
+    assert_eq!(w.decide_with_body(&guest, Some("application/json"), body), None);
+    assert_eq!(w.decide(&Req::get(K, "/k/v1/plugins.json", "shokuin-pc", tue(10, 0))), None, "listing them");
+}
+
+#[test]
+fn abiko_10_only_system_administrators_change_the_domain() {
+    let w = city();
+    for (method, path) in [
+        ("POST", "/k/v1/plugin.json"),
+        ("PUT", "/k/v1/plugin.json"),
+        ("DELETE", "/k/v1/plugin.json"),
+        ("POST", "/K/V1/Plugin.json"),
+        ("POST", "/k/v1/plugin.json/"),
+        ("GET", "/k/admin/system/plugin/"),
+        ("GET", "/k/admin/"),
+        ("POST", "/k/admin/system/customize"),
+        ("GET", "/admin/"),
+        ("GET", "/admin/user/list"),
+    ] {
+        let staff = Req { method, ..Req::get(K, path, "shokuin-pc", tue(10, 0)) };
+        assert_eq!(w.decide(&staff), Some(DenyReason::FeatureNotPermitted), "{method} {path}");
+        let admin = Req { method, ..Req::get(K, path, "kanri-pc", tue(10, 0)) };
+        assert_eq!(w.decide_with_body(&admin, Some("application/json"), b"{}"), None, "{method} {path}");
+    }
+}
+
+#[test]
+fn abiko_10_customisation_of_an_app_in_operation_needs_a_recorded_review() {
+    let mut w = city();
+    let put = |who| Req { method: "PUT", ..Req::get(K, "/k/v1/preview/app/customize.json", who, tue(10, 0)) };
+    let json = Some("application/json");
+    let customize = |w: &World, who, app: &str| {
+        w.decide_with_body(
+            &put(who),
+            json,
+            format!(r#"{{"app":{app},"scope":"ALL","desktop":{{"js":[]}}}}"#).as_bytes(),
+        )
+    };
+    assert_eq!(customize(&w, "shokuin-pc", "5"), Some(DenyReason::FeatureNotPermitted), "in operation, unreviewed");
+    assert_eq!(customize(&w, "kanri-pc", "5"), Some(DenyReason::FeatureNotPermitted), "whoever customises");
+    w.in_development(P, 5);
+    assert_eq!(customize(&w, "shokuin-pc", "5"), None, "an app in development may");
+    assert_eq!(customize(&w, "shokuin-pc", r#""5""#), None, "the app as a string");
+    w.review(P, 6, Subject::Customize, None);
+    assert_eq!(customize(&w, "shokuin-pc", "6"), None, "reviewed before operation");
+    w.review(P, 7, Subject::ApiToken, None);
+    assert_eq!(customize(&w, "shokuin-pc", "7"), Some(DenyReason::FeatureNotPermitted), "another subject's review");
+    let no_app = w.decide_with_body(&put("shokuin-pc"), json, br#"{"scope":"ALL"}"#);
+    assert_eq!(no_app, Some(DenyReason::FeatureNotPermitted), "an app it cannot determine is in operation");
+    let twice = w.decide_with_body(&put("shokuin-pc"), json, br#"{"app":5,"app":8}"#);
+    assert_eq!(twice, Some(DenyReason::FeatureNotPermitted), "named twice");
+    let query_dev = Req { query: Some("app=5"), ..put("shokuin-pc") };
+    assert_eq!(
+        w.decide_with_body(&query_dev, json, br#"{"app":8}"#),
+        Some(DenyReason::FeatureNotPermitted),
+        "query and body both count"
+    );
+    assert_eq!(w.decide_with_body(&query_dev, json, br#"{"scope":"ALL"}"#), None, "the query names it");
+    let guest = Req { path: "/k/guest/3/v1/preview/app/customize.json", ..put("shokuin-pc") };
+    assert_eq!(w.decide_with_body(&guest, json, br#"{"app":9}"#), Some(DenyReason::FeatureNotPermitted));
+    let read = Req::get(K, "/k/v1/preview/app/customize.json", "shokuin-pc", tue(10, 0));
+    assert_eq!(w.decide(&Req { query: Some("app=9"), ..read }), None, "reading the settings is not customising");
+}
+
+#[test]
+fn abiko_10_api_tokens_of_an_app_in_operation_need_a_recorded_review() {
+    let mut w = city();
+    let token = "app-token-of-a-creator";
+    let get =
+        |query| Req { api_tokens: Some(token), query, ..Req::get(K, "/k/v1/records.json", "shokuin-pc", tue(10, 0)) };
+    assert_eq!(w.decide(&get(Some("app=5"))), Some(DenyReason::IntegrationNotApproved));
+    w.in_development(P, 5);
+    assert_eq!(w.decide(&get(Some("app=5"))), None, "in development");
+    assert_eq!(w.decide(&get(Some("app=6"))), Some(DenyReason::IntegrationNotApproved));
+    w.review(P, 6, Subject::ApiToken, None);
+    assert_eq!(w.decide(&get(Some("app=6"))), None, "an api_token review of the app");
+    assert_eq!(w.decide(&get(None)), Some(DenyReason::IntegrationNotApproved), "no app: in operation");
+    assert_eq!(w.decide(&get(Some("app=5&app=9"))), Some(DenyReason::IntegrationNotApproved), "named twice");
+    let post = Req { method: "POST", path: "/k/v1/record.json", ..get(None) };
+    assert_eq!(w.decide_with_body(&post, Some("application/json"), br#"{"app":6,"record":{}}"#), None);
+    assert_eq!(
+        w.decide_with_body(&post, Some("application/json"), br#"{"app":9,"record":{}}"#),
+        Some(DenyReason::IntegrationNotApproved)
+    );
+    let hash: String =
+        <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    w.review(P, 9, Subject::ApiToken, Some(hash));
+    assert_eq!(w.decide(&get(None)), None, "a token reviewed by itself passes wherever it is used");
 }
 
 #[test]

@@ -17,7 +17,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
 use sekisho_policy::posture::{self, ReportError};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, SecuritySoftware, Stop};
+use sekisho_policy::state::{
+    AppStage, Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, Stop,
+    Subject,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -276,6 +279,21 @@ impl Admin {
                 )
                 .await
             }
+            ("GET", ["v1", "apps"]) => allow(caller, any).map(|()| self.list_apps()),
+            ("PUT", ["v1", "apps", profile, app]) => {
+                allow(caller, &[SystemManager])?;
+                self.set_app_stage(caller, profile, app, parse(body)?).await
+            }
+            ("POST", ["v1", "apps", profile, app, "reviews"]) => {
+                allow(caller, &[SystemManager])?;
+                self.add_review(caller, profile, app, parse(body)?).await
+            }
+            ("DELETE", ["v1", "reviews", id]) => {
+                allow(caller, &[SystemManager])?;
+                let id = id.parse().map_err(|_| bad(format!("review id `{id}` is not a number")))?;
+                let reason = optional_reason(body, "review withdrawn")?;
+                self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
+            }
             ("POST", ["v1", "rules", "reload"]) => {
                 allow(caller, &[SystemManager])?;
                 self.reload(caller, parse(body)?).await
@@ -310,6 +328,7 @@ impl Admin {
         let id = match stored {
             Change::AddGrant(g) => Some(g.id),
             Change::AddMaintenance(m) => Some(m.id),
+            Change::AddReview(r) => Some(r.id),
             _ => None,
         };
         Ok((StatusCode::OK, json!({"ok": true, "action": action, "target": target, "id": id})))
@@ -570,6 +589,63 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
+    fn list_apps(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let mut stages: Vec<&AppStage> = snap.state.apps.stages.values().collect();
+        stages.sort_by(|a, b| (&a.profile, a.app).cmp(&(&b.profile, b.app)));
+        (StatusCode::OK, json!({ "stages": stages, "reviews": snap.state.apps.reviews }))
+    }
+
+    /// The profile and app of a register path, both checked.
+    fn app_key(&self, profile: &str, app: &str) -> Result<(String, u64), ApiError> {
+        if self.shared.snapshot().rules.profile(profile).is_none() {
+            return Err(bad(format!("profile `{profile}` does not exist")));
+        }
+        let id = app.parse::<u64>().ok().filter(|a| i64::try_from(*a).is_ok());
+        let id = id.ok_or_else(|| bad(format!("app `{app}` is not an app id (a number)")))?;
+        Ok((profile.to_owned(), id))
+    }
+
+    /// Registers an app as in development or in operation (Abiko 10.).
+    async fn set_app_stage(&self, caller: &Caller<'_>, profile: &str, app: &str, input: StageInput) -> ApiResult {
+        let (profile, app) = self.app_key(profile, app)?;
+        let reason = non_empty(input.reason)?;
+        let target = format!("{profile}/{app}");
+        let stage = AppStage { profile, app, stage: input.stage, reason: reason.clone(), since: Utc::now() };
+        self.commit(caller, Change::SetAppStage(stage), "app.stage", &target, &reason).await
+    }
+
+    /// Records a review: app, what was reviewed, by whom, when (Abiko 10.).
+    async fn add_review(&self, caller: &Caller<'_>, profile: &str, app: &str, input: ReviewInput) -> ApiResult {
+        let (profile, app) = self.app_key(profile, app)?;
+        let (reviewer, note) = (non_empty(input.reviewer)?, non_empty(input.note)?);
+        let token_sha256 = match (input.token_sha256, input.subject) {
+            (None, _) => None,
+            (Some(h), Subject::ApiToken) => Some(
+                crate::config::decode_sha256(h.trim())
+                    .map(|b| crate::config::hex(&b))
+                    .ok_or_else(|| bad("`token_sha256` must be 64 hex digits (`printf %s TOKEN | sha256sum`)"))?,
+            ),
+            (Some(_), _) => return Err(bad("`token_sha256` belongs only to an `api_token` review")),
+        };
+        let target = format!("{profile}/{app}");
+        let reason = format!("{} reviewed by {reviewer}: {note}", input.subject.as_str());
+        let review = Review {
+            id: 0,
+            profile,
+            app,
+            subject: input.subject,
+            token_sha256,
+            reviewer,
+            reviewed_on: input
+                .reviewed_on
+                .unwrap_or_else(|| Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).date_naive()),
+            note,
+        };
+        let (_, v) = self.commit(caller, Change::AddReview(review), "app.review", &target, &reason).await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
     fn list_maintenance(&self) -> (StatusCode, Value) {
         let snap = self.shared.snapshot();
         (StatusCode::OK, json!({ "windows": &*snap.state.maintenance }))
@@ -669,7 +745,10 @@ fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
         ["metrics"] | ["v1", "openapi.yaml" | "status" | "users" | "audit"] => "GET",
         ["v1", "users", _] => "PUT",
         ["v1", "devices" | "overtime" | "maintenance"] => "GET, POST",
-        ["v1", "overtime" | "maintenance", _] => "DELETE",
+        ["v1", "overtime" | "maintenance" | "reviews", _] => "DELETE",
+        ["v1", "apps"] => "GET",
+        ["v1", "apps", _, _] => "PUT",
+        ["v1", "apps", _, _, "reviews"] => "POST",
         ["v1", "users", _, "suspend" | "restrict" | "unsuspend" | "unrestrict"]
         | ["v1", "devices", "import"]
         | ["v1", "devices", _, "approve" | "reject" | "revoke" | "certificate" | "posture"]
@@ -789,6 +868,27 @@ struct FlagInput {
 #[serde(deny_unknown_fields)]
 struct Reason {
     reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageInput {
+    stage: Stage,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewInput {
+    subject: Subject,
+    /// Who reviewed (行政管理課, or the technical staff it appointed).
+    reviewer: String,
+    /// When; today (Asia/Tokyo) if absent.
+    reviewed_on: Option<NaiveDate>,
+    /// What was reviewed.
+    note: String,
+    /// An `api_token` review of one token only: its SHA-256.
+    token_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
 use sekisho_policy::state::{
-    Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, SecuritySoftware, State, Stop, User,
+    AppStage, Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware, State, Stop,
+    User,
 };
 use serde::Serialize;
 
@@ -64,6 +65,11 @@ pub enum Change {
     RemoveGrant(i64),
     AddMaintenance(MaintenanceWindow),
     RemoveMaintenance(i64),
+    /// An app registered as in development or in operation (Abiko 10.).
+    SetAppStage(AppStage),
+    /// A review recorded in the register (id assigned on commit).
+    AddReview(Review),
+    RemoveReview(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,6 +157,14 @@ CREATE TABLE IF NOT EXISTS overtime (
 );
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY, profile TEXT, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS app_stages (
+    profile TEXT NOT NULL, app INTEGER NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (profile, app)
+);
+CREATE TABLE IF NOT EXISTS app_reviews (
+    id INTEGER PRIMARY KEY, profile TEXT NOT NULL, app INTEGER NOT NULL, subject TEXT NOT NULL,
+    token_sha256 TEXT, reviewer TEXT NOT NULL, reviewed_on TEXT NOT NULL, note TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS admin_audit (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -384,8 +398,55 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
             }
         }
+        Change::SetAppStage(s) => {
+            tx.execute(
+                "INSERT INTO app_stages (profile, app, stage, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(profile, app) DO UPDATE SET stage = ?3, reason = ?4, since = ?5",
+                params![s.profile, app_id(s.app)?, enum_text(&s.stage)?, s.reason, s.since.to_rfc3339()],
+            )?;
+        }
+        Change::AddReview(r) => {
+            tx.execute(
+                "INSERT INTO app_reviews (profile, app, subject, token_sha256, reviewer, reviewed_on, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.profile,
+                    app_id(r.app)?,
+                    r.subject.as_str(),
+                    r.token_sha256,
+                    r.reviewer,
+                    r.reviewed_on.to_string(),
+                    r.note
+                ],
+            )?;
+            return Ok(Change::AddReview(Review { id: tx.last_insert_rowid(), ..r.clone() }));
+        }
+        Change::RemoveReview(id) => {
+            if tx.execute("DELETE FROM app_reviews WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound(format!("review `{id}` does not exist")));
+            }
+        }
     }
     Ok(change)
+}
+
+/// kintone app ids fit SQLite's signed integers; a larger one is refused.
+fn app_id(app: u64) -> Result<i64, StoreError> {
+    i64::try_from(app).map_err(|_| StoreError::Conflict(format!("app `{app}` is out of range")))
+}
+
+/// A snake_case enum as its serde name.
+fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt("enum".into(), "not a name".into())),
+    }
+}
+
+/// A snake_case name back into its enum.
+fn enum_from<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Corrupt(key.to_owned(), format!("`{text}`")))
 }
 
 fn set_device_status(
@@ -545,6 +606,11 @@ pub fn apply(state: &State, change: &Change) -> State {
         }
         Change::AddMaintenance(m) => Arc::make_mut(&mut next.maintenance).push(m.clone()),
         Change::RemoveMaintenance(id) => Arc::make_mut(&mut next.maintenance).retain(|m| m.id != *id),
+        Change::SetAppStage(s) => {
+            Arc::make_mut(&mut next.apps).stages.insert((s.profile.clone(), s.app), s.clone());
+        }
+        Change::AddReview(r) => Arc::make_mut(&mut next.apps).reviews.push(r.clone()),
+        Change::RemoveReview(id) => Arc::make_mut(&mut next.apps).reviews.retain(|r| r.id != *id),
     }
     next
 }
@@ -633,7 +699,51 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         let key = id.to_string();
         maintenance.push(MaintenanceWindow { id, profile, reason, start: time(&key, &start)?, end: time(&key, &end)? });
     }
+    load_apps(conn, Arc::make_mut(&mut state.apps))?;
     Ok(state)
+}
+
+fn load_apps(conn: &Connection, apps: &mut sekisho_policy::state::AppRegister) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("SELECT profile, app, stage, reason, since FROM app_stages")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get::<_, String>(4)?))
+    })? {
+        let (profile, app, stage, reason, since) = row?;
+        let key = format!("{profile}/{app}");
+        let app = u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?;
+        let stage = AppStage { stage: enum_from(&key, &stage)?, since: time(&key, &since)?, reason, app, profile };
+        apps.stages.insert((stage.profile.clone(), app), stage);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, profile, app, subject, token_sha256, reviewer, reviewed_on, note FROM app_reviews ORDER BY id",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })? {
+        let (id, profile, app, subject, token_sha256, reviewer, reviewed_on, note) = row?;
+        let key = format!("review {id}");
+        apps.reviews.push(Review {
+            id,
+            app: u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?,
+            subject: enum_from(&key, &subject)?,
+            reviewed_on: NaiveDate::parse_from_str(&reviewed_on, "%Y-%m-%d")
+                .map_err(|_| StoreError::Corrupt(key.clone(), "reviewed_on".into()))?,
+            profile,
+            token_sha256,
+            reviewer,
+            note,
+        });
+    }
+    Ok(())
 }
 
 type DeviceResult = Result<Device, StoreError>;

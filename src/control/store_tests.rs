@@ -4,6 +4,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use sekisho_policy::attestation::SigningKey;
 use sekisho_policy::device::{DeviceKind, Os, Ownership};
+use sekisho_policy::state::{Stage, Subject};
 
 use super::*;
 
@@ -99,6 +100,41 @@ fn changes() -> Vec<Change> {
             end: t + Duration::hours(2),
         }),
         Change::RemoveMaintenance(1),
+        Change::SetAppStage(AppStage {
+            profile: "abiko".into(),
+            app: 5,
+            stage: Stage::Development,
+            reason: "新規作成".into(),
+            since: t,
+        }),
+        Change::SetAppStage(AppStage {
+            profile: "abiko".into(),
+            app: 5,
+            stage: Stage::Operation,
+            reason: "本格運用開始".into(),
+            since: t,
+        }),
+        Change::AddReview(Review {
+            id: 0,
+            profile: "abiko".into(),
+            app: 5,
+            subject: Subject::Customize,
+            token_sha256: None,
+            reviewer: "行政管理課 山田".into(),
+            reviewed_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+            note: "desktop.js 確認".into(),
+        }),
+        Change::AddReview(Review {
+            id: 0,
+            profile: "abiko".into(),
+            app: 6,
+            subject: Subject::ApiToken,
+            token_sha256: Some("ab".repeat(32)),
+            reviewer: "行政管理課 山田".into(),
+            reviewed_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+            note: "文書管理連携".into(),
+        }),
+        Change::RemoveReview(1),
     ]
 }
 
@@ -119,6 +155,10 @@ fn applied_state_matches_what_a_reopened_store_loads() {
     assert_eq!(*loaded.stops, *state.stops);
     assert_eq!(*loaded.overtime, *state.overtime);
     assert_eq!(*loaded.maintenance, *state.maintenance);
+    assert_eq!(*loaded.apps, *state.apps);
+    assert_eq!(state.apps.reviews.len(), 1, "the first review was withdrawn");
+    assert!(!state.apps.in_development("abiko", 5), "moved into operation");
+    assert!(state.apps.token_reviewed("abiko", &"ab".repeat(32)));
     assert_eq!(state.users["u1"].display_name, "議員 一（改）");
     assert!(state.users["u1"].suspended.is_some(), "updating a user keeps its flags");
     assert_eq!(state.maintenance.len(), 1);

@@ -192,7 +192,7 @@ impl Gateway {
                     ctx.content_type = content_type(&req.headers);
                     if !has_body(req) {
                         // Nothing will come: judge the empty body now.
-                        check_held_body(profile, a.user, &inspect, ctx.content_type.as_deref(), &[])
+                        check_held_body(profile, &snap.state, a.user, &inspect, ctx.content_type.as_deref(), &[])
                             .map_err(|d| BlockOwned::Policy(d.for_user(a.user, a.device)))?;
                     }
                     ctx.inspect = Some(inspect);
@@ -453,7 +453,9 @@ impl ProxyHttp for Gateway {
             // Held whole (never past HOLD_BYTES): `body` is all of it.
             let whole = body.as_deref().unwrap_or_default();
             let user = ctx.user.as_deref().unwrap_or_default();
-            if let Err(deny) = check_held_body(&profile, user, &inspect, ctx.content_type.as_deref(), whole) {
+            let snap = self.shared.snapshot_full();
+            let state = &snap.state;
+            if let Err(deny) = check_held_body(&profile, state, user, &inspect, ctx.content_type.as_deref(), whole) {
                 return refuse_body(ctx, deny);
             }
         }

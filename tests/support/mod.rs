@@ -819,6 +819,10 @@ header = "X-Cybozu-Authorization"
 shared = {{ "kyoyu" = ["sato"] }}
 forms = [{{ path = "/api/auth/login.json", field = "username" }}]
 
+[apps]
+field = "app"
+customize_paths = ["/k/v1/preview/app/customize.json"]
+
 [content]
 forbid_my_number = true
 "#

@@ -11,7 +11,10 @@ use sekisho_policy::attestation::{self, Claims, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
 use sekisho_policy::engine::{check_body, check_held_body, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
-use sekisho_policy::state::{Device, Flag, OvertimeGrant, PostureException, SecuritySoftware, State, Stop, User};
+use sekisho_policy::state::{
+    AppStage, Device, Flag, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, State, Stop, Subject,
+    User,
+};
 use sekisho_policy::{Allow, Decision, DenyReason, Rules};
 
 pub fn jst(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -133,6 +136,34 @@ impl World {
         Arc::make_mut(self.state.users.get_mut(user).unwrap()).restricted = Some(flag);
     }
 
+    /// Registers `app` of `profile` as in development (Abiko 10.).
+    pub fn in_development(&mut self, profile: &str, app: u64) {
+        let stage = AppStage {
+            profile: profile.into(),
+            app,
+            stage: Stage::Development,
+            reason: "開発中".into(),
+            since: jst(2026, 11, 1, 9, 0),
+        };
+        Arc::make_mut(&mut self.state.apps).stages.insert((profile.into(), app), stage);
+    }
+
+    /// Records a review of `subject` for `app` (of one token, by its hash, if given).
+    pub fn review(&mut self, profile: &str, app: u64, subject: Subject, token_sha256: Option<String>) {
+        let register = Arc::make_mut(&mut self.state.apps);
+        let review = Review {
+            id: register.reviews.len() as i64 + 1,
+            profile: profile.into(),
+            app,
+            subject,
+            token_sha256,
+            reviewer: "行政管理課".into(),
+            reviewed_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            note: "コードレビュー・動作検証".into(),
+        };
+        register.reviews.push(review);
+    }
+
     /// Approval with a recorded exception to the profile's minimums (熊本 第12条第2項).
     pub fn except(&mut self, device: &str, reason: &str) {
         let exception = PostureException { reason: reason.into(), approver: "情報システム責任者".into() };
@@ -219,7 +250,7 @@ impl World {
             Decision::Deny(d) => Some(d.reason),
             Decision::Allow(Allow { inspect: None, .. }) => None,
             Decision::Allow(Allow { inspect: Some(inspect), user, .. }) => {
-                check_held_body(profile, user, &inspect, content_type, body).err().map(|d| d.reason)
+                check_held_body(profile, &self.state, user, &inspect, content_type, body).err().map(|d| d.reason)
             }
         }
     }
