@@ -47,6 +47,8 @@ fn state(key: &SigningKey, n: usize) -> State {
                 profiles: vec!["abiko-kintone".into()],
                 suspended: None,
                 restricted: None,
+                department: None,
+                schedule: None,
             },
         );
         for d in 0..2 {

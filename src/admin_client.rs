@@ -82,6 +82,32 @@ enum Action {
         #[arg(long)]
         reason: String,
     },
+    /// Order overtime (Abiko 8.(1)) for one person or a whole department. A
+    /// supervisor's token orders it for its own department and is recorded
+    /// as the approver; IT staff name the approving supervisor.
+    OvertimeGrant {
+        #[arg(long, conflicts_with = "department", required_unless_present = "department")]
+        user: Option<String>,
+        #[arg(long)]
+        department: Option<String>,
+        /// RFC 3339, e.g. 2026-12-01T17:15:00+09:00.
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        approver: Option<String>,
+    },
+    /// List overtime grants (a supervisor sees their own department's).
+    OvertimeList,
+    /// Withdraw an overtime grant.
+    OvertimeWithdraw {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
     /// Register a kintone app as `development` or `operation` (Abiko 10.:
     /// customisation and integrations need a review before operation).
     AppStage {
@@ -133,6 +159,16 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         }
         Action::Device { id, decision, reason, exception } => {
             ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason, "exception": exception})))
+        }
+        Action::OvertimeGrant { user, department, start, end, reason, approver } => (
+            "POST",
+            "/v1/overtime".to_owned(),
+            Some(json!({"user": user, "department": department, "start": start, "end": end,
+                        "reason": reason, "approver": approver})),
+        ),
+        Action::OvertimeList => ("GET", "/v1/overtime".to_owned(), None),
+        Action::OvertimeWithdraw { id, reason } => {
+            ("DELETE", format!("/v1/overtime/{id}"), Some(json!({"reason": reason})))
         }
         Action::AppStage { profile, app, stage, reason } => {
             ("PUT", format!("/v1/apps/{profile}/{app}"), Some(json!({"stage": stage, "reason": reason})))

@@ -111,6 +111,8 @@ pub struct AdminToken {
     pub name: String,
     pub roles: Vec<Role>,
     pub sha256: [u8; 32],
+    /// The department a `supervisor` token heads (所属長 of 総務課).
+    pub department: Option<String>,
 }
 
 /// Admin roles after 熊本市議会基準 第5条–第7条.
@@ -126,9 +128,14 @@ pub enum Role {
     /// A councillor's device agent or the ICT支援員 (第8条): may only file
     /// registration applications (様式第1号), which start `pending`.
     Applicant,
+    /// A department's head (所属長, 我孫子 8.(1)): orders overtime for the
+    /// members of their own department only, and lists and withdraws those
+    /// grants. The token names the department.
+    Supervisor,
 }
 
 impl Role {
+    /// Every role that needs nothing else (a supervisor also needs a department).
     pub const ALL: [Role; 4] = [Role::SystemManager, Role::GeneralAdmin, Role::Auditor, Role::Applicant];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +144,7 @@ impl Role {
             Role::GeneralAdmin => "general_admin",
             Role::Auditor => "auditor",
             Role::Applicant => "applicant",
+            Role::Supervisor => "supervisor",
         }
     }
 }
@@ -237,6 +245,7 @@ struct RawToken {
     name: String,
     roles: Vec<Role>,
     sha256: String,
+    department: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -310,7 +319,15 @@ fn convert_token(t: RawToken) -> Result<AdminToken, String> {
     if t.roles.is_empty() {
         return Err(format!("admin token `{}` has no roles", t.name));
     }
-    Ok(AdminToken { name: t.name, roles: t.roles, sha256: bytes })
+    let department = t.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    match (t.roles.contains(&Role::Supervisor), &department) {
+        (true, None) => return Err(format!("admin token `{}`: a `supervisor` needs its `department`", t.name)),
+        (false, Some(_)) => {
+            return Err(format!("admin token `{}`: `department` belongs only to a `supervisor` token", t.name))
+        }
+        _ => {}
+    }
+    Ok(AdminToken { name: t.name, roles: t.roles, sha256: bytes, department })
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

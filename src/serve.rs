@@ -310,7 +310,7 @@ fn admin_tokens(config: &Config) -> Result<Vec<AdminToken>, StartError> {
         Err(e) => return Err(StartError::Io(file.display().to_string(), e)),
     };
     let sha256: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256 }])
+    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256, department: None }])
 }
 
 fn announce(config: &Config) {

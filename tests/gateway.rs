@@ -7,11 +7,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use chrono::Timelike;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
     reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN,
-    ROOT_TOKEN,
+    ROOT_TOKEN, SUPERVISOR_TOKEN,
 };
 
 async fn setup() -> (Upstream, WsUpstream, Gateway) {
@@ -891,4 +893,85 @@ async fn kumamoto_art12_2_an_approval_records_an_exception_with_its_reason() {
     let d = devices["devices"].as_array().unwrap().iter().find(|d| d["id"] == giin.device.as_str()).unwrap().clone();
     assert_eq!(d["exception"]["reason"], "iOS 16.7: 更新不可の機種、対策ソフト確認済み");
     assert_eq!(d["exception"]["approver"], "root");
+}
+
+/// Abiko 8.(1) over the wire: each person works their own schedule and is
+/// told their own next opening; a supervisor (所属長) orders overtime for
+/// the members of their own department only, recorded with their name.
+#[tokio::test]
+async fn abiko_8_1_own_hours_own_next_opening_and_a_supervisor_orders_overtime_for_their_department() {
+    let (_up, _ws, gw) = setup().await;
+    let (gina, hank, ivy) = (
+        gw.enrol("gina", Enrol::default()).await,
+        gw.enrol("hank", Enrol::default()).await,
+        gw.enrol("ivy", Enrol::default()).await,
+    );
+    let jst_hour = (chrono::Utc::now() + chrono::Duration::hours(9)).hour();
+    let later = format!("daily {:02}:00-{:02}:00", (jst_hour + 5) % 24, (jst_hour + 6) % 24);
+    let hours = std::fs::read_to_string(gw.path("rules/hours.toml")).unwrap().replace(
+        "[network]",
+        &format!("overtime_grants = true\n\n[schedules.all-day]\nalways = true\n\n[schedules.later]\nweekly = [\"{later}\"]\n\n[network]"),
+    );
+    gw.write_rules("hours.toml", &hours);
+    gw.reload().await;
+    let put = |user: &str, department: &str, schedule: Option<&str>| json!({"display_name": user, "role": "staff", "profiles": support::PROFILES, "department": department, "schedule": schedule});
+    gw.admin("PUT", "/v1/users/gina", put("gina", "総務課", None)).await;
+    gw.admin("PUT", "/v1/users/hank", put("hank", "市民課", Some("later"))).await;
+    gw.admin("PUT", "/v1/users/ivy", put("ivy", "市民課", Some("all-day"))).await;
+    let (status, v) =
+        gw.admin_call("PUT", "/v1/users/ivy", ROOT_TOKEN, Some(put("ivy", "市民課", Some("no-such")))).await;
+    assert_eq!(status, 400, "a schedule no profile defines: {v}");
+
+    assert_eq!(gw.get_as(&ivy, "hours.localhost", "/").await.status(), 200, "ivy's own schedule is open");
+    let opening = |resp: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(resp["retry_at"].as_str().unwrap()).unwrap().hour()
+    };
+    let gina_page: serde_json::Value = gw.get_as(&gina, "hours.localhost", "/").await.json().await.unwrap();
+    let hank_page: serde_json::Value = gw.get_as(&hank, "hours.localhost", "/").await.json().await.unwrap();
+    assert_eq!(gina_page["reason"], "outside_hours");
+    assert_eq!(opening(&gina_page), (jst_hour + 2) % 24, "the profile's hours open then: {gina_page}");
+    assert_eq!(opening(&hank_page), (jst_hour + 5) % 24, "hank's own schedule opens later: {hank_page}");
+
+    let now = chrono::Utc::now();
+    let grant = |who: (&str, &str)| {
+        let mut g = json!({"reason": "議会対応", "start": now - chrono::Duration::minutes(5), "end": now + chrono::Duration::hours(1)});
+        g[who.0] = json!(who.1);
+        g
+    };
+    let (status, v) = gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("user", "hank")))).await;
+    assert_eq!(status, 403, "hank is not in the supervisor's department: {v}");
+    let (status, v) =
+        gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("department", "市民課")))).await;
+    assert_eq!(status, 403, "nor is 市民課: {v}");
+    let mut other = grant(("user", "gina"));
+    other["approver"] = json!("someone else");
+    assert_eq!(gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(other)).await.0, 400);
+    let (status, v) = gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("user", "gina")))).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(gw.get_as(&gina, "hours.localhost", "/").await.status(), 200, "gina's overtime");
+    assert_eq!(reason(&gw.get_as(&hank, "hours.localhost", "/").await).as_deref(), Some("outside_hours"));
+
+    // IT staff keep the power to grant for anyone; the supervisor sees and withdraws only their own.
+    let it = gw
+        .admin("POST", "/v1/overtime", {
+            let mut g = grant(("department", "市民課"));
+            g["approver"] = json!("市民課長");
+            g
+        })
+        .await;
+    assert_eq!(gw.get_as(&hank, "hours.localhost", "/").await.status(), 200, "a whole department's overtime");
+    let (_, listed) = gw.admin_call("GET", "/v1/overtime", SUPERVISOR_TOKEN, None).await;
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{listed}");
+    assert_eq!((grants[0]["user"].as_str(), grants[0]["approver"].as_str()), (Some("gina"), Some("soumu-kacho")));
+    let (status, _) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", it["id"]), SUPERVISOR_TOKEN, None).await;
+    assert_eq!(status, 403, "another department's grant");
+    let (status, _) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", v["id"]), SUPERVISOR_TOKEN, None).await;
+    assert_eq!(status, 200, "withdrawn by the supervisor who ordered it");
+    assert_eq!(reason(&gw.get_as(&gina, "hours.localhost", "/").await).as_deref(), Some("outside_hours"));
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=overtime.grant&limit=5", AUDITOR_TOKEN, None).await;
+    assert!(
+        audit["records"].as_array().unwrap().iter().any(|r| r["approver"] == "soumu-kacho" && r["target"] == "gina"),
+        "{audit}"
+    );
 }

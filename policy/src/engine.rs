@@ -14,8 +14,8 @@ use crate::body::{self, Field};
 use crate::decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
-use crate::rules::{Network, Open, Profile, RoleRules, Route};
-use crate::state::{Device, SecuritySoftware, State, Subject, User};
+use crate::rules::{Hours, Network, Open, Profile, RoleRules, Route};
+use crate::state::{Device, Grantee, SecuritySoftware, State, Subject, User};
 
 /// What the adapter knows about one request.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +123,7 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
         .and_then(|()| check_login_query(profile, &user.id, facts.path, facts.query))
-        .and_then(|()| check_hours(profile, state, &user.id, now))
+        .and_then(|()| check_hours(profile, state, user, now))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
         .and_then(|basis| check_reviews(profile, state, facts).map(|pending| (basis, pending)))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
@@ -552,24 +552,32 @@ pub fn check_body(
     }
 }
 
-/// Permitted hours in the profile's time zone, or an overtime grant.
-fn check_hours(profile: &Profile, state: &State, user: &str, now: DateTime<Utc>) -> Result<Basis, Deny> {
+/// The person's own working hours (Abiko 8.: 各職員の正規の勤務時間) in the
+/// profile's time zone, or overtime granted to them or their department.
+fn check_hours(profile: &Profile, state: &State, user: &User, now: DateTime<Utc>) -> Result<Basis, Deny> {
+    let hours = profile.hours_for(user.schedule.as_deref());
     let local = now.with_timezone(&profile.timezone).naive_local();
-    let closed = match closed_because(profile, local) {
-        None => return Ok(if matches!(profile.hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
+    let closed = match closed_because(hours, local) {
+        None => return Ok(if matches!(hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
         Some(deny) => deny,
     };
+    let covers =
+        |g: &Grantee| state.overtime.get(g).is_some_and(|grants| grants.iter().any(|g| g.covers(&profile.name, now)));
     let granted = profile.hours.overtime_grants
-        && state.overtime.get(user).is_some_and(|grants| grants.iter().any(|g| g.covers(&profile.name, now)));
+        && (covers(&Grantee::User(user.id.clone()))
+            || user.department.as_ref().is_some_and(|d| covers(&Grantee::Department(d.clone()))));
     if granted {
         return Ok(Basis::Overtime);
     }
-    Err(closed.retry_at(next_open(profile, now)))
+    let closed = match user.schedule.as_deref().filter(|s| profile.schedules.contains_key(*s)) {
+        Some(s) => Deny { rule: format!("schedules.{s}: {}", closed.rule).into(), ..closed },
+        None => closed,
+    };
+    Err(closed.retry_at(next_open_in(profile, hours, now)))
 }
 
-/// Why the profile is closed at local time `t`, or `None` when it is open.
-fn closed_because(profile: &Profile, t: NaiveDateTime) -> Option<Deny> {
-    let hours = &profile.hours;
+/// Why `hours` are closed at local time `t`, or `None` when they are open.
+fn closed_because(hours: &Hours, t: NaiveDateTime) -> Option<Deny> {
     let date = t.date();
     if let Some(range) = hours.closed_dates.iter().find(|r| r.contains(date)) {
         return Some(Deny::new(DenyReason::Holiday, format!("hours.closed_dates {range}")));
@@ -586,12 +594,18 @@ fn closed_because(profile: &Profile, t: NaiveDateTime) -> Option<Deny> {
     }
 }
 
-/// The next instant within two weeks at which the profile opens by its
-/// calendar alone (grants are per user and not predicted).
+/// The next instant within two weeks at which the profile's own hours open
+/// by their calendar alone (grants are per person and not predicted).
 pub fn next_open(profile: &Profile, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_open_in(profile, &profile.hours, now)
+}
+
+/// The next opening of `hours` (a person's schedule in `profile`), as
+/// [`next_open`]; this is what a person's block page shows.
+pub fn next_open_in(profile: &Profile, hours: &Hours, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let tz = profile.timezone;
     let today = now.with_timezone(&tz).date_naive();
-    let windows: &[_] = match &profile.hours.open {
+    let windows: &[_] = match &hours.open {
         Open::Weekly(w) => w,
         Open::Always => &[],
     };
@@ -603,7 +617,7 @@ pub fn next_open(profile: &Profile, now: DateTime<Utc>) -> Option<DateTime<Utc>>
         })
         .filter_map(|local| tz.from_local_datetime(&local).earliest())
         .map(|at| at.with_timezone(&Utc))
-        .filter(|at| *at > now && closed_because(profile, at.with_timezone(&tz).naive_local()).is_none())
+        .filter(|at| *at > now && closed_because(hours, at.with_timezone(&tz).naive_local()).is_none())
         .filter(|at| profile.valid_until.is_none_or(|u| at.with_timezone(&tz).date_naive() <= u))
         .min()
         .filter(|at| at.year() < 10000)

@@ -71,6 +71,8 @@ fn world() -> World {
         profiles: vec!["abiko".into()],
         suspended: None,
         restricted: None,
+        department: None,
+        schedule: None,
     };
     let device = Device {
         id: "d1".into(),
@@ -227,14 +229,14 @@ fn an_overtime_grant_opens_the_profile_only_while_it_runs() {
     let saturday = jst(2026, 11, 28, 10, 0, 0);
     let grant = OvertimeGrant {
         id: 1,
-        user: "u1".into(),
+        grantee: Grantee::User("u1".into()),
         profile: None,
         approver: "課長".into(),
         reason: "議会対応".into(),
         start: jst(2026, 11, 28, 9, 0, 0),
         end: jst(2026, 11, 28, 12, 0, 0),
     };
-    Arc::make_mut(&mut w.state.overtime).insert("u1".into(), vec![grant]);
+    Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
     let d = w.decide_with(&claims(saturday), "GET", "10.1.2.3", saturday);
     assert!(matches!(d, Decision::Allow(Allow { basis: Basis::Overtime, .. })));
     assert_eq!(w.reason_at(jst(2026, 11, 28, 12, 0, 0)), Some(DenyReason::OutsideHours));
@@ -503,8 +505,8 @@ proptest! {
         let now = jst(2026, 11, 20, 0, 0, 0) + chrono::Duration::minutes(minutes);
         w.user().suspended = Some(Flag { reason: "x".into(), since: now, until: None });
         if granted {
-            let grant = OvertimeGrant { id: 1, user: "u1".into(), profile: None, approver: "a".into(), reason: "r".into(), start: now - chrono::Duration::hours(1), end: now + chrono::Duration::hours(1) };
-            Arc::make_mut(&mut w.state.overtime).insert("u1".into(), vec![grant]);
+            let grant = OvertimeGrant { id: 1, grantee: Grantee::User("u1".into()), profile: None, approver: "a".into(), reason: "r".into(), start: now - chrono::Duration::hours(1), end: now + chrono::Duration::hours(1) };
+            Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
         }
         let client = format!("10.0.0.{octet}");
         prop_assert!(!w.decide_with(&claims(now), method, &client, now).is_allow());

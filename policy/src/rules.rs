@@ -42,7 +42,11 @@ pub struct Profile {
     pub valid_from: Option<NaiveDate>,
     pub valid_until: Option<NaiveDate>,
     pub routes: Vec<Route>,
+    /// The profile's own working hours: everyone's unless assigned a schedule.
     pub hours: Hours,
+    /// Named working-hours schedules (Abiko 8.: each person's regular
+    /// hours), each with its own holidays and closed dates.
+    pub schedules: HashMap<String, Hours>,
     pub network: Network,
     pub attestation: AttestationRules,
     pub devices: DeviceRules,
@@ -346,6 +350,12 @@ impl Profile {
         raw.convert(file, text)
     }
 
+    /// The hours of a person assigned `schedule` (the profile's own when
+    /// unassigned or when this profile has no such schedule).
+    pub fn hours_for(&self, schedule: Option<&str>) -> &Hours {
+        schedule.and_then(|s| self.schedules.get(s)).unwrap_or(&self.hours)
+    }
+
     pub fn role(&self, role: &str) -> Option<&RoleRules> {
         self.roles.get(role)
     }
@@ -383,6 +393,8 @@ struct RawFile {
     #[serde(default)]
     routes: Vec<RawRoute>,
     hours: Spanned<RawHours>,
+    #[serde(default)]
+    schedules: HashMap<String, Spanned<RawSchedule>>,
     network: RawNetwork,
     #[serde(default)]
     attestation: Option<Spanned<RawAttestation>>,
@@ -532,6 +544,18 @@ struct RawHours {
     overtime_grants: bool,
 }
 
+/// A named schedule: `[hours]` without `overtime_grants` (a profile-wide choice).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    always: Option<bool>,
+    weekly: Option<Vec<Window>>,
+    #[serde(default)]
+    closed_on_holidays: bool,
+    #[serde(default)]
+    closed_dates: Vec<ClosedDates>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
@@ -612,6 +636,7 @@ impl RawFile {
             valid_from,
             valid_until: p.valid_until.map(|d| d.into_inner().0),
             routes,
+            schedules: convert_schedules(self.schedules, self.hours.get_ref().overtime_grants, &err)?,
             hours: convert_hours(self.hours, &err)?,
             network: Network {
                 trusted: convert_trusted(self.network.trusted),
@@ -714,6 +739,31 @@ fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesEr
         closed_dates: h.closed_dates,
         overtime_grants: h.overtime_grants,
     })
+}
+
+fn convert_schedules(
+    raw: HashMap<String, Spanned<RawSchedule>>,
+    overtime_grants: bool,
+    err: &ErrAt<'_>,
+) -> Result<HashMap<String, Hours>, RulesError> {
+    let mut out = HashMap::with_capacity(raw.len());
+    for (name, s) in raw {
+        let span = s.span();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(span, format!("schedule name `{name}` must be letters, digits, `-` or `_`")));
+        }
+        let s = s.into_inner();
+        let raw = RawHours {
+            always: s.always,
+            weekly: s.weekly,
+            closed_on_holidays: s.closed_on_holidays,
+            closed_dates: s.closed_dates,
+            overtime_grants,
+        };
+        let hours = convert_hours(Spanned::new(span, raw), err)?;
+        out.insert(name, hours);
+    }
+    Ok(out)
 }
 
 fn convert_trusted(specs: Vec<NetSpec>) -> Trusted {

@@ -26,7 +26,8 @@ pub struct State {
     pub users: Users,
     pub devices: Devices,
     pub stops: Arc<Stops>,
-    pub overtime: Arc<HashMap<String, Vec<OvertimeGrant>>>,
+    /// Overtime grants by whom they cover (a person or a whole department).
+    pub overtime: Arc<HashMap<Grantee, Vec<OvertimeGrant>>>,
     pub maintenance: Arc<Vec<MaintenanceWindow>>,
     /// Device ids by client-certificate fingerprint; kept by whoever builds the state.
     pub certificates: imbl::HashMap<[u8; 32], String>,
@@ -140,6 +141,13 @@ pub struct User {
     pub suspended: Option<Flag>,
     /// Use restricted to reading (only GET and HEAD pass).
     pub restricted: Option<Flag>,
+    /// The department (所属) whose supervisor orders this person's overtime.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// The named working-hours schedule (`[schedules.NAME]`) this person
+    /// works; `None`, or a name a profile lacks: that profile's `[hours]`.
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// A suspension or restriction: why, since when, and until when (open-ended if `None`).
@@ -208,18 +216,30 @@ pub struct Stop {
     pub since: DateTime<Utc>,
 }
 
-/// Overtime ordered by a supervisor (Abiko 8.(1)): lets a user in outside
-/// the weekly windows, holidays included, between `start` and `end`.
+/// Overtime ordered by a supervisor (Abiko 8.(1)): lets a person, or every
+/// member of a department, in outside their hours, holidays included,
+/// between `start` and `end`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OvertimeGrant {
     pub id: i64,
-    pub user: String,
+    /// `"user": id` or `"department": name` in JSON.
+    #[serde(flatten)]
+    pub grantee: Grantee,
     /// The profile it applies to; `None` for every profile that honours grants.
     pub profile: Option<String>,
+    /// Who ordered it: the supervisor (所属長) by name.
     pub approver: String,
     pub reason: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+}
+
+/// Whom a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grantee {
+    User(String),
+    Department(String),
 }
 
 impl OvertimeGrant {

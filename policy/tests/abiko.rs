@@ -389,3 +389,60 @@ fn abiko_6_2_the_browser_sign_in_is_checked_too() {
     assert_eq!(w.decide(&query), Some(DenyReason::AccountMismatch), "a login in the query");
     assert_eq!(w.decide_with_body(&post("/k/v1/record.json"), json, br#"{"username":"kanri"}"#), None, "not a sign-in");
 }
+
+#[test]
+fn abiko_8_1_each_person_works_their_own_regular_hours() {
+    let mut w = city();
+    w.user("madoguchi", "staff", &[P]).device("madoguchi-pc", "madoguchi", Pc, Issued, Os::Windows, Approved);
+    w.works("madoguchi", Some("市民課"), Some("saturday-duty"));
+    w.user("yakin", "staff", &[P]).device("yakin-pc", "yakin", Pc, Issued, Os::Windows, Approved);
+    w.works("yakin", Some("防災課"), Some("night-shift"));
+    let saturday = jst(2026, 11, 28, 10, 0);
+    let monday = jst(2026, 11, 30, 10, 0);
+    let at = |device, when| w.decide(&Req::get(K, "/k/", device, when));
+    assert_eq!(at("madoguchi-pc", saturday), None, "Saturday duty works Saturdays");
+    assert_eq!(at("madoguchi-pc", monday), Some(DenyReason::OutsideHours), "and has Mondays off");
+    assert_eq!(at("shokuin-pc", saturday), Some(DenyReason::OutsideHours), "the standard week is closed on Saturday");
+    assert_eq!(at("shokuin-pc", monday), None);
+    assert_eq!(at("madoguchi-pc", jst(2026, 11, 3, 10, 0)), Some(DenyReason::Holiday), "文化の日 (a Tuesday)");
+    assert_eq!(at("madoguchi-pc", jst(2026, 12, 29, 10, 0)), Some(DenyReason::Holiday), "the year end");
+    assert_eq!(at("yakin-pc", jst(2026, 11, 23, 23, 0)), None, "the night shift works holidays");
+    assert_eq!(at("yakin-pc", jst(2026, 11, 24, 8, 59)), None, "until 09:00 the next morning");
+    assert_eq!(at("yakin-pc", tue(12, 0)), Some(DenyReason::OutsideHours));
+    w.works("shokuin", None, Some("no-such-schedule"));
+    let unknown = w.decide(&Req::get(K, "/k/", "shokuin-pc", monday));
+    assert_eq!(unknown, None, "an unknown schedule is the profile's own hours");
+}
+
+#[test]
+fn abiko_8_1_the_block_page_shows_the_persons_own_next_opening() {
+    let mut w = city();
+    w.user("madoguchi", "staff", &[P]).device("madoguchi-pc", "madoguchi", Pc, Issued, Os::Windows, Approved);
+    w.works("madoguchi", None, Some("saturday-duty"));
+    let monday = jst(2026, 11, 30, 10, 0);
+    let own = w.deny(&Req::get(K, "/k/", "madoguchi-pc", monday)).unwrap();
+    assert_eq!(own.reason, DenyReason::OutsideHours);
+    assert_eq!(own.retry_at, Some(jst(2026, 12, 1, 8, 30)), "Tuesday 08:30, not the standard week's");
+    assert!(own.rule.contains("schedules.saturday-duty"), "{}", own.rule);
+    let standard = w.deny(&Req::get(K, "/k/", "shokuin-pc", jst(2026, 11, 28, 10, 0))).unwrap();
+    assert_eq!(standard.retry_at, Some(monday - chrono::Duration::minutes(90)), "Monday 08:30");
+}
+
+#[test]
+fn abiko_8_1_a_supervisor_orders_overtime_for_the_whole_department() {
+    let mut w = city();
+    w.works("shokuin", Some("総務課"), None);
+    w.works("kanri", Some("情報政策課"), None);
+    w.grant_department("総務課", tue(17, 15), tue(21, 0));
+    assert_eq!(w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(19, 0))), None, "a member of the department");
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "kanri-pc", tue(19, 0))),
+        Some(DenyReason::OutsideHours),
+        "another department"
+    );
+    assert_eq!(
+        w.decide(&Req::get(K, "/k/", "shokuin-pc", tue(21, 0))),
+        Some(DenyReason::OutsideHours),
+        "the grant ended"
+    );
+}

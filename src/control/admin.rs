@@ -18,8 +18,8 @@ use hyper::body::Incoming;
 use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
 use sekisho_policy::posture::{self, ReportError};
 use sekisho_policy::state::{
-    AppStage, Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, Stop,
-    Subject,
+    AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
+    Stage, Stop, Subject,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -190,7 +190,7 @@ impl Admin {
     }
 
     async fn route(&self, caller: &Caller<'_>, method: &Method, seg: &[&str], query: &str, body: &[u8]) -> ApiResult {
-        use Role::{Applicant, Auditor, GeneralAdmin, SystemManager};
+        use Role::{Applicant, Auditor, GeneralAdmin, Supervisor, SystemManager};
         let any = &[SystemManager, GeneralAdmin, Auditor][..];
         match (method.as_str(), seg) {
             ("GET", ["v1", "status"]) => allow(caller, any).map(|()| self.status()),
@@ -245,14 +245,18 @@ impl Admin {
                 allow(caller, &[GeneralAdmin])?;
                 self.stop(caller, parse(body)?, false).await
             }
-            ("GET", ["v1", "overtime"]) => allow(caller, any).map(|()| self.list_overtime()),
+            ("GET", ["v1", "overtime"]) => {
+                allow(caller, &[SystemManager, GeneralAdmin, Auditor, Supervisor])?;
+                Ok(self.list_overtime(caller))
+            }
             ("POST", ["v1", "overtime"]) => {
-                allow(caller, &[GeneralAdmin])?;
+                allow(caller, &[GeneralAdmin, Supervisor])?;
                 self.add_grant(caller, parse(body)?).await
             }
             ("DELETE", ["v1", "overtime", id]) => {
-                allow(caller, &[GeneralAdmin])?;
+                allow(caller, &[GeneralAdmin, Supervisor])?;
                 let id = id.parse().map_err(|_| bad(format!("grant id `{id}` is not a number")))?;
+                self.may_withdraw(caller, id)?;
                 self.commit(
                     caller,
                     Change::RemoveGrant(id),
@@ -420,11 +424,21 @@ impl Admin {
         }
         let derived = if snap.state.users.contains_key(id) { "updated" } else { "created" };
         let reason = given_or(input.reason, derived);
+        let department = input.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        if let Some(s) = &input.schedule {
+            let known =
+                input.profiles.iter().filter_map(|p| snap.rules.profile(p)).any(|p| p.schedules.contains_key(s));
+            if !known {
+                return Err(bad(format!("schedule `{s}` is not defined in any of the user's profiles")));
+            }
+        }
         let change = Change::PutUser {
             id: id.to_owned(),
             display_name: input.display_name,
             role: input.role,
             profiles: input.profiles,
+            department,
+            schedule: input.schedule,
         };
         self.commit(caller, change, "user.put", id, &reason).await
     }
@@ -563,30 +577,96 @@ impl Admin {
         self.commit(caller, Change::SetStop { profile: input.profile, stop }, action, &target, &reason).await
     }
 
-    fn list_overtime(&self) -> (StatusCode, Value) {
+    /// Every grant; a supervisor sees their own department's.
+    fn list_overtime(&self, caller: &Caller<'_>) -> (StatusCode, Value) {
         let snap = self.shared.snapshot();
-        let mut grants: Vec<_> = snap.state.overtime.values().flatten().collect();
+        let sees_all = caller.token.roles.iter().any(|r| *r != Role::Supervisor);
+        let mut grants: Vec<_> = snap
+            .state
+            .overtime
+            .values()
+            .flatten()
+            .filter(|g| sees_all || self.check_department(caller, &g.grantee).is_ok())
+            .collect();
         grants.sort_by_key(|g| g.id);
         (StatusCode::OK, json!({ "grants": grants }))
     }
 
+    /// Overtime ordered by a supervisor (Abiko 8.(1)) for a person or a
+    /// whole department. A `supervisor` token orders it for its own
+    /// department's members only, and is recorded as the approver; IT staff
+    /// (`general_admin`) record it for anyone, naming the approver.
     async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
         let (start, end) = window(input.start, input.end)?;
         let reason = non_empty(input.reason)?;
-        let approver = non_empty(input.approver)?;
-        let grant = OvertimeGrant {
-            id: 0,
-            user: input.user.clone(),
-            profile: input.profile,
-            approver,
-            reason: reason.clone(),
-            start,
-            end,
+        let grantee = match (input.user, input.department) {
+            (Some(u), None) => Grantee::User(u),
+            (None, Some(d)) if !d.trim().is_empty() => Grantee::Department(d.trim().to_owned()),
+            _ => return Err(bad("give exactly one of `user` and `department`")),
         };
-        let mut entry = self.audit_entry(caller, "overtime.grant", &input.user, &reason);
+        let approver = match (caller.token.roles.contains(&Role::GeneralAdmin), input.approver) {
+            (true, Some(a)) => non_empty(a)?,
+            (true, None) => return Err(bad("`approver`: the supervisor (所属長) who ordered the overtime")),
+            (false, Some(a)) if a.trim() != caller.token.name => {
+                return Err(bad("a supervisor's grant is recorded with their own name; leave out `approver`"))
+            }
+            (false, _) => {
+                self.check_department(caller, &grantee)?;
+                caller.token.name.clone()
+            }
+        };
+        let target = match &grantee {
+            Grantee::User(u) => u.clone(),
+            Grantee::Department(d) => format!("department:{d}"),
+        };
+        let grant =
+            OvertimeGrant { id: 0, grantee, profile: input.profile, approver, reason: reason.clone(), start, end };
+        let mut entry = self.audit_entry(caller, "overtime.grant", &target, &reason);
         entry.approver = Some(grant.approver.clone());
         let (_, v) = self.commit_entry(Change::AddGrant(grant), entry).await?;
         Ok((StatusCode::CREATED, v))
+    }
+
+    /// A supervisor acts only within their own department: the department
+    /// itself, or a person whose record names it.
+    fn check_department(&self, caller: &Caller<'_>, grantee: &Grantee) -> Result<(), ApiError> {
+        let own = caller.token.department.as_deref();
+        let theirs = match grantee {
+            Grantee::Department(d) => Some(d.clone()),
+            Grantee::User(u) => {
+                let snap = self.shared.snapshot();
+                let user = snap
+                    .state
+                    .users
+                    .get(u)
+                    .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("user `{u}` does not exist")))?;
+                user.department.clone()
+            }
+        };
+        match (own, theirs.as_deref()) {
+            (Some(o), Some(t)) if o == t => Ok(()),
+            _ => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "supervisor `{}` orders overtime for their own department (`{}`) only",
+                    caller.token.name,
+                    own.unwrap_or("-")
+                ),
+            )),
+        }
+    }
+
+    /// Only IT staff, or the supervisor of the grant's department, withdraw it.
+    fn may_withdraw(&self, caller: &Caller<'_>, id: i64) -> Result<(), ApiError> {
+        if caller.token.roles.contains(&Role::GeneralAdmin) {
+            return Ok(());
+        }
+        let snap = self.shared.snapshot();
+        let grant = snap.state.overtime.values().flatten().find(|g| g.id == id);
+        match grant {
+            Some(g) => self.check_department(caller, &g.grantee),
+            None => Err(ApiError(StatusCode::NOT_FOUND, format!("overtime grant `{id}` does not exist"))),
+        }
     }
 
     fn list_apps(&self) -> (StatusCode, Value) {
@@ -854,6 +934,10 @@ struct UserInput {
     display_name: String,
     role: String,
     profiles: Vec<String>,
+    /// 所属: whose supervisor orders this person's overtime.
+    department: Option<String>,
+    /// A named working-hours schedule of one of the profiles (Abiko 8.).
+    schedule: Option<String>,
     reason: Option<String>,
 }
 
@@ -985,9 +1069,13 @@ struct StopInput {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantInput {
-    user: String,
+    /// One person, or
+    user: Option<String>,
+    /// every member of a department.
+    department: Option<String>,
     profile: Option<String>,
-    approver: String,
+    /// The supervisor who ordered it; a supervisor's own token records itself.
+    approver: Option<String>,
     reason: String,
     start: DateTime<FixedOffset>,
     end: DateTime<FixedOffset>,

@@ -11,20 +11,23 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
 use sekisho_policy::state::{
-    AppStage, Device, Flag, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware, State, Stop,
-    User,
+    AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
+    State, Stop, User,
 };
 use serde::Serialize;
 
 /// One committed mutation of the state.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Create a user, or update name, role and profiles (flags are kept).
+    /// Create a user, or update name, role, profiles, department and
+    /// schedule (flags are kept).
     PutUser {
         id: String,
         display_name: String,
         role: String,
         profiles: Vec<String>,
+        department: Option<String>,
+        schedule: Option<String>,
     },
     SetFlag {
         user: String,
@@ -138,7 +141,8 @@ pub struct Store {
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL,
+    department TEXT, schedule TEXT
 );
 CREATE TABLE IF NOT EXISTS flags (
     user_id TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL, reason TEXT NOT NULL,
@@ -152,8 +156,9 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
-    id INTEGER PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), profile TEXT,
-    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
 );
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY, profile TEXT, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
@@ -179,7 +184,25 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("admin_audit", "approver", "TEXT"),
     ("devices", "exception_reason", "TEXT"),
     ("devices", "exception_by", "TEXT"),
+    ("users", "department", "TEXT"),
+    ("users", "schedule", "TEXT"),
 ];
+
+/// Stores before department grants had `overtime.user_id NOT NULL`: the
+/// table is rebuilt (SQLite cannot relax a constraint in place), ids kept.
+const OVERTIME_V2: &str = r#"
+BEGIN;
+CREATE TABLE overtime_v2 (
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
+);
+INSERT INTO overtime_v2 (id, user_id, profile, approver, reason, start, end)
+    SELECT id, user_id, profile, approver, reason, start, end FROM overtime;
+DROP TABLE overtime;
+ALTER TABLE overtime_v2 RENAME TO overtime;
+COMMIT;
+"#;
 
 /// The scope key of the global emergency stop in the `stops` table.
 const GLOBAL: &str = "*";
@@ -200,6 +223,11 @@ impl Store {
             if !has {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
+        }
+        let grants_v2: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('overtime') WHERE name = 'department'")?.exists([])?;
+        if !grants_v2 {
+            conn.execute_batch(OVERTIME_V2)?;
         }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -304,13 +332,13 @@ fn insert_audit(conn: &Connection, audit: &AuditEntry) -> Result<(), StoreError>
 
 fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {
     match &change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let profiles =
                 serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
             tx.execute(
-                "INSERT INTO users (id, display_name, role, profiles) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4",
-                params![id, display_name, role, profiles],
+                "INSERT INTO users (id, display_name, role, profiles, department, schedule) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4, department = ?5, schedule = ?6",
+                params![id, display_name, role, profiles, department, schedule],
             )?;
         }
         Change::SetFlag { user, kind, flag } => {
@@ -374,10 +402,17 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
             };
         }
         Change::AddGrant(g) => {
-            require_user(tx, &g.user)?;
+            let (user, department) = match &g.grantee {
+                Grantee::User(u) => {
+                    require_user(tx, u)?;
+                    (Some(u), None)
+                }
+                Grantee::Department(d) => (None, Some(d)),
+            };
             tx.execute(
-                "INSERT INTO overtime (user_id, profile, approver, reason, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![g.user, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
+                "INSERT INTO overtime (user_id, department, profile, approver, reason, start, end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![user, department, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
             )?;
             return Ok(Change::AddGrant(OvertimeGrant { id: tx.last_insert_rowid(), ..g.clone() }));
         }
@@ -537,7 +572,7 @@ fn flag_kind(kind: FlagKind) -> &'static str {
 pub fn apply(state: &State, change: &Change) -> State {
     let mut next = state.clone();
     match change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let users = &mut next.users;
             let (suspended, restricted) =
                 users.get(id).map(|u| (u.suspended.clone(), u.restricted.clone())).unwrap_or_default();
@@ -548,6 +583,8 @@ pub fn apply(state: &State, change: &Change) -> State {
                 profiles: profiles.clone(),
                 suspended,
                 restricted,
+                department: department.clone(),
+                schedule: schedule.clone(),
             };
             users.insert(id.clone(), Arc::new(user));
         }
@@ -597,7 +634,7 @@ pub fn apply(state: &State, change: &Change) -> State {
                 (Some(p), None) => drop(stops.profiles.remove(p)),
             }
         }
-        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.user.clone()).or_default().push(g.clone()),
+        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.grantee.clone()).or_default().push(g.clone()),
         Change::RemoveGrant(id) => {
             for grants in Arc::make_mut(&mut next.overtime).values_mut() {
                 grants.retain(|g| g.id != *id);
@@ -618,11 +655,22 @@ pub fn apply(state: &State, change: &Change) -> State {
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
     let mut state = State::default();
     let users = &mut state.users;
-    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
-        let (id, display_name, role, profiles) = row?;
+    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles, department, schedule FROM users")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
+    })? {
+        let (id, display_name, role, profiles, department, schedule) = row?;
         let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
-        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
+        let user = User {
+            id: id.clone(),
+            display_name,
+            role,
+            profiles,
+            suspended: None,
+            restricted: None,
+            department,
+            schedule,
+        };
         users.insert(id, Arc::new(user));
     }
     let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
@@ -666,29 +714,37 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let overtime = Arc::make_mut(&mut state.overtime);
-    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
+    let mut stmt =
+        conn.prepare("SELECT id, user_id, department, profile, approver, reason, start, end FROM overtime")?;
     for row in stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get(2)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
             r.get(3)?,
             r.get(4)?,
-            r.get::<_, String>(5)?,
+            r.get(5)?,
             r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
         ))
     })? {
-        let (id, user, profile, approver, reason, start, end) = row?;
+        let (id, user, department, profile, approver, reason, start, end) = row?;
+        let key = format!("overtime {id}");
+        let grantee = match (user, department) {
+            (Some(u), None) => Grantee::User(u),
+            (None, Some(d)) => Grantee::Department(d),
+            _ => return Err(StoreError::Corrupt(key, "a grant is for one user or one department".into())),
+        };
         let g = OvertimeGrant {
             id,
-            start: time(&user, &start)?,
-            end: time(&user, &end)?,
-            user: user.clone(),
+            start: time(&key, &start)?,
+            end: time(&key, &end)?,
+            grantee: grantee.clone(),
             profile,
             approver,
             reason,
         };
-        overtime.entry(user).or_default().push(g);
+        overtime.entry(grantee).or_default().push(g);
     }
     let maintenance = Arc::make_mut(&mut state.maintenance);
     let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;

@@ -47,8 +47,17 @@ fn changes() -> Vec<Change> {
             display_name: "議員 一".into(),
             role: "councillor".into(),
             profiles: vec!["kumamoto".into()],
+            department: None,
+            schedule: None,
         },
-        Change::PutUser { id: "u2".into(), display_name: "職員 二".into(), role: "staff".into(), profiles: vec![] },
+        Change::PutUser {
+            id: "u2".into(),
+            display_name: "職員 二".into(),
+            role: "staff".into(),
+            profiles: vec![],
+            department: Some("総務課".into()),
+            schedule: Some("saturday-duty".into()),
+        },
         Change::FileDevice(Box::new(device("d1", "u1"))),
         Change::SetDeviceStatus {
             id: "d1".into(),
@@ -72,16 +81,27 @@ fn changes() -> Vec<Change> {
             display_name: "議員 一（改）".into(),
             role: "councillor".into(),
             profiles: vec!["kumamoto".into()],
+            department: None,
+            schedule: None,
         },
         Change::SetStop { profile: Some("kumamoto".into()), stop: Some(Stop { reason: "breach".into(), since: t }) },
         Change::SetStop { profile: None, stop: Some(Stop { reason: "all".into(), since: t }) },
         Change::SetStop { profile: None, stop: None },
         Change::AddGrant(OvertimeGrant {
             id: 0,
-            user: "u2".into(),
+            grantee: Grantee::User("u2".into()),
             profile: None,
             approver: "課長".into(),
             reason: "議会".into(),
+            start: t,
+            end: t + Duration::hours(3),
+        }),
+        Change::AddGrant(OvertimeGrant {
+            id: 0,
+            grantee: Grantee::Department("総務課".into()),
+            profile: Some("abiko".into()),
+            approver: "総務課長".into(),
+            reason: "議会対応".into(),
             start: t,
             end: t + Duration::hours(3),
         }),
@@ -186,7 +206,14 @@ fn an_admin_record_without_a_reason_is_refused_and_nothing_is_written() {
     let store = Store::open(&dir.path().join("state.db")).unwrap();
     let mut blank = entry("user.put");
     blank.reason = "  ".into();
-    let change = Change::PutUser { id: "u".into(), display_name: "u".into(), role: "staff".into(), profiles: vec![] };
+    let change = Change::PutUser {
+        id: "u".into(),
+        display_name: "u".into(),
+        role: "staff".into(),
+        profiles: vec![],
+        department: None,
+        schedule: None,
+    };
     assert!(matches!(store.commit(change, &blank), Err(StoreError::NoReason(_))));
     assert!(matches!(store.record(&blank), Err(StoreError::NoReason(_))));
     assert!(store.load().unwrap().users.is_empty(), "the change was not written");
@@ -212,4 +239,42 @@ fn an_approver_is_kept_with_its_record_and_old_stores_gain_the_column() {
     let got = store.audit(None, Some("rules.reload"), 1).unwrap();
     assert_eq!(got[0].entry.approver.as_deref(), Some("統括情報責任者 山田"));
     assert_eq!(got[0].entry.reason, "r");
+}
+
+#[test]
+fn a_store_from_before_department_grants_keeps_its_grants_and_gains_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL);
+             CREATE TABLE overtime (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), profile TEXT,
+                 approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL);
+             INSERT INTO users VALUES ('u1', 'u', 'staff', '[]');
+             INSERT INTO overtime VALUES (7, 'u1', NULL, '課長', '議会', '2026-11-24T09:00:00+00:00', '2026-11-24T12:00:00+00:00');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let state = store.load().unwrap();
+    let grants = &state.overtime[&Grantee::User("u1".into())];
+    assert_eq!((grants[0].id, grants[0].approver.as_str()), (7, "課長"));
+    assert_eq!(state.users["u1"].department, None);
+    let grant = OvertimeGrant {
+        id: 0,
+        grantee: Grantee::Department("総務課".into()),
+        profile: None,
+        approver: "総務課長".into(),
+        reason: "r".into(),
+        start: Utc::now(),
+        end: Utc::now() + Duration::hours(1),
+    };
+    let Change::AddGrant(stored) = store.commit(Change::AddGrant(grant), &entry("overtime.grant")).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(stored.id, 8, "ids continue after the rebuilt table's");
+    drop(store);
+    let again = Store::open(&path).unwrap().load().unwrap();
+    assert_eq!(again.overtime.len(), 2, "reopening a migrated store changes nothing");
 }

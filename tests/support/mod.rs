@@ -26,6 +26,8 @@ pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
 pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
 pub const GENERAL_TOKEN: &str = "general-token-0123456789abcdef";
 pub const APPLICANT_TOKEN: &str = "applicant-token-0123456789abcdef";
+/// The head of 総務課 (a `supervisor` token with its department).
+pub const SUPERVISOR_TOKEN: &str = "supervisor-token-0123456789abcdef";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -443,6 +445,7 @@ tokens = [
   {{ name = "kansa", roles = ["auditor"], sha256 = "{auditor}" }},
   {{ name = "soumu", roles = ["general_admin"], sha256 = "{general}" }},
   {{ name = "agent", roles = ["applicant"], sha256 = "{applicant}" }},
+  {{ name = "soumu-kacho", roles = ["supervisor"], department = "総務課", sha256 = "{supervisor}" }},
 ]
 "#,
             https = self.https,
@@ -452,6 +455,7 @@ tokens = [
             auditor = hash(AUDITOR_TOKEN),
             general = hash(GENERAL_TOKEN),
             applicant = hash(APPLICANT_TOKEN),
+            supervisor = hash(SUPERVISOR_TOKEN),
         );
         std::fs::write(d.join("sekisho.toml"), config + extra_config).unwrap();
         write_certs(&d.join("certs"));

@@ -12,8 +12,8 @@ use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
 use sekisho_policy::engine::{check_body, check_held_body, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::state::{
-    AppStage, Device, Flag, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, State, Stop, Subject,
-    User,
+    AppStage, Device, Flag, Grantee, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, State, Stop,
+    Subject, User,
 };
 use sekisho_policy::{Allow, Decision, DenyReason, Rules};
 
@@ -91,6 +91,8 @@ impl World {
             profiles: profiles.iter().map(|p| (*p).to_owned()).collect(),
             suspended: None,
             restricted: None,
+            department: None,
+            schedule: None,
         };
         self.state.users.insert(id.into(), Arc::new(user));
         self
@@ -184,16 +186,37 @@ impl World {
     }
 
     pub fn grant(&mut self, user: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
+        self.grant_to(Grantee::User(user.into()), start, end);
+    }
+
+    /// Overtime for every member of a department (Abiko 8.(1) 所属長が命ずる).
+    pub fn grant_department(&mut self, department: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
+        self.grant_to(Grantee::Department(department.into()), start, end);
+    }
+
+    fn grant_to(&mut self, grantee: Grantee, start: DateTime<Utc>, end: DateTime<Utc>) {
         let g = OvertimeGrant {
             id: 1,
-            user: user.into(),
+            grantee: grantee.clone(),
             profile: None,
             approver: "所属長".into(),
             reason: "議会対応".into(),
             start,
             end,
         };
-        Arc::make_mut(&mut self.state.overtime).entry(user.into()).or_default().push(g);
+        Arc::make_mut(&mut self.state.overtime).entry(grantee).or_default().push(g);
+    }
+
+    /// Puts a user in a department and on a named schedule.
+    pub fn works(&mut self, user: &str, department: Option<&str>, schedule: Option<&str>) {
+        let u = Arc::make_mut(self.state.users.get_mut(user).unwrap());
+        u.department = department.map(str::to_owned);
+        u.schedule = schedule.map(str::to_owned);
+    }
+
+    /// Why a request was refused, with the instant the person's hours open next.
+    pub fn deny(&self, r: &Req<'_>) -> Option<sekisho_policy::Deny> {
+        self.judge(r, None, b"").err()
     }
 
     /// Replaces text in one shipped rules file and re-parses all of them,
@@ -214,6 +237,10 @@ impl World {
     /// Decides a request with a body, as the adapter would: `decide`, then
     /// the checks it left to the body over the whole (held) body.
     pub fn decide_with_body(&self, r: &Req<'_>, content_type: Option<&str>, body: &[u8]) -> Option<DenyReason> {
+        self.judge(r, content_type, body).err().map(|d| d.reason)
+    }
+
+    fn judge(&self, r: &Req<'_>, content_type: Option<&str>, body: &[u8]) -> Result<(), sekisho_policy::Deny> {
         let (profile, route) = self.rules.route(r.host).expect("host is routed by the shipped rules");
         let device = &self.state.devices[r.device];
         let claims = Claims {
@@ -247,10 +274,10 @@ impl World {
             query: r.query,
         };
         match decide(&facts, &self.state, r.at) {
-            Decision::Deny(d) => Some(d.reason),
-            Decision::Allow(Allow { inspect: None, .. }) => None,
+            Decision::Deny(d) => Err(d),
+            Decision::Allow(Allow { inspect: None, .. }) => Ok(()),
             Decision::Allow(Allow { inspect: Some(inspect), user, .. }) => {
-                check_held_body(profile, &self.state, user, &inspect, content_type, body).err().map(|d| d.reason)
+                check_held_body(profile, &self.state, user, &inspect, content_type, body)
             }
         }
     }
