@@ -28,7 +28,7 @@ fn post(gw: &Gateway, who: &Person, path: &str, body: impl Into<reqwest::Body>) 
 async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
     let (up, _ws, gw, sato) = setup().await;
     let record = format!(
-        r#"{{"app":1,"record":{{"no":{{"value":"{}-{}-{}"}}}}}}"#,
+        r#"{{"app":1,"record":{{"kojin":{{"value":"{}-{}-{}"}}}}}}"#,
         &MY_NUMBER[..4],
         &MY_NUMBER[4..8],
         &MY_NUMBER[8..]
@@ -38,7 +38,7 @@ async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
     assert_eq!((resp.status().as_u16(), reason(&resp).as_deref()), (403, Some("specific_personal_information")));
     assert!(up.seen().iter().all(|s| s.body_len == 0), "no body byte reached the upstream: {:?}", up.seen());
 
-    let clean = post(&gw, &sato, "/k/v1/record.json", r#"{"app":1,"record":{"no":{"value":"123456789019"}}}"#)
+    let clean = post(&gw, &sato, "/k/v1/record.json", r#"{"app":1,"record":{"kojin":{"value":"123456789019"}}}"#)
         .send()
         .await
         .unwrap();
@@ -54,7 +54,7 @@ async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
 async fn a_my_number_deep_in_a_large_streamed_upload_aborts_it() {
     let (up, _ws, gw, sato) = setup().await;
     let mut body = vec![b'a'; 3 << 20];
-    body.extend_from_slice(format!(" {} ", "１２３４５６７８９０１８").as_bytes());
+    body.extend_from_slice(format!(" 個人番号 {} ", "１２３４５６７８９０１８").as_bytes());
     let total = body.len() as u64;
     let chunks: Vec<_> =
         body.chunks(64 << 10).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect();
@@ -208,4 +208,34 @@ async fn abiko_10_the_review_register_decides_customisation_and_tokens() {
     let (_, audit) = gw.admin_call("GET", "/v1/audit?action=app.review", support::AUDITOR_TOKEN, None).await;
     assert!(audit["records"][1]["reason"].as_str().unwrap().contains("desktop.js 確認"), "{audit}");
     assert!(!gw.log().contains(token), "the token is never logged");
+}
+
+/// Abiko 5.(2): what the body really says is read (a percent-encoded
+/// full-width number next to a JSON-escaped keyword is refused), and a
+/// number on its check digit alone passes, recorded in the audit line
+/// without the number.
+#[tokio::test]
+async fn abiko_5_2_encoded_numbers_are_read_and_a_bare_one_is_recorded_not_refused() {
+    let (up, _ws, gw, sato) = setup().await;
+    let wide: String = MY_NUMBER.chars().map(|c| char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap()).collect();
+    let encoded: String = wide.bytes().map(|b| format!("%{b:02X}")).collect();
+    let form = format!("note=%5Cu500b%5Cu4eba%5Cu756a%5Cu53f7&v={encoded}");
+    let resp = post(&gw, &sato, "/k/v1/record.json", form)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reason(&resp).as_deref(), Some("specific_personal_information"));
+    assert!(up.seen().iter().all(|s| s.body_len == 0), "no byte of it reached kintone");
+
+    let bare = format!(r#"{{"app":1,"record":{{"受付":{{"value":"{MY_NUMBER}"}}}}}}"#);
+    let resp =
+        post(&gw, &sato, "/k/v1/record.json", bare).header("content-type", "application/json").send().await.unwrap();
+    assert_eq!(resp.status(), 200, "low confidence passes (the default)");
+    let lines = gw.audit_lines("sato").await;
+    let last = lines.last().unwrap();
+    assert_eq!(last["decision"], "allow");
+    assert!(last["rule"].as_str().unwrap().contains("low confidence"), "{last}");
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains(MY_NUMBER) && !everything.contains(&encoded), "the number was written to a log");
 }

@@ -14,7 +14,8 @@ use crate::body::{self, Field};
 use crate::decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
-use crate::rules::{Hours, Network, Open, Profile, RoleRules, Route};
+use crate::mynumber::Confidence;
+use crate::rules::{Hours, LowConfidence, Network, Open, Profile, RoleRules, Route};
 use crate::state::{Device, Grantee, SecuritySoftware, State, Subject, User};
 
 /// What the adapter knows about one request.
@@ -534,21 +535,45 @@ fn check_account(profile: &Profile, user: &str, header: Option<&str>) -> Result<
     }
 }
 
+/// A scanner for the request body, for profiles that forbid 個人番号 in
+/// bodies (Abiko 5.(2)); `None` when the profile does not.
+pub fn body_scanner(profile: &Profile) -> Option<crate::mynumber::Scanner> {
+    profile.my_number.as_ref().map(|r| crate::mynumber::Scanner::new(r.keywords.clone()))
+}
+
 /// A request body chunk, for profiles that forbid 個人番号 in bodies. Call
-/// with `end = true` once at the end of the body.
+/// with `end = true` once at the end of the body. A high-confidence number
+/// is refused; a low-confidence one as the profile says
+/// (`my_number_low_confidence`). The adapter must hold back
+/// [`crate::mynumber::DECISION_BYTES`] of a streamed body.
 pub fn check_body(
     profile: &Profile,
     scanner: &mut crate::mynumber::Scanner,
     chunk: &[u8],
     end: bool,
 ) -> Result<(), Deny> {
-    if !profile.forbid_my_number {
-        return Ok(());
+    let Some(rules) = &profile.my_number else { return Ok(()) };
+    scanner.feed(chunk);
+    let verdict = if end { scanner.finish() } else { scanner.verdict() };
+    match (verdict, rules.low) {
+        (Some(Confidence::High), _) => Err(Deny::new(
+            DenyReason::SpecificPersonalInformation,
+            "content.forbid_my_number: high confidence (check digit and keyword or field within 300 characters)",
+        )),
+        (Some(Confidence::Low), LowConfidence::Block) => Err(Deny::new(
+            DenyReason::SpecificPersonalInformation,
+            "content.forbid_my_number: low confidence (check digit only)",
+        )),
+        _ => Ok(()),
     }
-    let found = scanner.feed(chunk) || (end && scanner.finish());
-    match found {
-        true => Err(Deny::new(DenyReason::SpecificPersonalInformation, "content.forbid_my_number")),
-        false => Ok(()),
+}
+
+/// What the audit line says of a body that passed with a low-confidence
+/// finding (never the number itself).
+pub fn body_note(scanner: &crate::mynumber::Scanner) -> Option<&'static str> {
+    match scanner.verdict() {
+        Some(Confidence::Low) => Some("content.forbid_my_number: low confidence (check digit only), passed"),
+        _ => None,
     }
 }
 

@@ -60,8 +60,27 @@ pub struct Profile {
     pub account: Option<AccountRule>,
     /// Customisation and integrations need a review once an app is in operation.
     pub apps: Option<AppRules>,
-    /// Refuse request bodies that contain a 個人番号 (My Number).
-    pub forbid_my_number: bool,
+    /// Refuse request bodies that contain a 個人番号 (My Number), and how.
+    pub my_number: Option<MyNumberRules>,
+}
+
+/// `[content]` My Number detection (Abiko 5.(2)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MyNumberRules {
+    /// Built-in keywords plus the profile's kintone field codes.
+    pub keywords: Arc<crate::mynumber::Keywords>,
+    /// What a low-confidence finding (the check digit alone) does.
+    pub low: LowConfidence,
+}
+
+/// What a number found on its check digit alone, with no context, does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LowConfidence {
+    /// Passes; the audit line notes it (never the number).
+    Record,
+    /// Refused like a high-confidence one.
+    Block,
 }
 
 /// Paths reserved for some roles.
@@ -486,6 +505,9 @@ struct RawLoginForm {
 struct RawContent {
     #[serde(default)]
     forbid_my_number: bool,
+    my_number_low_confidence: Option<LowConfidence>,
+    #[serde(default)]
+    my_number_fields: Vec<String>,
 }
 
 /// 64 hex digits.
@@ -673,7 +695,7 @@ impl RawFile {
             }),
             account: self.account.map(|a| convert_account(a, &err)).transpose()?,
             apps: self.apps.map(|a| convert_apps(a, &err)).transpose()?,
-            forbid_my_number: self.content.forbid_my_number,
+            my_number: convert_content(self.content).map_err(|m| err(0..0, m))?,
         })
     }
 }
@@ -692,6 +714,20 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
         allow_paths: r.allow_paths,
         timeout_secs: r.timeout_secs.unwrap_or(DEFAULT_TIMEOUT),
     })
+}
+
+fn convert_content(c: RawContent) -> Result<Option<MyNumberRules>, String> {
+    if !c.forbid_my_number {
+        if c.my_number_low_confidence.is_some() || !c.my_number_fields.is_empty() {
+            return Err("[content] `my_number_*` keys need `forbid_my_number = true`".into());
+        }
+        return Ok(None);
+    }
+    let keywords = crate::mynumber::Keywords::new(&c.my_number_fields).map_err(|e| format!("[content] {e}"))?;
+    Ok(Some(MyNumberRules {
+        keywords: Arc::new(keywords),
+        low: c.my_number_low_confidence.unwrap_or(LowConfidence::Record),
+    }))
 }
 
 fn convert_apps(a: RawApps, err: &ErrAt<'_>) -> Result<AppRules, RulesError> {

@@ -276,15 +276,19 @@ fn abiko_5_2_my_number_never_enters_kintone() {
     assert_eq!(w.body(K, &[record]), Some(DenyReason::SpecificPersonalInformation));
     let (a, b) = record.split_at(50);
     assert_eq!(w.body(K, &[a, b]), Some(DenyReason::SpecificPersonalInformation), "split across chunks");
-    let wide = "{\"value\":\"１２３４５６７８９０１８\"}".as_bytes();
+    let wide = "{\"個人番号\":{\"value\":\"１２３４５６７８９０１８\"}}".as_bytes();
     let (a, b) = wide.split_at(14);
     assert_eq!(
         w.body(K, &[a, b]),
         Some(DenyReason::SpecificPersonalInformation),
         "full-width, split inside a character"
     );
-    assert_eq!(w.body(K, &[br#"{"value":"123456789019"}"#]), None, "a wrong check digit is not a My Number");
-    let bulk = br#"{"requests":[{"method":"POST","api":"/k/v1/record.json","payload":{"record":{"n":{"value":"123456789018"}}}}]}"#;
+    assert_eq!(
+        w.body(K, &[br#"{"mynumber":{"value":"123456789019"}}"#]),
+        None,
+        "a wrong check digit is not a My Number"
+    );
+    let bulk = br#"{"requests":[{"method":"POST","api":"/k/v1/record.json","payload":{"record":{"kojin_bangou":{"value":"123456789018"}}}}]}"#;
     assert_eq!(w.body(K, &[bulk]), Some(DenyReason::SpecificPersonalInformation), "bulkRequest inner requests");
     assert_eq!(w.body("talk.worksmobile.com", &[record]), None, "only profiles that forbid it scan");
 }
@@ -445,4 +449,19 @@ fn abiko_8_1_a_supervisor_orders_overtime_for_the_whole_department() {
         Some(DenyReason::OutsideHours),
         "the grant ended"
     );
+}
+
+#[test]
+fn abiko_5_2_a_number_on_its_check_digit_alone_is_recorded_or_refused_as_configured() {
+    let mut w = city();
+    let bare = br#"{"app":7,"record":{"note":{"value":"123456789018"}}}"#;
+    assert_eq!(w.body(K, &[bare]), None, "low confidence: recorded, passes (the shipped choice)");
+    let stamp = br#"{"app":7,"record":{"updated":{"value":"202611241030"}}}"#;
+    w.edit_rules(
+        "abiko-kintone.toml",
+        r#"my_number_low_confidence = "record""#,
+        r#"my_number_low_confidence = "block""#,
+    );
+    assert_eq!(w.body(K, &[bare]), Some(DenyReason::SpecificPersonalInformation), "refused when configured");
+    assert_eq!(w.body(K, &[stamp]), None, "a time stamp is plainly something else, even then");
 }

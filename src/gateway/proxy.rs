@@ -18,8 +18,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use sekisho_policy::engine::{
-    body_too_large, check_body, check_held_body, client_addr, decide, still_allowed, Attestation, ClientAddr,
-    RequestFacts,
+    body_note, body_scanner, body_too_large, check_body, check_held_body, client_addr, decide, still_allowed,
+    Attestation, ClientAddr, RequestFacts,
 };
 use sekisho_policy::mynumber::Scanner;
 use sekisho_policy::{Decision, Profile};
@@ -73,7 +73,7 @@ pub struct Ctx {
     /// pingora dropped a Content-Length that came with Transfer-Encoding.
     repaired_framing: bool,
     /// Body scanning for profiles that forbid 個人番号 in bodies.
-    scanner: Scanner,
+    scanner: Option<Scanner>,
     /// Body bytes held back until scanned, so a refused small body never
     /// reaches the upstream; released once past `HOLD_BYTES`.
     held: BytesMut,
@@ -90,9 +90,9 @@ pub struct Ctx {
 /// scanned; larger ones stream on with a bounded hold (a refusal then aborts
 /// the upstream request mid-body).
 const HOLD_BYTES: usize = 1 << 20;
-/// Longer than any number the scanner flags (12 full-width digits with a
-/// full-width separator between each: 69 bytes), with a margin.
-const TAIL_BYTES: usize = 128;
+/// A streamed body keeps this much back: every byte a verdict on a number
+/// can still depend on (its context reaches 300 characters past it).
+const TAIL_BYTES: usize = sekisho_policy::mynumber::DECISION_BYTES;
 
 const ATTESTATION: &str = "device-attestation";
 
@@ -433,15 +433,23 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         self.recheck(ctx)?;
-        let Some(profile) = ctx.profile.clone().filter(|p| p.forbid_my_number || ctx.inspect.is_some()) else {
+        let Some(profile) = ctx.profile.clone().filter(|p| p.my_number.is_some() || ctx.inspect.is_some()) else {
             return Ok(());
         };
         if session.was_upgraded() {
             return Ok(());
         }
         let chunk = body.as_deref().unwrap_or_default();
-        if let Err(deny) = check_body(&profile, &mut ctx.scanner, chunk, eos) {
+        if ctx.scanner.is_none() {
+            ctx.scanner = body_scanner(&profile);
+        }
+        if let Some(Err(deny)) = ctx.scanner.as_mut().map(|s| check_body(&profile, s, chunk, eos)) {
             return refuse_body(ctx, deny);
+        }
+        if eos {
+            if let Some(note) = ctx.scanner.as_ref().and_then(body_note) {
+                ctx.rule = Some(note.to_owned());
+            }
         }
         if let Some(inspect) = &ctx.inspect {
             if ctx.held.len() + chunk.len() > HOLD_BYTES {

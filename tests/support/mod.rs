@@ -829,6 +829,7 @@ customize_paths = ["/k/v1/preview/app/customize.json"]
 
 [content]
 forbid_my_number = true
+my_number_fields = ["kojin"]
 "#
     )
 }

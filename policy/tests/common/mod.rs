@@ -9,8 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use sekisho_policy::attestation::{self, Claims, SigningKey};
 use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
-use sekisho_policy::engine::{check_body, check_held_body, decide, Attestation, ClientAddr, RequestFacts};
-use sekisho_policy::mynumber::Scanner;
+use sekisho_policy::engine::{
+    body_scanner, check_body, check_held_body, decide, Attestation, ClientAddr, RequestFacts,
+};
 use sekisho_policy::state::{
     AppStage, Device, Flag, Grantee, OvertimeGrant, PostureException, Review, SecuritySoftware, Stage, State, Stop,
     Subject, User,
@@ -285,7 +286,7 @@ impl World {
     /// Scans a body, split into `chunks`, for the profile serving `host`.
     pub fn body(&self, host: &str, chunks: &[&[u8]]) -> Option<DenyReason> {
         let (profile, _) = self.rules.route(host).unwrap();
-        let mut scanner = Scanner::new();
+        let mut scanner = body_scanner(profile)?;
         let last = chunks.len().saturating_sub(1);
         for (i, c) in chunks.iter().enumerate() {
             if let Err(d) = check_body(profile, &mut scanner, c, i == last) {
