@@ -67,6 +67,7 @@ fn state(key: &SigningKey, n: usize) -> State {
                 status: DeviceStatus::Approved,
                 certificate: None,
                 exception: None,
+                previous_certificate: None,
             };
             devices.insert(device.id.clone(), device);
         }

@@ -66,6 +66,25 @@ enum Action {
         #[arg(long)]
         exception: Option<String>,
     },
+    /// Issue a client certificate to an approved device (or renew it before
+    /// it expires): prints the one-time password and the enrollment id.
+    Certificate {
+        device: String,
+        /// Lifetime in days (default: `[tls] device_cert_days`).
+        #[arg(long)]
+        days: Option<u32>,
+        #[arg(long)]
+        renew: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Download an enrollment bundle, once, into a directory: DEVICE.mobileconfig
+    /// (iOS/iPadOS), DEVICE.p12 and the Android steps in Japanese.
+    Enrollment {
+        id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Reload the rules files: a revision, recorded with its approver
     /// (Abiko 13.: the 統括情報責任者) and reason.
     Reload {
@@ -144,6 +163,11 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     let ca = args.cacert.or(default_ca);
     let (method, path, body) = match args.action {
         Action::ImportDevices { file, reason } => return import_devices(&base, &token, ca.as_deref(), &file, &reason),
+        Action::Enrollment { id, out } => return download_enrollment(&base, &token, ca.as_deref(), &id, &out),
+        Action::Certificate { device, days, renew, reason } => {
+            let path = if renew { "certificate/renew" } else { "certificate" };
+            ("POST", format!("/v1/devices/{device}/{path}"), Some(json!({"days": days, "reason": reason})))
+        }
         Action::Status => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
             ("POST", format!("/v1/users/{user}/suspend"), Some(json!({"reason": reason, "until": until})))
@@ -236,6 +260,31 @@ fn import_devices(base: &str, token: &str, ca: Option<&Path>, file: &Path, reaso
         eprintln!("registered {done} of {}", devices.len());
     }
     println!("{{\"ok\":true,\"registered\":{done}}}");
+    Ok(())
+}
+
+/// Writes a downloaded enrollment bundle's files into `out` (mode 0600).
+fn download_enrollment(base: &str, token: &str, ca: Option<&Path>, id: &str, out: &Path) -> Result<(), String> {
+    use base64::Engine as _;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let path = format!("/v1/enrollments/{id}/download");
+    let (status, text) = runtime.block_on(call(base, Some(token), ca, "POST", &path, None))?;
+    if status >= 300 {
+        return Err(format!("the gateway answered {status}: {text}"));
+    }
+    let answer: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let files = answer["files_base64"].as_object().ok_or("the answer has no files")?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+    for (name, data) in files {
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(format!("refusing file name `{name}`"));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap_or_default())
+            .map_err(|e| format!("`{name}` is not base64: {e}"))?;
+        crate::tls::write(&out.join(name), &bytes, 0o600).map_err(|e| e.to_string())?;
+        println!("{}", out.join(name).display());
+    }
     Ok(())
 }
 

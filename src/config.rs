@@ -93,6 +93,12 @@ pub struct TlsConfig {
     /// are requested on the HTTPS listener, and approved devices can be
     /// issued one.
     pub device_ca: Option<(PathBuf, PathBuf)>,
+    /// Default lifetime of an issued device certificate: its re-check
+    /// (熊本 第15条), renewed before it ends.
+    pub device_cert_days: u32,
+    /// The CA of the HTTPS certificate, when devices must be told to trust
+    /// it (a private CA): it goes into each enrollment profile.
+    pub server_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +226,8 @@ struct RawTls {
     generate_dev_certs: bool,
     device_ca_cert: Option<PathBuf>,
     device_ca_key: Option<PathBuf>,
+    device_cert_days: Option<u32>,
+    server_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +288,10 @@ impl RawConfig {
             return Err("[admin] needs `tokens` or a `bootstrap_token_file`".into());
         }
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let device_cert_days = self.tls.device_cert_days.unwrap_or(365);
+        if !(1..=825).contains(&device_cert_days) {
+            return Err(format!("[tls] `device_cert_days` must be 1..=825, not `{device_cert_days}`"));
+        }
         let device_ca = match (self.tls.device_ca_cert, self.tls.device_ca_key) {
             (Some(c), Some(k)) => Some((at(c), at(k))),
             (None, None) => None,
@@ -300,6 +312,8 @@ impl RawConfig {
                 key: at(self.tls.key),
                 generate_dev_certs: self.tls.generate_dev_certs,
                 device_ca,
+                device_cert_days,
+                server_ca: self.tls.server_ca.map(at),
             },
             admin: AdminConfig {
                 listen: self.admin.listen,

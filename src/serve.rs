@@ -89,6 +89,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         .transpose()?
         .map(Arc::new);
     let demo_listener = config.demo_upstream.map(later).transpose()?;
+    let server_ca_der = config.tls.server_ca.as_deref().map(crate::tls::first_certificate_der).transpose()?;
 
     let conf = ServerConf {
         threads: config.threads,
@@ -145,6 +146,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_ca,
         tokens,
         rules_dir: config.rules_dir.clone(),
+        device_cert_days: config.tls.device_cert_days,
+        server_ca_der,
+        enrollments: std::sync::Mutex::default(),
     });
     server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener }));
     announce(&config);

@@ -81,6 +81,7 @@ fn agent_keys_are_private_and_tokens_carry_the_claims() {
             status: sekisho_policy::device::DeviceStatus::Approved,
             certificate: None,
             exception: None,
+            previous_certificate: None,
         };
         let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(device))]);
         let verified = sekisho_policy::attestation::verify(token.trim(), &devices).unwrap();

@@ -753,8 +753,16 @@ async fn abiko_13_every_admin_write_records_a_reason_and_a_reload_its_approver()
         "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64()});
     gw.admin("POST", "/v1/devices/import", json!({"reason": "資産台帳", "devices": [imported]})).await;
     call("POST", "/v1/devices/import");
-    gw.admin("POST", &format!("/v1/devices/{}/certificate", kimura.device), json!({})).await;
+    let cert = gw.admin("POST", &format!("/v1/devices/{}/certificate", kimura.device), json!({})).await;
     call("POST", "/v1/devices/{id}/certificate");
+    let (status, v) =
+        gw.admin_call("POST", &format!("/v1/devices/{}/certificate/renew", kimura.device), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("POST", "/v1/devices/{id}/certificate/renew");
+    let download = format!("/v1/enrollments/{}/download", cert["enrollment"]["id"].as_str().unwrap());
+    let (status, v) = gw.admin_call("POST", &download, ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("POST", "/v1/enrollments/{id}/download");
     let now = chrono::Utc::now().timestamp();
     let claims = sekisho_policy::attestation::Claims {
         sub: "kimura".into(),
@@ -974,4 +982,69 @@ async fn abiko_8_1_own_hours_own_next_opening_and_a_supervisor_orders_overtime_f
         audit["records"].as_array().unwrap().iter().any(|r| r["approver"] == "soumu-kacho" && r["target"] == "gina"),
         "{audit}"
     );
+}
+
+/// 熊本 第11条第1項第1号, 第13条: a councillor's phone, where no agent runs,
+/// proves itself with a certificate installed from its enrollment bundle.
+/// The bundle is downloaded once; its PKCS#12 opens only with the one-time
+/// password from the issuing answer (read here by `openssl`, as a phone
+/// would); renewal before expiry keeps the old certificate working, and
+/// revocation stops both.
+#[tokio::test]
+async fn kumamoto_art11_1_a_phone_enrolls_from_a_one_time_bundle_and_renews_before_expiry() {
+    use base64::Engine as _;
+    let (_up, _ws, gw) = setup().await;
+    let giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
+    let (status, v) =
+        gw.admin_call("POST", &format!("/v1/devices/{}/certificate/renew", giin.device), ROOT_TOKEN, None).await;
+    assert_eq!(status, 409, "nothing to renew yet: {v}");
+    let issued = gw.admin("POST", &format!("/v1/devices/{}/certificate", giin.device), json!({})).await;
+    let (id, otp) =
+        (issued["enrollment"]["id"].as_str().unwrap(), issued["enrollment"]["one_time_password"].as_str().unwrap());
+    let download = format!("/v1/enrollments/{id}/download");
+    let (status, _) = gw.admin_call("POST", &download, AUDITOR_TOKEN, None).await;
+    assert_eq!(status, 403, "only the system manager downloads it");
+    let bundle = gw.admin("POST", &download, json!({})).await;
+    let (status, _) = gw.admin_call("POST", &download, ROOT_TOKEN, None).await;
+    assert_eq!(status, 404, "downloadable exactly once");
+    let files = bundle["files_base64"].as_object().unwrap();
+    let file = |suffix: &str| {
+        let (_, data) = files.iter().find(|(name, _)| name.ends_with(suffix)).unwrap();
+        base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap()).unwrap()
+    };
+    assert!(String::from_utf8(file(".mobileconfig")).unwrap().contains("com.apple.security.pkcs12"));
+    assert!(String::from_utf8(file("-android-ja.txt")).unwrap().contains("ワンタイムパスワード"));
+    let p12 = gw.path("giin.p12");
+    std::fs::write(&p12, file(".p12")).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs12", "-nodes", "-in"])
+        .arg(&p12)
+        .args(["-passin", &format!("pass:{otp}")])
+        .output()
+        .expect("openssl (Debian package `openssl`) is needed for this test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity = String::from_utf8(out.stdout).unwrap();
+    let phone = gw.client_with_identity(&identity);
+    let get = |client: reqwest::Client| {
+        let url = gw.url("app.localhost", "/");
+        async move { client.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get(phone.clone()).await.status(), 200, "the installed bundle proves the phone");
+
+    let renewed = gw.admin("POST", &format!("/v1/devices/{}/certificate/renew", giin.device), json!({})).await;
+    assert_eq!(renewed["renewal"], true);
+    assert!(renewed["enrollment"]["one_time_password"] != issued["enrollment"]["one_time_password"]);
+    let new_pem =
+        format!("{}{}", renewed["certificate_pem"].as_str().unwrap(), renewed["private_key_pem"].as_str().unwrap());
+    let new_phone = gw.client_with_identity(&new_pem);
+    assert_eq!(get(new_phone.clone()).await.status(), 200, "the renewed certificate");
+    assert_eq!(get(phone.clone()).await.status(), 200, "the old one until it expires");
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", giin.device), json!({"reason": "紛失 (第17条)"})).await;
+    assert_eq!(reason(&get(phone).await).as_deref(), Some("device_revoked"));
+    assert_eq!(reason(&get(new_phone).await).as_deref(), Some("device_revoked"));
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=device.enrollment.download", AUDITOR_TOKEN, None).await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "{audit}");
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains(otp), "the one-time password is never logged");
 }

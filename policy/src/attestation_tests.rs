@@ -17,6 +17,7 @@ fn device(key: &SigningKey) -> Devices {
         status: DeviceStatus::Approved,
         certificate: None,
         exception: None,
+        previous_certificate: None,
     };
     Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(d))])
 }

@@ -86,6 +86,7 @@ fn world() -> World {
         status: DeviceStatus::Approved,
         certificate: None,
         exception: None,
+        previous_certificate: None,
     };
     let state = State {
         users: vec![("u1".into(), Arc::new(user))].into(),

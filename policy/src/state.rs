@@ -125,7 +125,9 @@ impl State {
     /// The device a verified client certificate was issued to.
     pub fn device_by_certificate(&self, fingerprint: &[u8; 32]) -> Option<&Device> {
         let id = self.certificates.get(fingerprint)?;
-        self.devices.get(id).map(|d| &**d).filter(|d| d.certificate.as_ref() == Some(fingerprint))
+        self.devices.get(id).map(|d| &**d).filter(|d| {
+            d.certificate.as_ref() == Some(fingerprint) || d.previous_certificate.as_ref() == Some(fingerprint)
+        })
     }
 }
 
@@ -178,6 +180,10 @@ pub struct Device {
     pub status: DeviceStatus,
     /// SHA-256 of the DER of the client certificate issued to it, if any.
     pub certificate: Option<[u8; 32]>,
+    /// The certificate a renewal replaced: it keeps proving the device
+    /// until it expires (the TLS layer refuses it then), so a renewal
+    /// before expiry cuts nobody off while the new one is installed.
+    pub previous_certificate: Option<[u8; 32]>,
     /// Recorded at approval when the device was judged fit below the
     /// profile's minimums; it wins over them.
     pub exception: Option<PostureException>,

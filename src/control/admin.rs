@@ -4,6 +4,7 @@
 //! audit record is part of the same transaction, so no action answers 2xx
 //! unless it and its audit line are durable. It must never log a token.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,7 +46,24 @@ pub struct Admin {
     pub device_ca: Option<Arc<crate::device::ca::DeviceCa>>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
+    /// Default lifetime of an issued device certificate.
+    pub device_cert_days: u32,
+    /// The CA of the HTTPS certificate, for enrollment profiles.
+    pub server_ca_der: Option<Vec<u8>>,
+    /// Enrollment bundles issued and not yet downloaded, by id. Held in
+    /// memory only (the key never touches the disk), each for a day and
+    /// handed out once; a restart drops them (issue again).
+    pub enrollments: std::sync::Mutex<HashMap<String, PendingEnrollment>>,
 }
+
+/// An enrollment bundle waiting for its one download.
+pub struct PendingEnrollment {
+    bundle: crate::device::enroll::Bundle,
+    expires: DateTime<Utc>,
+}
+
+/// How long an enrollment bundle waits for its download.
+const ENROLLMENT_HOURS: i64 = 24;
 
 /// An API failure: status and a message for the JSON body.
 #[derive(Debug)]
@@ -235,7 +253,16 @@ impl Admin {
             }
             ("POST", ["v1", "devices", id, "certificate"]) => {
                 allow(caller, &[SystemManager])?;
-                self.issue_certificate(caller, id, parse(body)?).await
+                self.issue_certificate(caller, id, parse(body)?, false).await
+            }
+            ("POST", ["v1", "devices", id, "certificate", "renew"]) => {
+                allow(caller, &[SystemManager])?;
+                let input = if body.iter().all(u8::is_ascii_whitespace) { CertInput::default() } else { parse(body)? };
+                self.issue_certificate(caller, id, input, true).await
+            }
+            ("POST", ["v1", "enrollments", id, "download"]) => {
+                allow(caller, &[SystemManager])?;
+                self.download_enrollment(caller, id).await
             }
             ("POST", ["v1", "emergency-stop"]) => {
                 allow(caller, &[GeneralAdmin])?;
@@ -519,48 +546,126 @@ impl Admin {
         self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
     }
 
-    /// Issues a client certificate to an approved device. The private key is
-    /// in this answer only; the store keeps the certificate's fingerprint.
-    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput) -> ApiResult {
+    /// Issues (or, with `renewal`, renews before expiry) a client
+    /// certificate for an approved device (熊本 第11条第1項第1号, 第13条). The
+    /// answer, for the system manager only, carries the one-time password
+    /// and the id of the enrollment bundle (`.mobileconfig`, `.p12`, Android
+    /// steps), downloadable once. The store keeps only the fingerprint.
+    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput, renewal: bool) -> ApiResult {
         let ca = self.device_ca.clone().ok_or_else(|| {
             ApiError(StatusCode::CONFLICT, "no device CA is configured ([tls] device_ca_cert)".into())
         })?;
-        let approved = self.shared.snapshot().state.devices.get(id).map(|d| d.status == DeviceStatus::Approved);
-        match approved {
-            None => return Err(ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered"))),
-            Some(false) => return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved"))),
-            Some(true) => {}
-        }
-        let days = input.days.unwrap_or(365);
+        let title = self.check_certifiable(id, renewal)?;
+        let days = input.days.unwrap_or(self.device_cert_days);
         if !(1..=825).contains(&days) {
             return Err(bad("`days` must be 1..=825"));
         }
         if input.pkcs12_password.as_ref().is_some_and(|p| p.chars().count() < 8) {
             return Err(bad("`pkcs12_password` must be at least 8 characters"));
         }
-        let issued = ca.issue(id, days).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let failed = |e: crate::tls::TlsError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let issued = ca.issue(id, days).map_err(failed)?;
         let pkcs12 = match input.pkcs12_password.as_deref() {
-            Some(p) => {
-                let der =
-                    issued.pkcs12(&ca, p).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                Some(base64::engine::general_purpose::STANDARD.encode(der))
-            }
+            Some(p) => Some(base64::engine::general_purpose::STANDARD.encode(issued.pkcs12(&ca, p).map_err(failed)?)),
             None => None,
         };
-        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256 };
-        let reason = given_or(input.reason, &format!("certificate issued for {days} days"));
-        self.commit(caller, change, "device.certificate", id, &reason).await?;
+        let otp = crate::device::enroll::one_time_password();
+        let bundle = crate::device::enroll::bundle(&ca, &issued, id, &title, self.server_ca_der.as_deref(), &otp)
+            .map_err(failed)?;
+        let files: Vec<String> = bundle.files().into_iter().map(|(name, _)| name).collect();
+        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256, renewal };
+        let (action, what) =
+            if renewal { ("device.certificate.renew", "renewed") } else { ("device.certificate", "issued") };
+        let reason = given_or(input.reason, &format!("certificate {what} for {days} days"));
+        self.commit(caller, change, action, id, &reason).await?;
+        let enrollment = self.hold_enrollment(bundle);
         Ok((
             StatusCode::CREATED,
             json!({
                 "device": id,
+                "renewal": renewal,
                 "certificate_pem": issued.certificate_pem,
                 "private_key_pem": issued.private_key_pem,
                 "ca_pem": ca.pem(),
                 "sha256": crate::config::hex(&issued.sha256),
                 "pkcs12_base64": pkcs12,
                 "not_after": issued.not_after,
+                "enrollment": {
+                    "id": enrollment.0,
+                    "one_time_password": otp,
+                    "expires_at": enrollment.1,
+                    "files": files,
+                    "download": format!("POST /v1/enrollments/{}/download", enrollment.0),
+                },
             }),
+        ))
+    }
+
+    /// The device may get a certificate: registered, approved, and for a
+    /// renewal already certified. Returns the service title for the profile.
+    fn check_certifiable(&self, id: &str, renewal: bool) -> Result<String, ApiError> {
+        let snap = self.shared.snapshot();
+        let device = snap
+            .state
+            .devices
+            .get(id)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered")))?;
+        if device.status != DeviceStatus::Approved {
+            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved")));
+        }
+        if renewal && device.certificate.is_none() {
+            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` has no certificate to renew")));
+        }
+        let profile = snap.state.users.get(&device.owner).and_then(|u| u.profiles.first().cloned());
+        Ok(profile.and_then(|p| snap.rules.profile(&p).map(|p| p.title.clone())).unwrap_or_else(|| "関所".into()))
+    }
+
+    /// Keeps a bundle for its one download; returns its id and expiry.
+    fn hold_enrollment(&self, bundle: crate::device::enroll::Bundle) -> (String, DateTime<Utc>) {
+        let id: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+        let now = Utc::now();
+        let expires = now + chrono::Duration::hours(ENROLLMENT_HOURS);
+        if let Ok(mut pending) = self.enrollments.lock() {
+            pending.retain(|_, p| p.expires > now);
+            pending.insert(id.clone(), PendingEnrollment { bundle, expires });
+        }
+        (id, expires)
+    }
+
+    /// Hands an enrollment bundle out, once: the download is audited first,
+    /// and a bundle whose record cannot be written is kept for another try.
+    async fn download_enrollment(&self, caller: &Caller<'_>, id: &str) -> ApiResult {
+        let gone = || {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("enrollment `{id}` was downloaded already, expired, or never issued"),
+            )
+        };
+        let taken = self.enrollments.lock().map_err(|_| gone())?.remove(id).ok_or_else(gone)?;
+        if taken.expires <= Utc::now() {
+            return Err(gone());
+        }
+        let entry = self.audit_entry(
+            caller,
+            "device.enrollment.download",
+            &taken.bundle.device,
+            "enrollment bundle handed out",
+        );
+        let store = self.writer.store.clone();
+        let recorded =
+            tokio::task::spawn_blocking(move || store.record(&entry)).await.map_err(|_| StoreError::Poisoned);
+        if let Err(e) = recorded.and_then(|r| r) {
+            if let Ok(mut pending) = self.enrollments.lock() {
+                pending.insert(id.to_owned(), taken);
+            }
+            return Err(e.into());
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let files: serde_json::Map<String, Value> =
+            taken.bundle.files().into_iter().map(|(name, data)| (name, Value::String(b64.encode(data)))).collect();
+        Ok((
+            StatusCode::OK,
+            json!({"device": taken.bundle.device, "not_after": taken.bundle.not_after, "files_base64": files}),
         ))
     }
 
@@ -832,6 +937,8 @@ fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
         ["v1", "users", _, "suspend" | "restrict" | "unsuspend" | "unrestrict"]
         | ["v1", "devices", "import"]
         | ["v1", "devices", _, "approve" | "reject" | "revoke" | "certificate" | "posture"]
+        | ["v1", "devices", _, "certificate", "renew"]
+        | ["v1", "enrollments", _, "download"]
         | ["v1", "emergency-stop"]
         | ["v1", "emergency-stop", "lift"]
         | ["v1", "rules", "reload"] => "POST",
@@ -1030,6 +1137,7 @@ impl DeviceInput {
             status,
             certificate: None,
             exception: None,
+            previous_certificate: None,
         })
     }
 }
@@ -1050,7 +1158,7 @@ struct PostureInput {
     attestation: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CertInput {
     days: Option<u32>,

@@ -38,10 +38,12 @@ pub enum Change {
     FileDevice(Box<Device>),
     /// Devices registered in bulk by a system manager (approved).
     ImportDevices(Vec<Device>),
-    /// A client certificate was issued to the device (SHA-256 of its DER).
+    /// A client certificate was issued to the device (SHA-256 of its DER);
+    /// a renewal keeps the one it replaces valid until that expires.
     SetDeviceCert {
         id: String,
         sha256: [u8; 32],
+        renewal: bool,
     },
     /// A decision on a registration. An approval may record an exception
     /// to the profiles' minimums (熊本 第12条第2項); a revoked device is
@@ -152,7 +154,8 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER, exception_reason TEXT, exception_by TEXT
+    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER, exception_reason TEXT, exception_by TEXT,
+    prev_cert_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
@@ -186,6 +189,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("devices", "exception_by", "TEXT"),
     ("users", "department", "TEXT"),
     ("users", "schedule", "TEXT"),
+    ("devices", "prev_cert_sha256", "TEXT"),
 ];
 
 /// Stores before department grants had `overtime.user_id NOT NULL`: the
@@ -359,11 +363,12 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 insert_device(tx, d)?;
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
-            let n = tx.execute(
-                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
-                params![id, crate::config::hex(sha256)],
-            )?;
+        Change::SetDeviceCert { id, sha256, renewal } => {
+            let sql = match renewal {
+                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = ?2 WHERE id = ?1",
+                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = ?2 WHERE id = ?1",
+            };
+            let n = tx.execute(sql, params![id, crate::config::hex(sha256)])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
             }
@@ -617,11 +622,18 @@ pub fn apply(state: &State, change: &Change) -> State {
                 (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
+        Change::SetDeviceCert { id, sha256, renewal } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 let certs = &mut next.certificates;
-                if let Some(old) = d.certificate.replace(*sha256) {
-                    certs.remove(&old);
+                let old = d.certificate.replace(*sha256);
+                if let Some(p) = d.previous_certificate.take() {
+                    certs.remove(&p);
+                }
+                match (renewal, old) {
+                    // The replaced certificate keeps proving the device until it expires.
+                    (true, old) => d.previous_certificate = old,
+                    (false, Some(o)) => drop(certs.remove(&o)),
+                    (false, None) => {}
                 }
                 certs.insert(*sha256, id.clone());
             }
@@ -694,11 +706,11 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let devices = &mut state.devices;
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by FROM devices")?;
+    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by, prev_cert_sha256 FROM devices")?;
     let certificates = &mut state.certificates;
     for device in stmt.query_map([], device_row)? {
         let device = device??;
-        if let Some(fp) = device.certificate {
+        for fp in device.certificate.into_iter().chain(device.previous_certificate) {
             certificates.insert(fp, device.id.clone());
         }
         devices.insert(device.id.clone(), Arc::new(device));
@@ -816,13 +828,17 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
         _ => None,
     };
     let owner = text(1)?;
-    let certificate = match cert.map(|c| crate::config::decode_sha256(&c)) {
-        None => None,
-        Some(Some(fp)) => Some(fp),
-        Some(None) => return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into()))),
+    let fingerprint = |c: Option<String>| match c.map(|c| crate::config::decode_sha256(&c)) {
+        None => Ok(None),
+        Some(Some(fp)) => Ok(Some(fp)),
+        Some(None) => Err(()),
+    };
+    let (Ok(certificate), Ok(previous_certificate)) = (fingerprint(cert), fingerprint(r.get(14)?)) else {
+        return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into())));
     };
     Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw).map(|d| Device {
         certificate,
+        previous_certificate,
         exception,
         ..d
     }))
@@ -848,6 +864,7 @@ fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Op
         security_software,
         certificate: None,
         exception: None,
+        previous_certificate: None,
         id,
         owner,
     })

@@ -36,6 +36,7 @@ fn device(id: &str, owner: &str) -> Device {
         status: DeviceStatus::Pending,
         certificate: None,
         exception: None,
+        previous_certificate: None,
     }
 }
 
@@ -66,6 +67,9 @@ fn changes() -> Vec<Change> {
                 reason: "iOS 16: 議会用に確認済み".into(), approver: "jisho".into()
             }),
         },
+        Change::SetDeviceCert { id: "d1".into(), sha256: [1; 32], renewal: false },
+        Change::SetDeviceCert { id: "d1".into(), sha256: [2; 32], renewal: true },
+        Change::SetDeviceCert { id: "d1".into(), sha256: [3; 32], renewal: true },
         Change::SetFlag {
             user: "u1".into(),
             kind: FlagKind::Suspended,
@@ -176,6 +180,10 @@ fn applied_state_matches_what_a_reopened_store_loads() {
     assert_eq!(*loaded.overtime, *state.overtime);
     assert_eq!(*loaded.maintenance, *state.maintenance);
     assert_eq!(*loaded.apps, *state.apps);
+    assert_eq!(loaded.certificates, state.certificates);
+    let d1 = &state.devices["d1"];
+    assert_eq!((d1.certificate, d1.previous_certificate), (Some([3; 32]), Some([2; 32])), "one renewal back is kept");
+    assert!(state.device_by_certificate(&[2; 32]).is_some() && state.device_by_certificate(&[1; 32]).is_none());
     assert_eq!(state.apps.reviews.len(), 1, "the first review was withdrawn");
     assert!(!state.apps.in_development("abiko", 5), "moved into operation");
     assert!(state.apps.token_reviewed("abiko", &"ab".repeat(32)));

@@ -123,6 +123,7 @@ impl World {
             status,
             certificate: None,
             exception: None,
+            previous_certificate: None,
         };
         self.state.devices.insert(id.into(), Arc::new(device));
         self.keys.insert(id.into(), key);
