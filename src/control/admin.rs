@@ -999,7 +999,8 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
     let mut map = serde_json::Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v).ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
+        let v = sekisho_policy::body::percent_decode(v.as_bytes())
+            .ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
         let value = match k {
             "limit" => {
                 v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`limit` must be a number, not `{v}`")))?
@@ -1009,30 +1010,6 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
         map.insert(k.to_owned(), value);
     }
     serde_json::from_value(Value::Object(map)).map_err(|e| bad(format!("invalid query: {e}")))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[derive(Deserialize)]
