@@ -71,6 +71,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         .map(|(cert, key)| crate::device::ca::DeviceCa::load(cert, key))
         .transpose()?
         .map(Arc::new);
+    let server_ca_der = config.tls.server_ca.as_deref().map(crate::tls::first_certificate_der).transpose()?;
     let handover_path = config.data_dir.join("upgrade.sock");
     let sockets = match upgrade {
         true => crate::handover::receive(&handover_path, HANDOVER_WAIT).map_err(StartError::Handover)?,
@@ -98,6 +99,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_ca,
         tokens,
         rules_dir: config.rules_dir.clone(),
+        device_cert_days: config.tls.device_cert_days,
+        server_ca_der,
+        enrollments: std::sync::Mutex::default(),
     });
     announce(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -105,8 +109,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         .build()
         .map_err(|e| StartError::Io("runtime".into(), e))?;
     let control = Control { admin, admin_listener: sockets.admin, admin_tls, demo_listener: sockets.demo };
-    runtime.block_on(control.run(upgrade, &handover_path, &kept));
-    running.drain(crate::gateway::conn::DRAIN_GRACE);
+    runtime.block_on(control.run(upgrade, &handover_path, &kept, running));
     audit.close();
     Ok(())
 }
@@ -180,8 +183,9 @@ struct Control {
 }
 
 impl Control {
-    /// Serves until a signal says to stop; returns once accepting stopped.
-    async fn run(self, upgraded: bool, handover: &Path, kept: &Sockets) {
+    /// Serves until a signal says to stop; returns once the request path
+    /// drained and the admin API finished the requests in hand.
+    async fn run(self, upgraded: bool, handover: &Path, kept: &Sockets, running: crate::gateway::Running) {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         if upgraded {
             // The old process may have written until it handed over.
@@ -190,9 +194,9 @@ impl Control {
             }
         }
         tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
-        if let Some(l) = self.admin_listener.and_then(to_tokio) {
-            tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()));
-        }
+        let admin_api = self.admin_listener.and_then(to_tokio).map(|l| {
+            tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()))
+        });
         if let Some(l) = self.demo_listener.and_then(to_tokio) {
             tokio::spawn(crate::demo::serve(l, shutdown.clone()));
         }
@@ -200,6 +204,11 @@ impl Control {
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         wait_for_stop(handover, kept).await;
         let _ = stop.send(true);
+        let drained = tokio::task::spawn_blocking(move || running.drain(crate::gateway::conn::DRAIN_GRACE));
+        let _ = drained.await;
+        if let Some(api) = admin_api {
+            let _ = api.await;
+        }
     }
 }
 
@@ -241,8 +250,10 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::R
             actor: "SIGHUP".into(),
             action: "rules.reload".into(),
             target: admin.rules_dir.display().to_string(),
-            reason: "reload on SIGHUP".into(),
+            // A signal carries no approver: `sekisho admin reload` records one.
+            reason: "reloaded on SIGHUP (no approver recorded)".into(),
             source: "local".into(),
+            approver: None,
         };
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
@@ -309,7 +320,7 @@ fn admin_tokens(config: &Config) -> Result<Vec<AdminToken>, StartError> {
         Err(e) => return Err(StartError::Io(file.display().to_string(), e)),
     };
     let sha256: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256 }])
+    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256, department: None }])
 }
 
 fn announce(config: &Config) {

@@ -110,6 +110,13 @@ pub fn root_store(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The DER of the first certificate in a PEM file.
+pub fn first_certificate_der(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.display().to_string(), e))?;
+    let first = rustls_pemfile::certs(&mut pem.as_slice()).find_map(Result::ok);
+    first.map(|c| c.to_vec()).ok_or_else(|| TlsError::NoCertificate(path.display().to_string()))
+}
+
 /// A rustls connector trusting only the CAs in `ca` (the admin client).
 pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
     let roots = root_store(ca)?;

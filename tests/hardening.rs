@@ -122,7 +122,7 @@ async fn an_unreachable_upstream_is_a_502_block_page_with_its_reason_audited() {
         .replace("app.localhost", "down.localhost")
         .replace(&format!("http://{}", up.addr), &format!("http://{closed}"));
     gw.write_rules("down.toml", &down);
-    gw.admin("POST", "/v1/rules/reload", serde_json::json!({})).await;
+    gw.reload().await;
     let mut profiles: Vec<&str> = support::PROFILES.to_vec();
     profiles.push("down");
     gw.admin(

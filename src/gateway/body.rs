@@ -30,9 +30,9 @@ use crate::gateway::Worker;
 /// scanned; larger ones stream on with a bounded hold (a refusal then aborts
 /// the upstream request mid-body).
 const HOLD_BYTES: usize = 1 << 20;
-/// Longer than any number the scanner flags (12 full-width digits with a
-/// full-width separator between each: 69 bytes), with a margin.
-const TAIL_BYTES: usize = 128;
+/// A streamed body keeps this much back: every byte a verdict on a number
+/// can still depend on (its context reaches 300 characters past it).
+const TAIL_BYTES: usize = sekisho_policy::mynumber::DECISION_BYTES;
 
 /// Why the client's body ended early, for the answer the client gets.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +51,16 @@ pub enum BodyEnd {
 
 /// What the request's body learned, shared with the exchange that reads it.
 pub type BodyOutcome = Rc<std::cell::RefCell<BodyEnd>>;
+
+/// Checks `decide` left to the whole body (`Allow::inspect`): the body is
+/// held whole (up to `HOLD_BYTES`) and judged at its end before any of it
+/// goes upstream.
+pub struct Inspection {
+    pub inspect: sekisho_policy::Inspect,
+    pub content_type: Option<String>,
+    pub user: String,
+    pub shared: std::sync::Arc<crate::shared::Shared>,
+}
 
 /// Re-judges an exchange in flight when the state changed.
 pub struct Recheck {
@@ -95,7 +105,11 @@ impl Recheck {
 /// The client's body on its way upstream.
 pub struct ReqBody {
     inner: Incoming,
-    scanner: Option<(std::sync::Arc<Profile>, Scanner)>,
+    profile: std::sync::Arc<Profile>,
+    scanner: Option<Scanner>,
+    inspection: Option<Inspection>,
+    /// A low-confidence number passed: recorded (without the number).
+    pub note: Rc<Cell<Option<&'static str>>>,
     held: BytesMut,
     released: bool,
     /// Set once the body ended; the frame that ends it is emitted first.
@@ -109,14 +123,18 @@ pub struct ReqBody {
 impl ReqBody {
     pub fn new(
         inner: Incoming,
-        scan: Option<std::sync::Arc<Profile>>,
+        profile: std::sync::Arc<Profile>,
+        inspection: Option<Inspection>,
         idle: Duration,
         recheck: Option<Rc<Recheck>>,
         outcome: BodyOutcome,
     ) -> ReqBody {
         ReqBody {
             inner,
-            scanner: scan.map(|p| (p, Scanner::default())),
+            scanner: sekisho_policy::engine::body_scanner(&profile),
+            profile,
+            inspection,
+            note: Rc::default(),
             held: BytesMut::new(),
             released: false,
             done: false,
@@ -135,14 +153,31 @@ impl ReqBody {
 
     /// Scans a chunk and decides what of the held bytes may go now.
     fn take(&mut self, chunk: Bytes, end: bool) -> Result<Option<Bytes>, Deny> {
-        let Some((profile, scanner)) = &mut self.scanner else { return Ok(Some(chunk)) };
-        sekisho_policy::engine::check_body(profile, scanner, &chunk, end)?;
+        if self.scanner.is_none() && self.inspection.is_none() {
+            return Ok(Some(chunk));
+        }
+        if let Some(scanner) = &mut self.scanner {
+            sekisho_policy::engine::check_body(&self.profile, scanner, &chunk, end)?;
+            if end {
+                self.note.set(sekisho_policy::engine::body_note(scanner));
+            }
+        }
+        if let Some(i) = &self.inspection {
+            if self.held.len() + chunk.len() > HOLD_BYTES {
+                return Err(sekisho_policy::engine::body_too_large(&i.inspect));
+            }
+        }
         self.held.extend_from_slice(&chunk);
         if end {
+            if let Some(i) = &self.inspection {
+                let snap = i.shared.snapshot();
+                let (ty, user) = (i.content_type.as_deref(), i.user.as_str());
+                sekisho_policy::engine::check_held_body(&self.profile, &snap.state, user, &i.inspect, ty, &self.held)?;
+            }
             return Ok(Some(self.held.split().freeze()));
         }
         let limit = if self.released { TAIL_BYTES } else { HOLD_BYTES };
-        if self.held.len() > limit {
+        if self.inspection.is_none() && self.held.len() > limit {
             self.released = true;
             let send = self.held.len() - TAIL_BYTES;
             return Ok(Some(self.held.split_to(send).freeze()));

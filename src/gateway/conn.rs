@@ -171,6 +171,7 @@ async fn http1<S>(
         Box::new(move |v: Violation, line: Option<(&[u8], &[u8])>| refuse_wire(&gateway, &clock, peer, v, line))
     };
     let limits = worker.gateway.settings.wire;
+    let seen = clock.clone();
     let io = ClientIo::http1(stream, clock.clone(), deadlines(&worker), limits, last_word).on_cut(count_cut(&worker));
     let conn = Rc::new(Conn { worker: worker.clone(), clock, peer, tls, client_cert });
     let service = service_fn(move |req| handle(conn.clone(), req));
@@ -186,11 +187,24 @@ async fn http1<S>(
     tokio::select! {
         _ = &mut conn => {}
         _ = drain.wait_for(|d| *d) => {
+            // A connection accepted just before the drain may hold a request
+            // not read yet: give it a moment to begin, so it is answered
+            // rather than closed unanswered.
+            let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+            while !seen.used() && tokio::time::Instant::now() < first {
+                tokio::select! {
+                    _ = &mut conn => return,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
 }
+
+/// How long a draining worker waits for a fresh connection's first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 async fn http2<S>(
     worker: Rc<Worker>,

@@ -90,6 +90,14 @@ impl Exchange {
         self.rule = Some(deny.rule.clone());
     }
 
+    /// A remark for the audit line on an allowed exchange (a low-confidence
+    /// number that passed); never the number itself.
+    pub fn note(&mut self, note: &'static str) {
+        if self.rule.is_none() {
+            self.rule = Some(Cow::Borrowed(note));
+        }
+    }
+
     /// The upstream broke off or went silent after its answer began.
     pub fn upstream_broke(&mut self) {
         if self.decision == "allow" {

@@ -13,7 +13,7 @@
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct ConnClock {
     /// Requests whose answer is not finished yet; deadlines for reading
     /// the next request only run while there are none.
     in_flight: AtomicU32,
+    /// A request has begun on this connection.
+    used: AtomicBool,
     /// When the last answer finished (or the connection started), in
     /// milliseconds after `base`.
     idle_since_ms: AtomicU64,
@@ -38,11 +40,22 @@ pub struct ConnClock {
 
 impl ConnClock {
     pub fn new() -> ConnClock {
-        ConnClock { in_flight: AtomicU32::new(0), idle_since_ms: AtomicU64::new(0), base: Instant::now() }
+        ConnClock {
+            in_flight: AtomicU32::new(0),
+            used: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
     }
 
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Relaxed);
+        self.used.store(true, Relaxed);
+    }
+
+    /// Whether a request has begun on this connection yet.
+    pub fn used(&self) -> bool {
+        self.used.load(Relaxed)
     }
 
     pub fn request_finished(&self) {

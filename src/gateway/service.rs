@@ -19,13 +19,13 @@ use hyper::body::Incoming;
 use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::{Decision, Deny, Profile};
 
-use crate::gateway::body::{BodyEnd, Recheck, ReqBody, ResBody};
+use crate::gateway::body::{BodyEnd, Inspection, Recheck, ReqBody, ResBody};
 use crate::gateway::exchange::Exchange;
 use crate::gateway::io::ConnClock;
 use crate::gateway::pages::Block;
 use crate::gateway::request::{
-    asks_upgrade, checked_framing, checked_target, effective_method, is_websocket, joined_header, prefers_html,
-    request_host, single_header, strip_for_upstream, strip_response, upstream_authority,
+    asks_upgrade, checked_framing, checked_target, content_type, effective_method, is_websocket, joined_header,
+    prefers_html, request_host, single_header, strip_for_upstream, strip_response, upstream_authority,
 };
 use crate::gateway::upstream::{Target, UPGRADE_IDLE};
 use crate::gateway::Worker;
@@ -51,6 +51,8 @@ struct Allowed {
     client: IpAddr,
     user: String,
     device: String,
+    /// Checks `decide` left to the whole body.
+    inspect: Option<sekisho_policy::Inspect>,
 }
 
 /// A block that outlives the snapshot borrow (the policy denial is owned).
@@ -110,7 +112,16 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
         Some(Err(e)) => Attestation::Rejected(e),
     };
     let integration_tokens = profile.integrations.as_ref().and_then(|i| joined_header(&req.headers, &i.header));
-    let login = profile.account.as_ref().and_then(|a| req.headers.get(a.header.as_str())).and_then(|v| v.to_str().ok());
+    // The login the rules read: once, in visible ASCII, or the upstream
+    // might read another value than the one judged.
+    let login = match &profile.account {
+        Some(a) => single_header(&req.headers, &a.header)
+            .map_err(|_| Refusal::BadRequest("a header the rules read is sent more than once"))?
+            .map(|v| v.to_str().map_err(|_| Refusal::BadRequest("a header the rules read is not visible ASCII")))
+            .transpose()?,
+        None => None,
+    };
+    let query = target.target.split_once('?').map(|(_, q)| q);
     let facts = RequestFacts {
         profile,
         route,
@@ -120,6 +131,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
         attestation,
         integration_tokens: integration_tokens.as_deref(),
         login,
+        query,
     };
     match decide(&facts, &snap.state, now) {
         Decision::Allow(a) => {
@@ -133,6 +145,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
                 client: client_ip,
                 user: a.user.to_owned(),
                 device: a.device.to_owned(),
+                inspect: a.inspect,
             })
         }
         Decision::Deny(d) => Err(Refusal::Policy(d)),
@@ -214,8 +227,42 @@ async fn forward(
         generation: std::cell::Cell::new(gateway.shared.generation.load(std::sync::atomic::Ordering::Acquire)),
     });
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
-    let scan = allowed.profile.forbid_my_number.then(|| allowed.profile.clone());
-    let body = ReqBody::new(body, scan, gateway.settings.body_idle, Some(recheck.clone()), outcome.clone());
+    let inspection = match allowed.inspect {
+        Some(inspect) if http_body::Body::is_end_stream(&body) => {
+            // Nothing will come: judge the empty body now.
+            let content_type = content_type(&req.headers);
+            let held = sekisho_policy::engine::check_held_body(
+                &allowed.profile,
+                &snap.state,
+                &recheck.user,
+                &inspect,
+                content_type.as_deref(),
+                &[],
+            );
+            if let Err(deny) = held {
+                let deny = deny.for_user(&recheck.user, &recheck.device);
+                x.denied(&deny);
+                return policy_page(req, x, &deny, false);
+            }
+            None
+        }
+        Some(inspect) => Some(Inspection {
+            inspect,
+            content_type: content_type(&req.headers),
+            user: recheck.user.clone(),
+            shared: gateway.shared.clone(),
+        }),
+        None => None,
+    };
+    let body = ReqBody::new(
+        body,
+        allowed.profile.clone(),
+        inspection,
+        gateway.settings.body_idle,
+        Some(recheck.clone()),
+        outcome.clone(),
+    );
+    let note = body.note.clone();
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = req.method.clone();
     *upstream_req.uri_mut() = match allowed.target.parse() {
@@ -242,6 +289,7 @@ async fn forward(
     let end = outcome.borrow().clone();
     let (mut resp, lent) = match (sent, end) {
         (_, BodyEnd::Refused(deny)) => {
+            let deny = deny.for_user(&recheck.user, &recheck.device);
             x.denied(&deny);
             return policy_page(req, x, &deny, true);
         }
@@ -265,6 +313,9 @@ async fn forward(
         }
         (Ok(done), _) => done,
     };
+    if let Some(note) = note.get() {
+        x.note(note);
+    }
     x.upstream_status = Some(resp.status().as_u16());
     x.status = resp.status().as_u16();
     let switching = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
