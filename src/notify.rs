@@ -1,13 +1,12 @@
 //! The systemd notify protocol (sd_notify), written out: datagrams such as
 //! `READY=1` to the Unix socket named by `NOTIFY_SOCKET` (a path, or an
-//! abstract name starting with `@`). `READY=1` once the listeners accept,
+//! abstract name starting with `@`). `READY=1` once the listeners are bound and the workers run,
 //! `WATCHDOG=1` at half `WATCHDOG_USEC` while the state is confirmed and
 //! the audit log writable, `RELOADING=1`/`READY=1` around a rules reload,
 //! `STOPPING=1` at shutdown. Without `NOTIFY_SOCKET` every call does
 //! nothing. It must never block the request path: only start-up, the
 //! reload handler and the watchdog task call it.
 
-use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
@@ -39,9 +38,8 @@ pub fn send(state: &str) {
 
 /// `RELOADING=1` with the monotonic time systemd (253+) asks for.
 pub fn reloading() {
-    let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u128 * 1_000_000 + t.tv_nsec() as u128 / 1000)
-        .unwrap_or_default();
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = t.tv_sec as u128 * 1_000_000 + t.tv_nsec as u128 / 1000;
     send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }
 
@@ -53,20 +51,9 @@ pub fn watchdog_interval() -> Option<Duration> {
     (ours && usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Sends `READY=1` once every address accepts a TCP connection (pingora
-/// binds its listeners on its own threads), or after `limit`.
-pub async fn ready_when_listening(addrs: Vec<SocketAddr>, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    for addr in addrs {
-        let probe = match addr.ip().is_unspecified() {
-            true if addr.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-            true => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
-            false => addr,
-        };
-        while tokio::net::TcpStream::connect(probe).await.is_err() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+/// `READY=1`, with this process as the main one (after a graceful upgrade
+/// the new process takes over; the unit has `NotifyAccess=all`).
+pub fn ready() {
     send(&format!("READY=1\nSTATUS=serving\nMAINPID={}", std::process::id()));
 }
 

@@ -116,9 +116,9 @@ pub fn checkpoint_message(time: &str, head_hex: &str) -> String {
 /// The hash of one admin audit record, chained to the record before it.
 /// Every store backend (SQLite, PostgreSQL) calls this one function, so a
 /// trail moved between them verifies the same way.
-pub fn admin_link(prev: &Link, id: i64, fields: [&str; 6]) -> Link {
+pub fn admin_link(prev: &Link, id: i64, fields: [&str; 6], approver: Option<&str>) -> Link {
     let [time, actor, action, target, reason, source] = fields;
-    let content = serde_json::json!([id, time, actor, action, target, reason, source]).to_string();
+    let content = serde_json::json!([id, time, actor, action, target, reason, source, approver]).to_string();
     link(prev, content.as_bytes())
 }
 

@@ -72,14 +72,15 @@ fn a_checkpoint_signs_the_head_it_names() {
 #[test]
 fn every_admin_field_is_covered_by_its_hash() {
     let fields = ["2026-11-22T02:00:00+00:00", "soumu", "user.suspend", "tanaka", "端末紛失", "10.0.0.5"];
-    let base = admin_link(&GENESIS, 1, fields);
-    assert_ne!(admin_link(&GENESIS, 2, fields), base);
-    assert_ne!(admin_link(&[1; 32], 1, fields), base);
+    let base = admin_link(&GENESIS, 1, fields, None);
+    assert_ne!(admin_link(&GENESIS, 2, fields, None), base);
+    assert_ne!(admin_link(&[1; 32], 1, fields, None), base);
     for i in 0..fields.len() {
         let mut changed = fields;
         changed[i] = "x";
-        assert_ne!(admin_link(&GENESIS, 1, changed), base, "field {i}");
+        assert_ne!(admin_link(&GENESIS, 1, changed, None), base, "field {i}");
     }
+    assert_ne!(admin_link(&GENESIS, 1, fields, Some("kacho")), base, "the approver");
 }
 
 #[test]

@@ -354,8 +354,8 @@ fn check_audit_log(config: &Config, r: &mut Report) {
             "give the gateway's user write access (ReadWritePaths in the unit); it refuses requests it cannot record",
         ),
     }
-    if let Ok(s) = nix::sys::statvfs::statvfs(dir) {
-        let free = s.blocks_available() * s.fragment_size();
+    if let Ok(s) = rustix::fs::statvfs(dir) {
+        let free = s.f_bavail.saturating_mul(s.f_frsize);
         let level = match free {
             f if f < WARN_FREE_BYTES / 10 => Level::Error,
             f if f < WARN_FREE_BYTES => Level::Warn,
@@ -390,10 +390,11 @@ fn check_audit_log(config: &Config, r: &mut Report) {
 }
 
 async fn check_upstreams(config: &Config, r: &mut Report) {
-    let Ok((rules, _)) = crate::shared::load_rules(&config.rules_dir) else { return };
+    let Ok((rules, trust)) = crate::shared::load_rules(&config.rules_dir) else { return };
     for route in rules.profiles().iter().flat_map(|p| &p.routes) {
-        let ca = route.ca_file.as_ref().map(|f| config.rules_dir.join(f));
-        let (level, message, next) = crate::control::doctor_certs::probe_upstream(&route.upstream, ca.as_deref()).await;
+        // The same trust the gateway uses for this route.
+        let tls = trust.route(&route.host).map(|t| t.http1.clone());
+        let (level, message, next) = crate::control::doctor_certs::probe_upstream(&route.upstream, tls).await;
         let subject = format!("{} -> {}:{}", route.host, route.upstream.host, route.upstream.port);
         r.push("upstream", level, subject, message, next);
     }

@@ -1,7 +1,8 @@
 //! The certificate and upstream probes behind `sekisho doctor`: a PEM
 //! chain's expiry, key match and issuer links; a TLS handshake to each
-//! upstream with the same trust the gateway uses (the system's roots plus
-//! the route's `ca_file`) and the upstream's own name. Read only.
+//! upstream with the same trust the gateway uses (`tls::UpstreamTls`: the
+//! route's `ca_file`, or the bundled web roots) and the upstream's own
+//! name. Read only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -96,7 +97,7 @@ fn key_matches(chain: &[rustls::pki_types::CertificateDer<'static>], key: &Path)
 }
 
 /// One connection to the upstream as the gateway would make it.
-pub async fn probe_upstream(up: &Upstream, ca_file: Option<&Path>) -> (Level, String, &'static str) {
+pub async fn probe_upstream(up: &Upstream, tls: Option<Arc<rustls::ClientConfig>>) -> (Level, String, &'static str) {
     let addr = format!("{}:{}", up.host, up.port);
     let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
     let tcp = match connect {
@@ -123,10 +124,10 @@ pub async fn probe_upstream(up: &Upstream, ca_file: Option<&Path>) -> (Level, St
             "use an https:// upstream unless it is on this host",
         );
     }
-    let connector = match connector(ca_file) {
-        Ok(c) => c,
-        Err(e) => return (Level::Error, e, "fix the route's ca_file"),
+    let Some(config) = tls else {
+        return (Level::Error, "no TLS material for this route".into(), "fix the route's ca_file");
     };
+    let connector = tokio_rustls::TlsConnector::from(config);
     let Ok(name) = rustls::pki_types::ServerName::try_from(up.host.clone()) else {
         return (Level::Error, "the upstream host is not a valid TLS name".into(), "fix the route's upstream");
     };
@@ -138,26 +139,8 @@ pub async fn probe_upstream(up: &Upstream, ca_file: Option<&Path>) -> (Level, St
         Ok(Err(e)) => (
             Level::Error,
             format!("TLS failed: {e}"),
-            "the upstream's certificate must be valid for its name and trusted (system roots or the route's ca_file)",
+            "the upstream's certificate must be valid for its name and trusted (the bundled web roots, or the route's ca_file)",
         ),
         Err(_) => (Level::Error, "no TLS handshake within 5 s".into(), "check that nothing on the path intercepts TLS"),
     }
-}
-
-fn connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().map_err(|e| e.to_string())? {
-        let _ = roots.add(cert);
-    }
-    if let Some(ca) = ca_file {
-        for cert in crate::tls::root_store(ca).map_err(|e| e.to_string())?.roots {
-            roots.roots.push(cert);
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

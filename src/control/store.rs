@@ -10,18 +10,24 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use sekisho_policy::state::{
+    AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
+    State, Stop, User,
+};
 use serde::Serialize;
 
 /// One committed mutation of the state.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Create a user, or update name, role and profiles (flags are kept).
+    /// Create a user, or update name, role, profiles, department and
+    /// schedule (flags are kept).
     PutUser {
         id: String,
         display_name: String,
         role: String,
         profiles: Vec<String>,
+        department: Option<String>,
+        schedule: Option<String>,
     },
     SetFlag {
         user: String,
@@ -32,14 +38,20 @@ pub enum Change {
     FileDevice(Box<Device>),
     /// Devices registered in bulk by a system manager (approved).
     ImportDevices(Vec<Device>),
-    /// A client certificate was issued to the device (SHA-256 of its DER).
+    /// A client certificate was issued to the device (SHA-256 of its DER);
+    /// a renewal keeps the one it replaces valid until that expires.
     SetDeviceCert {
         id: String,
         sha256: [u8; 32],
+        renewal: bool,
     },
+    /// A decision on a registration. An approval may record an exception
+    /// to the profiles' minimums (熊本 第12条第2項); a revoked device is
+    /// never approved again (第17条: a new application with a new key).
     SetDeviceStatus {
         id: String,
         status: DeviceStatus,
+        exception: Option<PostureException>,
     },
     /// The device's agent reported its posture (`iat` of the report, which
     /// must be newer than the last accepted one).
@@ -58,6 +70,11 @@ pub enum Change {
     RemoveGrant(i64),
     AddMaintenance(MaintenanceWindow),
     RemoveMaintenance(i64),
+    /// An app registered as in development or in operation (Abiko 10.).
+    SetAppStage(AppStage),
+    /// A review recorded in the register (id assigned on commit).
+    AddReview(Review),
+    RemoveReview(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,8 +91,12 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub target: String,
+    /// Never empty: the caller's reason, or one the API derived ("created").
     pub reason: String,
     pub source: String,
+    /// Who approved the action, where an article asks for it (a rules
+    /// revision: Abiko 13. 統括情報責任者; overtime: the 所属長).
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -93,6 +114,7 @@ pub struct AuditEntryOwned {
     pub target: String,
     pub reason: String,
     pub source: String,
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +129,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("state store lock poisoned")]
     Poisoned,
+    /// Every admin record names a reason (Abiko 13.); a write without one is a bug.
+    #[error("admin action `{0}` has no reason; nothing was written")]
+    NoReason(String),
 }
 
 /// The SQLite store. The connection is behind a mutex because only the
@@ -118,7 +143,8 @@ pub struct Store {
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL,
+    department TEXT, schedule TEXT
 );
 CREATE TABLE IF NOT EXISTS flags (
     user_id TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL, reason TEXT NOT NULL,
@@ -128,20 +154,59 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER
+    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER, exception_reason TEXT, exception_by TEXT,
+    prev_cert_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
-    id INTEGER PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), profile TEXT,
-    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
 );
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY, profile TEXT, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS app_stages (
+    profile TEXT NOT NULL, app INTEGER NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (profile, app)
+);
+CREATE TABLE IF NOT EXISTS app_reviews (
+    id INTEGER PRIMARY KEY, profile TEXT NOT NULL, app INTEGER NOT NULL, subject TEXT NOT NULL,
+    token_sha256 TEXT, reviewer TEXT NOT NULL, reviewed_on TEXT NOT NULL, note TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS admin_audit (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL
+    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, approver TEXT
 );
+"#;
+
+/// Columns added after the first release: (table, column, type).
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("devices", "cert_sha256", "TEXT"),
+    ("devices", "posture_at", "INTEGER"),
+    ("admin_audit", "approver", "TEXT"),
+    ("admin_audit", "chain", "TEXT"),
+    ("devices", "exception_reason", "TEXT"),
+    ("devices", "exception_by", "TEXT"),
+    ("users", "department", "TEXT"),
+    ("users", "schedule", "TEXT"),
+    ("devices", "prev_cert_sha256", "TEXT"),
+];
+
+/// Stores before department grants had `overtime.user_id NOT NULL`: the
+/// table is rebuilt (SQLite cannot relax a constraint in place), ids kept.
+const OVERTIME_V2: &str = r#"
+BEGIN;
+CREATE TABLE overtime_v2 (
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
+);
+INSERT INTO overtime_v2 (id, user_id, profile, approver, reason, start, end)
+    SELECT id, user_id, profile, approver, reason, start, end FROM overtime;
+DROP TABLE overtime;
+ALTER TABLE overtime_v2 RENAME TO overtime;
+COMMIT;
 "#;
 
 /// The scope key of the global emergency stop in the `stops` table.
@@ -156,15 +221,18 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         // Stores created by earlier versions lack these columns.
-        for (table, column, kind) in
-            [("devices", "cert_sha256", "TEXT"), ("devices", "posture_at", "INTEGER"), ("admin_audit", "chain", "TEXT")]
-        {
+        for (table, column, kind) in MIGRATIONS {
             let has: bool = conn
                 .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
                 .exists([column])?;
             if !has {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
+        }
+        let grants_v2: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('overtime') WHERE name = 'department'")?.exists([])?;
+        if !grants_v2 {
+            conn.execute_batch(OVERTIME_V2)?;
         }
         chain_unchained(&mut conn)?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
@@ -206,6 +274,7 @@ impl Store {
     /// Writes `change` and its audit record in one durable transaction and
     /// returns the change with any ids the database assigned.
     pub fn commit(&self, change: Change, audit: &AuditEntry) -> Result<Change, StoreError> {
+        require_reason(audit)?;
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let change = write_change(&tx, change)?;
@@ -216,6 +285,7 @@ impl Store {
 
     /// Records an admin action that changes no state (a rules reload).
     pub fn record(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        require_reason(audit)?;
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         insert_audit(&tx, audit)?;
@@ -228,13 +298,19 @@ impl Store {
     /// from the one before it (changed, removed before it, or inserted).
     pub fn verify_audit_chain(&self) -> Result<Result<u64, i64>, StoreError> {
         let conn = self.lock()?;
-        let mut stmt =
-            conn.prepare("SELECT id, time, actor, action, target, reason, source, chain FROM admin_audit ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, time, actor, action, target, reason, source, approver, chain FROM admin_audit ORDER BY id",
+        )?;
         let mut rows = stmt.query([])?;
         let (mut prev, mut n) = (crate::control::chain::GENESIS, 0u64);
         while let Some(r) = rows.next()? {
-            let (id, fields, stated) = audit_row(r)?;
-            let link = crate::control::chain::admin_link(&prev, id, fields.each_ref().map(String::as_str));
+            let (id, fields, approver, stated) = audit_row(r)?;
+            let link = crate::control::chain::admin_link(
+                &prev,
+                id,
+                fields.each_ref().map(String::as_str),
+                approver.as_deref(),
+            );
             if stated.as_deref().and_then(crate::config::decode_sha256) != Some(link) {
                 return Ok(Err(id));
             }
@@ -252,7 +328,7 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+            "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
              WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![target, action, limit], |r| {
@@ -265,10 +341,18 @@ impl Store {
                     target: r.get(4)?,
                     reason: r.get(5)?,
                     source: r.get(6)?,
+                    approver: r.get(7)?,
                 },
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
+    match audit.reason.trim().is_empty() {
+        true => Err(StoreError::NoReason(audit.action.clone())),
+        false => Ok(()),
     }
 }
 
@@ -279,12 +363,13 @@ fn insert_audit(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<()
     let prev = prev.as_deref().and_then(crate::config::decode_sha256).unwrap_or(crate::control::chain::GENESIS);
     let time = audit.time.to_rfc3339();
     tx.execute(
-        "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![time, audit.actor, audit.action, audit.target, audit.reason, audit.source],
+        "INSERT INTO admin_audit (time, actor, action, target, reason, source, approver)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![time, audit.actor, audit.action, audit.target, audit.reason, audit.source, audit.approver],
     )?;
     let id = tx.last_insert_rowid();
     let fields = [time.as_str(), &audit.actor, &audit.action, &audit.target, &audit.reason, &audit.source];
-    let link = crate::control::chain::admin_link(&prev, id, fields);
+    let link = crate::control::chain::admin_link(&prev, id, fields, audit.approver.as_deref());
     tx.execute("UPDATE admin_audit SET chain = ?2 WHERE id = ?1", params![id, crate::config::hex(&link)])?;
     Ok(())
 }
@@ -300,16 +385,18 @@ fn chain_unchained(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let mut links = Vec::new();
     {
-        let mut stmt =
-            tx.prepare("SELECT id, time, actor, action, target, reason, source, chain FROM admin_audit ORDER BY id")?;
+        let mut stmt = tx.prepare(
+            "SELECT id, time, actor, action, target, reason, source, approver, chain FROM admin_audit ORDER BY id",
+        )?;
         let mut rows = stmt.query([])?;
         let mut prev = crate::control::chain::GENESIS;
         while let Some(r) = rows.next()? {
-            let (id, fields, stated) = audit_row(r)?;
+            let (id, fields, approver, stated) = audit_row(r)?;
             prev = match stated.as_deref().and_then(crate::config::decode_sha256) {
                 Some(kept) => kept,
                 None => {
-                    let link = crate::control::chain::admin_link(&prev, id, fields.each_ref().map(String::as_str));
+                    let fields = fields.each_ref().map(String::as_str);
+                    let link = crate::control::chain::admin_link(&prev, id, fields, approver.as_deref());
                     links.push((id, link));
                     link
                 }
@@ -324,21 +411,21 @@ fn chain_unchained(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-type AuditRow = (i64, [String; 6], Option<String>);
+type AuditRow = (i64, [String; 6], Option<String>, Option<String>);
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
-    Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?))
+    Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?, r.get(8)?))
 }
 
 fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {
     match &change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let profiles =
                 serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
             tx.execute(
-                "INSERT INTO users (id, display_name, role, profiles) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4",
-                params![id, display_name, role, profiles],
+                "INSERT INTO users (id, display_name, role, profiles, department, schedule) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4, department = ?5, schedule = ?6",
+                params![id, display_name, role, profiles, department, schedule],
             )?;
         }
         Change::SetFlag { user, kind, flag } => {
@@ -359,21 +446,17 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 insert_device(tx, d)?;
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
-            let n = tx.execute(
-                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
-                params![id, crate::config::hex(sha256)],
-            )?;
+        Change::SetDeviceCert { id, sha256, renewal } => {
+            let sql = match renewal {
+                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = ?2 WHERE id = ?1",
+                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = ?2 WHERE id = ?1",
+            };
+            let n = tx.execute(sql, params![id, crate::config::hex(sha256)])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
-            let n = tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
-            }
-        }
+        Change::SetDeviceStatus { id, status, exception } => set_device_status(tx, id, *status, exception.as_ref())?,
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let n = tx.execute(
                 "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
@@ -407,10 +490,17 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
             };
         }
         Change::AddGrant(g) => {
-            require_user(tx, &g.user)?;
+            let (user, department) = match &g.grantee {
+                Grantee::User(u) => {
+                    require_user(tx, u)?;
+                    (Some(u), None)
+                }
+                Grantee::Department(d) => (None, Some(d)),
+            };
             tx.execute(
-                "INSERT INTO overtime (user_id, profile, approver, reason, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![g.user, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
+                "INSERT INTO overtime (user_id, department, profile, approver, reason, start, end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![user, department, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
             )?;
             return Ok(Change::AddGrant(OvertimeGrant { id: tx.last_insert_rowid(), ..g.clone() }));
         }
@@ -431,13 +521,100 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
             }
         }
+        Change::SetAppStage(s) => {
+            tx.execute(
+                "INSERT INTO app_stages (profile, app, stage, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(profile, app) DO UPDATE SET stage = ?3, reason = ?4, since = ?5",
+                params![s.profile, app_id(s.app)?, enum_text(&s.stage)?, s.reason, s.since.to_rfc3339()],
+            )?;
+        }
+        Change::AddReview(r) => {
+            tx.execute(
+                "INSERT INTO app_reviews (profile, app, subject, token_sha256, reviewer, reviewed_on, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.profile,
+                    app_id(r.app)?,
+                    r.subject.as_str(),
+                    r.token_sha256,
+                    r.reviewer,
+                    r.reviewed_on.to_string(),
+                    r.note
+                ],
+            )?;
+            return Ok(Change::AddReview(Review { id: tx.last_insert_rowid(), ..r.clone() }));
+        }
+        Change::RemoveReview(id) => {
+            if tx.execute("DELETE FROM app_reviews WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound(format!("review `{id}` does not exist")));
+            }
+        }
     }
     Ok(change)
 }
 
-/// Inserts one device; an id already registered is a conflict.
+/// kintone app ids fit SQLite's signed integers; a larger one is refused.
+fn app_id(app: u64) -> Result<i64, StoreError> {
+    i64::try_from(app).map_err(|_| StoreError::Conflict(format!("app `{app}` is out of range")))
+}
+
+/// A snake_case enum as its serde name.
+fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt("enum".into(), "not a name".into())),
+    }
+}
+
+/// A snake_case name back into its enum.
+fn enum_from<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Corrupt(key.to_owned(), format!("`{text}`")))
+}
+
+fn set_device_status(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: DeviceStatus,
+    exception: Option<&PostureException>,
+) -> Result<(), StoreError> {
+    let current: Option<String> =
+        tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    match current.as_deref() {
+        None => return Err(StoreError::NotFound(format!("device `{id}` is not registered"))),
+        Some("revoked") if status != DeviceStatus::Revoked => {
+            return Err(StoreError::Conflict(format!(
+                "device `{id}` was revoked (lost, stolen or compromised); it needs a new application with a new key"
+            )))
+        }
+        Some(_) => {}
+    }
+    if status == DeviceStatus::Approved {
+        tx.execute(
+            "UPDATE devices SET status = ?2, exception_reason = ?3, exception_by = ?4 WHERE id = ?1",
+            params![id, status.as_str(), exception.map(|e| &e.reason), exception.map(|e| &e.approver)],
+        )?;
+    } else {
+        tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Inserts one device; an id already registered is a conflict, and so is
+/// the key of a revoked device (第17条: a lost device's key is never trusted again).
 fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), StoreError> {
     require_user(tx, &d.owner)?;
+    let revoked: Option<String> = tx
+        .query_row("SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'", [d.key.to_b64()], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(old) = revoked {
+        return Err(StoreError::Conflict(format!(
+            "device `{}` presents the key of revoked device `{old}`; generate a new key (`sekisho agent keygen`)",
+            d.id
+        )));
+    }
     let exists: Option<String> =
         tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
     if exists.is_some() {
@@ -483,7 +660,7 @@ fn flag_kind(kind: FlagKind) -> &'static str {
 pub fn apply(state: &State, change: &Change) -> State {
     let mut next = state.clone();
     match change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let users = &mut next.users;
             let (suspended, restricted) =
                 users.get(id).map(|u| (u.suspended.clone(), u.restricted.clone())).unwrap_or_default();
@@ -494,6 +671,8 @@ pub fn apply(state: &State, change: &Change) -> State {
                 profiles: profiles.clone(),
                 suspended,
                 restricted,
+                department: department.clone(),
+                schedule: schedule.clone(),
             };
             users.insert(id.clone(), Arc::new(user));
         }
@@ -513,9 +692,12 @@ pub fn apply(state: &State, change: &Change) -> State {
                 next.devices.insert(d.id.clone(), Arc::new(d.clone()));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
+        Change::SetDeviceStatus { id, status, exception } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 d.status = *status;
+                if *status == DeviceStatus::Approved {
+                    d.exception.clone_from(exception);
+                }
             }
         }
         Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
@@ -523,11 +705,18 @@ pub fn apply(state: &State, change: &Change) -> State {
                 (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
+        Change::SetDeviceCert { id, sha256, renewal } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 let certs = &mut next.certificates;
-                if let Some(old) = d.certificate.replace(*sha256) {
-                    certs.remove(&old);
+                let old = d.certificate.replace(*sha256);
+                if let Some(p) = d.previous_certificate.take() {
+                    certs.remove(&p);
+                }
+                match (renewal, old) {
+                    // The replaced certificate keeps proving the device until it expires.
+                    (true, old) => d.previous_certificate = old,
+                    (false, Some(o)) => drop(certs.remove(&o)),
+                    (false, None) => {}
                 }
                 certs.insert(*sha256, id.clone());
             }
@@ -540,7 +729,7 @@ pub fn apply(state: &State, change: &Change) -> State {
                 (Some(p), None) => drop(stops.profiles.remove(p)),
             }
         }
-        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.user.clone()).or_default().push(g.clone()),
+        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.grantee.clone()).or_default().push(g.clone()),
         Change::RemoveGrant(id) => {
             for grants in Arc::make_mut(&mut next.overtime).values_mut() {
                 grants.retain(|g| g.id != *id);
@@ -549,6 +738,11 @@ pub fn apply(state: &State, change: &Change) -> State {
         }
         Change::AddMaintenance(m) => Arc::make_mut(&mut next.maintenance).push(m.clone()),
         Change::RemoveMaintenance(id) => Arc::make_mut(&mut next.maintenance).retain(|m| m.id != *id),
+        Change::SetAppStage(s) => {
+            Arc::make_mut(&mut next.apps).stages.insert((s.profile.clone(), s.app), s.clone());
+        }
+        Change::AddReview(r) => Arc::make_mut(&mut next.apps).reviews.push(r.clone()),
+        Change::RemoveReview(id) => Arc::make_mut(&mut next.apps).reviews.retain(|r| r.id != *id),
     }
     next
 }
@@ -556,11 +750,22 @@ pub fn apply(state: &State, change: &Change) -> State {
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
     let mut state = State::default();
     let users = &mut state.users;
-    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
-        let (id, display_name, role, profiles) = row?;
+    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles, department, schedule FROM users")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
+    })? {
+        let (id, display_name, role, profiles, department, schedule) = row?;
         let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
-        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
+        let user = User {
+            id: id.clone(),
+            display_name,
+            role,
+            profiles,
+            suspended: None,
+            restricted: None,
+            department,
+            schedule,
+        };
         users.insert(id, Arc::new(user));
     }
     let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
@@ -584,11 +789,11 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let devices = &mut state.devices;
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256 FROM devices")?;
+    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by, prev_cert_sha256 FROM devices")?;
     let certificates = &mut state.certificates;
     for device in stmt.query_map([], device_row)? {
         let device = device??;
-        if let Some(fp) = device.certificate {
+        for fp in device.certificate.into_iter().chain(device.previous_certificate) {
             certificates.insert(fp, device.id.clone());
         }
         devices.insert(device.id.clone(), Arc::new(device));
@@ -604,29 +809,37 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         }
     }
     let overtime = Arc::make_mut(&mut state.overtime);
-    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
+    let mut stmt =
+        conn.prepare("SELECT id, user_id, department, profile, approver, reason, start, end FROM overtime")?;
     for row in stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get(2)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, Option<String>>(2)?,
             r.get(3)?,
             r.get(4)?,
-            r.get::<_, String>(5)?,
+            r.get(5)?,
             r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
         ))
     })? {
-        let (id, user, profile, approver, reason, start, end) = row?;
+        let (id, user, department, profile, approver, reason, start, end) = row?;
+        let key = format!("overtime {id}");
+        let grantee = match (user, department) {
+            (Some(u), None) => Grantee::User(u),
+            (None, Some(d)) => Grantee::Department(d),
+            _ => return Err(StoreError::Corrupt(key, "a grant is for one user or one department".into())),
+        };
         let g = OvertimeGrant {
             id,
-            start: time(&user, &start)?,
-            end: time(&user, &end)?,
-            user: user.clone(),
+            start: time(&key, &start)?,
+            end: time(&key, &end)?,
+            grantee: grantee.clone(),
             profile,
             approver,
             reason,
         };
-        overtime.entry(user).or_default().push(g);
+        overtime.entry(grantee).or_default().push(g);
     }
     let maintenance = Arc::make_mut(&mut state.maintenance);
     let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
@@ -637,7 +850,51 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
         let key = id.to_string();
         maintenance.push(MaintenanceWindow { id, profile, reason, start: time(&key, &start)?, end: time(&key, &end)? });
     }
+    load_apps(conn, Arc::make_mut(&mut state.apps))?;
     Ok(state)
+}
+
+fn load_apps(conn: &Connection, apps: &mut sekisho_policy::state::AppRegister) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("SELECT profile, app, stage, reason, since FROM app_stages")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get::<_, String>(4)?))
+    })? {
+        let (profile, app, stage, reason, since) = row?;
+        let key = format!("{profile}/{app}");
+        let app = u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?;
+        let stage = AppStage { stage: enum_from(&key, &stage)?, since: time(&key, &since)?, reason, app, profile };
+        apps.stages.insert((stage.profile.clone(), app), stage);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, profile, app, subject, token_sha256, reviewer, reviewed_on, note FROM app_reviews ORDER BY id",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })? {
+        let (id, profile, app, subject, token_sha256, reviewer, reviewed_on, note) = row?;
+        let key = format!("review {id}");
+        apps.reviews.push(Review {
+            id,
+            app: u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?,
+            subject: enum_from(&key, &subject)?,
+            reviewed_on: NaiveDate::parse_from_str(&reviewed_on, "%Y-%m-%d")
+                .map_err(|_| StoreError::Corrupt(key.clone(), "reviewed_on".into()))?,
+            profile,
+            token_sha256,
+            reviewer,
+            note,
+        });
+    }
+    Ok(())
 }
 
 type DeviceResult = Result<Device, StoreError>;
@@ -649,14 +906,25 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
         (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
     let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
     let cert: Option<String> = r.get(11)?;
-    let owner = text(1)?;
-    let certificate = match cert.map(|c| crate::config::decode_sha256(&c)) {
-        None => None,
-        Some(Some(fp)) => Some(fp),
-        Some(None) => return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into()))),
+    let exception = match (r.get::<_, Option<String>>(12)?, r.get::<_, Option<String>>(13)?) {
+        (Some(reason), Some(approver)) => Some(PostureException { reason, approver }),
+        _ => None,
     };
-    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw)
-        .map(|d| Device { certificate, ..d }))
+    let owner = text(1)?;
+    let fingerprint = |c: Option<String>| match c.map(|c| crate::config::decode_sha256(&c)) {
+        None => Ok(None),
+        Some(Some(fp)) => Ok(Some(fp)),
+        Some(None) => Err(()),
+    };
+    let (Ok(certificate), Ok(previous_certificate)) = (fingerprint(cert), fingerprint(r.get(14)?)) else {
+        return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into())));
+    };
+    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw).map(|d| Device {
+        certificate,
+        previous_certificate,
+        exception,
+        ..d
+    }))
 }
 
 fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
@@ -678,6 +946,8 @@ fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Op
         status: serde_json::from_value(enum_of(f[6])).map_err(|_| corrupt("status"))?,
         security_software,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
         id,
         owner,
     })

@@ -10,9 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use sekisho_policy::device::DeviceStatus;
-
-use crate::control::store::{AuditEntry, Change, FlagKind, Store, StoreError};
+use crate::control::store::{AuditEntry, Change, Store, StoreError};
 use crate::shared::{load_rules, ReloadError, Shared};
 
 pub struct Writer {
@@ -94,17 +92,11 @@ impl Writer {
         Ok(count)
     }
 
-    fn cut_after(&self, change: &Change) {
+    /// Every request in flight judges itself again against the new state
+    /// (the engine's `still_allowed`), so a suspension, revocation or stop
+    /// ends open downloads and WebSockets at once; which ones end is the
+    /// engine's call, not the writer's.
+    fn cut_after(&self, _change: &Change) {
         self.shared.bump_generation();
-        let conns = &self.shared.conns;
-        match change {
-            Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => conns.cut(|e| e.user == *user),
-            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
-                conns.cut(|e| e.device == *id)
-            }
-            Change::SetStop { profile: None, stop: Some(_) } => conns.cut(|_| true),
-            Change::SetStop { profile: Some(p), stop: Some(_) } => conns.cut(|e| e.profile == *p),
-            _ => {}
-        }
     }
 }
