@@ -1073,7 +1073,7 @@ async fn https_answers_carry_strict_transport_security() {
     // Turned off for one profile.
     let text = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
     gw.write_rules("app.toml", &format!("{text}\n[hsts]\nmax_age_secs = 0\n"));
-    gw.admin("POST", "/v1/rules/reload", serde_json::json!({"reason": "hsts off"})).await;
+    gw.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者", "reason": "hsts off"})).await;
     let off = gw.get_as(&p, "app.localhost", "/").await;
     assert!(!off.headers().contains_key("strict-transport-security"));
 }
