@@ -87,10 +87,14 @@ pub struct Limits {
     /// before it is answered 408 (a body trickled to hold an upstream).
     #[serde(default = "default_header_timeout")]
     pub body_idle_secs: NonZeroU32,
-    /// Bytes per second a client must read answers at (judged over 10 s
-    /// while the gateway waits to write), or it is cut (slow read).
+    /// Bytes per second a client must read answers at (judged over
+    /// `send_window_secs` while the gateway waits to write), or it is cut
+    /// (slow read).
     #[serde(default = "default_min_send_rate")]
     pub min_send_rate: NonZeroU32,
+    /// The window over which `min_send_rate` is judged.
+    #[serde(default = "default_send_window")]
+    pub send_window_secs: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -103,6 +107,7 @@ impl Default for Limits {
             header_timeout_secs: default_header_timeout(),
             body_idle_secs: default_header_timeout(),
             min_send_rate: default_min_send_rate(),
+            send_window_secs: default_send_window(),
         }
     }
 }
@@ -121,6 +126,10 @@ fn default_admin_failures() -> NonZeroU32 {
 
 fn default_connections_per_client() -> NonZeroU32 {
     NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_send_window() -> NonZeroU32 {
+    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_min_send_rate() -> NonZeroU32 {

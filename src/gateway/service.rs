@@ -269,6 +269,7 @@ async fn forward(
         outcome.clone(),
     );
     let note = body.note.clone();
+    let body_sent = body.sent.clone();
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = req.method.clone();
     *upstream_req.uri_mut() = match allowed.target.parse() {
@@ -290,7 +291,7 @@ async fn forward(
     }
     *upstream_req.headers_mut() = headers;
     let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let target = Target { route, tls, websocket, authority: &authority };
+    let target = Target { route, tls, websocket, authority: &authority, body_sent: &body_sent };
     let sent = conn.worker.pool.send(&target, upstream_req).await;
     let end = outcome.borrow().clone();
     let (mut resp, lent) = match (sent, end) {

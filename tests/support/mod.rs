@@ -40,6 +40,8 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The body arrived whole (framing ended cleanly).
+    pub complete: bool,
 }
 
 impl Seen {
@@ -104,10 +106,14 @@ async fn answer(
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
+    let mut complete = true;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
+            Err(_) => {
+                complete = false;
+                break;
+            }
         }
     }
     let headers = parts.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect();
@@ -116,12 +122,18 @@ async fn answer(
         path: parts.uri.path().to_owned(),
         headers,
         body_len,
+        complete,
     });
     if parts.uri.path().ends_with("/stall") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     if parts.uri.path() == "/trickle" {
         return Ok(hyper::Response::new(trickle()));
+    }
+    if parts.uri.path() == "/big" {
+        // 32 MiB, far more than socket buffers hold.
+        let big = Bytes::from(vec![b'x'; 32 << 20]);
+        return Ok(hyper::Response::new(BodyExt::boxed(Full::new(big))));
     }
     let mut resp = hyper::Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("ok {body_len}")))));
     if parts.uri.path() == "/redirect" {
