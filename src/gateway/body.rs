@@ -288,6 +288,16 @@ struct Streamed {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+impl Drop for Streamed {
+    /// The server stops polling once the body says it ended, so the upstream
+    /// connection goes back here, if and only if its answer was read whole.
+    fn drop(&mut self) {
+        if let Some(lent) = self.lent.take().filter(|_| self.inner.is_end_stream()) {
+            self.worker.pool.give_back(lent);
+        }
+    }
+}
+
 impl ResBody {
     /// The gateway's own answer (a page or JSON), audited when written.
     pub fn full(bytes: Bytes, exchange: Exchange) -> ResBody {
@@ -350,12 +360,7 @@ impl Body for ResBody {
                 }
                 Poll::Ready(Some(Err(BodyError)))
             }
-            Poll::Ready(None) => {
-                if let Some(lent) = s.lent.take() {
-                    s.worker.pool.give_back(lent);
-                }
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // Waiting on the upstream: a change of state must still end
                 // this at once, and a silent upstream within the route's timeout.
