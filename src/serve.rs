@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{AdminToken, Config, Role};
 use crate::control::admin::Admin;
 use crate::control::audit::AuditLog;
-use crate::control::store::{AuditEntry, Store};
+use crate::control::store::AuditEntry;
 use crate::control::writer::Writer;
 use crate::gateway::admission::Admission;
 use crate::gateway::proxy::Gateway;
@@ -64,13 +64,12 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         }
     }
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
-    let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
-    let (state, version) = store.load_versioned()?;
+    let (store, state, position) = crate::control::backend::start(&config.store)?;
     let audit = Arc::new(
         AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
     );
     let shared = Arc::new(Shared::new(rules, upstreams, state));
-    let writer = Arc::new(Writer::new(store, shared.clone(), version));
+    let writer = Arc::new(Writer::new(store, shared.clone(), position, config.state_max_age));
     let metrics = Arc::new(Metrics::default());
     // An upgrade finds every port taken by the process it replaces.
     let later = |addr| if upgrade { Ok(Listen::Later(addr)) } else { bind(addr).map(Listen::Bound) };
@@ -189,7 +188,7 @@ impl Listen {
 impl BackgroundService for Sidecar {
     async fn start(&self, shutdown: ShutdownWatch) {
         // First: during an upgrade it also reads in what the old process writes.
-        tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
+        tokio::spawn(crate::control::follower::follow(self.admin.writer.clone(), shutdown.clone()));
         let Some(admin_listener) = self.admin_listener.take(&shutdown).await else { return };
         if matches!(self.admin_listener, Listen::Later(_)) {
             // The old process is gone: read in its last writes now rather
@@ -233,32 +232,6 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
-        }
-    }
-}
-
-/// Confirms the snapshot against the store every second: a store that
-/// cannot be read makes requests fail closed after `state_max_age_secs`, and
-/// a change made by another process (an upgrade's old one) is read in.
-async fn watch_state(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
-        match admin.writer.confirm().await {
-            Ok(()) => {
-                if failing {
-                    log::warn!("the state store is readable again");
-                }
-                failing = false;
-            }
-            Err(e) if !failing => {
-                log::error!("the state store cannot be read ({e}); requests will be refused (state_unavailable)");
-                failing = true;
-            }
-            Err(_) => {}
         }
     }
 }

@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
+use crate::control::backend::AuditFilter;
 use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
@@ -58,6 +59,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
             StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            uncertain @ StoreError::Uncertain(_) => {
+                log::error!("admin write: {uncertain}");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, uncertain.to_string())
+            }
             other => {
                 log::error!("admin write failed: {other}");
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the change was not saved: {other}"))
@@ -142,7 +147,8 @@ impl Admin {
         let caller = Caller { token, source: peer };
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let text = self.metrics.render(age, self.shared.conns.count());
+            let mut text = self.metrics.render(age, self.shared.conns.count());
+            text.push_str(&self.writer.metrics().render());
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -282,7 +288,7 @@ impl Admin {
             }
             ("GET", ["v1", "audit"]) => {
                 allow(caller, any)?;
-                self.query_audit(query)
+                self.query_audit(query).await
             }
             _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no route `{method} /{}`", seg.join("/")))),
         }
@@ -373,6 +379,7 @@ impl Admin {
                 "devices": snap.state.devices.len(),
                 "live_requests": self.shared.conns.count(),
                 "snapshot_built_at": snap.built_at,
+                "store": self.writer.status(),
             }),
         )
     }
@@ -564,7 +571,7 @@ impl Admin {
         }
     }
 
-    fn query_audit(&self, query: &str) -> ApiResult {
+    async fn query_audit(&self, query: &str) -> ApiResult {
         let q: AuditQuery = serde_urlencoded_lite(query)?;
         let limit = q.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
@@ -572,8 +579,12 @@ impl Admin {
         }
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
-                let records =
-                    self.writer.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
+                let filter = AuditFilter {
+                    target: q.target.clone().or_else(|| q.user.clone()),
+                    action: q.action.clone(),
+                    limit,
+                };
+                let records = self.writer.store.audit(filter).await?;
                 Ok((StatusCode::OK, json!({ "records": records })))
             }
             "requests" => {

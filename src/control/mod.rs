@@ -5,5 +5,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backend;
+pub mod follower;
+pub mod postgres;
 pub mod store;
 pub mod writer;

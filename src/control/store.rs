@@ -8,13 +8,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
 use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, State, Stop, User};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One committed mutation of the state.
-#[derive(Debug, Clone)]
+/// One committed mutation of the state. Serialised (JSON) it is also the
+/// entry of the PostgreSQL change log that replicas follow, so every
+/// variant must round-trip through serde.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
     /// Create a user, or update name, role and profiles (flags are kept).
     PutUser {
@@ -60,7 +63,7 @@ pub enum Change {
     RemoveMaintenance(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlagKind {
     Suspended,
@@ -105,6 +108,17 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("state store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database did not answer in time, or the connection was lost.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The connection was lost while the commit was under way: the change
+    /// may or may not be durable.
+    #[error("state store: the commit's outcome is unknown ({0}); check the audit trail before repeating it")]
+    Uncertain(String),
+    #[error("state store schema: {0}")]
+    Schema(String),
     #[error("state store lock poisoned")]
     Poisoned,
 }
@@ -145,7 +159,7 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 "#;
 
 /// The scope key of the global emergency stop in the `stops` table.
-const GLOBAL: &str = "*";
+pub(crate) const GLOBAL: &str = "*";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -164,6 +178,11 @@ impl Store {
             }
         }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `work` on the connection (`store copy` reads every table).
+    pub(crate) fn with_conn<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        Ok(work(&*self.lock()?)?)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -274,12 +293,13 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
             }
         }
         Change::SetDeviceCert { id, sha256 } => {
+            // Approved now, in the store: another replica may have revoked it.
             let n = tx.execute(
-                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
+                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
                 params![id, crate::config::hex(sha256)],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
+                return Err(device_refusal(id, device_status(tx, id)?, "a certificate"));
             }
         }
         Change::SetDeviceStatus { id, status } => {
@@ -291,7 +311,7 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let n = tx.execute(
                 "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
-                 WHERE id = ?1 AND (posture_at IS NULL OR posture_at < ?6)",
+                 WHERE id = ?1 AND status = 'approved' AND (posture_at IS NULL OR posture_at < ?6)",
                 params![
                     id,
                     os.as_str(),
@@ -302,12 +322,7 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 ],
             )?;
             if n == 0 {
-                let exists: Option<String> =
-                    tx.query_row("SELECT id FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-                return Err(match exists {
-                    Some(_) => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
-                    None => StoreError::NotFound(format!("device `{id}` is not registered")),
-                });
+                return Err(device_refusal(id, device_status(tx, id)?, "a posture report"));
             }
         }
         Change::SetStop { profile, stop } => {
@@ -380,12 +395,27 @@ fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), Store
     Ok(())
 }
 
+fn device_status(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+}
+
+/// Why an update of an approved device's record touched no row, from the
+/// device's status as the store has it now: unknown, not approved, or (for
+/// posture) a report as new or newer already accepted.
+pub(crate) fn device_refusal(id: &str, status: Option<String>, what: &str) -> StoreError {
+    match status.as_deref() {
+        None => StoreError::NotFound(format!("device `{id}` is not registered")),
+        Some("approved") => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
+        Some(other) => StoreError::Conflict(format!("device `{id}` is `{other}`, not approved: {what} is refused")),
+    }
+}
+
 fn require_user(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<(), StoreError> {
     let found: Option<String> = tx.query_row("SELECT id FROM users WHERE id = ?1", [user], |r| r.get(0)).optional()?;
     found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("user `{user}` does not exist")))
 }
 
-fn flag_kind(kind: FlagKind) -> &'static str {
+pub(crate) fn flag_kind(kind: FlagKind) -> &'static str {
     match kind {
         FlagKind::Suspended => "suspended",
         FlagKind::Restricted => "restricted",
@@ -396,6 +426,12 @@ fn flag_kind(kind: FlagKind) -> &'static str {
 /// table it touches. `Store::load` after the same commits yields the same state.
 pub fn apply(state: &State, change: &Change) -> State {
     let mut next = state.clone();
+    apply_mut(&mut next, change);
+    next
+}
+
+/// [`apply`] in place, for a run of changes read from the change log.
+pub fn apply_mut(next: &mut State, change: &Change) {
     match change {
         Change::PutUser { id, display_name, role, profiles } => {
             let users = &mut next.users;
@@ -464,114 +500,159 @@ pub fn apply(state: &State, change: &Change) -> State {
         Change::AddMaintenance(m) => Arc::make_mut(&mut next.maintenance).push(m.clone()),
         Change::RemoveMaintenance(id) => Arc::make_mut(&mut next.maintenance).retain(|m| m.id != *id),
     }
-    next
 }
 
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
-    let mut state = State::default();
-    let users = &mut state.users;
+    let mut rows = StateRows::default();
     let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))? {
-        let (id, display_name, role, profiles) = row?;
-        let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
-        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
-        users.insert(id, Arc::new(user));
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.user(r.get(0)?, r.get(1)?, r.get(2)?, &r.get::<_, String>(3)?)?;
     }
     let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-        ))
-    })? {
-        let (user, kind, reason, since, until) = row?;
-        let flag = Flag { reason, since: time(&user, &since)?, until: until.map(|u| time(&user, &u)).transpose()? };
-        if let Some(u) = users.get_mut(&user).map(Arc::make_mut) {
-            match kind.as_str() {
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.flag(r.get(0)?, &r.get::<_, String>(1)?, r.get(2)?, &r.get::<_, String>(3)?, r.get(4)?)?;
+    }
+    let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices"))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let text = |i: usize| r.get::<_, String>(i);
+        rows.device(DeviceText {
+            id: text(0)?,
+            owner: text(1)?,
+            fields: [text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?],
+            security_software: (r.get(6)?, r.get(7)?),
+            cert_sha256: r.get(11)?,
+        })?;
+    }
+    let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.stop(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?)?;
+    }
+    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let times = [r.get::<_, String>(5)?, r.get::<_, String>(6)?];
+        rows.grant(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, &times)?;
+    }
+    let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.maintenance(r.get(0)?, r.get(1)?, r.get(2)?, &[r.get::<_, String>(3)?, r.get::<_, String>(4)?])?;
+    }
+    Ok(rows.state)
+}
+
+/// The columns of `devices` in the order [`DeviceText`] is read from, in
+/// both backends.
+pub(crate) const DEVICE_COLUMNS: &str = "id, owner, kind, ownership, os, os_version, security_software, \
+     security_updated, key_alg, public_key, status, cert_sha256";
+
+/// A state assembled from the stores' rows, which both backends keep as
+/// the same text: parsing them is one piece of code for both.
+#[derive(Default)]
+pub(crate) struct StateRows {
+    pub state: State,
+}
+
+/// A `devices` row as text: kind, ownership, os, os_version, key_alg,
+/// public_key and status in `fields`.
+pub(crate) struct DeviceText {
+    pub id: String,
+    pub owner: String,
+    pub fields: [String; 7],
+    pub security_software: (Option<String>, Option<String>),
+    pub cert_sha256: Option<String>,
+}
+
+impl StateRows {
+    pub fn user(&mut self, id: String, display_name: String, role: String, profiles: &str) -> Result<(), StoreError> {
+        let profiles = serde_json::from_str(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
+        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
+        self.state.users.insert(id, Arc::new(user));
+        Ok(())
+    }
+
+    /// A flag of a user read earlier (one of an unknown user is ignored).
+    pub fn flag(
+        &mut self,
+        user: String,
+        kind: &str,
+        reason: String,
+        since: &str,
+        until: Option<String>,
+    ) -> Result<(), StoreError> {
+        let flag = Flag { reason, since: time(&user, since)?, until: until.map(|u| time(&user, &u)).transpose()? };
+        if let Some(u) = self.state.users.get_mut(&user).map(Arc::make_mut) {
+            match kind {
                 "suspended" => u.suspended = Some(flag),
                 "restricted" => u.restricted = Some(flag),
                 other => return Err(StoreError::Corrupt(user, format!("unknown flag kind `{other}`"))),
             }
         }
+        Ok(())
     }
-    let devices = &mut state.devices;
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256 FROM devices")?;
-    let certificates = &mut state.certificates;
-    for device in stmt.query_map([], device_row)? {
-        let device = device??;
-        if let Some(fp) = device.certificate {
-            certificates.insert(fp, device.id.clone());
+
+    pub fn device(&mut self, row: DeviceText) -> Result<(), StoreError> {
+        let certificate = match row.cert_sha256.map(|c| crate::config::decode_sha256(&c)) {
+            None => None,
+            Some(Some(fp)) => Some(fp),
+            Some(None) => return Err(StoreError::Corrupt(row.id, "cert_sha256".into())),
+        };
+        let f = &row.fields;
+        let fields = [&*f[0], &*f[1], &*f[2], &*f[3], &*f[4], &*f[5], &*f[6]];
+        let device = Device { certificate, ..parse_device(row.id, row.owner, fields, row.security_software)? };
+        if let Some(fp) = certificate {
+            self.state.certificates.insert(fp, device.id.clone());
         }
-        devices.insert(device.id.clone(), Arc::new(device));
+        self.state.devices.insert(device.id.clone(), Arc::new(device));
+        Ok(())
     }
-    let stops = Arc::make_mut(&mut state.stops);
-    let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)))? {
-        let (scope, reason, since) = row?;
-        let stop = Stop { reason, since: time(&scope, &since)? };
+
+    pub fn stop(&mut self, scope: String, reason: String, since: &str) -> Result<(), StoreError> {
+        let stop = Stop { reason, since: time(&scope, since)? };
+        let stops = Arc::make_mut(&mut self.state.stops);
         match scope.as_str() {
             GLOBAL => stops.global = Some(stop),
             _ => drop(stops.profiles.insert(scope, stop)),
         }
+        Ok(())
     }
-    let overtime = Arc::make_mut(&mut state.overtime);
-    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-        ))
-    })? {
-        let (id, user, profile, approver, reason, start, end) = row?;
-        let g = OvertimeGrant {
-            id,
-            start: time(&user, &start)?,
-            end: time(&user, &end)?,
-            user: user.clone(),
-            profile,
-            approver,
-            reason,
-        };
-        overtime.entry(user).or_default().push(g);
+
+    /// An overtime grant; `times` are its start and end.
+    pub fn grant(
+        &mut self,
+        id: i64,
+        user: String,
+        profile: Option<String>,
+        approver: String,
+        reason: String,
+        times: &[String; 2],
+    ) -> Result<(), StoreError> {
+        let (start, end) = (time(&user, &times[0])?, time(&user, &times[1])?);
+        let g = OvertimeGrant { id, start, end, user: user.clone(), profile, approver, reason };
+        Arc::make_mut(&mut self.state.overtime).entry(user).or_default().push(g);
+        Ok(())
     }
-    let maintenance = Arc::make_mut(&mut state.maintenance);
-    let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
-    for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
-    })? {
-        let (id, profile, reason, start, end) = row?;
+
+    /// A maintenance window; `times` are its start and end.
+    pub fn maintenance(
+        &mut self,
+        id: i64,
+        profile: Option<String>,
+        reason: String,
+        times: &[String; 2],
+    ) -> Result<(), StoreError> {
         let key = id.to_string();
-        maintenance.push(MaintenanceWindow { id, profile, reason, start: time(&key, &start)?, end: time(&key, &end)? });
+        let (start, end) = (time(&key, &times[0])?, time(&key, &times[1])?);
+        Arc::make_mut(&mut self.state.maintenance).push(MaintenanceWindow { id, profile, reason, start, end });
+        Ok(())
     }
-    Ok(state)
 }
 
 type DeviceResult = Result<Device, StoreError>;
-
-fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
-    let id: String = r.get(0)?;
-    let text = |i: usize| r.get::<_, String>(i);
-    let (kind, ownership, os, version, alg, key, status) =
-        (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
-    let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
-    let cert: Option<String> = r.get(11)?;
-    let owner = text(1)?;
-    let certificate = match cert.map(|c| crate::config::decode_sha256(&c)) {
-        None => None,
-        Some(Some(fp)) => Some(fp),
-        Some(None) => return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into()))),
-    };
-    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw)
-        .map(|d| Device { certificate, ..d }))
-}
 
 fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
     let corrupt = |what: &str| StoreError::Corrupt(id.clone(), what.to_owned());

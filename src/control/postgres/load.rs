@@ -1,0 +1,177 @@
+//! Reading from PostgreSQL: the whole state at one consistent position,
+//! the change-log entries after a position, and the admin audit trail.
+
+use futures_util::{pin_mut, TryStreamExt};
+use sekisho_policy::state::State;
+use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
+
+use crate::control::backend::{AuditFilter, Position, Since};
+use crate::control::store::{AuditEntryOwned, AuditRecord, Change, DeviceText, StateRows, StoreError, DEVICE_COLUMNS};
+
+/// Entries read per query while catching up.
+const PAGE: i64 = 500;
+
+/// The whole state and the log position it is at, read in one snapshot.
+pub async fn whole(client: &mut Client) -> Result<(State, Position), StoreError> {
+    let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+    let head = tx.query_one("SELECT seq, tag FROM log_head", &[]).await?;
+    let at = Position { seq: head.try_get(0)?, tag: head.try_get(1)? };
+    let state = read_state(&tx).await?;
+    tx.commit().await?;
+    Ok((state, at))
+}
+
+async fn read_state(tx: &Transaction<'_>) -> Result<State, StoreError> {
+    let mut rows = StateRows::default();
+    for r in tx.query("SELECT id, display_name, role, profiles FROM users", &[]).await? {
+        rows.user(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?;
+    }
+    for r in tx.query("SELECT user_id, kind, reason, since, until FROM flags", &[]).await? {
+        rows.flag(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
+    }
+    // Streamed: a million devices are not held twice.
+    let devices = tx.query_raw(&format!("SELECT {DEVICE_COLUMNS} FROM devices"), no_params()).await?;
+    pin_mut!(devices);
+    while let Some(r) = devices.try_next().await? {
+        rows.device(device_text(&r)?)?;
+    }
+    for r in tx.query("SELECT scope, reason, since FROM stops", &[]).await? {
+        rows.stop(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)?;
+    }
+    for r in tx.query(r#"SELECT id, user_id, profile, approver, reason, start, "end" FROM overtime"#, &[]).await? {
+        rows.grant(
+            r.try_get(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            &[r.try_get(5)?, r.try_get(6)?],
+        )?;
+    }
+    for r in tx.query(r#"SELECT id, profile, reason, start, "end" FROM maintenance"#, &[]).await? {
+        rows.maintenance(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, &[r.try_get(3)?, r.try_get(4)?])?;
+    }
+    Ok(rows.state)
+}
+
+fn device_text(r: &Row) -> Result<DeviceText, StoreError> {
+    let text = |i: usize| r.try_get::<_, String>(i);
+    Ok(DeviceText {
+        id: text(0)?,
+        owner: text(1)?,
+        fields: [text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?],
+        security_software: (r.try_get(6)?, r.try_get(7)?),
+        cert_sha256: r.try_get(11)?,
+    })
+}
+
+fn no_params() -> std::iter::Empty<&'static (dyn tokio_postgres::types::ToSql + Sync)> {
+    std::iter::empty()
+}
+
+/// What was committed after `at`: nothing (one small query), the entries
+/// in order, or the whole state when the log cannot be followed from `at`.
+pub async fn since(client: &mut Client, at: Position) -> Result<Since, StoreError> {
+    let head = client.query_one("SELECT seq, tag FROM log_head", &[]).await?;
+    if (Position { seq: head.try_get(0)?, tag: head.try_get(1)? }) == at {
+        return Ok(Since::Current);
+    }
+    let mut changes = Vec::new();
+    let mut cursor = at;
+    loop {
+        // The entry at the cursor proves the history is the one applied;
+        // its (possibly large) change is not needed again.
+        let rows = client
+            .query(
+                "SELECT seq, tag, CASE WHEN seq = $1 THEN NULL ELSE change::text END
+                 FROM change_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                &[&cursor.seq, &PAGE],
+            )
+            .await?;
+        let entries = rows
+            .iter()
+            .map(|r| Ok(Entry { seq: r.try_get(0)?, tag: r.try_get(1)?, change: r.try_get(2)? }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        match follow(cursor, &entries) {
+            Some((more, next)) => {
+                changes.extend(more);
+                cursor = next;
+            }
+            None => return Ok(Since::Reload),
+        }
+        if i64::try_from(entries.len()).unwrap_or(PAGE) < PAGE {
+            break;
+        }
+    }
+    if cursor == at {
+        // The head moved but no entry follows `at`: the log was emptied by hand.
+        return Ok(Since::Reload);
+    }
+    Ok(Since::Changes(changes, cursor))
+}
+
+/// One change-log row.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: i64,
+    pub tag: i64,
+    pub change: Option<String>,
+}
+
+/// The changes after `at` in `entries` (read from `at.seq` on) and the
+/// position after them; `None` when the whole state must be read instead:
+/// the entry at `at` is gone or has another tag (pruned, or a database that
+/// went back in time), numbers skip, or an entry says to (NULL) or cannot
+/// be read by this version.
+pub fn follow(at: Position, entries: &[Entry]) -> Option<(Vec<Change>, Position)> {
+    let mut rest = entries;
+    if at.seq > 0 {
+        let (first, tail) = entries.split_first()?;
+        if first.seq != at.seq || first.tag != at.tag {
+            return None;
+        }
+        rest = tail;
+    }
+    let mut changes = Vec::with_capacity(rest.len());
+    let mut position = at;
+    for e in rest {
+        if e.seq != position.seq + 1 {
+            return None;
+        }
+        let change = serde_json::from_str::<Change>(e.change.as_deref()?).ok()?;
+        changes.push(change);
+        position = Position { seq: e.seq, tag: e.tag };
+    }
+    Some((changes, position))
+}
+
+/// Admin audit records, newest first.
+pub async fn audit(client: &mut Client, f: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+             WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR action = $2)
+             ORDER BY id DESC LIMIT $3",
+            &[&f.target, &f.action, &i64::from(f.limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditRecord {
+                id: r.try_get(0)?,
+                entry: AuditEntryOwned {
+                    time: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    reason: r.try_get(5)?,
+                    source: r.try_get(6)?,
+                },
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

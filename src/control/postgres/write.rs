@@ -1,0 +1,306 @@
+//! Each change's SQL for PostgreSQL, in one place (as `write_change` is for
+//! SQLite), and the commit around it: lock the log head, write the change
+//! with its checks against the database's current rows, its audit record
+//! and its change-log entries, notify, commit.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sekisho_policy::state::{Device, MaintenanceWindow, OvertimeGrant};
+use tokio_postgres::{Client, Transaction};
+
+use super::CHANNEL;
+use crate::control::backend::{Committed, Position};
+use crate::control::store::{device_refusal, flag_kind, AuditEntry, Change, StoreError, GLOBAL};
+
+/// Devices per change-log entry: a bulk import of a million devices is one
+/// transaction but a thousand entries of a few hundred KiB each.
+pub const LOG_CHUNK: usize = 1000;
+
+/// Devices per `INSERT`.
+const INSERT_CHUNK: usize = 5000;
+
+/// Entries older than this are pruned (a replica further behind reads the
+/// whole state instead); the admin audit trail is never pruned.
+const LOG_RETENTION: &str = "7 days";
+
+/// How often (in entries) a commit prunes the log.
+const PRUNE_EVERY: i64 = 1000;
+
+/// Writes `change` and its audit record in one transaction. An error from
+/// the `COMMIT` itself leaves the outcome unknown, and says so.
+pub async fn commit(
+    client: &mut Client,
+    change: Change,
+    audit: AuditEntry,
+    limit: Duration,
+) -> Result<Committed, StoreError> {
+    let tx = client.transaction().await?;
+    let before = lock_head(&tx).await?;
+    let stored = write_change(&tx, change).await?;
+    insert_audit(&tx, &audit).await?;
+    let after = append_log(&tx, before, &stored).await?;
+    match tokio::time::timeout(limit, tx.commit()).await {
+        Ok(Ok(())) => Ok(Committed { change: stored, before, after }),
+        // The server refused the commit: nothing was written.
+        Ok(Err(e)) if e.as_db_error().is_some() => Err(e.into()),
+        Ok(Err(e)) => Err(StoreError::Uncertain(e.to_string())),
+        Err(_) => Err(StoreError::Uncertain(format!("no answer to COMMIT within {} s", limit.as_secs()))),
+    }
+}
+
+/// An audit record without a change (a rules reload), in the same order as
+/// the others.
+pub async fn record(client: &mut Client, audit: AuditEntry) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    lock_head(&tx).await?;
+    insert_audit(&tx, &audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Waits for every other writer's commit, then returns the log's head.
+async fn lock_head(tx: &Transaction<'_>) -> Result<Position, StoreError> {
+    let row = tx.query_one("SELECT seq, tag FROM log_head FOR UPDATE", &[]).await?;
+    Ok(Position { seq: row.get(0), tag: row.get(1) })
+}
+
+async fn insert_audit(tx: &Transaction<'_>, a: &AuditEntry) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&a.time.to_rfc3339(), &a.actor, &a.action, &a.target, &a.reason, &a.source],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends `stored` to the change log after `before`, moves the head, and
+/// notifies the replicas (delivered at commit).
+async fn append_log(tx: &Transaction<'_>, before: Position, stored: &Change) -> Result<Position, StoreError> {
+    let mut at = before;
+    for entry in log_entries(stored) {
+        let json = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt("change".into(), e.to_string()))?;
+        at = Position { seq: at.seq + 1, tag: new_tag() };
+        tx.execute(
+            "INSERT INTO change_log (seq, tag, change) VALUES ($1, $2, $3::text::jsonb)",
+            &[&at.seq, &at.tag, &json],
+        )
+        .await?;
+    }
+    tx.execute("UPDATE log_head SET seq = $1, tag = $2", &[&at.seq, &at.tag]).await?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &at.seq.to_string()]).await?;
+    if at.seq / PRUNE_EVERY != before.seq / PRUNE_EVERY {
+        let prune =
+            format!("DELETE FROM change_log WHERE seq < $1 AND written_at < now() - interval '{LOG_RETENTION}'");
+        tx.execute(&prune, &[&at.seq]).await?;
+    }
+    Ok(at)
+}
+
+/// The log entries of a change: itself, or a bulk import in chunks.
+/// Applied in order they make the same state as the change.
+pub fn log_entries(change: &Change) -> Vec<std::borrow::Cow<'_, Change>> {
+    match change {
+        Change::ImportDevices(devices) if devices.len() > LOG_CHUNK => devices
+            .chunks(LOG_CHUNK)
+            .map(|chunk| std::borrow::Cow::Owned(Change::ImportDevices(chunk.to_vec())))
+            .collect(),
+        other => vec![std::borrow::Cow::Borrowed(other)],
+    }
+}
+
+/// Non-zero, so an entry's tag never equals the empty log's.
+fn new_tag() -> i64 {
+    rand::random::<i64>() | 1
+}
+
+/// Writes one change; the same checks as SQLite's `write_change`, made
+/// against the rows as they are now. Returns the change with assigned ids.
+async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, StoreError> {
+    match &change {
+        Change::PutUser { id, display_name, role, profiles } => {
+            let profiles =
+                serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
+            tx.execute(
+                "INSERT INTO users (id, display_name, role, profiles) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET display_name = $2, role = $3, profiles = $4",
+                &[id, display_name, role, &profiles],
+            )
+            .await?;
+        }
+        Change::SetFlag { user, kind, flag } => {
+            require_user(tx, user).await?;
+            let kind = flag_kind(*kind);
+            match flag {
+                Some(f) => {
+                    let (since, until) = (f.since.to_rfc3339(), f.until.map(|u| u.to_rfc3339()));
+                    tx.execute(
+                        "INSERT INTO flags (user_id, kind, reason, since, until) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (user_id, kind) DO UPDATE SET reason = $3, since = $4, until = $5",
+                        &[user, &kind, &f.reason, &since, &until],
+                    )
+                    .await?
+                }
+                None => tx.execute("DELETE FROM flags WHERE user_id = $1 AND kind = $2", &[user, &kind]).await?,
+            };
+        }
+        Change::FileDevice(d) => insert_devices(tx, std::slice::from_ref(&**d)).await?,
+        Change::ImportDevices(devices) => insert_devices(tx, devices).await?,
+        Change::SetDeviceCert { id, sha256 } => {
+            let n = tx
+                .execute(
+                    "UPDATE devices SET cert_sha256 = $2 WHERE id = $1 AND status = 'approved'",
+                    &[id, &crate::config::hex(sha256)],
+                )
+                .await?;
+            if n == 0 {
+                return Err(device_refusal(id, device_status(tx, id).await?, "a certificate"));
+            }
+        }
+        Change::SetDeviceStatus { id, status } => {
+            let n = tx.execute("UPDATE devices SET status = $2 WHERE id = $1", &[id, &status.as_str()]).await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
+            }
+        }
+        Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
+            let name = security_software.as_ref().map(|s| s.name.clone());
+            let updated = security_software.as_ref().map(|s| s.updated.to_string());
+            let n = tx
+                .execute(
+                    "UPDATE devices SET os = $2, os_version = $3, security_software = $4, security_updated = $5,
+                     posture_at = $6
+                     WHERE id = $1 AND status = 'approved' AND (posture_at IS NULL OR posture_at < $6)",
+                    &[id, &os.as_str(), &os_version.to_string(), &name, &updated, reported_at],
+                )
+                .await?;
+            if n == 0 {
+                return Err(device_refusal(id, device_status(tx, id).await?, "a posture report"));
+            }
+        }
+        Change::SetStop { profile, stop } => {
+            let scope = profile.as_deref().unwrap_or(GLOBAL);
+            match stop {
+                Some(s) => {
+                    tx.execute(
+                        "INSERT INTO stops (scope, reason, since) VALUES ($1, $2, $3)
+                         ON CONFLICT (scope) DO UPDATE SET reason = $2, since = $3",
+                        &[&scope, &s.reason, &s.since.to_rfc3339()],
+                    )
+                    .await?
+                }
+                None => tx.execute("DELETE FROM stops WHERE scope = $1", &[&scope]).await?,
+            };
+        }
+        Change::AddGrant(g) => {
+            require_user(tx, &g.user).await?;
+            let row = tx
+                .query_one(
+                    r#"INSERT INTO overtime (user_id, profile, approver, reason, start, "end")
+                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"#,
+                    &[&g.user, &g.profile, &g.approver, &g.reason, &g.start.to_rfc3339(), &g.end.to_rfc3339()],
+                )
+                .await?;
+            return Ok(Change::AddGrant(OvertimeGrant { id: row.get(0), ..g.clone() }));
+        }
+        Change::RemoveGrant(id) => {
+            if tx.execute("DELETE FROM overtime WHERE id = $1", &[id]).await? == 0 {
+                return Err(StoreError::NotFound(format!("overtime grant `{id}` does not exist")));
+            }
+        }
+        Change::AddMaintenance(m) => {
+            let row = tx
+                .query_one(
+                    r#"INSERT INTO maintenance (profile, reason, start, "end") VALUES ($1, $2, $3, $4) RETURNING id"#,
+                    &[&m.profile, &m.reason, &m.start.to_rfc3339(), &m.end.to_rfc3339()],
+                )
+                .await?;
+            return Ok(Change::AddMaintenance(MaintenanceWindow { id: row.get(0), ..m.clone() }));
+        }
+        Change::RemoveMaintenance(id) => {
+            if tx.execute("DELETE FROM maintenance WHERE id = $1", &[id]).await? == 0 {
+                return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
+            }
+        }
+    }
+    Ok(change)
+}
+
+/// Inserts devices in bulk after the checks SQLite makes one device at a
+/// time, reporting the same first problem: an owner that is not a user,
+/// then an id already registered (or twice in the list).
+async fn insert_devices(tx: &Transaction<'_>, devices: &[Device]) -> Result<(), StoreError> {
+    let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    let owners: Vec<&str> = devices.iter().map(|d| d.owner.as_str()).collect();
+    let known: HashSet<String> =
+        tx.query("SELECT id FROM users WHERE id = ANY($1)", &[&owners]).await?.iter().map(|r| r.get(0)).collect();
+    let taken: HashSet<String> =
+        tx.query("SELECT id FROM devices WHERE id = ANY($1)", &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+    let mut seen = HashSet::new();
+    for d in devices {
+        if !known.contains(&d.owner) {
+            return Err(StoreError::NotFound(format!("user `{}` does not exist", d.owner)));
+        }
+        if taken.contains(&d.id) || !seen.insert(d.id.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "device `{}` is already registered; a changed device is a new application with a new id",
+                d.id
+            )));
+        }
+    }
+    for chunk in devices.chunks(INSERT_CHUNK) {
+        insert_chunk(tx, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn insert_chunk(tx: &Transaction<'_>, devices: &[Device]) -> Result<(), StoreError> {
+    let column = |f: &dyn Fn(&Device) -> String| devices.iter().map(f).collect::<Vec<_>>();
+    let optional = |f: &dyn Fn(&Device) -> Option<String>| devices.iter().map(f).collect::<Vec<_>>();
+    let text = [
+        column(&|d| d.id.clone()),
+        column(&|d| d.owner.clone()),
+        column(&|d| d.kind.as_str().to_owned()),
+        column(&|d| d.ownership.as_str().to_owned()),
+        column(&|d| d.os.as_str().to_owned()),
+        column(&|d| d.os_version.to_string()),
+    ];
+    let software = [
+        optional(&|d| d.security_software.as_ref().map(|s| s.name.clone())),
+        optional(&|d| d.security_software.as_ref().map(|s| s.updated.to_string())),
+    ];
+    let key =
+        [column(&|d| d.key.alg().to_owned()), column(&|d| d.key.to_b64()), column(&|d| d.status.as_str().to_owned())];
+    tx.execute(
+        "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated,
+                              key_alg, public_key, status)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+        &[
+            &text[0],
+            &text[1],
+            &text[2],
+            &text[3],
+            &text[4],
+            &text[5],
+            &software[0],
+            &software[1],
+            &key[0],
+            &key[1],
+            &key[2],
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn require_user(tx: &Transaction<'_>, user: &str) -> Result<(), StoreError> {
+    match tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user]).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("user `{user}` does not exist"))),
+    }
+}
+
+async fn device_status(tx: &Transaction<'_>, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx.query_opt("SELECT status FROM devices WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
+}
