@@ -13,7 +13,7 @@ use sekisho_policy::state::State;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::config::StoreConfig;
+use crate::config::{PgConfig, StoreConfig};
 use crate::control::store::{AuditEntry, AuditRecord, Change, Store, StoreError};
 
 /// Where in the store's history a state is. PostgreSQL: the number of the
@@ -93,15 +93,45 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Backend>, StoreError> 
 /// state on a runtime of its own. Connections made here close with it; the
 /// store reconnects on the runtime that uses it next.
 pub fn start(config: &StoreConfig) -> Result<(Arc<dyn Backend>, State, Position), StoreError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StoreError::Unavailable(format!("cannot start a runtime: {e}")))?;
-    runtime.block_on(async {
+    on_own_runtime(async {
         let store = open(config).await?;
         let (state, position) = store.load().await?;
         Ok((store, state, position))
     })
+}
+
+/// `sekisho store migrate`: the configured store's schema, created or
+/// brought up to date.
+pub fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
+    on_own_runtime(async {
+        match config {
+            StoreConfig::Sqlite { path } => {
+                open(config).await?;
+                Ok(format!("the SQLite store `{}` is ready", path.display()))
+            }
+            StoreConfig::Postgres(pg) => {
+                let version = crate::control::postgres::PgStore::new(pg.clone())?.migrate().await?;
+                Ok(format!("the PostgreSQL store is at schema version {version}"))
+            }
+        }
+    })
+}
+
+/// `sekisho store copy`: every record of an SQLite store into an empty
+/// PostgreSQL store, verified.
+pub fn copy(from: &std::path::Path, to: PgConfig) -> Result<crate::control::postgres::CopyReport, StoreError> {
+    on_own_runtime(async {
+        let to = crate::control::postgres::PgStore::new(to)?;
+        crate::control::postgres::copy_from_sqlite(from, &to).await
+    })
+}
+
+fn on_own_runtime<T>(work: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot start a runtime: {e}")))?
+        .block_on(work)
 }
 
 #[async_trait]

@@ -108,7 +108,7 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("state store: {0}")]
+    #[error("state store: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database did not answer in time, or the connection was lost.
     #[error("state store unavailable: {0}")]
@@ -121,6 +121,19 @@ pub enum StoreError {
     Schema(String),
     #[error("state store lock poisoned")]
     Poisoned,
+}
+
+/// An error and its causes on one line (`error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The SQLite store. The connection is behind a mutex because only the

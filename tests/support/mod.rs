@@ -6,6 +6,8 @@
 #![allow(dead_code, reason = "each test file uses a different part of the harness")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
 
+pub mod postgres;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -391,6 +393,9 @@ pub struct Gateway {
     pub admin: SocketAddr,
     upstream: SocketAddr,
     ws: SocketAddr,
+    /// The gateway's own PostgreSQL cluster when the whole suite runs on
+    /// PostgreSQL (`SEKISHO_TEST_STORE=postgres`).
+    own_cluster: Option<postgres::Cluster>,
 }
 
 pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
@@ -408,8 +413,15 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
-        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr };
-        gw.write_files(extra_config);
+        let mut gw =
+            Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr, own_cluster: None };
+        let mut extra_config = extra_config.to_owned();
+        if std::env::var("SEKISHO_TEST_STORE").is_ok_and(|v| v == "postgres") && !extra_config.contains("[store]") {
+            let cluster = postgres::Cluster::start();
+            extra_config.push_str(&cluster.store_section("postgres"));
+            gw.own_cluster = Some(cluster);
+        }
+        gw.write_files(&extra_config);
         gw.spawn().await;
         gw
     }

@@ -27,7 +27,7 @@ use crate::config::{PasswordSource, PgConfig};
 use crate::control::backend::{AuditFilter, Backend, Committed, Position, Since};
 use crate::control::store::{AuditEntry, AuditRecord, Change, StoreError};
 
-pub use copy::copy_from_sqlite;
+pub use copy::{copy_from_sqlite, CopyReport};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 /// The deadline for reading the whole state or writing a bulk import.
