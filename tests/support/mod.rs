@@ -410,6 +410,12 @@ impl Gateway {
 
     /// Starts with extra sections appended to the gateway configuration.
     pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
+        Gateway::start_tuned(upstream, ws, "", extra_config).await
+    }
+
+    /// Starts with `gateway_lines` added to `[gateway]` (`state_max_age_secs = 2`)
+    /// and extra sections appended to the configuration.
+    pub async fn start_tuned(upstream: &Upstream, ws: &WsUpstream, gateway_lines: &str, extra_config: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
@@ -421,12 +427,12 @@ impl Gateway {
             extra_config.push_str(&cluster.store_section("postgres"));
             gw.own_cluster = Some(cluster);
         }
-        gw.write_files(&extra_config);
+        gw.write_files(gateway_lines, &extra_config);
         gw.spawn().await;
         gw
     }
 
-    fn write_files(&self, extra_config: &str) {
+    fn write_files(&self, gateway_lines: &str, extra_config: &str) {
         let d = self.dir.path();
         std::fs::create_dir_all(d.join("rules")).unwrap();
         let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -440,6 +446,7 @@ data_dir = "data"
 rules_dir = "rules"
 audit_log = "data/audit.jsonl"
 keepalive_secs = 5
+{gateway_lines}
 
 [tls]
 cert = "certs/server.pem"

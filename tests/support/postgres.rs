@@ -111,6 +111,19 @@ impl Cluster {
         self.stop("immediate");
     }
 
+    /// The signal `pg_ctl stop -m immediate` sends (SIGQUIT to the
+    /// postmaster), sent at once; then waits until the cluster is down.
+    pub fn kill_quick(&self) {
+        let pid = std::fs::read_to_string(self.path("data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        assert!(Command::new("kill").args(["-QUIT", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.path("data/postmaster.pid").exists() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn stop(&self, mode: &str) {
         let out = self.run("pg_ctl", &["-D", self.path("data").to_str().unwrap(), "-m", mode, "-w", "stop"]);
         assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));

@@ -66,28 +66,41 @@ impl PgStore {
     }
 
     /// Runs `work` on the shared connection (made anew if it is missing or
-    /// closed) within the deadline. A connection that failed or timed out is
-    /// dropped, so a half-finished exchange is never reused.
+    /// closed) within `limit`. A connection that failed or timed out is
+    /// dropped, so a half-finished exchange is never reused. A kept
+    /// connection found closed (the database restarted since) is replaced
+    /// and `work` tried once more: a closed connection commits nothing (a
+    /// commit whose answer was lost is `Uncertain`, never retried).
     async fn call<T>(
         &self,
         limit: Duration,
-        work: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, StoreError>>,
+        work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let mut slot = self.conn.lock().await;
-        let client = match slot.take() {
-            Some(c) if !c.is_closed() => slot.insert(c),
-            _ => slot.insert(self.connect(None, None).await?),
-        };
-        let outcome = match tokio::time::timeout(limit, work(client)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {} s", limit.as_secs()))),
-        };
-        if let Err(e) = &outcome {
-            if !matches!(e, StoreError::NotFound(_) | StoreError::Conflict(_)) {
-                *slot = None;
+        let mut kept = slot.as_ref().is_some_and(|c| !c.is_closed());
+        loop {
+            let client = match slot.take() {
+                Some(c) if !c.is_closed() => slot.insert(c),
+                _ => slot.insert(self.connect(None, None).await?),
+            };
+            let outcome = match tokio::time::timeout(limit, work(client)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    Err(StoreError::Unavailable(format!("the database did not answer within {} s", limit.as_secs())))
+                }
+            };
+            match &outcome {
+                Ok(_) | Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => return outcome,
+                Err(StoreError::Postgres(e)) if kept && e.is_closed() => {
+                    *slot = None;
+                    kept = false;
+                }
+                Err(_) => {
+                    *slot = None;
+                    return outcome;
+                }
             }
         }
-        outcome
     }
 
     fn late(&self) -> StoreError {
@@ -171,15 +184,15 @@ impl Backend for PgStore {
             _ => 0,
         };
         let whole = limit + Duration::from_millis(u64::try_from(devices).unwrap_or(u64::MAX));
-        self.call(whole, move |client| Box::pin(write::commit(client, change, audit, limit))).await
+        self.call(whole, move |client| Box::pin(write::commit(client, change.clone(), audit.clone(), limit))).await
     }
 
     async fn record(&self, audit: AuditEntry) -> Result<(), StoreError> {
-        self.call(self.config.timeout, move |client| Box::pin(write::record(client, audit))).await
+        self.call(self.config.timeout, move |client| Box::pin(write::record(client, audit.clone()))).await
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        self.call(self.config.timeout, move |client| Box::pin(load::audit(client, filter))).await
+        self.call(self.config.timeout, move |client| Box::pin(load::audit(client, filter.clone()))).await
     }
 
     async fn since(&self, at: Position) -> Result<Since, StoreError> {
