@@ -418,3 +418,206 @@ async fn dropped_notifications_lose_no_change() {
     }
     assert!(b.log().contains("notification connection"), "{}", b.log());
 }
+
+/// Every kind of admin write, successes and refusals, then every read:
+/// `(call, status, answer)` with the fields that differ from run to run
+/// (times, generated keys) removed.
+async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
+    let p1 = gw.enrol("p1", Enrol::default()).await;
+    let key = |n: u8| sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[n; 32]));
+    let device = |id: &str, owner: &str, n: u8| {
+        let public = key(n).public();
+        json!({"id": id, "owner": owner, "kind": "pc", "ownership": "issued", "os": "windows",
+               "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64(),
+               "security_software": {"name": "Defender", "updated": "2026-11-20"}})
+    };
+    let until = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let (start, end) = ("2026-12-01T18:00:00+09:00", "2026-12-01T21:00:00+09:00");
+    let calls: Vec<(&str, String, Value)> = vec![
+        ("PUT", "/v1/users/u1".into(), json!({"display_name": "議員 一", "role": "councillor", "profiles": ["app"]})),
+        ("PUT", "/v1/users/u2".into(), json!({"display_name": "職員 二", "role": "staff", "profiles": ["app", "ws"]})),
+        ("PUT", "/v1/users/u3".into(), json!({"display_name": "x", "role": "staff", "profiles": ["nope"]})),
+        ("POST", "/v1/devices".into(), device("u1-phone", "u1", 11)),
+        ("POST", "/v1/devices".into(), device("u1-phone", "u1", 11)),
+        ("POST", "/v1/devices".into(), device("ghost-pc", "ghost", 12)),
+        ("POST", "/v1/devices/u1-phone/approve".into(), json!({"reason": "様式第1号"})),
+        ("POST", "/v1/devices".into(), device("u2-pc", "u2", 13)),
+        ("POST", "/v1/devices/u2-pc/reject".into(), json!({"reason": "私物"})),
+        ("POST", "/v1/devices/u1-phone/revoke".into(), json!({"reason": "紛失"})),
+        ("POST", "/v1/devices/none/approve".into(), json!({"reason": "x"})),
+        (
+            "POST",
+            "/v1/devices/import".into(),
+            json!({"reason": "台帳", "devices": [device("a-1", "u2", 14), device("a-2", "u2", 15)]}),
+        ),
+        (
+            "POST",
+            "/v1/devices/import".into(),
+            json!({"reason": "台帳", "devices": [device("a-3", "u2", 16), device("a-1", "u2", 14)]}),
+        ),
+        ("POST", "/v1/devices/import".into(), json!({"reason": "台帳", "devices": [device("a-4", "ghost", 17)]})),
+        ("POST", "/v1/users/u2/suspend".into(), json!({"reason": "調査", "until": until})),
+        ("POST", "/v1/users/u1/restrict".into(), json!({"reason": "閲覧のみ"})),
+        ("POST", "/v1/users/u1/unrestrict".into(), json!({"reason": "解除"})),
+        ("POST", "/v1/users/ghost/suspend".into(), json!({"reason": "x"})),
+        ("POST", "/v1/emergency-stop".into(), json!({"reason": "点検", "profile": "ws"})),
+        ("POST", "/v1/emergency-stop".into(), json!({"reason": "全停止"})),
+        ("POST", "/v1/emergency-stop/lift".into(), json!({"reason": "復旧"})),
+        (
+            "POST",
+            "/v1/overtime".into(),
+            json!({"user": "u2", "approver": "課長", "reason": "議会", "start": start, "end": end}),
+        ),
+        (
+            "POST",
+            "/v1/overtime".into(),
+            json!({"user": "ghost", "approver": "課長", "reason": "x", "start": start, "end": end}),
+        ),
+        ("DELETE", "/v1/overtime/999".into(), json!({"reason": "x"})),
+        ("POST", "/v1/maintenance".into(), json!({"reason": "更新", "start": start, "end": end})),
+        ("POST", "/v1/maintenance".into(), json!({"reason": "更新", "profile": "app", "start": start, "end": end})),
+        ("DELETE", "/v1/maintenance/1".into(), json!({"reason": "中止"})),
+        ("DELETE", "/v1/maintenance/1".into(), json!({"reason": "中止"})),
+        ("POST", format!("/v1/devices/{}/certificate", p1.device), json!({"days": 30})),
+        ("POST", "/v1/devices/u2-pc/certificate".into(), json!({"days": 30})),
+        ("POST", format!("/v1/devices/{}/posture", p1.device), json!({"attestation": p1.token("sekisho:posture")})),
+    ];
+    let mut seen = Vec::new();
+    for (method, path, body) in calls {
+        let (status, answer) = gw.admin_call(method, &path, ROOT_TOKEN, Some(body)).await;
+        seen.push((format!("{method} {path}"), status, scrub(answer)));
+    }
+    // The same report again is not newer than the one accepted.
+    let stale = json!({"attestation": p1.token("sekisho:posture")});
+    let path = format!("/v1/devices/{}/posture", p1.device);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, answer) = gw.admin_call("POST", &path, ROOT_TOKEN, Some(stale.clone())).await;
+    seen.push(("posture, newer".into(), status, scrub(answer)));
+    let (status, answer) = gw.admin_call("POST", &path, ROOT_TOKEN, Some(stale)).await;
+    seen.push(("posture, the same again".into(), status, scrub(answer)));
+    seen.extend(reads(gw).await);
+    seen
+}
+
+/// Every read of the admin API, scrubbed.
+async fn reads(gw: &Gateway) -> Vec<(String, u16, Value)> {
+    let mut seen = Vec::new();
+    for path in ["/v1/users", "/v1/devices", "/v1/overtime", "/v1/maintenance", "/v1/status", "/v1/audit?limit=1000"] {
+        let (status, answer) = gw.admin_call("GET", path, AUDITOR_TOKEN, None).await;
+        seen.push((format!("GET {path}"), status, scrub(answer)));
+    }
+    seen
+}
+
+/// Removes what differs between two runs of the same calls.
+fn scrub(v: Value) -> Value {
+    const VARYING: [&str; 12] = [
+        "since",
+        "time",
+        "snapshot_built_at",
+        "not_after",
+        "certificate_pem",
+        "private_key_pem",
+        "ca_pem",
+        "sha256",
+        "pkcs12_base64",
+        "store",
+        "until",
+        "security_software",
+    ];
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter().filter(|(k, _)| !VARYING.contains(&k.as_str())).map(|(k, v)| (k, scrub(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(scrub).collect()),
+        Value::String(s) if s.contains("sekisho:posture") || s.starts_with("windows ") => Value::Null,
+        other => other,
+    }
+}
+
+/// The admin API answers the same on both backends, success or refusal.
+#[cfg_attr(skip_postgres, ignore = "SEKISHO_SKIP_POSTGRES=1: PostgreSQL tests not run")]
+#[tokio::test]
+async fn every_admin_write_answers_the_same_on_sqlite_and_on_postgres() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let cluster = Cluster::start();
+    let (up, ws) = (Upstream::start().await, WsUpstream::start().await);
+    let on_sqlite = admin_tour(&Gateway::start(&up, &ws).await).await;
+    let on_postgres = admin_tour(&Gateway::start_with(&up, &ws, &cluster.store_section("postgres")).await).await;
+    assert_eq!(on_sqlite.len(), on_postgres.len());
+    for (s, p) in on_sqlite.iter().zip(&on_postgres) {
+        assert_eq!(s, p, "SQLite and PostgreSQL answer differently");
+    }
+    let statuses: Vec<u16> = on_sqlite.iter().map(|(_, s, _)| *s).collect();
+    assert!(statuses.contains(&404) && statuses.contains(&409) && statuses.contains(&201), "{statuses:?}");
+}
+
+/// `sekisho store migrate` (idempotent, and refusing a newer schema) and
+/// `sekisho store copy`: a single gateway's SQLite store moved onto
+/// PostgreSQL reads back the same, admin audit trail included, and the
+/// gateway started on it enforces the same state.
+#[cfg_attr(skip_postgres, ignore = "SEKISHO_SKIP_POSTGRES=1: PostgreSQL tests not run")]
+#[tokio::test]
+async fn a_single_gateway_moves_onto_postgres_without_losing_a_record() {
+    let _turn = ONE_AT_A_TIME.acquire().await.unwrap();
+    let cluster = Cluster::start();
+    let (up, ws) = (Upstream::start().await, WsUpstream::start().await);
+    let mut gw = Gateway::start(&up, &ws).await;
+    admin_tour(&gw).await;
+    let kenta = gw.enrol("kenta", Enrol::default()).await;
+    gw.admin("POST", "/v1/users/kenta/suspend", json!({"reason": "移行前の停止"})).await;
+    let before = reads(&gw).await;
+    gw.kill9();
+
+    let home = gw.path("");
+    let sekisho = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sekisho")).current_dir(&home).args(args).output().unwrap()
+    };
+    let config = std::fs::read_to_string(gw.path("sekisho.toml")).unwrap();
+    std::fs::write(gw.path("postgres.toml"), config + &cluster.store_section("postgres")).unwrap();
+    for _ in 0..2 {
+        let out = sekisho(&["--config", "postgres.toml", "store", "migrate"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 1"));
+    }
+    let password = cluster.password_file();
+    let to = format!("postgres:{}", cluster.url("postgres"));
+    let copy = ["store", "copy", "--from", "sqlite:data/state.sqlite3", "--to", &to, "--password-file"];
+    let copy = [&copy[..], &[password.to_str().unwrap()]].concat();
+    let out = sekisho(&copy);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rows of `admin_audit`") && said.contains("reads back the same"), "{said}");
+    let again = sekisho(&copy);
+    assert!(!again.status.success(), "a second copy into a non-empty database");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    std::fs::rename(gw.path("postgres.toml"), gw.path("sekisho.toml")).unwrap();
+    std::fs::remove_file(gw.path("data/state.sqlite3")).unwrap();
+    gw.spawn().await;
+    assert_eq!(gw.admin("GET", "/v1/status", json!({})).await["store"]["backend"], "postgres");
+    let after = reads(&gw).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a, "the store reads differently after the copy");
+    }
+    assert_eq!(verdict(&gw, &kenta).await.as_deref(), Some("user_suspended"));
+    gw.admin("POST", "/v1/users/kenta/unsuspend", json!({"reason": "移行後"})).await;
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?limit=2", AUDITOR_TOKEN, None).await;
+    let ids: Vec<i64> = audit["records"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids[0], ids[1] + 1, "a new audit record follows the copied ones: {audit}");
+
+    // A database a newer sekisho migrated is refused.
+    cluster
+        .client("postgres")
+        .await
+        .execute("UPDATE sekisho_meta SET value = '99' WHERE key = 'schema_version'", &[])
+        .await
+        .unwrap();
+    let out = sekisho(&["store", "migrate"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("newer than this sekisho"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
