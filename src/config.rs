@@ -36,7 +36,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf },
-    Postgres(PgConfig),
+    Postgres(Box<PgConfig>),
 }
 
 /// How to reach the PostgreSQL database. The URL never holds a password:
@@ -414,7 +414,13 @@ impl RawStore {
         };
         let connect = parse_pg_url(&url, self.ca_cert.is_some())?;
         let timeout = std::time::Duration::from_secs(self.timeout_secs.get().into());
-        Ok(StoreConfig::Postgres(PgConfig { connect, password, ca_cert: self.ca_cert.map(at), client_cert, timeout }))
+        Ok(StoreConfig::Postgres(Box::new(PgConfig {
+            connect,
+            password,
+            ca_cert: self.ca_cert.map(at),
+            client_cert,
+            timeout,
+        })))
     }
 }
 

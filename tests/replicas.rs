@@ -35,7 +35,7 @@ async fn site(replicas: usize) -> Site {
     for _ in 0..replicas {
         gateways.push(Gateway::start_with(&up, &ws, &cluster.store_section("postgres")).await);
     }
-    Site { cluster: cluster, replicas: gateways, _up: up, ws }
+    Site { cluster, replicas: gateways, _up: up, ws }
 }
 
 /// The reason `gw` gives `who` now (`None` when forwarded). A request in

@@ -82,7 +82,7 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Backend>, StoreError> 
             Ok(Arc::new(blocking(move || Store::open(&path)).await?))
         }
         StoreConfig::Postgres(pg) => {
-            let store = crate::control::postgres::PgStore::new(pg.clone())?;
+            let store = crate::control::postgres::PgStore::new((**pg).clone())?;
             store.migrate().await?;
             Ok(Arc::new(store))
         }
@@ -110,7 +110,7 @@ pub fn migrate(config: &StoreConfig) -> Result<String, StoreError> {
                 Ok(format!("the SQLite store `{}` is ready", path.display()))
             }
             StoreConfig::Postgres(pg) => {
-                let version = crate::control::postgres::PgStore::new(pg.clone())?.migrate().await?;
+                let version = crate::control::postgres::PgStore::new((**pg).clone())?.migrate().await?;
                 Ok(format!("the PostgreSQL store is at schema version {version}"))
             }
         }
