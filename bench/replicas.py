@@ -1,0 +1,233 @@
+"""Measurements for bench/replicas.sh (see there). Gateways: A and B on
+PostgreSQL (http 19003, 19013; admin 19090, 19091), S on SQLite (19033,
+19093), C on PostgreSQL through a relay on 19433 (started here). Loopback
+only; every loop is bounded in count and time."""
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+TOKEN2 = sys.argv[1]
+RUN, ROOT = os.environ["RUN"], os.environ["ROOT"]
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+DURATION = int(os.environ.get("DURATION", "5"))
+SAMPLES = int(os.environ.get("SAMPLES", "40"))
+OUTAGE = int(os.environ.get("OUTAGE", "60"))
+CHANGES = int(os.environ.get("CHANGES", "10000"))
+WRK = os.path.join(os.path.dirname(__file__), "wrk.lua")
+
+
+def admin_token(name):
+    return open(f"{RUN}/{name}/admin-token").read().strip()
+
+
+def admin(port, token, method, path, body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request(method, path, body=None if body is None else json.dumps(body), headers={"Authorization": f"Bearer {token}"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, (json.loads(data) if data else None)
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def wrk(port, seconds, conns=32):
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", WRK, f"http://127.0.0.1:{port}/"],
+                         env=dict(os.environ), capture_output=True, text=True).stdout
+    m = re.search(r"RESULT requests=(\d+) errors=(\d+) non2xx=(\d+)", out)
+    requests, errors, non2xx = (int(x) for x in m.groups())
+    return requests / seconds, errors + non2xx
+
+
+def throughput():
+    """Median req/s of the PostgreSQL replica A and the SQLite gateway S, interleaved."""
+    rates = {"postgres": [], "sqlite": []}
+    bad = 0
+    for _ in range(ROUNDS):
+        for name, port in (("postgres", 19003), ("sqlite", 19033)):
+            rate, errors = wrk(port, DURATION)
+            rates[name].append(rate)
+            bad += errors
+    return pct(rates["postgres"], 50), pct(rates["sqlite"], 50), bad
+
+
+def suspension_a_to_b():
+    """ms from sending the suspension to A to the first denied request on B, with wrk on both."""
+    token_a = admin_token("a")
+    loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{SAMPLES * 2 + 30}s", "-s", WRK, f"http://127.0.0.1:{p}/"],
+                              env=dict(os.environ), stdout=subprocess.DEVNULL) for p in (19003, 19013)]
+    time.sleep(1)
+    acks, denies = [], []
+    for _ in range(SAMPLES):
+        seen = {}
+
+        def poll():
+            c = http.client.HTTPConnection("127.0.0.1", 19013, timeout=10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    c.request("GET", "/", headers={"Host": "bench.localhost", "Device-Attestation": TOKEN2})
+                    r = c.getresponse()
+                    r.read()
+                except (http.client.HTTPException, OSError):
+                    c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", 19013, timeout=10)
+                    continue
+                if r.status == 200:
+                    seen["allowed"] = True
+                elif r.status == 403 and "sent" in seen:
+                    seen["denied"] = time.monotonic()
+                    return
+
+        t = threading.Thread(target=poll)
+        t.start()
+        while "allowed" not in seen and t.is_alive():
+            time.sleep(0.005)
+        time.sleep(0.05)
+        seen["sent"] = sent = time.monotonic()
+        status, _ = admin(19090, token_a, "POST", "/v1/users/bench2/suspend", {"reason": "bench"})
+        acks.append((time.monotonic() - sent) * 1000)
+        t.join(20)
+        if status == 200 and "denied" in seen:
+            denies.append((seen["denied"] - sent) * 1000)
+        admin(19090, token_a, "POST", "/v1/users/bench2/unsuspend", {"reason": "bench"})
+    for l in loads:
+        l.terminate()
+        l.wait()
+    return acks, denies
+
+
+class Relay:
+    """A TCP relay to PostgreSQL that can be cut (every connection closed,
+    new ones refused) and restored."""
+
+    def __init__(self, listen, target):
+        self.listen, self.target = listen, target
+        self.conns, self.server, self.lock = [], None, threading.Lock()
+
+    def up(self):
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.listen))
+        self.server.listen(64)
+        threading.Thread(target=self.accept, args=(self.server,), daemon=True).start()
+
+    def accept(self, server):
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.server.close()
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.conns = []
+
+
+def position(port, token):
+    _, status = admin(port, token, "GET", "/v1/status")
+    return status["store"]["position"], status["store"]["fresh"]
+
+
+def catch_up():
+    """C cut off for OUTAGE s while CHANGES writes go through A; seconds until C is at A's position."""
+    relay = Relay(19433, 19432)
+    relay.up()
+    c = subprocess.Popen(["taskset", "-c", "0", f"{ROOT}/target/release/sekisho", "--config", f"{RUN}/c.toml"],
+                         stdout=open(f"{RUN}/c.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                position(19092, admin_token("c"))
+                break
+            except (OSError, FileNotFoundError, http.client.HTTPException):
+                time.sleep(0.1)
+        token_a, token_c = admin_token("a"), admin_token("c")
+        relay.cut()
+        cut_at = time.monotonic()
+        failed = []
+
+        def writer(offset, step):
+            conn = http.client.HTTPConnection("127.0.0.1", 19090, timeout=30)
+            for i in range(offset, CHANGES, step):
+                body = json.dumps({"display_name": f"c{i}", "role": "staff", "profiles": ["bench"]})
+                conn.request("PUT", f"/v1/users/c{i}", body=body, headers={"Authorization": f"Bearer {token_a}"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    failed.append(r.status)
+
+        writers = [threading.Thread(target=writer, args=(k, 4)) for k in range(4)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        written = time.monotonic() - cut_at
+        head, _ = position(19090, token_a)
+        refused_during = None
+        while time.monotonic() - cut_at < OUTAGE:
+            time.sleep(0.5)
+        _, fresh = position(19092, token_c)
+        refused_during = not fresh
+        relay.up()
+        back = time.monotonic()
+        deadline = back + 120
+        while time.monotonic() < deadline:
+            at, fresh = position(19092, token_c)
+            if at >= head and fresh:
+                return head, written, time.monotonic() - back, refused_during, failed
+            time.sleep(0.005)
+        return head, written, None, refused_during, failed
+    finally:
+        c.terminate()
+        c.wait()
+
+
+pg, sq, bad = throughput()
+acks, denies = suspension_a_to_b()
+head, written, caught, refused, failed = catch_up()
+print(f"bench/replicas.sh, {time.strftime('%Y-%m-%d %H:%M')}: ROUNDS={ROUNDS} DURATION={DURATION} SAMPLES={SAMPLES} OUTAGE={OUTAGE} CHANGES={CHANGES}")
+print()
+print("| measure | value |")
+print("| --- | ---: |")
+print(f"| req/s, PostgreSQL replica A (median of {ROUNDS}) | {pg:,.0f} |")
+print(f"| req/s, SQLite gateway (median of {ROUNDS}, interleaved) | {sq:,.0f} |")
+print(f"| **ratio PostgreSQL / SQLite** | **{pg / sq:.3f}x** (non-2xx or errors: {bad}) |")
+print(f"| suspension via A: admin answer (commit), under load, {len(acks)} samples | p50 {pct(acks, 50):.1f} ms, p99 {pct(acks, 99):.1f} ms, max {max(acks):.1f} ms |")
+print(f"| **suspension via A → first denied request on B**, wrk on A and B, {len(denies)} of {SAMPLES} samples | **p50 {pct(denies, 50):.1f} ms, p99 {pct(denies, 99):.1f} ms**, max {max(denies):.1f} ms |")
+print(f"| catch-up: {CHANGES} changes written through A while C was cut off ({written:.1f} s; failed writes: {len(failed)}), C failing closed by the end of the {OUTAGE} s outage: {refused} | change-log position {head} |")
+print(f"| **catch-up time**: relay back → C at A's position and fresh | **{'not reached' if caught is None else f'{caught * 1000:.0f} ms'}** |")
