@@ -487,10 +487,11 @@ async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
         let (status, answer) = gw.admin_call(method, &path, ROOT_TOKEN, Some(body)).await;
         seen.push((format!("{method} {path}"), status, scrub(answer)));
     }
-    // The same report again is not newer than the one accepted.
+    // A newer report, then the same report again (not newer than the one accepted).
+    // `iat` has a resolution of a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let stale = json!({"attestation": p1.token("sekisho:posture")});
     let path = format!("/v1/devices/{}/posture", p1.device);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, answer) = gw.admin_call("POST", &path, ROOT_TOKEN, Some(stale.clone())).await;
     seen.push(("posture, newer".into(), status, scrub(answer)));
     let (status, answer) = gw.admin_call("POST", &path, ROOT_TOKEN, Some(stale)).await;

@@ -3,6 +3,7 @@
 
 use futures_util::{pin_mut, TryStreamExt};
 use sekisho_policy::state::State;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 
 use crate::control::backend::{AuditFilter, Position, Since};
@@ -69,45 +70,46 @@ fn no_params() -> std::iter::Empty<&'static (dyn tokio_postgres::types::ToSql + 
     std::iter::empty()
 }
 
-/// What was committed after `at`: nothing (one small query), the entries
-/// in order, or the whole state when the log cannot be followed from `at`.
+/// What was committed after `at`: nothing, the entries in order, or that
+/// the whole state must be read because the log cannot be followed from
+/// `at`. One round trip when nothing changed (the entry at `at`, as proof
+/// the history is the one applied) and one per page otherwise.
 pub async fn since(client: &mut Client, at: Position) -> Result<Since, StoreError> {
-    let head = client.query_one("SELECT seq, tag FROM log_head", &[]).await?;
-    if (Position { seq: head.try_get(0)?, tag: head.try_get(1)? }) == at {
-        return Ok(Since::Current);
-    }
     let mut changes = Vec::new();
     let mut cursor = at;
     loop {
-        // The entry at the cursor proves the history is the one applied;
-        // its (possibly large) change is not needed again.
+        // The entry at the cursor proves the history; its (possibly large)
+        // change is not needed again.
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT seq, tag, CASE WHEN seq = $1 THEN NULL ELSE change::text END
                  FROM change_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
-                &[&cursor.seq, &PAGE],
+                &[(&cursor.seq, Type::INT8), (&PAGE, Type::INT8)],
             )
             .await?;
         let entries = rows
             .iter()
             .map(|r| Ok(Entry { seq: r.try_get(0)?, tag: r.try_get(1)?, change: r.try_get(2)? }))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        match follow(cursor, &entries) {
-            Some((more, next)) => {
-                changes.extend(more);
-                cursor = next;
-            }
-            None => return Ok(Since::Reload),
+        if entries.is_empty() && cursor.seq > 0 {
+            return at_head(client, cursor).await;
         }
+        let Some((more, next)) = follow(cursor, &entries) else { return Ok(Since::Reload) };
+        changes.extend(more);
+        cursor = next;
         if i64::try_from(entries.len()).unwrap_or(PAGE) < PAGE {
             break;
         }
     }
-    if cursor == at {
-        // The head moved but no entry follows `at`: the log was emptied by hand.
-        return Ok(Since::Reload);
-    }
-    Ok(Since::Changes(changes, cursor))
+    Ok(if cursor == at { Since::Current } else { Since::Changes(changes, cursor) })
+}
+
+/// No entry at `at`: current only if the head is still there (the log was
+/// emptied by hand); otherwise the history went back or was pruned.
+async fn at_head(client: &mut Client, at: Position) -> Result<Since, StoreError> {
+    let head = client.query_typed_one("SELECT seq, tag FROM log_head", &[]).await?;
+    let head = Position { seq: head.try_get(0)?, tag: head.try_get(1)? };
+    Ok(if head == at { Since::Current } else { Since::Reload })
 }
 
 /// One change-log row.

@@ -4,9 +4,12 @@
 //! and its change-log entries, notify, commit.
 
 use std::collections::HashSet;
+
+use futures_util::TryFutureExt as _;
 use std::time::Duration;
 
 use sekisho_policy::state::{Device, MaintenanceWindow, OvertimeGrant};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
 use super::CHANNEL;
@@ -38,8 +41,7 @@ pub async fn commit(
     let tx = client.transaction().await?;
     let before = lock_head(&tx).await?;
     let stored = write_change(&tx, change).await?;
-    insert_audit(&tx, &audit).await?;
-    let after = append_log(&tx, before, &stored).await?;
+    let after = append_log(&tx, before, &stored, &audit).await?;
     match tokio::time::timeout(limit, tx.commit()).await {
         Ok(Ok(())) => Ok(Committed { change: stored, before, after }),
         // The server refused the commit: nothing was written.
@@ -60,35 +62,64 @@ pub async fn record(client: &mut Client, audit: AuditEntry) -> Result<(), StoreE
 }
 
 /// Waits for every other writer's commit, then returns the log's head.
+/// The hot statements are sent typed: one round trip each, no prepare.
 async fn lock_head(tx: &Transaction<'_>) -> Result<Position, StoreError> {
-    let row = tx.query_one("SELECT seq, tag FROM log_head FOR UPDATE", &[]).await?;
-    Ok(Position { seq: row.get(0), tag: row.get(1) })
+    let row = tx.query_typed_one("SELECT seq, tag FROM log_head FOR UPDATE", &[]).await?;
+    Ok(Position { seq: row.try_get(0)?, tag: row.try_get(1)? })
 }
 
 async fn insert_audit(tx: &Transaction<'_>, a: &AuditEntry) -> Result<(), StoreError> {
-    tx.execute(
+    let time = a.time.to_rfc3339();
+    tx.query_typed(
         "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&a.time.to_rfc3339(), &a.actor, &a.action, &a.target, &a.reason, &a.source],
+        &[
+            (&time, Type::TEXT),
+            (&a.actor, Type::TEXT),
+            (&a.action, Type::TEXT),
+            (&a.target, Type::TEXT),
+            (&a.reason, Type::TEXT),
+            (&a.source, Type::TEXT),
+        ],
     )
     .await?;
     Ok(())
 }
 
-/// Appends `stored` to the change log after `before`, moves the head, and
-/// notifies the replicas (delivered at commit).
-async fn append_log(tx: &Transaction<'_>, before: Position, stored: &Change) -> Result<Position, StoreError> {
+/// Writes the audit record, appends `stored` to the change log after
+/// `before`, moves the head and notifies the replicas (delivered at
+/// commit), all pipelined in one round trip.
+async fn append_log(
+    tx: &Transaction<'_>,
+    before: Position,
+    stored: &Change,
+    audit: &AuditEntry,
+) -> Result<Position, StoreError> {
+    let mut rows = Vec::new();
     let mut at = before;
     for entry in log_entries(stored) {
         let json = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt("change".into(), e.to_string()))?;
         at = Position { seq: at.seq + 1, tag: new_tag() };
-        tx.execute(
-            "INSERT INTO change_log (seq, tag, change) VALUES ($1, $2, $3::text::jsonb)",
-            &[&at.seq, &at.tag, &json],
-        )
-        .await?;
+        rows.push((at, json));
     }
-    tx.execute("UPDATE log_head SET seq = $1, tag = $2", &[&at.seq, &at.tag]).await?;
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &at.seq.to_string()]).await?;
+    type Param<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), Type);
+    let entry_params: Vec<[Param<'_>; 3]> = rows
+        .iter()
+        .map(|(p, json)| [(&p.seq as _, Type::INT8), (&p.tag as _, Type::INT8), (json as _, Type::TEXT)])
+        .collect();
+    let inserts = entry_params
+        .iter()
+        .map(|params| tx.query_typed("INSERT INTO change_log (seq, tag, change) VALUES ($1, $2, $3::jsonb)", params));
+    let head_params: [Param<'_>; 2] = [(&at.seq, Type::INT8), (&at.tag, Type::INT8)];
+    let head = tx.query_typed("UPDATE log_head SET seq = $1, tag = $2", &head_params);
+    let seq_text = at.seq.to_string();
+    let notify_params: [Param<'_>; 2] = [(&CHANNEL, Type::TEXT), (&seq_text, Type::TEXT)];
+    let notify = tx.query_typed("SELECT pg_notify($1, $2)", &notify_params);
+    futures_util::try_join!(
+        insert_audit(tx, audit),
+        futures_util::future::try_join_all(inserts).err_into::<StoreError>(),
+        head.err_into::<StoreError>(),
+        notify.err_into::<StoreError>(),
+    )?;
     if at.seq / PRUNE_EVERY != before.seq / PRUNE_EVERY {
         let prune =
             format!("DELETE FROM change_log WHERE seq < $1 AND written_at < now() - interval '{LOG_RETENTION}'");
@@ -134,14 +165,26 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
             match flag {
                 Some(f) => {
                     let (since, until) = (f.since.to_rfc3339(), f.until.map(|u| u.to_rfc3339()));
-                    tx.execute(
+                    tx.query_typed(
                         "INSERT INTO flags (user_id, kind, reason, since, until) VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (user_id, kind) DO UPDATE SET reason = $3, since = $4, until = $5",
-                        &[user, &kind, &f.reason, &since, &until],
+                        &[
+                            (user, Type::TEXT),
+                            (&kind, Type::TEXT),
+                            (&f.reason, Type::TEXT),
+                            (&since, Type::TEXT),
+                            (&until, Type::TEXT),
+                        ],
                     )
                     .await?
                 }
-                None => tx.execute("DELETE FROM flags WHERE user_id = $1 AND kind = $2", &[user, &kind]).await?,
+                None => {
+                    tx.query_typed(
+                        "DELETE FROM flags WHERE user_id = $1 AND kind = $2",
+                        &[(user, Type::TEXT), (&kind, Type::TEXT)],
+                    )
+                    .await?
+                }
             };
         }
         Change::FileDevice(d) => insert_devices(tx, std::slice::from_ref(&**d)).await?,
@@ -158,8 +201,13 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
             }
         }
         Change::SetDeviceStatus { id, status } => {
-            let n = tx.execute("UPDATE devices SET status = $2 WHERE id = $1", &[id, &status.as_str()]).await?;
-            if n == 0 {
+            let n = tx
+                .query_typed(
+                    "UPDATE devices SET status = $2 WHERE id = $1 RETURNING 1",
+                    &[(id, Type::TEXT), (&status.as_str(), Type::TEXT)],
+                )
+                .await?;
+            if n.is_empty() {
                 return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
             }
         }
@@ -182,14 +230,14 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
             let scope = profile.as_deref().unwrap_or(GLOBAL);
             match stop {
                 Some(s) => {
-                    tx.execute(
+                    tx.query_typed(
                         "INSERT INTO stops (scope, reason, since) VALUES ($1, $2, $3)
                          ON CONFLICT (scope) DO UPDATE SET reason = $2, since = $3",
-                        &[&scope, &s.reason, &s.since.to_rfc3339()],
+                        &[(&scope, Type::TEXT), (&s.reason, Type::TEXT), (&s.since.to_rfc3339(), Type::TEXT)],
                     )
                     .await?
                 }
-                None => tx.execute("DELETE FROM stops WHERE scope = $1", &[&scope]).await?,
+                None => tx.query_typed("DELETE FROM stops WHERE scope = $1", &[(&scope, Type::TEXT)]).await?,
             };
         }
         Change::AddGrant(g) => {
@@ -295,7 +343,7 @@ async fn insert_chunk(tx: &Transaction<'_>, devices: &[Device]) -> Result<(), St
 }
 
 async fn require_user(tx: &Transaction<'_>, user: &str) -> Result<(), StoreError> {
-    match tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user]).await? {
+    match tx.query_typed_opt("SELECT 1 FROM users WHERE id = $1", &[(&user, Type::TEXT)]).await? {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("user `{user}` does not exist"))),
     }
