@@ -60,50 +60,64 @@ def throughput():
     return pct(rates["postgres"], 50), pct(rates["sqlite"], 50), bad
 
 
-def suspension_a_to_b():
-    """ms from sending the suspension to A to the first denied request on B, with wrk on both."""
-    token_a = admin_token("a")
-    loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c8", f"-d{SAMPLES * 2 + 30}s", "-s", WRK, f"http://127.0.0.1:{p}/"],
-                              env=dict(os.environ), stdout=subprocess.DEVNULL) for p in (19003, 19013)]
+def suspension(admin_port, name, poll_port):
+    """ms from sending the suspension to the admin API on `admin_port` to
+    the first denied request on `poll_port`, and the admin answer's time."""
+    token_a = admin_token(name)
+    seen = {}
+
+    def poll():
+        c = http.client.HTTPConnection("127.0.0.1", poll_port, timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                c.request("GET", "/", headers={"Host": "bench.localhost", "Device-Attestation": TOKEN2})
+                r = c.getresponse()
+                r.read()
+            except (http.client.HTTPException, OSError):
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", poll_port, timeout=10)
+                continue
+            if r.status == 200:
+                seen["allowed"] = True
+            elif r.status == 403 and "sent" in seen:
+                seen["denied"] = time.monotonic()
+                return
+
+    t = threading.Thread(target=poll)
+    t.start()
+    while "allowed" not in seen and t.is_alive():
+        time.sleep(0.005)
+    time.sleep(0.05)
+    seen["sent"] = sent = time.monotonic()
+    status, _ = admin(admin_port, token_a, "POST", "/v1/users/bench2/suspend", {"reason": "bench"})
+    ack = (time.monotonic() - sent) * 1000
+    t.join(20)
+    admin(admin_port, token_a, "POST", "/v1/users/bench2/unsuspend", {"reason": "bench"})
+    time.sleep(0.05)
+    denied = seen.get("denied") if status == 200 else None
+    return ack, None if denied is None else (denied - sent) * 1000
+
+
+def suspensions():
+    """Interleaved, with wrk on A, B and the SQLite gateway S: suspended
+    through S and denied on S (one gateway, as before replicas), through A
+    and denied on A, through A and denied on B."""
+    loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c6", f"-d{SAMPLES * 4 + 30}s", "-s", WRK, f"http://127.0.0.1:{p}/"],
+                              env=dict(os.environ), stdout=subprocess.DEVNULL) for p in (19003, 19013, 19033)]
     time.sleep(1)
-    acks, denies = [], []
+    series = {"sqlite": ([], []), "local": ([], []), "remote": ([], [])}
+    cases = (("sqlite", 19093, "s", 19033), ("local", 19090, "a", 19003), ("remote", 19090, "a", 19013))
     for _ in range(SAMPLES):
-        seen = {}
-
-        def poll():
-            c = http.client.HTTPConnection("127.0.0.1", 19013, timeout=10)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    c.request("GET", "/", headers={"Host": "bench.localhost", "Device-Attestation": TOKEN2})
-                    r = c.getresponse()
-                    r.read()
-                except (http.client.HTTPException, OSError):
-                    c.close()
-                    c = http.client.HTTPConnection("127.0.0.1", 19013, timeout=10)
-                    continue
-                if r.status == 200:
-                    seen["allowed"] = True
-                elif r.status == 403 and "sent" in seen:
-                    seen["denied"] = time.monotonic()
-                    return
-
-        t = threading.Thread(target=poll)
-        t.start()
-        while "allowed" not in seen and t.is_alive():
-            time.sleep(0.005)
-        time.sleep(0.05)
-        seen["sent"] = sent = time.monotonic()
-        status, _ = admin(19090, token_a, "POST", "/v1/users/bench2/suspend", {"reason": "bench"})
-        acks.append((time.monotonic() - sent) * 1000)
-        t.join(20)
-        if status == 200 and "denied" in seen:
-            denies.append((seen["denied"] - sent) * 1000)
-        admin(19090, token_a, "POST", "/v1/users/bench2/unsuspend", {"reason": "bench"})
+        for key, admin_port, name, poll_port in cases:
+            ack, denied = suspension(admin_port, name, poll_port)
+            series[key][0].append(ack)
+            if denied is not None:
+                series[key][1].append(denied)
     for l in loads:
         l.terminate()
         l.wait()
-    return acks, denies
+    return series
 
 
 class Relay:
@@ -147,6 +161,11 @@ class Relay:
                 pass
 
     def cut(self):
+        # shutdown wakes the thread blocked in accept(); close alone does not.
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.server.close()
         with self.lock:
             for s in self.conns:
@@ -198,11 +217,10 @@ def catch_up():
             w.join()
         written = time.monotonic() - cut_at
         head, _ = position(19090, token_a)
-        refused_during = None
         while time.monotonic() - cut_at < OUTAGE:
             time.sleep(0.5)
-        _, fresh = position(19092, token_c)
-        refused_during = not fresh
+        at_c, fresh = position(19092, token_c)
+        refused_during = (not fresh, at_c)
         relay.up()
         back = time.monotonic()
         deadline = back + 120
@@ -218,7 +236,7 @@ def catch_up():
 
 
 pg, sq, bad = throughput()
-acks, denies = suspension_a_to_b()
+series = suspensions()
 head, written, caught, refused, failed = catch_up()
 print(f"bench/replicas.sh, {time.strftime('%Y-%m-%d %H:%M')}: ROUNDS={ROUNDS} DURATION={DURATION} SAMPLES={SAMPLES} OUTAGE={OUTAGE} CHANGES={CHANGES}")
 print()
@@ -227,7 +245,15 @@ print("| --- | ---: |")
 print(f"| req/s, PostgreSQL replica A (median of {ROUNDS}) | {pg:,.0f} |")
 print(f"| req/s, SQLite gateway (median of {ROUNDS}, interleaved) | {sq:,.0f} |")
 print(f"| **ratio PostgreSQL / SQLite** | **{pg / sq:.3f}x** (non-2xx or errors: {bad}) |")
-print(f"| suspension via A: admin answer (commit), under load, {len(acks)} samples | p50 {pct(acks, 50):.1f} ms, p99 {pct(acks, 99):.1f} ms, max {max(acks):.1f} ms |")
-print(f"| **suspension via A → first denied request on B**, wrk on A and B, {len(denies)} of {SAMPLES} samples | **p50 {pct(denies, 50):.1f} ms, p99 {pct(denies, 99):.1f} ms**, max {max(denies):.1f} ms |")
-print(f"| catch-up: {CHANGES} changes written through A while C was cut off ({written:.1f} s; failed writes: {len(failed)}), C failing closed by the end of the {OUTAGE} s outage: {refused} | change-log position {head} |")
+sq_acks, sq_denies = series["sqlite"]
+acks, local = series["local"]
+remote = series["remote"][1]
+print(f"| one SQLite gateway (as before): suspension answer (commit + fsync) | p50 {pct(sq_acks, 50):.1f} ms, p99 {pct(sq_acks, 99):.1f} ms |")
+print(f"| one SQLite gateway (as before): suspension sent → first denied request, {len(sq_denies)} of {SAMPLES} | p50 {pct(sq_denies, 50):.1f} ms, p99 {pct(sq_denies, 99):.1f} ms, max {max(sq_denies):.1f} ms |")
+print(f"| replica A: suspension answer (PostgreSQL commit + fsync) | p50 {pct(acks, 50):.1f} ms, p99 {pct(acks, 99):.1f} ms |")
+print(f"| replica A: suspension via A → first denied request on A, {len(local)} of {SAMPLES} | p50 {pct(local, 50):.1f} ms, p99 {pct(local, 99):.1f} ms, max {max(local):.1f} ms |")
+print(f"| **suspension via A → first denied request on B**, {len(remote)} of {SAMPLES} | **p50 {pct(remote, 50):.1f} ms, p99 {pct(remote, 99):.1f} ms**, max {max(remote):.1f} ms |")
+print(f"| B against one SQLite gateway | p50 {pct(remote, 50) / pct(sq_denies, 50):.2f}x, p99 {pct(remote, 99) / pct(sq_denies, 99):.2f}x |")
+print(f"| B against A (the replication's own cost) | p50 {pct(remote, 50) / pct(local, 50):.2f}x, p99 {pct(remote, 99) / pct(local, 99):.2f}x |")
+print(f"| catch-up: {CHANGES} changes written through A while C was cut off ({written:.1f} s; failed writes: {len(failed)}); at the end of the {OUTAGE} s outage C was (failing closed, at position): {refused} | A's change-log position {head} |")
 print(f"| **catch-up time**: relay back → C at A's position and fresh | **{'not reached' if caught is None else f'{caught * 1000:.0f} ms'}** |")
