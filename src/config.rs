@@ -483,3 +483,7 @@ pub fn decode_sha256(s: &str) -> Option<[u8; 32]> {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
