@@ -61,9 +61,38 @@ enum Action {
         decision: String,
         #[arg(long)]
         reason: String,
+        /// With `approve`: approve although the device is below the
+        /// profiles' minimums (OS, signature age), for this reason.
+        #[arg(long)]
+        exception: Option<String>,
     },
-    /// Reload the rules files.
-    Reload,
+    /// Issue a client certificate to an approved device (or renew it before
+    /// it expires): prints the one-time password and the enrollment id.
+    Certificate {
+        device: String,
+        /// Lifetime in days (default: `[tls] device_cert_days`).
+        #[arg(long)]
+        days: Option<u32>,
+        #[arg(long)]
+        renew: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Download an enrollment bundle, once, into a directory: DEVICE.mobileconfig
+    /// (iOS/iPadOS), DEVICE.p12 and the Android steps in Japanese.
+    Enrollment {
+        id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Reload the rules files: a revision, recorded with its approver
+    /// (Abiko 13.: the 統括情報責任者) and reason.
+    Reload {
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Register approved devices in bulk from a JSON-lines file (one
     /// registration object per line, as for `POST /v1/devices`), in batches
     /// of 2000; each batch is all or nothing.
@@ -71,6 +100,59 @@ enum Action {
         file: std::path::PathBuf,
         #[arg(long)]
         reason: String,
+    },
+    /// Order overtime (Abiko 8.(1)) for one person or a whole department. A
+    /// supervisor's token orders it for its own department and is recorded
+    /// as the approver; IT staff name the approving supervisor.
+    OvertimeGrant {
+        #[arg(long, conflicts_with = "department", required_unless_present = "department")]
+        user: Option<String>,
+        #[arg(long)]
+        department: Option<String>,
+        /// RFC 3339, e.g. 2026-12-01T17:15:00+09:00.
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        approver: Option<String>,
+    },
+    /// List overtime grants (a supervisor sees their own department's).
+    OvertimeList,
+    /// Withdraw an overtime grant.
+    OvertimeWithdraw {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Register a kintone app as `development` or `operation` (Abiko 10.:
+    /// customisation and integrations need a review before operation).
+    AppStage {
+        profile: String,
+        app: u64,
+        #[arg(value_parser = ["development", "operation"])]
+        stage: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record a review in the register: app, what, by whom, when.
+    AppReview {
+        profile: String,
+        app: u64,
+        #[arg(long, value_parser = ["customize", "api_token", "webhook"])]
+        subject: String,
+        #[arg(long)]
+        reviewer: String,
+        #[arg(long)]
+        note: String,
+        /// YYYY-MM-DD (default today).
+        #[arg(long)]
+        reviewed_on: Option<String>,
+        /// For an `api_token` review of one token: its SHA-256.
+        #[arg(long)]
+        token_sha256: Option<String>,
     },
     /// Any call: METHOD PATH [JSON], e.g. `get /v1/users`.
     Call { method: String, path: String, body: Option<String> },
@@ -81,6 +163,11 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     let ca = args.cacert.or(default_ca);
     let (method, path, body) = match args.action {
         Action::ImportDevices { file, reason } => return import_devices(&base, &token, ca.as_deref(), &file, &reason),
+        Action::Enrollment { id, out } => return download_enrollment(&base, &token, ca.as_deref(), &id, &out),
+        Action::Certificate { device, days, renew, reason } => {
+            let path = if renew { "certificate/renew" } else { "certificate" };
+            ("POST", format!("/v1/devices/{device}/{path}"), Some(json!({"days": days, "reason": reason})))
+        }
         Action::Status => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
             ("POST", format!("/v1/users/{user}/suspend"), Some(json!({"reason": reason, "until": until})))
@@ -94,10 +181,31 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
         Action::Resume { reason, profile } => {
             ("POST", "/v1/emergency-stop/lift".to_owned(), Some(json!({"reason": reason, "profile": profile})))
         }
-        Action::Device { id, decision, reason } => {
-            ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason})))
+        Action::Device { id, decision, reason, exception } => {
+            ("POST", format!("/v1/devices/{id}/{decision}"), Some(json!({"reason": reason, "exception": exception})))
         }
-        Action::Reload => ("POST", "/v1/rules/reload".to_owned(), None),
+        Action::OvertimeGrant { user, department, start, end, reason, approver } => (
+            "POST",
+            "/v1/overtime".to_owned(),
+            Some(json!({"user": user, "department": department, "start": start, "end": end,
+                        "reason": reason, "approver": approver})),
+        ),
+        Action::OvertimeList => ("GET", "/v1/overtime".to_owned(), None),
+        Action::OvertimeWithdraw { id, reason } => {
+            ("DELETE", format!("/v1/overtime/{id}"), Some(json!({"reason": reason})))
+        }
+        Action::AppStage { profile, app, stage, reason } => {
+            ("PUT", format!("/v1/apps/{profile}/{app}"), Some(json!({"stage": stage, "reason": reason})))
+        }
+        Action::AppReview { profile, app, subject, reviewer, note, reviewed_on, token_sha256 } => (
+            "POST",
+            format!("/v1/apps/{profile}/{app}/reviews"),
+            Some(json!({"subject": subject, "reviewer": reviewer, "note": note,
+                        "reviewed_on": reviewed_on, "token_sha256": token_sha256})),
+        ),
+        Action::Reload { approver, reason } => {
+            ("POST", "/v1/rules/reload".to_owned(), Some(json!({"approver": approver, "reason": reason})))
+        }
         Action::Call { method, path, body } => {
             let body = body
                 .map(|b| serde_json::from_str::<Value>(&b).map_err(|e| format!("body is not JSON: {e}")))
@@ -152,6 +260,31 @@ fn import_devices(base: &str, token: &str, ca: Option<&Path>, file: &Path, reaso
         eprintln!("registered {done} of {}", devices.len());
     }
     println!("{{\"ok\":true,\"registered\":{done}}}");
+    Ok(())
+}
+
+/// Writes a downloaded enrollment bundle's files into `out` (mode 0600).
+fn download_enrollment(base: &str, token: &str, ca: Option<&Path>, id: &str, out: &Path) -> Result<(), String> {
+    use base64::Engine as _;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let path = format!("/v1/enrollments/{id}/download");
+    let (status, text) = runtime.block_on(call(base, Some(token), ca, "POST", &path, None))?;
+    if status >= 300 {
+        return Err(format!("the gateway answered {status}: {text}"));
+    }
+    let answer: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let files = answer["files_base64"].as_object().ok_or("the answer has no files")?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+    for (name, data) in files {
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(format!("refusing file name `{name}`"));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap_or_default())
+            .map_err(|e| format!("`{name}` is not base64: {e}"))?;
+        crate::tls::write(&out.join(name), &bytes, 0o600).map_err(|e| e.to_string())?;
+        println!("{}", out.join(name).display());
+    }
     Ok(())
 }
 

@@ -79,9 +79,18 @@ pub struct Limits {
     /// share it: size it for the whole office.
     #[serde(default = "default_connections_per_client")]
     pub connections_per_client: NonZeroU32,
-    /// Seconds a client has to send a whole request header (slowloris).
+    /// Seconds a client has to send a whole request header (slowloris),
+    /// and to finish its TLS handshake.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: NonZeroU32,
+    /// Seconds a client sending a request body may pause between chunks
+    /// before it is answered 408 (a body trickled to hold an upstream).
+    #[serde(default = "default_header_timeout")]
+    pub body_idle_secs: NonZeroU32,
+    /// Bytes per second a client must read answers at (judged over 10 s
+    /// while the gateway waits to write), or it is cut (slow read).
+    #[serde(default = "default_min_send_rate")]
+    pub min_send_rate: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -92,6 +101,8 @@ impl Default for Limits {
             admin_failures_per_minute: default_admin_failures(),
             connections_per_client: default_connections_per_client(),
             header_timeout_secs: default_header_timeout(),
+            body_idle_secs: default_header_timeout(),
+            min_send_rate: default_min_send_rate(),
         }
     }
 }
@@ -112,6 +123,10 @@ fn default_connections_per_client() -> NonZeroU32 {
     NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN)
 }
 
+fn default_min_send_rate() -> NonZeroU32 {
+    NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN)
+}
+
 fn default_header_timeout() -> NonZeroU32 {
     NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
@@ -126,6 +141,12 @@ pub struct TlsConfig {
     /// are requested on the HTTPS listener, and approved devices can be
     /// issued one.
     pub device_ca: Option<(PathBuf, PathBuf)>,
+    /// Default lifetime of an issued device certificate: its re-check
+    /// (熊本 第15条), renewed before it ends.
+    pub device_cert_days: u32,
+    /// The CA of the HTTPS certificate, when devices must be told to trust
+    /// it (a private CA): it goes into each enrollment profile.
+    pub server_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +165,8 @@ pub struct AdminToken {
     pub name: String,
     pub roles: Vec<Role>,
     pub sha256: [u8; 32],
+    /// The department a `supervisor` token heads (所属長 of 総務課).
+    pub department: Option<String>,
 }
 
 /// Admin roles after 熊本市議会基準 第5条–第7条.
@@ -159,9 +182,14 @@ pub enum Role {
     /// A councillor's device agent or the ICT支援員 (第8条): may only file
     /// registration applications (様式第1号), which start `pending`.
     Applicant,
+    /// A department's head (所属長, 我孫子 8.(1)): orders overtime for the
+    /// members of their own department only, and lists and withdraws those
+    /// grants. The token names the department.
+    Supervisor,
 }
 
 impl Role {
+    /// Every role that needs nothing else (a supervisor also needs a department).
     pub const ALL: [Role; 4] = [Role::SystemManager, Role::GeneralAdmin, Role::Auditor, Role::Applicant];
 
     pub fn as_str(self) -> &'static str {
@@ -170,6 +198,7 @@ impl Role {
             Role::GeneralAdmin => "general_admin",
             Role::Auditor => "auditor",
             Role::Applicant => "applicant",
+            Role::Supervisor => "supervisor",
         }
     }
 }
@@ -272,6 +301,8 @@ struct RawTls {
     generate_dev_certs: bool,
     device_ca_cert: Option<PathBuf>,
     device_ca_key: Option<PathBuf>,
+    device_cert_days: Option<u32>,
+    server_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +328,7 @@ struct RawToken {
     name: String,
     roles: Vec<Role>,
     sha256: String,
+    department: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +383,10 @@ impl RawConfig {
             return Err("[admin] needs `tokens` or a `bootstrap_token_file`".into());
         }
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let device_cert_days = self.tls.device_cert_days.unwrap_or(365);
+        if !(1..=825).contains(&device_cert_days) {
+            return Err(format!("[tls] `device_cert_days` must be 1..=825, not `{device_cert_days}`"));
+        }
         let device_ca = match (self.tls.device_ca_cert, self.tls.device_ca_key) {
             (Some(c), Some(k)) => Some((at(c), at(k))),
             (None, None) => None,
@@ -374,6 +410,8 @@ impl RawConfig {
                 key: at(self.tls.key),
                 generate_dev_certs: self.tls.generate_dev_certs,
                 device_ca,
+                device_cert_days,
+                server_ca: self.tls.server_ca.map(at),
             },
             admin: AdminConfig {
                 listen: self.admin.listen,
@@ -465,7 +503,15 @@ fn convert_token(t: RawToken) -> Result<AdminToken, String> {
     if t.roles.is_empty() {
         return Err(format!("admin token `{}` has no roles", t.name));
     }
-    Ok(AdminToken { name: t.name, roles: t.roles, sha256: bytes })
+    let department = t.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    match (t.roles.contains(&Role::Supervisor), &department) {
+        (true, None) => return Err(format!("admin token `{}`: a `supervisor` needs its `department`", t.name)),
+        (false, Some(_)) => {
+            return Err(format!("admin token `{}`: `department` belongs only to a `supervisor` token", t.name))
+        }
+        _ => {}
+    }
+    Ok(AdminToken { name: t.name, roles: t.roles, sha256: bytes, department })
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -19,6 +19,7 @@ pub mod control;
 pub mod demo;
 pub mod device;
 pub mod gateway;
+pub mod handover;
 pub mod limits;
 pub mod metrics;
 pub mod serve;

@@ -9,8 +9,15 @@ use sekisho_policy::DenyReason;
 
 /// The reason codes of the gateway's own blocks (not policy denials), as
 /// `gateway::pages::Block::code` names them; a test there keeps the two equal.
-pub const BLOCK_KINDS: [&str; 6] =
-    ["unknown_host", "bad_request", "upstream_unavailable", "upstream_timeout", "rate_limited", "state_unavailable"];
+pub const BLOCK_KINDS: [&str; 7] = [
+    "unknown_host",
+    "bad_request",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "rate_limited",
+    "state_unavailable",
+    "request_timeout",
+];
 
 /// Upper bounds of the latency buckets, in microseconds.
 const BUCKETS_US: [u64; 12] =
@@ -24,6 +31,7 @@ pub struct Metrics {
     upstream_errors: AtomicU64,
     connections_refused: AtomicU64,
     header_timeouts: AtomicU64,
+    slow_readers: AtomicU64,
     latency: [AtomicU64; BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -55,6 +63,11 @@ impl Metrics {
     }
 
     /// A request header missed its deadline (slowloris).
+    /// A client that read its answers slower than the minimum rate was cut.
+    pub fn slow_reader(&self) {
+        self.slow_readers.fetch_add(1, Relaxed);
+    }
+
     pub fn header_timeout(&self) {
         self.header_timeouts.fetch_add(1, Relaxed);
     }
@@ -66,7 +79,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn render(&self, snapshot_age_secs: f64, live_requests: usize) -> String {
+    pub fn render(&self, snapshot_age_secs: f64, live_requests: u64) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
@@ -91,6 +104,8 @@ impl Metrics {
         let _ = writeln!(out, "sekisho_connections_refused_total {}", self.connections_refused.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_header_timeouts_total Connections cut for a request header past its deadline.\n# TYPE sekisho_header_timeouts_total counter");
         let _ = writeln!(out, "sekisho_header_timeouts_total {}", self.header_timeouts.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_slow_readers_total Connections cut for reading answers slower than the minimum rate.\n# TYPE sekisho_slow_readers_total counter");
+        let _ = writeln!(out, "sekisho_slow_readers_total {}", self.slow_readers.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_request_duration_seconds Time from request header to audit.\n# TYPE sekisho_request_duration_seconds histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS_US.iter().zip(&self.latency) {

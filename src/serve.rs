@@ -1,20 +1,17 @@
 //! Start-up: load and check everything that can be wrong (config, TLS
-//! files, rules, store, ports) before pingora starts, so a mistake stops
-//! the gateway with a clear message instead of a silently missing listener;
-//! then run the proxy, the admin API, the demo upstream and SIGHUP reloads
-//! until a shutdown signal, and flush the audit log on the way out.
+//! files, rules, store, ports) before serving, so a mistake stops the
+//! gateway with a clear message instead of a silently missing listener;
+//! then run the request path's workers, and on the main thread the admin
+//! API, the demo upstream, the store watcher and the signals (SIGHUP
+//! reloads the rules, SIGQUIT hands the sockets to a new process and
+//! drains, SIGTERM and SIGINT drain and stop); the audit log is flushed on
+//! the way out.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AdminToken, Config, Role};
@@ -22,8 +19,8 @@ use crate::control::admin::Admin;
 use crate::control::audit::AuditLog;
 use crate::control::store::AuditEntry;
 use crate::control::writer::Writer;
-use crate::gateway::admission::Admission;
-use crate::gateway::proxy::Gateway;
+use crate::gateway::{Gateway, Listeners, Settings};
+use crate::handover::Sockets;
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::shared::{load_rules, Shared};
@@ -40,29 +37,22 @@ pub enum StartError {
     Store(#[from] crate::control::store::StoreError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("graceful upgrade: {0}")]
+    Handover(std::io::Error),
     #[error("`{0}`: {1}")]
     Io(String, std::io::Error),
 }
 
-/// Runs the gateway. With `upgrade`, the proxy's listening sockets come from
-/// the running process (pingora's graceful upgrade, triggered by sending it
-/// SIGQUIT), and the admin and demo ports are taken once it lets them go.
+/// How long a new process waits for the running one's sockets.
+const HANDOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs the gateway. With `upgrade`, every listening socket comes from the
+/// running process (sent when it gets SIGQUIT); without, they are bound here.
 pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let config = Config::load(config_path)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
     let tokens = admin_tokens(&config)?;
-    if config.https.is_some() {
-        if config.tls.generate_dev_certs && crate::tls::ensure_dev_certs(&config.tls.cert, &config.tls.key)? {
-            println!("created a development CA and server certificate under {}", display_dir(&config.tls.cert));
-        }
-        crate::tls::check_pem(&config.tls.cert, &config.tls.key)?;
-        if let (true, Some((cert, key))) = (config.tls.generate_dev_certs, &config.tls.device_ca) {
-            if !cert.exists() && !key.exists() {
-                crate::device::ca::init(cert, key)?;
-                println!("created a development device CA: {}", cert.display());
-            }
-        }
-    }
+    let server_tls = server_tls(&config)?;
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
     let (store, state, position) = crate::control::backend::start(&config.store)?;
     let audit = Arc::new(
@@ -71,14 +61,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let shared = Arc::new(Shared::new(rules, upstreams, state));
     let writer = Arc::new(Writer::new(store, shared.clone(), position, config.state_max_age));
     let metrics = Arc::new(Metrics::default());
-    // An upgrade finds every port taken by the process it replaces.
-    let later = |addr| if upgrade { Ok(Listen::Later(addr)) } else { bind(addr).map(Listen::Bound) };
-    if !upgrade {
-        for addr in [config.https, config.http].into_iter().flatten() {
-            drop(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
-        }
-    }
-    let admin_listener = later(config.admin.listen)?;
+    let limits = Arc::new(Limiters::new(&config.limits));
     let admin_tls = config.admin.tls.as_ref().map(|(cert, key)| crate::tls::acceptor(cert, key)).transpose()?;
     let device_ca = config
         .tls
@@ -87,56 +70,27 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         .map(|(cert, key)| crate::device::ca::DeviceCa::load(cert, key))
         .transpose()?
         .map(Arc::new);
-    let demo_listener = config.demo_upstream.map(later).transpose()?;
-
-    let conf = ServerConf {
-        threads: config.threads,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(2),
-        upstream_keepalive_pool_size: 256,
-        // Per data directory, so two gateways on one host never swap sockets.
-        upgrade_sock: config.data_dir.join("upgrade.sock").display().to_string(),
-        ..ServerConf::default()
+    let server_ca_der = config.tls.server_ca.as_deref().map(crate::tls::first_certificate_der).transpose()?;
+    let handover_path = config.data_dir.join("upgrade.sock");
+    let sockets = match upgrade {
+        true => crate::handover::receive(&handover_path, HANDOVER_WAIT).map_err(StartError::Handover)?,
+        false => bind_all(&config)?,
     };
-    let opt = pingora::server::configuration::Opt { upgrade, ..Default::default() };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
-    server.bootstrap();
-    let limits = Arc::new(Limiters::new(&config.limits));
-    let gateway = Gateway::new(
+    // Copies of every socket, kept to hand over on SIGQUIT.
+    let kept = sockets.try_clone().map_err(StartError::Handover)?;
+    let gateway = Arc::new(Gateway::new(
         shared.clone(),
         audit.clone(),
         metrics.clone(),
         limits.clone(),
-        config.keepalive_secs,
-        config.state_max_age,
-    );
-    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
-    // HTTP/2 connections idle as long as HTTP/1 keep-alive ones may.
-    let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2_idle_timeout = Some(std::time::Duration::from_secs(config.keepalive_secs));
-    app.server_options = Some(options);
-    let app = Admission::new(
-        app,
-        config.limits.connections_per_client.get(),
-        std::time::Duration::from_secs(config.limits.header_timeout_secs.get().into()),
-        metrics.clone(),
-    );
-    let mut proxy = Service::new("sekisho".to_owned(), app);
-    if let Some(addr) = config.https {
-        let mut tls = TlsSettings::intermediate(&path_str(&config.tls.cert), &path_str(&config.tls.key))
-            .map_err(|e| StartError::Io(config.tls.cert.display().to_string(), std::io::Error::other(e.to_string())))?;
-        tls.enable_h2();
-        if let Some((ca, _)) = &config.tls.device_ca {
-            tls.set_client_cert_verifier(crate::device::ca::verifier(ca)?);
-        }
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).tls(tls).l4_buffer(l4_buffer()));
-    }
-    if let Some(addr) = config.http {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer()));
-    }
-    server.add_service(proxy);
+        settings(&config),
+        server_tls.map(tokio_rustls::TlsAcceptor::from),
+    ));
+    let listeners = Listeners { https: sockets.https, http: sockets.http };
+    let running = crate::gateway::start(gateway, listeners, config.threads)
+        .map_err(|e| StartError::Io("worker threads".into(), e))?;
     let admin = Arc::new(Admin {
-        shared: shared.clone(),
+        shared,
         writer,
         audit: audit.clone(),
         metrics,
@@ -144,77 +98,146 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_ca,
         tokens,
         rules_dir: config.rules_dir.clone(),
+        device_cert_days: config.tls.device_cert_days,
+        server_ca_der,
+        enrollments: std::sync::Mutex::default(),
     });
-    server.add_service(background_service("admin", Sidecar { admin, admin_listener, admin_tls, demo_listener }));
     announce(&config);
-    server.run(RunArgs::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Io("runtime".into(), e))?;
+    let control = Control { admin, admin_listener: sockets.admin, admin_tls, demo_listener: sockets.demo };
+    runtime.block_on(control.run(upgrade, &handover_path, &kept, running));
     audit.close();
     Ok(())
 }
 
-/// The admin API, the demo upstream and SIGHUP reloads, on one background runtime.
-struct Sidecar {
+/// The request path's settings from the configuration.
+fn settings(config: &Config) -> Settings {
+    let header = Duration::from_secs(config.limits.header_timeout_secs.get().into());
+    Settings {
+        keepalive: Duration::from_secs(config.keepalive_secs),
+        header_timeout: header,
+        handshake_timeout: header,
+        body_idle: Duration::from_secs(config.limits.body_idle_secs.get().into()),
+        state_max_age: config.state_max_age,
+        min_send_rate: config.limits.min_send_rate.get().into(),
+        send_window: Duration::from_secs(10),
+        connections_per_client: config.limits.connections_per_client.get(),
+        wire: crate::gateway::wire::Limits::default(),
+    }
+}
+
+/// The client-facing TLS configuration (creating development certificates
+/// on a first start when told to).
+fn server_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    if config.https.is_none() {
+        return Ok(None);
+    }
+    if config.tls.generate_dev_certs && crate::tls::ensure_dev_certs(&config.tls.cert, &config.tls.key)? {
+        println!("created a development CA and server certificate under {}", display_dir(&config.tls.cert));
+    }
+    if let (true, Some((cert, key))) = (config.tls.generate_dev_certs, &config.tls.device_ca) {
+        if !cert.exists() && !key.exists() {
+            crate::device::ca::init(cert, key)?;
+            println!("created a development device CA: {}", cert.display());
+        }
+    }
+    let device_ca = config.tls.device_ca.as_ref().map(|(cert, _)| cert.as_path());
+    Ok(Some(crate::tls::server_config(&config.tls.cert, &config.tls.key, device_ca)?))
+}
+
+/// Binds every port, after checking that no other process holds one (the
+/// request path's sockets share their port between workers, so a second
+/// gateway on the same port must be refused here).
+fn bind_all(config: &Config) -> Result<Sockets, StartError> {
+    let mut exclusive = Vec::new();
+    for addr in [config.https, config.http, Some(config.admin.listen), config.demo_upstream].into_iter().flatten() {
+        exclusive.push(TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?);
+    }
+    drop(exclusive);
+    let workers = |addr: Option<SocketAddr>| -> Result<Vec<TcpListener>, StartError> {
+        addr.map_or(Ok(Vec::new()), |a| crate::gateway::bind(a, config.threads).map_err(|e| StartError::Bind(a, e)))
+    };
+    let plain = |addr: SocketAddr| {
+        let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
+        l.set_nonblocking(true).map_err(|e| StartError::Bind(addr, e))?;
+        Ok::<_, StartError>(l)
+    };
+    Ok(Sockets {
+        https: workers(config.https)?,
+        http: workers(config.http)?,
+        admin: Some(plain(config.admin.listen)?),
+        demo: config.demo_upstream.map(plain).transpose()?,
+    })
+}
+
+/// The control plane's tasks on the main thread.
+struct Control {
     admin: Arc<Admin>,
-    admin_listener: Listen,
+    admin_listener: Option<TcpListener>,
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
-    demo_listener: Option<Listen>,
+    demo_listener: Option<TcpListener>,
 }
 
-/// A port bound at start, or one to take over from the process being upgraded.
-enum Listen {
-    Bound(TcpListener),
-    Later(SocketAddr),
+impl Control {
+    /// Serves until a signal says to stop; returns once the request path
+    /// drained and the admin API finished the requests in hand.
+    async fn run(self, upgraded: bool, handover: &Path, kept: &Sockets, running: crate::gateway::Running) {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        if upgraded {
+            // The old process may have written until it handed over.
+            if let Err(e) = self.admin.writer.confirm().await {
+                log::error!("upgrade: the state could not be confirmed against the store: {e}");
+            }
+        }
+        tokio::spawn(crate::control::follower::follow(self.admin.writer.clone(), shutdown.clone()));
+        let admin_api = self.admin_listener.and_then(to_tokio).map(|l| {
+            tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()))
+        });
+        if let Some(l) = self.demo_listener.and_then(to_tokio) {
+            tokio::spawn(crate::demo::serve(l, shutdown.clone()));
+        }
+        tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
+        tokio::spawn(prune_limits(self.admin.clone(), shutdown));
+        wait_for_stop(handover, kept).await;
+        let _ = stop.send(true);
+        let drained = tokio::task::spawn_blocking(move || running.drain(crate::gateway::conn::DRAIN_GRACE));
+        let _ = drained.await;
+        if let Some(api) = admin_api {
+            let _ = api.await;
+        }
+    }
 }
 
-impl Listen {
-    async fn take(&self, shutdown: &ShutdownWatch) -> Option<tokio::net::TcpListener> {
-        match self {
-            Listen::Bound(l) => to_tokio(l),
-            Listen::Later(addr) => loop {
-                // The old process holds the port until it exits.
-                if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
-                    return Some(l);
+/// Waits for SIGTERM or SIGINT (stop), or SIGQUIT (hand the sockets to the
+/// new process waiting at `handover`, then stop). A failed hand-over keeps
+/// this process serving.
+async fn wait_for_stop(handover: &Path, kept: &Sockets) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+    else {
+        log::error!("cannot listen for signals; stopping");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = quit.recv() => match crate::handover::send(handover, kept) {
+                Ok(()) => {
+                    log::warn!("sockets handed to the new process; draining");
+                    return;
                 }
-                if *shutdown.borrow() {
-                    return None;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                Err(e) => log::error!("graceful upgrade failed, this process keeps serving: {e}"),
             },
         }
     }
 }
 
-#[async_trait]
-impl BackgroundService for Sidecar {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        // First: during an upgrade it also reads in what the old process writes.
-        tokio::spawn(crate::control::follower::follow(self.admin.writer.clone(), shutdown.clone()));
-        let Some(admin_listener) = self.admin_listener.take(&shutdown).await else { return };
-        if matches!(self.admin_listener, Listen::Later(_)) {
-            // The old process is gone: read in its last writes now rather
-            // than at the watcher's next tick, before serving admin writes.
-            if let Err(e) = self.admin.writer.confirm().await {
-                log::error!("upgrade: the state could not be confirmed against the store: {e}");
-            }
-        }
-        let admin = tokio::spawn(crate::control::admin::serve(
-            self.admin.clone(),
-            admin_listener,
-            self.admin_tls.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(demo) = &self.demo_listener {
-            if let Some(demo) = demo.take(&shutdown).await {
-                tokio::spawn(crate::demo::serve(demo, shutdown.clone()));
-            }
-        }
-        tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
-        tokio::spawn(prune_limits(self.admin.clone(), shutdown));
-        let _ = admin.await;
-    }
-}
-
-async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
+async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     loop {
         tokio::select! {
@@ -226,8 +249,10 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
             actor: "SIGHUP".into(),
             action: "rules.reload".into(),
             target: admin.rules_dir.display().to_string(),
-            reason: String::new(),
+            // A signal carries no approver: `sekisho admin reload` records one.
+            reason: "reloaded on SIGHUP (no approver recorded)".into(),
             source: "local".into(),
+            approver: None,
         };
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
@@ -237,31 +262,18 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
 }
 
 /// governor's keyed maps keep every key they saw until pruned.
-async fn prune_limits(admin: Arc<Admin>, mut shutdown: ShutdownWatch) {
+async fn prune_limits(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => admin.limits.prune(),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => admin.limits.prune(),
         }
     }
 }
 
-/// pingora puts a 64 KiB read buffer in front of every client socket for
-/// the life of the connection, most of an idle keep-alive connection's
-/// memory. Its own header and body buffers already read in large chunks,
-/// so sekisho reads the socket directly (bench/README.md has the numbers).
-fn l4_buffer() -> L4BufferSettings {
-    L4BufferSettings::new(0, pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE)
-}
-
-fn to_tokio(l: &TcpListener) -> Option<tokio::net::TcpListener> {
-    l.try_clone().ok().and_then(|l| tokio::net::TcpListener::from_std(l).ok())
-}
-
-fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let l = TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
-    l.set_nonblocking(true).map_err(|e| StartError::Bind(addr, e))?;
-    Ok(l)
+fn to_tokio(l: TcpListener) -> Option<tokio::net::TcpListener> {
+    l.set_nonblocking(true).ok()?;
+    tokio::net::TcpListener::from_std(l).ok()
 }
 
 /// Configured token hashes, or the bootstrap token (created on first start).
@@ -281,7 +293,7 @@ fn admin_tokens(config: &Config) -> Result<Vec<AdminToken>, StartError> {
         Err(e) => return Err(StartError::Io(file.display().to_string(), e)),
     };
     let sha256: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256 }])
+    Ok(vec![AdminToken { name: "bootstrap".into(), roles: Role::ALL.to_vec(), sha256, department: None }])
 }
 
 fn announce(config: &Config) {
@@ -297,10 +309,6 @@ fn announce(config: &Config) {
         println!("sekisho: demo upstream on http://{a} (host demo.localhost)");
     }
     println!("sekisho: audit log {}", config.audit_log.display());
-}
-
-fn path_str(p: &Path) -> String {
-    p.display().to_string()
 }
 
 fn display_dir(p: &Path) -> String {

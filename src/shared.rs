@@ -1,14 +1,13 @@
 //! The hot state every room shares: the atomically swapped snapshot of
-//! rules and state, the verified-token cache, and the registry of live
-//! connections that a suspension cuts. The request path only reads the
-//! snapshot and touches sharded entries; it never locks a global mutex or
-//! touches the disk. Only the control plane's writer publishes a snapshot.
+//! rules and state, the verified-token cache, and the change signal that
+//! makes requests in flight (long downloads, WebSockets) judge themselves
+//! again. The request path only reads the snapshot; it never locks a
+//! global mutex or touches the disk. Only the control plane's writer
+//! publishes a snapshot.
 
-use std::collections::HashMap;
-use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -17,12 +16,12 @@ use sekisho_policy::state::State;
 use sekisho_policy::Rules;
 use sha2::{Digest, Sha256};
 
-use crate::gateway::upstream::Upstreams;
+use crate::tls::UpstreamTls;
 
 /// What the request path reads: rules, state, and the upstream TLS material, all immutable.
 pub struct Snapshot {
     pub rules: Arc<Rules>,
-    pub upstreams: Arc<Upstreams>,
+    pub upstreams: Arc<UpstreamTls>,
     pub state: Arc<State>,
     pub built_at: DateTime<Utc>,
 }
@@ -30,10 +29,13 @@ pub struct Snapshot {
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     pub tokens: TokenCache,
-    pub conns: LiveConns,
-    /// Bumped by every change that can end requests in flight; body filters
-    /// re-check their request only when it moved.
+    /// Bumped by every committed change; a request in flight judges itself
+    /// again (`still_allowed`) only when it moved.
     pub generation: AtomicU64,
+    /// Carries `generation` to requests that wait (idle streams, WebSockets).
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Requests in flight on every worker, for status and metrics.
+    live: AtomicU64,
     /// When the store last proved readable and the snapshot current (ms
     /// since the epoch); `fresh` refuses to vouch for an older snapshot.
     confirmed_ms: AtomicU64,
@@ -52,7 +54,7 @@ pub enum ReloadError {
 }
 
 impl Shared {
-    pub fn new(rules: Rules, upstreams: Upstreams, state: State) -> Shared {
+    pub fn new(rules: Rules, upstreams: UpstreamTls, state: State) -> Shared {
         let snapshot = Snapshot {
             rules: Arc::new(rules),
             upstreams: Arc::new(upstreams),
@@ -62,8 +64,9 @@ impl Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             tokens: TokenCache::new(100_000),
-            conns: LiveConns::default(),
             generation: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
+            live: AtomicU64::new(0),
             confirmed_ms: AtomicU64::new(now_ms()),
         }
     }
@@ -108,7 +111,7 @@ impl Shared {
     }
 
     /// Publishes new rules under the current state.
-    pub fn publish_rules(&self, rules: Rules, upstreams: Upstreams) {
+    pub fn publish_rules(&self, rules: Rules, upstreams: UpstreamTls) {
         let current = self.snapshot.load_full();
         self.snapshot.store(Arc::new(Snapshot {
             rules: Arc::new(rules),
@@ -118,14 +121,40 @@ impl Shared {
         }));
     }
 
-    /// In-flight requests re-judge against the state at their next chunk.
+    /// Requests in flight judge themselves again: at their next chunk, and
+    /// at once when they wait.
     pub fn bump_generation(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let now = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changes.send_replace(now);
+    }
+
+    /// A receiver that wakes on every committed change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn live_request(self: &Arc<Self>) -> LiveRequest {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveRequest(self.clone())
+    }
+
+    pub fn live_requests(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight (see [`Shared::live_request`]).
+pub struct LiveRequest(Arc<Shared>);
+
+impl Drop for LiveRequest {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Reads every `*.toml` in `dir` (sorted by name) into rules and upstream material.
-pub fn load_rules(dir: &Path) -> Result<(Rules, Upstreams), ReloadError> {
+pub fn load_rules(dir: &Path) -> Result<(Rules, UpstreamTls), ReloadError> {
     let shown = dir.display().to_string();
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| ReloadError::Read(shown.clone(), e))?
@@ -142,7 +171,7 @@ pub fn load_rules(dir: &Path) -> Result<(Rules, Upstreams), ReloadError> {
         texts.push((f.display().to_string(), text));
     }
     let rules = Rules::from_sources(texts.iter().map(|(f, t)| (f.as_str(), t.as_str())))?;
-    let upstreams = Upstreams::load(&rules, dir).map_err(ReloadError::Upstream)?;
+    let upstreams = UpstreamTls::load(&rules, dir).map_err(ReloadError::Upstream)?;
     Ok((rules, upstreams))
 }
 
@@ -178,73 +207,6 @@ impl TokenCache {
             self.cache.insert(key, fresh.clone());
         }
         fresh
-    }
-}
-
-/// An upgraded connection (WebSocket) in flight, as the cutter sees it.
-/// Only upgrades are registered: they may sit idle, so no body filter would
-/// notice a change; other requests re-check in their body filters.
-pub struct LiveEntry {
-    pub user: String,
-    pub device: String,
-    pub profile: String,
-    /// Downstream socket and its kernel cookie, so a recycled descriptor
-    /// number is never shut down by mistake.
-    pub socket: (RawFd, u64),
-}
-
-const SHARDS: usize = 32;
-
-/// Live requests, sharded so registering one never contends globally.
-#[derive(Default)]
-pub struct LiveConns {
-    shards: [Mutex<HashMap<u64, LiveEntry>>; SHARDS],
-    next: AtomicU64,
-}
-
-impl LiveConns {
-    /// Registers a request; the returned id deregisters it in `logging`.
-    pub fn register(&self, entry: LiveEntry) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut shard) = self.shard(id).lock() {
-            shard.insert(id, entry);
-        }
-        id
-    }
-
-    /// Must run before the downstream socket is closed (pingora's `logging`).
-    pub fn deregister(&self, id: u64) {
-        if let Ok(mut shard) = self.shard(id).lock() {
-            shard.remove(&id);
-        }
-    }
-
-    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, LiveEntry>> {
-        &self.shards[(id as usize) % SHARDS]
-    }
-
-    /// Shuts down the socket of every matching upgraded connection.
-    pub fn cut(&self, matches: impl Fn(&LiveEntry) -> bool) {
-        for shard in &self.shards {
-            let Ok(shard) = shard.lock() else { continue };
-            for entry in shard.values().filter(|e| matches(e)) {
-                shutdown_if_same(entry.socket.0, entry.socket.1);
-            }
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.shards.iter().filter_map(|s| s.lock().ok().map(|s| s.len())).sum()
-    }
-}
-
-/// Shuts the socket down only if the descriptor still names the same socket.
-fn shutdown_if_same(fd: RawFd, cookie: u64) {
-    let same = pingora::protocols::l4::ext::get_socket_cookie(fd).is_ok_and(|c| c == cookie);
-    if same {
-        // The entry is deregistered under the same shard lock before pingora
-        // closes the socket, so `fd` is still the request's connection here.
-        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
     }
 }
 

@@ -4,9 +4,11 @@
 //! instead of silently losing the listener. Private keys are written 0600
 //! and never logged.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{Datelike as _, Duration, Utc};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
@@ -108,6 +110,13 @@ pub fn root_store(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The DER of the first certificate in a PEM file.
+pub fn first_certificate_der(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.display().to_string(), e))?;
+    let first = rustls_pemfile::certs(&mut pem.as_slice()).find_map(Result::ok);
+    first.map(|c| c.to_vec()).ok_or_else(|| TlsError::NoCertificate(path.display().to_string()))
+}
+
 /// A rustls connector trusting only the CAs in `ca` (the admin client).
 pub fn connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
     let roots = root_store(ca)?;
@@ -140,4 +149,107 @@ pub fn new_ca_with(
     params.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
     tune(&mut params);
     Ok((params.self_signed(&key)?, key))
+}
+
+/// The gateway's client-facing TLS: the server chain and key, ALPN `h2`
+/// and `http/1.1`, client certificates requested (never required) when a
+/// device CA verifies them, no 0-RTT, and TLS 1.3 tickets from a rotating
+/// ticketer (each key lives 6 h, so a stolen ticket key opens at most that
+/// much recorded traffic; see docs/security.md).
+pub fn server_config(cert: &Path, key: &Path, device_ca: Option<&Path>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+    let chain: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice()).filter_map(Result::ok).collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.display().to_string()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match device_ca {
+        Some(ca) => {
+            let roots = root_store(ca)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key_der).map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// Client TLS for each route's upstream, built when the rules load (never
+/// on the request path): the public roots (Mozilla's, as webpki-roots
+/// ships them), or only the route's own `ca_file` when it names one.
+/// Certificate and name verification are never turned off.
+#[derive(Default)]
+pub struct UpstreamTls {
+    by_host: HashMap<String, RouteTls>,
+}
+
+/// One route's upstream material. `pool` tells connections apart: routes
+/// that differ in name or trust never share a pooled connection.
+#[derive(Clone)]
+pub struct RouteTls {
+    /// Offers `h2` and `http/1.1`.
+    pub any: Arc<rustls::ClientConfig>,
+    /// Offers only `http/1.1` (a WebSocket handshake).
+    pub http1: Arc<rustls::ClientConfig>,
+    pub pool: u64,
+}
+
+static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl UpstreamTls {
+    /// Loads every route's material; `ca_file` is relative to `rules_dir`.
+    pub fn load(rules: &sekisho_policy::Rules, rules_dir: &Path) -> Result<UpstreamTls, String> {
+        let mut by_host = HashMap::new();
+        for profile in rules.profiles() {
+            for route in &profile.routes {
+                let roots = match &route.ca_file {
+                    Some(file) => {
+                        let path = rules_dir.join(file);
+                        root_store(&path)
+                            .map_err(|e| format!("route `{}`: ca_file `{}`: {e}", route.host, path.display()))?
+                    }
+                    None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+                };
+                let material = RouteTls::new(roots).map_err(|e| format!("route `{}`: {e}", route.host))?;
+                by_host.insert(route.host.clone(), material);
+            }
+        }
+        Ok(UpstreamTls { by_host })
+    }
+
+    /// The material of the route serving `host` (every loaded route has one).
+    pub fn route(&self, host: &str) -> Option<&RouteTls> {
+        self.by_host.get(host)
+    }
+}
+
+impl RouteTls {
+    fn new(roots: rustls::RootCertStore) -> Result<RouteTls, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let base = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut any = base.clone();
+        any.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut http1 = base;
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let pool = NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(RouteTls { any: Arc::new(any), http1: Arc::new(http1), pool })
+    }
 }

@@ -67,7 +67,7 @@ async fn a_browser_with_a_device_certificate_works_and_is_blocked_when_it_should
         .replace("audience = \"app.localhost\"", "audience = \"localhost\"")
         .replace(&format!("http://{}", up.addr), &format!("http://{}", app.addr));
     gw.write_rules("browser.toml", &browser_rules);
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let person = gw.enrol("tomo", Enrol::default()).await;
     let mut profiles: Vec<&str> = support::PROFILES.to_vec();
     profiles.push("browser");
@@ -111,13 +111,13 @@ async fn a_browser_with_a_device_certificate_works_and_is_blocked_when_it_should
         &format!("weekly = [\"daily {:02}:00-{:02}:00\"]", (jst_hour + 2) % 24, (jst_hour + 3) % 24),
     );
     gw.write_rules("browser.toml", &closed);
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let hours = run("blocked-outside-hours.png", with_cert.clone()).await;
     assert_eq!(hours["reason"].as_str(), Some("outside_hours"), "{hours}");
     assert_eq!(hours["title"].as_str(), Some("利用できる時間外です"));
 
     gw.write_rules("browser.toml", &browser_rules);
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     gw.admin("POST", &format!("/v1/devices/{}/revoke", person.device), json!({"reason": "紛失"})).await;
     let revoked = run("blocked-revoked.png", with_cert.clone()).await;
     assert_eq!(revoked["reason"].as_str(), Some("device_revoked"), "{revoked}");

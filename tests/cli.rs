@@ -80,10 +80,40 @@ fn agent_keys_are_private_and_tokens_carry_the_claims() {
             key: device_key,
             status: sekisho_policy::device::DeviceStatus::Approved,
             certificate: None,
+            exception: None,
+            previous_certificate: None,
         };
         let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(device))]);
         let verified = sekisho_policy::attestation::verify(token.trim(), &devices).unwrap();
         assert_eq!((verified.claims.sub.as_str(), verified.claims.aud.as_str()), ("u1", "demo.localhost"));
         assert!(verified.claims.exp - verified.claims.iat <= 300);
+    }
+}
+
+/// Abiko 8.(1): a supervisor token must name its department, and only a
+/// supervisor token may name one; `check-config` says which token is wrong.
+#[test]
+fn check_config_refuses_a_supervisor_without_a_department() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(root.join("rules/demo.toml"), dir.path().join("rules/demo.toml")).unwrap();
+    let config = std::fs::read_to_string(root.join("sekisho.toml")).unwrap();
+    let hash = "ab".repeat(32);
+    for (token, want) in [
+        (format!(r#"{{ name = "kacho", roles = ["supervisor"], sha256 = "{hash}" }}"#), Some("needs its `department`")),
+        (
+            format!(r#"{{ name = "kacho", roles = ["general_admin"], department = "総務課", sha256 = "{hash}" }}"#),
+            Some("belongs only to a `supervisor`"),
+        ),
+        (format!(r#"{{ name = "kacho", roles = ["supervisor"], department = "総務課", sha256 = "{hash}" }}"#), None),
+    ] {
+        let text = config.replace("bootstrap_token_file = \"data/admin-token\"", &format!("tokens = [{token}]"));
+        std::fs::write(dir.path().join("sekisho.toml"), text).unwrap();
+        let (ok, out) = sekisho(dir.path(), &["check-config"]);
+        match want {
+            Some(msg) => assert!(!ok && out.contains("kacho") && out.contains(msg), "{out}"),
+            None => assert!(ok, "{out}"),
+        }
     }
 }

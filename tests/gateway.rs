@@ -7,11 +7,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use chrono::Timelike;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
     reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN,
-    ROOT_TOKEN,
+    ROOT_TOKEN, SUPERVISOR_TOKEN,
 };
 
 async fn setup() -> (Upstream, WsUpstream, Gateway) {
@@ -270,7 +272,7 @@ async fn an_overtime_grant_opens_a_closed_profile_for_one_user() {
             .unwrap()
             .replace("[network]", "overtime_grants = true\n\n[network]"),
     );
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let now = chrono::Utc::now();
     gw.admin("POST", "/v1/overtime", json!({"user": "gina", "approver": "総務課長", "reason": "議会対応", "start": now - chrono::Duration::minutes(5), "end": now + chrono::Duration::hours(1)})).await;
     assert_eq!(gw.get_as(&gina, "hours.localhost", "/").await.status(), 200);
@@ -430,7 +432,14 @@ async fn a_broken_rules_file_is_refused_and_the_running_rules_stay() {
     let nina = gw.enrol("nina", Enrol::default()).await;
     let good = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
     gw.write_rules("app.toml", &good.replace("always = true", "alwyas = true"));
-    let (status, body) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({}))).await;
+    let (status, body) = gw
+        .admin_call(
+            "POST",
+            "/v1/rules/reload",
+            ROOT_TOKEN,
+            Some(json!({"approver": "統括情報責任者", "reason": "broken"})),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("app.toml:") && msg.contains("alwyas"), "{msg}");
@@ -565,13 +574,13 @@ async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
     let good = TlsUpstream::start("localhost").await;
     std::fs::write(gw.path("rules/private-ca.pem"), &good.ca_pem).unwrap();
     gw.write_rules("app.toml", &route_to(&good, true));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let resp = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), format!("tls upstream saw host localhost:{}", good.addr.port()));
 
     gw.write_rules("app.toml", &route_to(&good, false));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let unknown_ca = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(
         reason(&unknown_ca).as_deref(),
@@ -582,7 +591,7 @@ async fn an_https_upstream_is_verified_against_the_routes_private_ca() {
     let other_name = TlsUpstream::start("upstream.internal").await;
     std::fs::write(gw.path("rules/private-ca.pem"), &other_name.ca_pem).unwrap();
     gw.write_rules("app.toml", &route_to(&other_name, true));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let wrong_name = gw.get_as(&rick, "app.localhost", "/").await;
     assert_eq!(
         reason(&wrong_name).as_deref(),
@@ -640,7 +649,7 @@ async fn an_idle_websocket_outlives_the_routes_request_timeout() {
     let upstream_line = format!("upstream = \"http://{}\"", ws.addr);
     assert!(rules.contains(&upstream_line));
     gw.write_rules("ws.toml", &rules.replace(&upstream_line, &format!("{upstream_line}\ntimeout_secs = 1")));
-    gw.admin("POST", "/v1/rules/reload", json!({})).await;
+    gw.reload().await;
     let jun = gw.enrol("jun", Enrol::default()).await;
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://ws.localhost:{}/chat",
@@ -694,4 +703,348 @@ async fn tokens_never_reach_the_logs_or_the_store() {
             assert!(!text.contains(tail), "{what} found in {}", place.display());
         }
     }
+}
+
+/// The admin writes the OpenAPI document lists, as (method, path template).
+fn documented_writes() -> std::collections::BTreeSet<(String, String)> {
+    let doc = include_str!("../docs/admin-openapi.yaml");
+    let mut path = String::new();
+    let mut writes = std::collections::BTreeSet::new();
+    for line in doc.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = format!("/{p}");
+        }
+        for method in ["post", "put", "delete"] {
+            if line == format!("    {method}:") {
+                writes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    writes
+}
+
+/// Abiko 13. (revisions approved by the 統括情報責任者) and every admin
+/// action: each write the OpenAPI document lists is made here with the
+/// least it accepts (no reason where one is optional), and no audit record
+/// is left with an empty reason; the reload keeps its approver.
+#[tokio::test]
+async fn abiko_13_every_admin_write_records_a_reason_and_a_reload_its_approver() {
+    let (_up, _ws, gw) = setup().await;
+    let mut walked = std::collections::BTreeSet::new();
+    let mut call = |m: &str, template: &str| {
+        walked.insert((m.to_owned(), template.to_owned()));
+    };
+    let ok = |status: u16, v: &serde_json::Value| assert!((200..300).contains(&status), "{status} {v}");
+    // PUT /v1/users/{id}, POST /v1/devices, POST .../approve (enrol sends no reason for the first two).
+    let kimura = gw.enrol("kimura", Enrol::default()).await;
+    call("PUT", "/v1/users/{id}");
+    call("POST", "/v1/devices");
+    call("POST", "/v1/devices/{id}/approve");
+    let pending = gw.enrol("mori", Enrol { approve: false, ..Enrol::default() }).await;
+    gw.admin("POST", &format!("/v1/devices/{}/reject", pending.device), json!({"reason": "書類不備"})).await;
+    call("POST", "/v1/devices/{id}/reject");
+    for action in ["suspend", "unsuspend", "restrict", "unrestrict"] {
+        gw.admin("POST", &format!("/v1/users/kimura/{action}"), json!({"reason": "第18条"})).await;
+        call("POST", &format!("/v1/users/{{id}}/{action}"));
+    }
+    let key = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let public = key.public();
+    let imported = json!({"id": "bulk-1", "owner": "kimura", "kind": "pc", "ownership": "issued", "os": "windows",
+        "os_version": "10.0.22631", "key_alg": public.alg(), "public_key": public.to_b64()});
+    gw.admin("POST", "/v1/devices/import", json!({"reason": "資産台帳", "devices": [imported]})).await;
+    call("POST", "/v1/devices/import");
+    let cert = gw.admin("POST", &format!("/v1/devices/{}/certificate", kimura.device), json!({})).await;
+    call("POST", "/v1/devices/{id}/certificate");
+    let (status, v) =
+        gw.admin_call("POST", &format!("/v1/devices/{}/certificate/renew", kimura.device), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("POST", "/v1/devices/{id}/certificate/renew");
+    let download = format!("/v1/enrollments/{}/download", cert["enrollment"]["id"].as_str().unwrap());
+    let (status, v) = gw.admin_call("POST", &download, ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("POST", "/v1/enrollments/{id}/download");
+    let now = chrono::Utc::now().timestamp();
+    let claims = sekisho_policy::attestation::Claims {
+        sub: "kimura".into(),
+        aud: sekisho_policy::posture::POSTURE_AUDIENCE.into(),
+        iat: now,
+        exp: now + 60,
+        jti: "p".into(),
+        os: kimura.os,
+        os_version: kimura.os_version.parse().unwrap(),
+        security_software: kimura.security_software.clone(),
+    };
+    let report = sekisho_policy::attestation::mint(&kimura.key, &kimura.device, &claims);
+    let (status, v) = gw
+        .admin_call("POST", &format!("/v1/devices/{}/posture", kimura.device), "", Some(json!({"attestation": report})))
+        .await;
+    ok(status, &v);
+    call("POST", "/v1/devices/{id}/posture");
+    gw.admin("POST", "/v1/devices/bulk-1/revoke", json!({"reason": "紛失"})).await;
+    call("POST", "/v1/devices/{id}/revoke");
+    gw.admin("POST", "/v1/emergency-stop", json!({"reason": "第6条第4項"})).await;
+    call("POST", "/v1/emergency-stop");
+    gw.admin("POST", "/v1/emergency-stop/lift", json!({"reason": "復旧"})).await;
+    call("POST", "/v1/emergency-stop/lift");
+    let (start, end) = ("2026-12-01T18:00:00+09:00", "2026-12-01T20:00:00+09:00");
+    let grant = gw
+        .admin(
+            "POST",
+            "/v1/overtime",
+            json!({"user": "kimura", "approver": "課長", "reason": "議会対応", "start": start, "end": end}),
+        )
+        .await;
+    call("POST", "/v1/overtime");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", grant["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/overtime/{id}");
+    let window = gw.admin("POST", "/v1/maintenance", json!({"reason": "保守", "start": start, "end": end})).await;
+    call("POST", "/v1/maintenance");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/maintenance/{}", window["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/maintenance/{id}");
+    gw.admin("PUT", "/v1/apps/kintone/5", json!({"stage": "development", "reason": "新規作成中"})).await;
+    call("PUT", "/v1/apps/{profile}/{app}");
+    let review = gw
+        .admin(
+            "POST",
+            "/v1/apps/kintone/5/reviews",
+            json!({"subject": "customize", "reviewer": "行政管理課", "note": "desktop.js"}),
+        )
+        .await;
+    call("POST", "/v1/apps/{profile}/{app}/reviews");
+    let (status, v) = gw.admin_call("DELETE", &format!("/v1/reviews/{}", review["id"]), ROOT_TOKEN, None).await;
+    ok(status, &v);
+    call("DELETE", "/v1/reviews/{id}");
+    let (status, v) = gw.admin_call("POST", "/v1/rules/reload", ROOT_TOKEN, Some(json!({"reason": "改定"}))).await;
+    assert_eq!(status, 400, "a reload without an approver is refused: {v}");
+    gw.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者 山田", "reason": "有効期間の延長"})).await;
+    call("POST", "/v1/rules/reload");
+
+    let missing: Vec<_> = documented_writes().difference(&walked).cloned().collect();
+    assert!(missing.is_empty(), "admin writes this test does not make: {missing:?}");
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?limit=1000", AUDITOR_TOKEN, None).await;
+    let records = audit["records"].as_array().unwrap();
+    assert!(records.len() >= walked.len(), "{audit}");
+    for r in records {
+        assert!(!r["reason"].as_str().unwrap().trim().is_empty(), "an audit record without a reason: {r}");
+    }
+    let reload = records.iter().find(|r| r["action"] == "rules.reload").unwrap();
+    assert_eq!(
+        (reload["approver"].as_str(), reload["reason"].as_str()),
+        (Some("統括情報責任者 山田"), Some("有効期間の延長"))
+    );
+    let put = records.iter().find(|r| r["action"] == "user.put" && r["target"] == "kimura").unwrap();
+    assert_eq!(put["reason"], "created");
+}
+
+/// 熊本 第17条 (a lost or stolen device) and 第12条第3項 (a changed device is
+/// a new application): a revoked device is never approved again, and its
+/// key is refused on a new application; a new key is accepted.
+#[tokio::test]
+async fn kumamoto_art17_a_revoked_device_needs_a_new_application_and_a_new_key() {
+    let (_up, _ws, gw) = setup().await;
+    let giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", giin.device), json!({"reason": "紛失の報告 (第17条)"})).await;
+    let (status, v) = gw
+        .admin_call(
+            "POST",
+            &format!("/v1/devices/{}/approve", giin.device),
+            ROOT_TOKEN,
+            Some(json!({"reason": "見つかった"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(reason(&gw.get_as(&giin, "app.localhost", "/").await).as_deref(), Some("device_revoked"));
+    let public = giin.key.public();
+    let application = |id: &str, key: &sekisho_policy::device::DeviceKey| {
+        json!({"id": id, "owner": "giin", "kind": "smartphone", "ownership": "personal", "os": "ios",
+               "os_version": "17.4", "key_alg": key.alg(), "public_key": key.to_b64()})
+    };
+    let (status, v) =
+        gw.admin_call("POST", "/v1/devices", APPLICANT_TOKEN, Some(application("giin-phone-2", &public))).await;
+    assert_eq!(status, 409, "the old key is refused: {v}");
+    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+    let fresh = sekisho_policy::attestation::SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[42; 32]));
+    let (status, v) =
+        gw.admin_call("POST", "/v1/devices", APPLICANT_TOKEN, Some(application("giin-phone-2", &fresh.public()))).await;
+    assert_eq!(status, 201, "{v}");
+}
+
+/// 熊本 第12条第2項: the 情報システム責任者 may approve a device below the
+/// profile's minimums with a recorded exception; the record shows it.
+#[tokio::test]
+async fn kumamoto_art12_2_an_approval_records_an_exception_with_its_reason() {
+    let (_up, _ws, gw) = setup().await;
+    let mut giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: false }).await;
+    giin.os_version = "16.7";
+    let (status, v) = gw
+        .admin_call(
+            "POST",
+            &format!("/v1/devices/{}/reject", giin.device),
+            ROOT_TOKEN,
+            Some(json!({"reason": "x", "exception": "y"})),
+        )
+        .await;
+    assert_eq!(status, 400, "an exception only comes with an approval: {v}");
+    gw.admin(
+        "POST",
+        &format!("/v1/devices/{}/approve", giin.device),
+        json!({"reason": "様式第1号 確認", "exception": "iOS 16.7: 更新不可の機種、対策ソフト確認済み"}),
+    )
+    .await;
+    // The test profiles ask for iOS 17.0: the exception wins.
+    assert_eq!(gw.get_as(&giin, "app.localhost", "/").await.status(), 200);
+    let (_, devices) = gw.admin_call("GET", "/v1/devices", AUDITOR_TOKEN, None).await;
+    let d = devices["devices"].as_array().unwrap().iter().find(|d| d["id"] == giin.device.as_str()).unwrap().clone();
+    assert_eq!(d["exception"]["reason"], "iOS 16.7: 更新不可の機種、対策ソフト確認済み");
+    assert_eq!(d["exception"]["approver"], "root");
+}
+
+/// Abiko 8.(1) over the wire: each person works their own schedule and is
+/// told their own next opening; a supervisor (所属長) orders overtime for
+/// the members of their own department only, recorded with their name.
+#[tokio::test]
+async fn abiko_8_1_own_hours_own_next_opening_and_a_supervisor_orders_overtime_for_their_department() {
+    let (_up, _ws, gw) = setup().await;
+    let (gina, hank, ivy) = (
+        gw.enrol("gina", Enrol::default()).await,
+        gw.enrol("hank", Enrol::default()).await,
+        gw.enrol("ivy", Enrol::default()).await,
+    );
+    let jst_hour = (chrono::Utc::now() + chrono::Duration::hours(9)).hour();
+    let later = format!("daily {:02}:00-{:02}:00", (jst_hour + 5) % 24, (jst_hour + 6) % 24);
+    let hours = std::fs::read_to_string(gw.path("rules/hours.toml")).unwrap().replace(
+        "[network]",
+        &format!("overtime_grants = true\n\n[schedules.all-day]\nalways = true\n\n[schedules.later]\nweekly = [\"{later}\"]\n\n[network]"),
+    );
+    gw.write_rules("hours.toml", &hours);
+    gw.reload().await;
+    let put = |user: &str, department: &str, schedule: Option<&str>| json!({"display_name": user, "role": "staff", "profiles": support::PROFILES, "department": department, "schedule": schedule});
+    gw.admin("PUT", "/v1/users/gina", put("gina", "総務課", None)).await;
+    gw.admin("PUT", "/v1/users/hank", put("hank", "市民課", Some("later"))).await;
+    gw.admin("PUT", "/v1/users/ivy", put("ivy", "市民課", Some("all-day"))).await;
+    let (status, v) =
+        gw.admin_call("PUT", "/v1/users/ivy", ROOT_TOKEN, Some(put("ivy", "市民課", Some("no-such")))).await;
+    assert_eq!(status, 400, "a schedule no profile defines: {v}");
+
+    assert_eq!(gw.get_as(&ivy, "hours.localhost", "/").await.status(), 200, "ivy's own schedule is open");
+    let opening = |resp: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(resp["retry_at"].as_str().unwrap()).unwrap().hour()
+    };
+    let gina_page: serde_json::Value = gw.get_as(&gina, "hours.localhost", "/").await.json().await.unwrap();
+    let hank_page: serde_json::Value = gw.get_as(&hank, "hours.localhost", "/").await.json().await.unwrap();
+    assert_eq!(gina_page["reason"], "outside_hours");
+    assert_eq!(opening(&gina_page), (jst_hour + 2) % 24, "the profile's hours open then: {gina_page}");
+    assert_eq!(opening(&hank_page), (jst_hour + 5) % 24, "hank's own schedule opens later: {hank_page}");
+
+    let now = chrono::Utc::now();
+    let grant = |who: (&str, &str)| {
+        let mut g = json!({"reason": "議会対応", "start": now - chrono::Duration::minutes(5), "end": now + chrono::Duration::hours(1)});
+        g[who.0] = json!(who.1);
+        g
+    };
+    let (status, v) = gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("user", "hank")))).await;
+    assert_eq!(status, 403, "hank is not in the supervisor's department: {v}");
+    let (status, v) =
+        gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("department", "市民課")))).await;
+    assert_eq!(status, 403, "nor is 市民課: {v}");
+    let mut other = grant(("user", "gina"));
+    other["approver"] = json!("someone else");
+    assert_eq!(gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(other)).await.0, 400);
+    let (status, v) = gw.admin_call("POST", "/v1/overtime", SUPERVISOR_TOKEN, Some(grant(("user", "gina")))).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(gw.get_as(&gina, "hours.localhost", "/").await.status(), 200, "gina's overtime");
+    assert_eq!(reason(&gw.get_as(&hank, "hours.localhost", "/").await).as_deref(), Some("outside_hours"));
+
+    // IT staff keep the power to grant for anyone; the supervisor sees and withdraws only their own.
+    let it = gw
+        .admin("POST", "/v1/overtime", {
+            let mut g = grant(("department", "市民課"));
+            g["approver"] = json!("市民課長");
+            g
+        })
+        .await;
+    assert_eq!(gw.get_as(&hank, "hours.localhost", "/").await.status(), 200, "a whole department's overtime");
+    let (_, listed) = gw.admin_call("GET", "/v1/overtime", SUPERVISOR_TOKEN, None).await;
+    let grants = listed["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{listed}");
+    assert_eq!((grants[0]["user"].as_str(), grants[0]["approver"].as_str()), (Some("gina"), Some("soumu-kacho")));
+    let (status, _) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", it["id"]), SUPERVISOR_TOKEN, None).await;
+    assert_eq!(status, 403, "another department's grant");
+    let (status, _) = gw.admin_call("DELETE", &format!("/v1/overtime/{}", v["id"]), SUPERVISOR_TOKEN, None).await;
+    assert_eq!(status, 200, "withdrawn by the supervisor who ordered it");
+    assert_eq!(reason(&gw.get_as(&gina, "hours.localhost", "/").await).as_deref(), Some("outside_hours"));
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=overtime.grant&limit=5", AUDITOR_TOKEN, None).await;
+    assert!(
+        audit["records"].as_array().unwrap().iter().any(|r| r["approver"] == "soumu-kacho" && r["target"] == "gina"),
+        "{audit}"
+    );
+}
+
+/// 熊本 第11条第1項第1号, 第13条: a councillor's phone, where no agent runs,
+/// proves itself with a certificate installed from its enrollment bundle.
+/// The bundle is downloaded once; its PKCS#12 opens only with the one-time
+/// password from the issuing answer (read here by `openssl`, as a phone
+/// would); renewal before expiry keeps the old certificate working, and
+/// revocation stops both.
+#[tokio::test]
+async fn kumamoto_art11_1_a_phone_enrolls_from_a_one_time_bundle_and_renews_before_expiry() {
+    use base64::Engine as _;
+    let (_up, _ws, gw) = setup().await;
+    let giin =
+        gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: true }).await;
+    let (status, v) =
+        gw.admin_call("POST", &format!("/v1/devices/{}/certificate/renew", giin.device), ROOT_TOKEN, None).await;
+    assert_eq!(status, 409, "nothing to renew yet: {v}");
+    let issued = gw.admin("POST", &format!("/v1/devices/{}/certificate", giin.device), json!({})).await;
+    let (id, otp) =
+        (issued["enrollment"]["id"].as_str().unwrap(), issued["enrollment"]["one_time_password"].as_str().unwrap());
+    let download = format!("/v1/enrollments/{id}/download");
+    let (status, _) = gw.admin_call("POST", &download, AUDITOR_TOKEN, None).await;
+    assert_eq!(status, 403, "only the system manager downloads it");
+    let bundle = gw.admin("POST", &download, json!({})).await;
+    let (status, _) = gw.admin_call("POST", &download, ROOT_TOKEN, None).await;
+    assert_eq!(status, 404, "downloadable exactly once");
+    let files = bundle["files_base64"].as_object().unwrap();
+    let file = |suffix: &str| {
+        let (_, data) = files.iter().find(|(name, _)| name.ends_with(suffix)).unwrap();
+        base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap()).unwrap()
+    };
+    assert!(String::from_utf8(file(".mobileconfig")).unwrap().contains("com.apple.security.pkcs12"));
+    assert!(String::from_utf8(file("-android-ja.txt")).unwrap().contains("ワンタイムパスワード"));
+    let p12 = gw.path("giin.p12");
+    std::fs::write(&p12, file(".p12")).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs12", "-nodes", "-in"])
+        .arg(&p12)
+        .args(["-passin", &format!("pass:{otp}")])
+        .output()
+        .expect("openssl (Debian package `openssl`) is needed for this test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity = String::from_utf8(out.stdout).unwrap();
+    let phone = gw.client_with_identity(&identity);
+    let get = |client: reqwest::Client| {
+        let url = gw.url("app.localhost", "/");
+        async move { client.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get(phone.clone()).await.status(), 200, "the installed bundle proves the phone");
+
+    let renewed = gw.admin("POST", &format!("/v1/devices/{}/certificate/renew", giin.device), json!({})).await;
+    assert_eq!(renewed["renewal"], true);
+    assert!(renewed["enrollment"]["one_time_password"] != issued["enrollment"]["one_time_password"]);
+    let new_pem =
+        format!("{}{}", renewed["certificate_pem"].as_str().unwrap(), renewed["private_key_pem"].as_str().unwrap());
+    let new_phone = gw.client_with_identity(&new_pem);
+    assert_eq!(get(new_phone.clone()).await.status(), 200, "the renewed certificate");
+    assert_eq!(get(phone.clone()).await.status(), 200, "the old one until it expires");
+    gw.admin("POST", &format!("/v1/devices/{}/revoke", giin.device), json!({"reason": "紛失 (第17条)"})).await;
+    assert_eq!(reason(&get(phone).await).as_deref(), Some("device_revoked"));
+    assert_eq!(reason(&get(new_phone).await).as_deref(), Some("device_revoked"));
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=device.enrollment.download", AUDITOR_TOKEN, None).await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "{audit}");
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains(otp), "the one-time password is never logged");
 }

@@ -444,6 +444,20 @@ async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
         ("POST", "/v1/devices".into(), device("u2-pc", "u2", 13)),
         ("POST", "/v1/devices/u2-pc/reject".into(), json!({"reason": "私物"})),
         ("POST", "/v1/devices/u1-phone/revoke".into(), json!({"reason": "紛失"})),
+        ("POST", "/v1/devices/u1-phone/approve".into(), json!({"reason": "再承認"})),
+        ("POST", "/v1/devices".into(), device("u1-phone-2", "u1", 11)),
+        ("POST", "/v1/devices".into(), device("u1-tablet", "u1", 18)),
+        ("POST", "/v1/devices/u1-tablet/approve".into(), json!({"reason": "例外", "exception": "更新予定"})),
+        ("PUT", "/v1/apps/kintone/5".into(), json!({"stage": "development", "reason": "新規作成中"})),
+        ("POST", "/v1/apps/kintone/5/reviews".into(), json!({"subject": "customize", "reviewer": "課", "note": "js"})),
+        ("POST", "/v1/apps/kintone/5/reviews".into(), json!({"subject": "plugin", "reviewer": "課", "note": "p"})),
+        ("DELETE", "/v1/reviews/1".into(), json!({"reason": "取消"})),
+        ("DELETE", "/v1/reviews/1".into(), json!({"reason": "取消"})),
+        (
+            "PUT",
+            "/v1/users/u4".into(),
+            json!({"display_name": "四", "role": "staff", "profiles": ["app"], "department": "総務課"}),
+        ),
         ("POST", "/v1/devices/none/approve".into(), json!({"reason": "x"})),
         (
             "POST",
@@ -473,6 +487,11 @@ async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
             "/v1/overtime".into(),
             json!({"user": "ghost", "approver": "課長", "reason": "x", "start": start, "end": end}),
         ),
+        (
+            "POST",
+            "/v1/overtime".into(),
+            json!({"department": "総務課", "approver": "課長", "reason": "決算", "start": start, "end": end}),
+        ),
         ("DELETE", "/v1/overtime/999".into(), json!({"reason": "x"})),
         ("POST", "/v1/maintenance".into(), json!({"reason": "更新", "start": start, "end": end})),
         ("POST", "/v1/maintenance".into(), json!({"reason": "更新", "profile": "app", "start": start, "end": end})),
@@ -480,6 +499,7 @@ async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
         ("DELETE", "/v1/maintenance/1".into(), json!({"reason": "中止"})),
         ("POST", format!("/v1/devices/{}/certificate", p1.device), json!({"days": 30})),
         ("POST", "/v1/devices/u2-pc/certificate".into(), json!({"days": 30})),
+        ("POST", format!("/v1/devices/{}/certificate/renew", p1.device), json!({"days": 30})),
         ("POST", format!("/v1/devices/{}/posture", p1.device), json!({"attestation": p1.token("sekisho:posture")})),
     ];
     let mut seen = Vec::new();
@@ -512,8 +532,9 @@ async fn reads(gw: &Gateway) -> Vec<(String, u16, Value)> {
 
 /// Removes what differs between two runs of the same calls.
 fn scrub(v: Value) -> Value {
-    const VARYING: [&str; 12] = [
+    const VARYING: [&str; 13] = [
         "since",
+        "enrollment",
         "time",
         "snapshot_built_at",
         "not_after",

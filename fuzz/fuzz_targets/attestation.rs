@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         key,
         status: DeviceStatus::Approved,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
     };
     let devices = sekisho_policy::state::Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(device))]);
     let _ = verify(text, &devices);

@@ -16,6 +16,8 @@ fn device(key: &SigningKey) -> Devices {
         key: key.public(),
         status: DeviceStatus::Approved,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
     };
     Devices::from(vec![("d1".to_owned(), std::sync::Arc::new(d))])
 }

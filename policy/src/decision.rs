@@ -19,6 +19,27 @@ pub struct Allow<'a> {
     pub user: &'a str,
     pub device: &'a str,
     pub basis: Basis,
+    /// What the adapter must still read in the request body before any
+    /// byte of it goes upstream (`engine::check_held_body`); `None` when
+    /// the headers were enough.
+    pub inspect: Option<Inspect>,
+}
+
+/// Checks that need the whole request body. The adapter holds the body
+/// (up to its hold limit; a larger one is refused), then calls
+/// `engine::check_held_body` once at its end; a request without a body is
+/// checked as an empty one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspect {
+    /// A sign-in post: the login in this field must be one the user may
+    /// use (their own, or a shared one they hold).
+    pub login_field: Option<String>,
+    /// The app the body names (`[apps] field`) must be in development or
+    /// reviewed for each of these (Abiko 10.).
+    pub reviews: Vec<crate::state::Subject>,
+    /// The query already named an app (checked by `decide`): a body that
+    /// names none is then about that app.
+    pub app_in_query: bool,
 }
 
 /// Why the clock allowed the request.

@@ -10,11 +10,13 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone as
 use sha2::{Digest, Sha256};
 
 use crate::attestation::{AttestationError, Timing, VerifiedToken};
-use crate::decision::{Allow, Basis, Decision, Deny, DenyReason};
+use crate::body::{self, Field};
+use crate::decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 use crate::device::{DeviceStatus, Os, Version};
 use crate::holidays;
-use crate::rules::{Network, Open, Profile, RoleRules, Route};
-use crate::state::{Device, SecuritySoftware, State, User};
+use crate::mynumber::Confidence;
+use crate::rules::{Hours, LowConfidence, Network, Open, Profile, RoleRules, Route};
+use crate::state::{Device, Grantee, SecuritySoftware, State, Subject, User};
 
 /// What the adapter knows about one request.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +31,11 @@ pub struct RequestFacts<'a> {
     pub attestation: Attestation<'a>,
     /// The profile's integration-token header, all values joined by `,`.
     pub integration_tokens: Option<&'a str>,
-    /// The profile's login header (`X-Cybozu-Authorization`), if sent.
+    /// The profile's login header (`X-Cybozu-Authorization`), if sent
+    /// (once: the adapter refuses a request that repeats it).
     pub login: Option<&'a str>,
+    /// The query string (after `?`, undecoded), if any.
+    pub query: Option<&'a str>,
 }
 
 /// The client address, as [`client_addr`] resolved it.
@@ -115,13 +120,149 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
     let basis = check_posture(profile, role, device, &posture, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
-        .and_then(|()| check_admin_path(profile, &user.role, facts.path))
+        .and_then(|()| check_admin_path(profile, &user.role, facts.method, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
-        .and_then(|()| check_hours(profile, state, &user.id, now))
+        .and_then(|()| check_login_query(profile, &user.id, facts.path, facts.query))
+        .and_then(|()| check_hours(profile, state, user, now))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
+        .and_then(|basis| check_reviews(profile, state, facts).map(|pending| (basis, pending)))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
-    Ok(Allow { user: &user.id, device: &device.id, basis })
+    let (basis, reviews) = basis;
+    let inspect = body_checks(profile, facts, reviews);
+    Ok(Allow { user: &user.id, device: &device.id, basis, inspect })
+}
+
+fn is_reading(method: &str) -> bool {
+    method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
+}
+
+/// What only the body can tell, for this request.
+fn body_checks(profile: &Profile, facts: &RequestFacts<'_>, reviews: Vec<Subject>) -> Option<Inspect> {
+    let reading = is_reading(facts.method);
+    let login_field =
+        profile.account.as_ref().and_then(|a| a.form_at(facts.path)).filter(|_| !reading).map(str::to_owned);
+    let app_in_query = app_in(profile, facts.query).is_some_and(|a| matches!(a, Field::One(_)));
+    (login_field.is_some() || !reviews.is_empty()).then_some(Inspect { login_field, reviews, app_in_query })
+}
+
+/// The `[apps] field` of a query string, if the profile has app rules.
+fn app_in(profile: &Profile, query: Option<&str>) -> Option<Field> {
+    let rules = profile.apps.as_ref()?;
+    Some(query.map_or(Field::Absent, |q| body::form_field(q.as_bytes(), &rules.field)))
+}
+
+/// Abiko 10.: JavaScript/CSS customisation and API-token integrations of an
+/// app in operation need a recorded review; an app in development may use
+/// them. Returns what the body's app must still satisfy (a write may name
+/// the app in its body); an app the request does not determine is treated
+/// as in operation, and so unreviewed.
+fn check_reviews(profile: &Profile, state: &State, facts: &RequestFacts<'_>) -> Result<Vec<Subject>, Deny> {
+    let Some(rules) = &profile.apps else { return Ok(Vec::new()) };
+    let mut needs = Vec::new();
+    if !is_reading(facts.method) && rules.customize_paths.iter().any(|p| p.matches(facts.path)) {
+        needs.push(Subject::Customize);
+    }
+    if unreviewed_token(profile, state, facts.integration_tokens) {
+        needs.push(Subject::ApiToken);
+    }
+    if needs.is_empty() {
+        return Ok(needs);
+    }
+    match app_in(profile, facts.query) {
+        Some(Field::One(app)) => needs.iter().try_for_each(|s| check_app(profile, state, &app, *s))?,
+        Some(Field::Ambiguous) => return Err(unreviewed(needs[0], "the app is named more than once")),
+        _ if is_reading(facts.method) => return Err(unreviewed(needs[0], "the request does not name its app")),
+        _ => {}
+    }
+    // A write may (also) name its app in the body: the adapter reads it.
+    Ok(if is_reading(facts.method) { Vec::new() } else { needs })
+}
+
+/// Is any integration token neither approved in the rules nor reviewed by itself?
+fn unreviewed_token(profile: &Profile, state: &State, tokens: Option<&str>) -> bool {
+    let (Some(rule), Some(tokens)) = (&profile.integrations, tokens) else { return false };
+    tokens.split(',').map(str::trim).filter(|t| !t.is_empty()).any(|token| {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        !rule.approved.iter().any(|a| a.sha256 == hash) && !state.apps.token_reviewed(&profile.name, &hex(&hash))
+    })
+}
+
+/// The app named `app` (decimal) is in development or reviewed for `subject`.
+fn check_app(profile: &Profile, state: &State, app: &str, subject: Subject) -> Result<(), Deny> {
+    let Ok(id) = app.trim().parse::<u64>() else {
+        return Err(unreviewed(subject, "the app is not a number"));
+    };
+    let register = &state.apps;
+    if register.in_development(&profile.name, id) || register.reviewed(&profile.name, id, subject) {
+        return Ok(());
+    }
+    Err(unreviewed(subject, "the app is in operation and this is not reviewed"))
+}
+
+fn unreviewed(subject: Subject, why: &str) -> Deny {
+    let reason = match subject {
+        Subject::ApiToken => DenyReason::IntegrationNotApproved,
+        Subject::Customize | Subject::Webhook => DenyReason::FeatureNotPermitted,
+    };
+    Deny::new(reason, format!("apps: {} needs a recorded review: {why}", subject.as_str()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The checks `decide` left to the body (`Allow::inspect`), over the whole
+/// body the adapter held back. Call once, at the end of the body; `body`
+/// is empty for a request without one.
+pub fn check_held_body(
+    profile: &Profile,
+    state: &State,
+    user: &str,
+    inspect: &Inspect,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(), Deny> {
+    if let (Some(rules), Some(first)) = (&profile.apps, inspect.reviews.first()) {
+        match body::body_field(content_type, body, &rules.field) {
+            Field::One(app) => inspect.reviews.iter().try_for_each(|s| check_app(profile, state, &app, *s))?,
+            Field::Absent if inspect.app_in_query => {}
+            Field::Absent => return Err(unreviewed(*first, "the request does not name its app")),
+            Field::Ambiguous => return Err(unreviewed(*first, "the app is named more than once")),
+        }
+    }
+    if let (Some(field), Some(rule)) = (&inspect.login_field, &profile.account) {
+        // A sign-in post without a readable login is refused: the SaaS
+        // might read a login the gateway did not.
+        let allowed = match body::body_field(content_type, body, field) {
+            Field::One(login) => rule.may_use(user, &login),
+            Field::Absent | Field::Ambiguous => false,
+        };
+        if !allowed {
+            return Err(Deny::new(DenyReason::AccountMismatch, "account.forms"));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal for a body `decide` asked to inspect that is larger than the
+/// adapter can hold: it cannot be read, so it does not pass.
+pub fn body_too_large(inspect: &Inspect) -> Deny {
+    match (&inspect.login_field, inspect.reviews.first()) {
+        (None, Some(subject)) => unreviewed(*subject, "the body is larger than the gateway holds to read its app"),
+        _ => Deny::new(DenyReason::AccountMismatch, "account.forms: body larger than the gateway holds for inspection"),
+    }
+}
+
+/// A sign-in endpoint may also take the login in its query string.
+fn check_login_query(profile: &Profile, user: &str, path: &str, query: Option<&str>) -> Result<(), Deny> {
+    let Some(rule) = &profile.account else { return Ok(()) };
+    let (Some(field), Some(query)) = (rule.form_at(path), query) else { return Ok(()) };
+    match body::form_field(query.as_bytes(), field) {
+        Field::Absent => Ok(()),
+        Field::One(login) if rule.may_use(user, &login) => Ok(()),
+        Field::One(_) | Field::Ambiguous => Err(Deny::new(DenyReason::AccountMismatch, "account.forms (query)")),
+    }
 }
 
 fn check_validity(profile: &Profile, today: NaiveDate) -> Result<(), Deny> {
@@ -291,15 +432,17 @@ fn check_posture(
     if c.attested && c.os != device.os {
         return Err(not_permitted(format!("attested os `{}` differs from the registered `{}`", c.os, device.os)));
     }
+    // An exception recorded at approval wins over the profile's minimums.
+    let waived = device.exception.is_some();
     match profile.min_os(c.os) {
-        None => return Err(not_permitted(format!("os `{}` is not permitted", c.os))),
-        Some(Some(min)) if c.os_version < min => {
+        None if !waived => return Err(not_permitted(format!("os `{}` is not permitted", c.os))),
+        Some(Some(min)) if c.os_version < min && !waived => {
             return Err(Deny::new(
                 DenyReason::OsOutdated,
                 format!("{} {} is older than the required {min}", c.os, c.os_version),
             ));
         }
-        Some(_) => {}
+        _ => {}
     }
     let Some(rule) = profile.devices.security_software else {
         return Ok(());
@@ -308,7 +451,7 @@ fn check_posture(
         return Err(Deny::new(DenyReason::SecuritySoftwareMissing, "devices.security_software.required"));
     };
     match rule.max_age_days {
-        Some(days) if sw.updated + Duration::days(i64::from(days)) < today => Err(Deny::new(
+        Some(days) if !waived && sw.updated + Duration::days(i64::from(days)) < today => Err(Deny::new(
             DenyReason::SecuritySoftwareOutdated,
             format!("signatures last updated {}, more than {days} days ago", sw.updated),
         )),
@@ -349,12 +492,9 @@ pub fn still_allowed(
     }
 }
 
-/// Customisation and deploy paths only for the roles the profile names.
-fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Deny> {
-    let blocked = profile
-        .admin_paths
-        .iter()
-        .find(|a| a.paths.iter().any(|p| p.matches(path)) && !a.roles.iter().any(|r| r == role));
+/// Domain-wide administration only for the roles the profile names.
+fn check_admin_path(profile: &Profile, role: &str, method: &str, path: &str) -> Result<(), Deny> {
+    let blocked = profile.admin_paths.iter().find(|a| a.covers(method, path) && !a.roles.iter().any(|r| r == role));
     match blocked {
         Some(a) => Err(Deny::new(
             DenyReason::FeatureNotPermitted,
@@ -364,8 +504,13 @@ fn check_admin_path(profile: &Profile, role: &str, path: &str) -> Result<(), Den
     }
 }
 
-/// Every integration token sent must be one the municipality reviewed.
+/// Every integration token sent must be one the municipality reviewed. With
+/// `[apps]`, a token not approved here is judged with its app instead
+/// (`check_reviews`).
 fn check_integrations(profile: &Profile, tokens: Option<&str>) -> Result<(), Deny> {
+    if profile.apps.is_some() {
+        return Ok(());
+    }
     let (Some(rule), Some(tokens)) = (&profile.integrations, tokens) else { return Ok(()) };
     for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -376,55 +521,88 @@ fn check_integrations(profile: &Profile, tokens: Option<&str>) -> Result<(), Den
     Ok(())
 }
 
-/// A login sent to the SaaS must be the attested user's own (no shared accounts).
+/// A login sent to the SaaS must be one the attested user may use: their
+/// own (no ID sharing, Abiko 6.(2)), or a shared one they hold (6.(3)).
 fn check_account(profile: &Profile, user: &str, header: Option<&str>) -> Result<(), Deny> {
     let (Some(rule), Some(header)) = (&profile.account, header) else { return Ok(()) };
     let mismatch = || Deny::new(DenyReason::AccountMismatch, "account.header");
     let decoded = base64::engine::general_purpose::STANDARD.decode(header.trim()).map_err(|_| mismatch())?;
     // Only the part before the first `:` is read; the password is never kept.
     let login = decoded.split(|b| *b == b':').next().unwrap_or_default();
-    match login == rule.login_for(user).as_bytes() {
-        true => Ok(()),
-        false => Err(mismatch()),
+    match std::str::from_utf8(login) {
+        Ok(login) if rule.may_use(user, login) => Ok(()),
+        _ => Err(mismatch()),
     }
 }
 
+/// A scanner for the request body, for profiles that forbid 個人番号 in
+/// bodies (Abiko 5.(2)); `None` when the profile does not.
+pub fn body_scanner(profile: &Profile) -> Option<crate::mynumber::Scanner> {
+    profile.my_number.as_ref().map(|r| crate::mynumber::Scanner::new(r.keywords.clone()))
+}
+
 /// A request body chunk, for profiles that forbid 個人番号 in bodies. Call
-/// with `end = true` once at the end of the body.
+/// with `end = true` once at the end of the body. A high-confidence number
+/// is refused; a low-confidence one as the profile says
+/// (`my_number_low_confidence`). The adapter must hold back
+/// [`crate::mynumber::DECISION_BYTES`] of a streamed body.
 pub fn check_body(
     profile: &Profile,
     scanner: &mut crate::mynumber::Scanner,
     chunk: &[u8],
     end: bool,
 ) -> Result<(), Deny> {
-    if !profile.forbid_my_number {
-        return Ok(());
-    }
-    let found = scanner.feed(chunk) || (end && scanner.finish());
-    match found {
-        true => Err(Deny::new(DenyReason::SpecificPersonalInformation, "content.forbid_my_number")),
-        false => Ok(()),
+    let Some(rules) = &profile.my_number else { return Ok(()) };
+    scanner.feed(chunk);
+    let verdict = if end { scanner.finish() } else { scanner.verdict() };
+    match (verdict, rules.low) {
+        (Some(Confidence::High), _) => Err(Deny::new(
+            DenyReason::SpecificPersonalInformation,
+            "content.forbid_my_number: high confidence (check digit and keyword or field within 300 characters)",
+        )),
+        (Some(Confidence::Low), LowConfidence::Block) => Err(Deny::new(
+            DenyReason::SpecificPersonalInformation,
+            "content.forbid_my_number: low confidence (check digit only)",
+        )),
+        _ => Ok(()),
     }
 }
 
-/// Permitted hours in the profile's time zone, or an overtime grant.
-fn check_hours(profile: &Profile, state: &State, user: &str, now: DateTime<Utc>) -> Result<Basis, Deny> {
+/// What the audit line says of a body that passed with a low-confidence
+/// finding (never the number itself).
+pub fn body_note(scanner: &crate::mynumber::Scanner) -> Option<&'static str> {
+    match scanner.verdict() {
+        Some(Confidence::Low) => Some("content.forbid_my_number: low confidence (check digit only), passed"),
+        _ => None,
+    }
+}
+
+/// The person's own working hours (Abiko 8.: 各職員の正規の勤務時間) in the
+/// profile's time zone, or overtime granted to them or their department.
+fn check_hours(profile: &Profile, state: &State, user: &User, now: DateTime<Utc>) -> Result<Basis, Deny> {
+    let hours = profile.hours_for(user.schedule.as_deref());
     let local = now.with_timezone(&profile.timezone).naive_local();
-    let closed = match closed_because(profile, local) {
-        None => return Ok(if matches!(profile.hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
+    let closed = match closed_because(hours, local) {
+        None => return Ok(if matches!(hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
         Some(deny) => deny,
     };
+    let covers =
+        |g: &Grantee| state.overtime.get(g).is_some_and(|grants| grants.iter().any(|g| g.covers(&profile.name, now)));
     let granted = profile.hours.overtime_grants
-        && state.overtime.get(user).is_some_and(|grants| grants.iter().any(|g| g.covers(&profile.name, now)));
+        && (covers(&Grantee::User(user.id.clone()))
+            || user.department.as_ref().is_some_and(|d| covers(&Grantee::Department(d.clone()))));
     if granted {
         return Ok(Basis::Overtime);
     }
-    Err(closed.retry_at(next_open(profile, now)))
+    let closed = match user.schedule.as_deref().filter(|s| profile.schedules.contains_key(*s)) {
+        Some(s) => Deny { rule: format!("schedules.{s}: {}", closed.rule).into(), ..closed },
+        None => closed,
+    };
+    Err(closed.retry_at(next_open_in(profile, hours, now)))
 }
 
-/// Why the profile is closed at local time `t`, or `None` when it is open.
-fn closed_because(profile: &Profile, t: NaiveDateTime) -> Option<Deny> {
-    let hours = &profile.hours;
+/// Why `hours` are closed at local time `t`, or `None` when they are open.
+fn closed_because(hours: &Hours, t: NaiveDateTime) -> Option<Deny> {
     let date = t.date();
     if let Some(range) = hours.closed_dates.iter().find(|r| r.contains(date)) {
         return Some(Deny::new(DenyReason::Holiday, format!("hours.closed_dates {range}")));
@@ -441,12 +619,18 @@ fn closed_because(profile: &Profile, t: NaiveDateTime) -> Option<Deny> {
     }
 }
 
-/// The next instant within two weeks at which the profile opens by its
-/// calendar alone (grants are per user and not predicted).
+/// The next instant within two weeks at which the profile's own hours open
+/// by their calendar alone (grants are per person and not predicted).
 pub fn next_open(profile: &Profile, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_open_in(profile, &profile.hours, now)
+}
+
+/// The next opening of `hours` (a person's schedule in `profile`), as
+/// [`next_open`]; this is what a person's block page shows.
+pub fn next_open_in(profile: &Profile, hours: &Hours, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let tz = profile.timezone;
     let today = now.with_timezone(&tz).date_naive();
-    let windows: &[_] = match &profile.hours.open {
+    let windows: &[_] = match &hours.open {
         Open::Weekly(w) => w,
         Open::Always => &[],
     };
@@ -458,7 +642,7 @@ pub fn next_open(profile: &Profile, now: DateTime<Utc>) -> Option<DateTime<Utc>>
         })
         .filter_map(|local| tz.from_local_datetime(&local).earliest())
         .map(|at| at.with_timezone(&Utc))
-        .filter(|at| *at > now && closed_because(profile, at.with_timezone(&tz).naive_local()).is_none())
+        .filter(|at| *at > now && closed_because(hours, at.with_timezone(&tz).naive_local()).is_none())
         .filter(|at| profile.valid_until.is_none_or(|u| at.with_timezone(&tz).date_naive() <= u))
         .min()
         .filter(|at| at.year() < 10000)

@@ -71,6 +71,8 @@ fn world() -> World {
         profiles: vec!["abiko".into()],
         suspended: None,
         restricted: None,
+        department: None,
+        schedule: None,
     };
     let device = Device {
         id: "d1".into(),
@@ -83,6 +85,8 @@ fn world() -> World {
         key: key.public(),
         status: DeviceStatus::Approved,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
     };
     let state = State {
         users: vec![("u1".into(), Arc::new(user))].into(),
@@ -125,6 +129,7 @@ impl World {
             attestation,
             integration_tokens: None,
             login: None,
+            query: None,
         };
         // The decision borrows only from the state; re-create it so the
         // token locals can drop.
@@ -133,6 +138,7 @@ impl World {
                 user: &self.state.users["u1"].id,
                 device: &self.state.devices["d1"].id,
                 basis: a.basis,
+                inspect: a.inspect,
             }),
             Decision::Deny(d) => Decision::Deny(d),
         }
@@ -161,7 +167,7 @@ impl World {
 fn a_registered_issued_pc_in_office_hours_passes() {
     let w = world();
     let d = w.decide_with(&claims(tuesday()), "POST", "10.1.2.3", tuesday());
-    assert_eq!(d, Decision::Allow(Allow { user: "u1", device: "d1", basis: Basis::Hours }));
+    assert_eq!(d, Decision::Allow(Allow { user: "u1", device: "d1", basis: Basis::Hours, inspect: None }));
 }
 
 #[test]
@@ -224,14 +230,14 @@ fn an_overtime_grant_opens_the_profile_only_while_it_runs() {
     let saturday = jst(2026, 11, 28, 10, 0, 0);
     let grant = OvertimeGrant {
         id: 1,
-        user: "u1".into(),
+        grantee: Grantee::User("u1".into()),
         profile: None,
         approver: "課長".into(),
         reason: "議会対応".into(),
         start: jst(2026, 11, 28, 9, 0, 0),
         end: jst(2026, 11, 28, 12, 0, 0),
     };
-    Arc::make_mut(&mut w.state.overtime).insert("u1".into(), vec![grant]);
+    Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
     let d = w.decide_with(&claims(saturday), "GET", "10.1.2.3", saturday);
     assert!(matches!(d, Decision::Allow(Allow { basis: Basis::Overtime, .. })));
     assert_eq!(w.reason_at(jst(2026, 11, 28, 12, 0, 0)), Some(DenyReason::OutsideHours));
@@ -330,6 +336,7 @@ fn missing_forged_and_unknown_tokens_are_denied() {
         attestation,
         integration_tokens: None,
         login: None,
+        query: None,
     };
     let missing = decide(&facts(Attestation::Missing), &w.state, tuesday());
     assert_eq!(missing.deny_reason(), Some(DenyReason::AttestationMissing));
@@ -382,6 +389,7 @@ fn a_rekeyed_device_refuses_tokens_signed_by_its_old_key() {
         attestation: Attestation::Verified(&verified),
         integration_tokens: None,
         login: None,
+        query: None,
     };
     assert_eq!(decide(&facts, &w.state, tuesday()).deny_reason(), Some(DenyReason::AttestationInvalid));
 }
@@ -498,8 +506,8 @@ proptest! {
         let now = jst(2026, 11, 20, 0, 0, 0) + chrono::Duration::minutes(minutes);
         w.user().suspended = Some(Flag { reason: "x".into(), since: now, until: None });
         if granted {
-            let grant = OvertimeGrant { id: 1, user: "u1".into(), profile: None, approver: "a".into(), reason: "r".into(), start: now - chrono::Duration::hours(1), end: now + chrono::Duration::hours(1) };
-            Arc::make_mut(&mut w.state.overtime).insert("u1".into(), vec![grant]);
+            let grant = OvertimeGrant { id: 1, grantee: Grantee::User("u1".into()), profile: None, approver: "a".into(), reason: "r".into(), start: now - chrono::Duration::hours(1), end: now + chrono::Duration::hours(1) };
+            Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
         }
         let client = format!("10.0.0.{octet}");
         prop_assert!(!w.decide_with(&claims(now), method, &client, now).is_allow());

@@ -4,6 +4,7 @@
 //! I/O, read the clock, spawn, or depend on the proxy, the store or a runtime.
 
 pub mod attestation;
+pub mod body;
 pub mod decision;
 pub mod device;
 pub mod engine;
@@ -15,7 +16,7 @@ pub mod rules;
 pub mod schedule;
 pub mod state;
 
-pub use decision::{Allow, Basis, Decision, Deny, DenyReason};
+pub use decision::{Allow, Basis, Decision, Deny, DenyReason, Inspect};
 pub use engine::{client_addr, decide, next_open, Attestation, ClientAddr, RequestFacts};
 pub use rules::{Profile, Route, Rules, RulesError};
 pub use state::State;

@@ -18,6 +18,8 @@ pub enum PathError {
     EncodedSeparator,
     #[error("the path contains `\\`, `;` or a control character")]
     Forbidden,
+    #[error("the path's percent-escapes do not decode to UTF-8 (overlong or invalid sequences)")]
+    BadEscape,
 }
 
 /// A request target in origin-form: what the rules judge and what is
@@ -96,6 +98,9 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
     if encoded_trick(path.as_bytes()) {
         return Err(PathError::EncodedSeparator);
     }
+    if !decodes_to_utf8(path.as_bytes()) {
+        return Err(PathError::BadEscape);
+    }
     // The first split piece is the empty string before the leading `/`;
     // a trailing `/` gives one empty last piece, which is allowed.
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -108,6 +113,32 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
         }
     }
     Ok(path)
+}
+
+/// Whether the path, with its `%HH` escapes decoded, is UTF-8: an upstream
+/// that decodes an overlong form (`%C0%AE` for `.`) or a stray byte could
+/// see a character the rules never saw. A `%` not followed by two hex
+/// digits stays as it is.
+fn decodes_to_utf8(bytes: &[u8]) -> bool {
+    if !bytes.contains(&b'%') {
+        return true;
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
 }
 
 /// An escape an upstream may decode into a different path than the rules
@@ -173,6 +204,10 @@ mod tests {
             ("/k\\v1", PathError::Forbidden),
             ("/k/v1/plugin.json;jsessionid=1", PathError::Forbidden),
             ("/k/\u{7f}", PathError::Forbidden),
+            ("/%C0%AE%C0%AE/admin", PathError::BadEscape),
+            ("/%E0%80%AF", PathError::BadEscape),
+            ("/a%FF", PathError::BadEscape),
+            ("/%E3%81", PathError::BadEscape),
         ];
         for (p, want) in cases {
             assert_eq!(canonical_path(p), Err(want), "{p}");

@@ -25,6 +25,8 @@ fn devices(status: DeviceStatus) -> Devices {
         key: key(seed).public(),
         status,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
     };
     Devices::from(vec![("d1".to_owned(), Arc::new(d("d1", 1))), ("d2".to_owned(), Arc::new(d("d2", 2)))])
 }

@@ -42,7 +42,11 @@ pub struct Profile {
     pub valid_from: Option<NaiveDate>,
     pub valid_until: Option<NaiveDate>,
     pub routes: Vec<Route>,
+    /// The profile's own working hours: everyone's unless assigned a schedule.
     pub hours: Hours,
+    /// Named working-hours schedules (Abiko 8.: each person's regular
+    /// hours), each with its own holidays and closed dates.
+    pub schedules: HashMap<String, Hours>,
     pub network: Network,
     pub attestation: AttestationRules,
     pub devices: DeviceRules,
@@ -54,15 +58,61 @@ pub struct Profile {
     pub integrations: Option<Integrations>,
     /// The SaaS login must be the attested user (no shared accounts).
     pub account: Option<AccountRule>,
-    /// Refuse request bodies that contain a 個人番号 (My Number).
-    pub forbid_my_number: bool,
+    /// Customisation and integrations need a review once an app is in operation.
+    pub apps: Option<AppRules>,
+    /// Refuse request bodies that contain a 個人番号 (My Number), and how.
+    pub my_number: Option<MyNumberRules>,
+}
+
+/// `[content]` My Number detection (Abiko 5.(2)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MyNumberRules {
+    /// Built-in keywords plus the profile's kintone field codes.
+    pub keywords: Arc<crate::mynumber::Keywords>,
+    /// What a low-confidence finding (the check digit alone) does.
+    pub low: LowConfidence,
+}
+
+/// What a number found on its check digit alone, with no context, does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LowConfidence {
+    /// Passes; the audit line notes it (never the number).
+    Record,
+    /// Refused like a high-confidence one.
+    Block,
 }
 
 /// Paths reserved for some roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminPaths {
     pub paths: Vec<PathPattern>,
+    /// Paths under `paths` that are not reserved (kintone's per-app settings
+    /// under `/k/admin/app/`).
+    pub except: Vec<PathPattern>,
+    /// The methods reserved, upper case; empty: every method.
+    pub methods: Vec<String>,
     pub roles: Vec<String>,
+}
+
+impl AdminPaths {
+    /// Does this entry reserve `method` on `path`?
+    pub fn covers(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && self.paths.iter().any(|p| p.matches(path))
+            && !self.except.iter().any(|p| p.matches(path))
+    }
+}
+
+/// Apps and their reviews (Abiko 10.): which request field names the app,
+/// and which paths change an app's JavaScript / CSS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRules {
+    /// Query parameter and top-level JSON member naming the app (`app`).
+    pub field: String,
+    /// Writes to these paths customise the app: it must be in development
+    /// or reviewed for `customize`.
+    pub customize_paths: Vec<PathPattern>,
 }
 
 /// A path pattern: `*` stands for exactly one non-empty segment, a final
@@ -122,17 +172,40 @@ pub struct ApprovedToken {
 }
 
 /// Which header carries the SaaS login (`X-Cybozu-Authorization`:
-/// base64 of `login:password`) and how user ids map to logins.
+/// base64 of `login:password`), where a browser posts it, and which logins
+/// each user may use: their own, and shared ones they hold (Abiko 6.(3)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRule {
     pub header: String,
     /// sekisho user id to SaaS login name, where they differ.
     pub logins: HashMap<String, String>,
+    /// Shared logins and the users given operating rights on them.
+    pub shared: HashMap<String, Vec<String>>,
+    /// Sign-in endpoints and the field that carries the login there.
+    pub forms: Vec<LoginForm>,
+}
+
+/// A sign-in endpoint: requests to `path` carry the login in `field` (a
+/// JSON member, a form field, or a query parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginForm {
+    pub path: PathPattern,
+    pub field: String,
 }
 
 impl AccountRule {
     pub fn login_for<'a>(&'a self, user: &'a str) -> &'a str {
         self.logins.get(user).map_or(user, String::as_str)
+    }
+
+    /// May `user` sign in as `login`? Their own login, or a shared one they hold.
+    pub fn may_use(&self, user: &str, login: &str) -> bool {
+        login == self.login_for(user) || self.shared.get(login).is_some_and(|holders| holders.iter().any(|h| h == user))
+    }
+
+    /// The login field of the sign-in endpoint at `path`, if it is one.
+    pub fn form_at(&self, path: &str) -> Option<&str> {
+        self.forms.iter().find(|f| f.path.matches(path)).map(|f| f.field.as_str())
     }
 }
 
@@ -296,6 +369,12 @@ impl Profile {
         raw.convert(file, text)
     }
 
+    /// The hours of a person assigned `schedule` (the profile's own when
+    /// unassigned or when this profile has no such schedule).
+    pub fn hours_for(&self, schedule: Option<&str>) -> &Hours {
+        schedule.and_then(|s| self.schedules.get(s)).unwrap_or(&self.hours)
+    }
+
     pub fn role(&self, role: &str) -> Option<&RoleRules> {
         self.roles.get(role)
     }
@@ -333,6 +412,8 @@ struct RawFile {
     #[serde(default)]
     routes: Vec<RawRoute>,
     hours: Spanned<RawHours>,
+    #[serde(default)]
+    schedules: HashMap<String, Spanned<RawSchedule>>,
     network: RawNetwork,
     #[serde(default)]
     attestation: Option<Spanned<RawAttestation>>,
@@ -344,6 +425,7 @@ struct RawFile {
     admin_paths: Vec<RawAdminPaths>,
     integrations: Option<RawIntegrations>,
     account: Option<RawAccount>,
+    apps: Option<RawApps>,
     #[serde(default)]
     content: RawContent,
 }
@@ -352,7 +434,34 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawAdminPaths {
     paths: Vec<PathPattern>,
+    #[serde(default)]
+    except: Vec<PathPattern>,
+    #[serde(default)]
+    methods: Vec<Method>,
     roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApps {
+    field: Spanned<String>,
+    #[serde(default)]
+    customize_paths: Vec<PathPattern>,
+}
+
+/// An HTTP method name (letters only), kept upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct Method(String);
+
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            true => Ok(Method(s.to_ascii_uppercase())),
+            false => Err(format!("`{s}` is not an HTTP method")),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -376,9 +485,19 @@ struct RawApproved {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccount {
-    header: String,
+    header: Spanned<String>,
     #[serde(default)]
     logins: HashMap<String, String>,
+    shared: Option<Spanned<HashMap<String, Vec<String>>>>,
+    #[serde(default)]
+    forms: Vec<RawLoginForm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoginForm {
+    path: PathPattern,
+    field: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -386,6 +505,9 @@ struct RawAccount {
 struct RawContent {
     #[serde(default)]
     forbid_my_number: bool,
+    my_number_low_confidence: Option<LowConfidence>,
+    #[serde(default)]
+    my_number_fields: Vec<String>,
 }
 
 /// 64 hex digits.
@@ -442,6 +564,18 @@ struct RawHours {
     closed_dates: Vec<ClosedDates>,
     #[serde(default)]
     overtime_grants: bool,
+}
+
+/// A named schedule: `[hours]` without `overtime_grants` (a profile-wide choice).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    always: Option<bool>,
+    weekly: Option<Vec<Window>>,
+    #[serde(default)]
+    closed_on_holidays: bool,
+    #[serde(default)]
+    closed_dates: Vec<ClosedDates>,
 }
 
 #[derive(Deserialize)]
@@ -524,6 +658,7 @@ impl RawFile {
             valid_from,
             valid_until: p.valid_until.map(|d| d.into_inner().0),
             routes,
+            schedules: convert_schedules(self.schedules, self.hours.get_ref().overtime_grants, &err)?,
             hours: convert_hours(self.hours, &err)?,
             network: Network {
                 trusted: convert_trusted(self.network.trusted),
@@ -544,13 +679,23 @@ impl RawFile {
                 .into_iter()
                 .map(|(k, r)| (k, RoleRules { kinds: r.kinds, ownership: r.ownership }))
                 .collect(),
-            admin_paths: self.admin_paths.into_iter().map(|a| AdminPaths { paths: a.paths, roles: a.roles }).collect(),
+            admin_paths: self
+                .admin_paths
+                .into_iter()
+                .map(|a| AdminPaths {
+                    paths: a.paths,
+                    except: a.except,
+                    methods: a.methods.into_iter().map(|m| m.0).collect(),
+                    roles: a.roles,
+                })
+                .collect(),
             integrations: self.integrations.map(|i| Integrations {
                 header: i.header.to_ascii_lowercase(),
                 approved: i.approved.into_iter().map(|a| ApprovedToken { app: a.app, sha256: a.sha256.0 }).collect(),
             }),
-            account: self.account.map(|a| AccountRule { header: a.header.to_ascii_lowercase(), logins: a.logins }),
-            forbid_my_number: self.content.forbid_my_number,
+            account: self.account.map(|a| convert_account(a, &err)).transpose()?,
+            apps: self.apps.map(|a| convert_apps(a, &err)).transpose()?,
+            my_number: convert_content(self.content).map_err(|m| err(0..0, m))?,
         })
     }
 }
@@ -569,6 +714,46 @@ fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
         allow_paths: r.allow_paths,
         timeout_secs: r.timeout_secs.unwrap_or(DEFAULT_TIMEOUT),
     })
+}
+
+fn convert_content(c: RawContent) -> Result<Option<MyNumberRules>, String> {
+    if !c.forbid_my_number {
+        if c.my_number_low_confidence.is_some() || !c.my_number_fields.is_empty() {
+            return Err("[content] `my_number_*` keys need `forbid_my_number = true`".into());
+        }
+        return Ok(None);
+    }
+    let keywords = crate::mynumber::Keywords::new(&c.my_number_fields).map_err(|e| format!("[content] {e}"))?;
+    Ok(Some(MyNumberRules {
+        keywords: Arc::new(keywords),
+        low: c.my_number_low_confidence.unwrap_or(LowConfidence::Record),
+    }))
+}
+
+fn convert_apps(a: RawApps, err: &ErrAt<'_>) -> Result<AppRules, RulesError> {
+    if a.field.get_ref().trim().is_empty() {
+        return Err(err(a.field.span(), "[apps] `field` names the query parameter and JSON member of the app".into()));
+    }
+    Ok(AppRules { field: a.field.into_inner(), customize_paths: a.customize_paths })
+}
+
+fn convert_account(a: RawAccount, err: &ErrAt<'_>) -> Result<AccountRule, RulesError> {
+    let header = a.header.get_ref().trim().to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(err(a.header.span(), format!("account header `{}` is not a header name", a.header.get_ref())));
+    }
+    let (span, shared) = a.shared.map_or((0..0, HashMap::new()), |s| (s.span(), s.into_inner()));
+    if let Some((login, _)) = shared.iter().find(|(l, holders)| l.trim().is_empty() || holders.is_empty()) {
+        return Err(err(span, format!("shared login `{login}` needs a name and at least one holder")));
+    }
+    let mut forms = Vec::with_capacity(a.forms.len());
+    for f in a.forms {
+        if f.field.get_ref().trim().is_empty() {
+            return Err(err(f.field.span(), "a login form needs the `field` that carries the login".into()));
+        }
+        forms.push(LoginForm { path: f.path, field: f.field.into_inner() });
+    }
+    Ok(AccountRule { header, logins: a.logins, shared, forms })
 }
 
 fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesError> {
@@ -590,6 +775,31 @@ fn convert_hours(h: Spanned<RawHours>, err: &ErrAt<'_>) -> Result<Hours, RulesEr
         closed_dates: h.closed_dates,
         overtime_grants: h.overtime_grants,
     })
+}
+
+fn convert_schedules(
+    raw: HashMap<String, Spanned<RawSchedule>>,
+    overtime_grants: bool,
+    err: &ErrAt<'_>,
+) -> Result<HashMap<String, Hours>, RulesError> {
+    let mut out = HashMap::with_capacity(raw.len());
+    for (name, s) in raw {
+        let span = s.span();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(span, format!("schedule name `{name}` must be letters, digits, `-` or `_`")));
+        }
+        let s = s.into_inner();
+        let raw = RawHours {
+            always: s.always,
+            weekly: s.weekly,
+            closed_on_holidays: s.closed_on_holidays,
+            closed_dates: s.closed_dates,
+            overtime_grants,
+        };
+        let hours = convert_hours(Spanned::new(span, raw), err)?;
+        out.insert(name, hours);
+    }
+    Ok(out)
 }
 
 fn convert_trusted(specs: Vec<NetSpec>) -> Trusted {

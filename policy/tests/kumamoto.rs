@@ -1,6 +1,8 @@
 //! 熊本市議会クラウドシステム運用管理等基準, article by article, against the
 //! shipped `rules/kumamoto-council-lineworks.toml`.
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed step is a failed test")]
+
 mod common;
 
 use common::{jst, Req, World};
@@ -139,4 +141,88 @@ fn kumamoto_supplement_in_force_from_2021_02_01() {
         Some(DenyReason::PolicyNotInForce)
     );
     assert_eq!(w.decide(&Req::get(TALK, "/", "giin-phone", jst(2021, 2, 1, 0, 0))), None);
+}
+
+/// A version just below `min` (`17` -> `16.99`, `10.0.19045` -> `10.0.19044.99`).
+fn just_below(min: &str) -> String {
+    let mut parts: Vec<u32> = min.split('.').map(|p| p.parse().unwrap()).collect();
+    let last = parts.iter().rposition(|p| *p > 0).unwrap();
+    parts[last] -= 1;
+    parts.truncate(last + 1);
+    parts.push(99);
+    parts.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+}
+
+/// A councillor's personal device of every OS family, for the posture tables.
+fn every_os(w: &mut World) -> Vec<(Os, &'static str)> {
+    let devices =
+        [(Os::Ios, Smartphone), (Os::Ipados, Tablet), (Os::Android, Smartphone), (Os::Windows, Pc), (Os::Macos, Pc)];
+    let devices = devices.into_iter().chain([(Os::Linux, Pc), (Os::Chromeos, Pc)]);
+    devices
+        .map(|(os, kind)| {
+            let id: &'static str = Box::leak(format!("giin-{os}").into_boxed_str());
+            w.device(id, "giin", kind, Personal, os, Approved);
+            (os, id)
+        })
+        .collect()
+}
+
+#[test]
+fn kumamoto_art15_each_os_minimum_of_the_shipped_file() {
+    let mut w = council();
+    let devices = every_os(&mut w);
+    let profile = w.rules.profile(P).unwrap().clone();
+    let table: Vec<(Os, String)> = profile.devices.min_os.iter().map(|(o, v)| (*o, v.to_string())).collect();
+    let want =
+        [(Os::Windows, "10.0.19045"), (Os::Macos, "13"), (Os::Ios, "17"), (Os::Ipados, "17"), (Os::Android, "13")];
+    assert_eq!(
+        table,
+        want.map(|(o, v)| (o, v.to_owned())),
+        "the shipped minimums changed: update this test and the mapping"
+    );
+    for (os, device) in devices {
+        let at = |v: &str| w.decide(&Req { os_version: Some(v), ..Req::get(TALK, "/", device, sunday_night()) });
+        match table.iter().find(|(o, _)| *o == os) {
+            Some((_, min)) => {
+                assert_eq!(at(min), None, "{os} {min}");
+                assert_eq!(at(&just_below(min)), Some(DenyReason::OsOutdated), "{os} below {min}");
+            }
+            None => assert_eq!(at("6.1"), Some(DenyReason::DeviceNotPermitted), "{os} is not in the table"),
+        }
+    }
+}
+
+#[test]
+fn kumamoto_art11_1_and_art15_antivirus_signatures_at_most_7_days_old() {
+    let w = council();
+    let with = |age| w.decide(&Req { av_age_days: age, ..Req::get(TALK, "/", "giin-phone", sunday_night()) });
+    assert_eq!(with(Some(7)), None, "a week old is kept up");
+    assert_eq!(with(Some(8)), Some(DenyReason::SecuritySoftwareOutdated));
+    assert_eq!(with(None), Some(DenyReason::SecuritySoftwareMissing), "第11条第1号 ウイルス対策が適切に管理された端末");
+}
+
+#[test]
+fn kumamoto_art12_2_an_exception_recorded_at_approval_wins_over_the_minimums() {
+    let mut w = council();
+    let devices = every_os(&mut w);
+    let old_ipad = Req { os_version: Some("16.7"), ..Req::get(TALK, "/", "giin-ipados", sunday_night()) };
+    assert_eq!(w.decide(&old_ipad), Some(DenyReason::OsOutdated));
+    assert_eq!(w.decide(&Req::get(TALK, "/", "giin-linux", sunday_night())), Some(DenyReason::DeviceNotPermitted));
+    let stale = Req { av_age_days: Some(30), ..Req::get(TALK, "/", "giin-ipados", sunday_night()) };
+    assert_eq!(w.decide(&stale), Some(DenyReason::SecuritySoftwareOutdated));
+    for (_, device) in &devices {
+        w.except(device, "情報システム責任者が対策状況を確認 (第12条第2項)");
+    }
+    assert_eq!(w.decide(&old_ipad), None, "iPadOS 16 judged fit at approval");
+    assert_eq!(w.decide(&Req::get(TALK, "/", "giin-linux", sunday_night())), None, "a Linux PC judged fit");
+    assert_eq!(w.decide(&stale), None, "signature age judged at approval");
+    // What the document itself requires still holds.
+    let no_av = Req { av_age_days: None, ..Req::get(TALK, "/", "giin-ipados", sunday_night()) };
+    assert_eq!(w.decide(&no_av), Some(DenyReason::SecuritySoftwareMissing), "第11条第1号 still needs antivirus");
+    w.except("jimu-phone", "例外");
+    assert_eq!(
+        w.decide(&Req::get(TALK, "/", "jimu-phone", sunday_night())),
+        Some(DenyReason::DeviceNotPermitted),
+        "第11条第2号: staff use the designated PC, whatever the exception"
+    );
 }

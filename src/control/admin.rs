@@ -4,6 +4,7 @@
 //! audit record is part of the same transaction, so no action answers 2xx
 //! unless it and its audit line are durable. It must never log a token.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sekisho_policy::device::{DeviceKey, DeviceKind, DeviceStatus, Os, Ownership, Version};
 use sekisho_policy::posture::{self, ReportError};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, Stop};
+use sekisho_policy::state::{
+    AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
+    Stage, Stop, Subject,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -43,7 +47,24 @@ pub struct Admin {
     pub device_ca: Option<Arc<crate::device::ca::DeviceCa>>,
     pub tokens: Vec<AdminToken>,
     pub rules_dir: PathBuf,
+    /// Default lifetime of an issued device certificate.
+    pub device_cert_days: u32,
+    /// The CA of the HTTPS certificate, for enrollment profiles.
+    pub server_ca_der: Option<Vec<u8>>,
+    /// Enrollment bundles issued and not yet downloaded, by id. Held in
+    /// memory only (the key never touches the disk), each for a day and
+    /// handed out once; a restart drops them (issue again).
+    pub enrollments: std::sync::Mutex<HashMap<String, PendingEnrollment>>,
 }
+
+/// An enrollment bundle waiting for its one download.
+pub struct PendingEnrollment {
+    bundle: crate::device::enroll::Bundle,
+    expires: DateTime<Utc>,
+}
+
+/// How long an enrollment bundle waits for its download.
+const ENROLLMENT_HOURS: i64 = 24;
 
 /// An API failure: status and a message for the JSON body.
 #[derive(Debug)]
@@ -83,33 +104,59 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => { log::warn!("admin accept failed: {e}"); continue; }
             },
         };
-        let admin = admin.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
+        while open.try_join_next().is_some() {}
+        let (admin, tls, shutdown) = (admin.clone(), tls.clone(), shutdown.clone());
+        open.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
-            let http = hyper::server::conn::http1::Builder::new();
             match tls {
-                None => drop(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await),
+                None => serve_one(hyper_util::rt::TokioIo::new(stream), service, shutdown).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
                     if let Ok(Ok(tls_stream)) = handshake {
-                        drop(http.serve_connection(hyper_util::rt::TokioIo::new(tls_stream), service).await);
+                        serve_one(hyper_util::rt::TokioIo::new(tls_stream), service, shutdown).await;
                     }
                 }
             }
         });
+    }
+    // Stopping: no new connection; a request being answered is finished
+    // (its write is committed or not, and the caller learns which).
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(10), async { while open.join_next().await.is_some() {} })
+            .await;
+}
+
+/// One admin connection; on shutdown it finishes the request in hand and closes.
+async fn serve_one<I, S>(io: I, service: S, mut shutdown: tokio::sync::watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    let stopping = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::select! {
+        _ = &mut conn => {}
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
@@ -147,7 +194,7 @@ impl Admin {
         let caller = Caller { token, source: peer };
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let mut text = self.metrics.render(age, self.shared.conns.count());
+            let mut text = self.metrics.render(age, self.shared.live_requests());
             text.push_str(&self.writer.metrics().render());
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
@@ -193,7 +240,7 @@ impl Admin {
     }
 
     async fn route(&self, caller: &Caller<'_>, method: &Method, seg: &[&str], query: &str, body: &[u8]) -> ApiResult {
-        use Role::{Applicant, Auditor, GeneralAdmin, SystemManager};
+        use Role::{Applicant, Auditor, GeneralAdmin, Supervisor, SystemManager};
         let any = &[SystemManager, GeneralAdmin, Auditor][..];
         match (method.as_str(), seg) {
             ("GET", ["v1", "status"]) => allow(caller, any).map(|()| self.status()),
@@ -238,7 +285,16 @@ impl Admin {
             }
             ("POST", ["v1", "devices", id, "certificate"]) => {
                 allow(caller, &[SystemManager])?;
-                self.issue_certificate(caller, id, parse(body)?).await
+                self.issue_certificate(caller, id, parse(body)?, false).await
+            }
+            ("POST", ["v1", "devices", id, "certificate", "renew"]) => {
+                allow(caller, &[SystemManager])?;
+                let input = if body.iter().all(u8::is_ascii_whitespace) { CertInput::default() } else { parse(body)? };
+                self.issue_certificate(caller, id, input, true).await
+            }
+            ("POST", ["v1", "enrollments", id, "download"]) => {
+                allow(caller, &[SystemManager])?;
+                self.download_enrollment(caller, id).await
             }
             ("POST", ["v1", "emergency-stop"]) => {
                 allow(caller, &[GeneralAdmin])?;
@@ -248,20 +304,24 @@ impl Admin {
                 allow(caller, &[GeneralAdmin])?;
                 self.stop(caller, parse(body)?, false).await
             }
-            ("GET", ["v1", "overtime"]) => allow(caller, any).map(|()| self.list_overtime()),
+            ("GET", ["v1", "overtime"]) => {
+                allow(caller, &[SystemManager, GeneralAdmin, Auditor, Supervisor])?;
+                Ok(self.list_overtime(caller))
+            }
             ("POST", ["v1", "overtime"]) => {
-                allow(caller, &[GeneralAdmin])?;
+                allow(caller, &[GeneralAdmin, Supervisor])?;
                 self.add_grant(caller, parse(body)?).await
             }
             ("DELETE", ["v1", "overtime", id]) => {
-                allow(caller, &[GeneralAdmin])?;
+                allow(caller, &[GeneralAdmin, Supervisor])?;
                 let id = id.parse().map_err(|_| bad(format!("grant id `{id}` is not a number")))?;
+                self.may_withdraw(caller, id)?;
                 self.commit(
                     caller,
                     Change::RemoveGrant(id),
                     "overtime.remove",
                     &id.to_string(),
-                    &optional_reason(body)?,
+                    &optional_reason(body, "grant withdrawn")?,
                 )
                 .await
             }
@@ -278,13 +338,28 @@ impl Admin {
                     Change::RemoveMaintenance(id),
                     "maintenance.remove",
                     &id.to_string(),
-                    &optional_reason(body)?,
+                    &optional_reason(body, "maintenance window cancelled")?,
                 )
                 .await
             }
+            ("GET", ["v1", "apps"]) => allow(caller, any).map(|()| self.list_apps()),
+            ("PUT", ["v1", "apps", profile, app]) => {
+                allow(caller, &[SystemManager])?;
+                self.set_app_stage(caller, profile, app, parse(body)?).await
+            }
+            ("POST", ["v1", "apps", profile, app, "reviews"]) => {
+                allow(caller, &[SystemManager])?;
+                self.add_review(caller, profile, app, parse(body)?).await
+            }
+            ("DELETE", ["v1", "reviews", id]) => {
+                allow(caller, &[SystemManager])?;
+                let id = id.parse().map_err(|_| bad(format!("review id `{id}` is not a number")))?;
+                let reason = optional_reason(body, "review withdrawn")?;
+                self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
+            }
             ("POST", ["v1", "rules", "reload"]) => {
                 allow(caller, &[SystemManager])?;
-                self.reload(caller).await
+                self.reload(caller, parse(body)?).await
             }
             ("GET", ["v1", "audit"]) => {
                 allow(caller, any)?;
@@ -302,15 +377,21 @@ impl Admin {
             target: target.to_owned(),
             reason: reason.to_owned(),
             source: caller.source.ip().to_string(),
+            approver: None,
         }
     }
 
     async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
-        let entry = self.audit_entry(caller, action, target, reason);
+        self.commit_entry(change, self.audit_entry(caller, action, target, reason)).await
+    }
+
+    async fn commit_entry(&self, change: Change, entry: AuditEntry) -> ApiResult {
+        let (action, target) = (entry.action.clone(), entry.target.clone());
         let stored = self.writer.commit(change, entry).await?;
         let id = match stored {
             Change::AddGrant(g) => Some(g.id),
             Change::AddMaintenance(m) => Some(m.id),
+            Change::AddReview(r) => Some(r.id),
             _ => None,
         };
         Ok((StatusCode::OK, json!({"ok": true, "action": action, "target": target, "id": id})))
@@ -357,6 +438,7 @@ impl Admin {
             target: id.to_owned(),
             reason: summary,
             source: peer.ip().to_string(),
+            approver: None,
         };
         self.writer.commit(change, entry).await?;
         Ok((StatusCode::OK, json!({"ok": true, "action": "device.posture", "target": id})))
@@ -377,7 +459,7 @@ impl Admin {
                 "emergency_stop": stops.global,
                 "users": snap.state.users.len(),
                 "devices": snap.state.devices.len(),
-                "live_requests": self.shared.conns.count(),
+                "live_requests": self.shared.live_requests(),
                 "snapshot_built_at": snap.built_at,
                 "store": self.writer.status(),
             }),
@@ -400,13 +482,25 @@ impl Admin {
         if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
             return Err(bad("`role` and `display_name` must not be empty"));
         }
+        let derived = if snap.state.users.contains_key(id) { "updated" } else { "created" };
+        let reason = given_or(input.reason, derived);
+        let department = input.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+        if let Some(s) = &input.schedule {
+            let known =
+                input.profiles.iter().filter_map(|p| snap.rules.profile(p)).any(|p| p.schedules.contains_key(s));
+            if !known {
+                return Err(bad(format!("schedule `{s}` is not defined in any of the user's profiles")));
+            }
+        }
         let change = Change::PutUser {
             id: id.to_owned(),
             display_name: input.display_name,
             role: input.role,
             profiles: input.profiles,
+            department,
+            schedule: input.schedule,
         };
-        self.commit(caller, change, "user.put", id, &input.reason.unwrap_or_default()).await
+        self.commit(caller, change, "user.put", id, &reason).await
     }
 
     /// Sets (`Some(until)`) or lifts (`None`) a flag; either way the reason
@@ -440,7 +534,8 @@ impl Admin {
     async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
         let device = input.into_device(DeviceStatus::Pending)?;
         let id = device.id.clone();
-        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, "").await?;
+        let reason = "registration application filed (様式第1号)";
+        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, reason).await?;
         Ok((StatusCode::CREATED, v))
     }
 
@@ -458,53 +553,149 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
-    async fn device_status(&self, caller: &Caller<'_>, id: &str, status: DeviceStatus, input: Reason) -> ApiResult {
+    /// A registration decision; an approval may record an exception to the
+    /// profiles' minimums with its own reason (熊本 第12条第2項).
+    async fn device_status(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        status: DeviceStatus,
+        input: DecisionInput,
+    ) -> ApiResult {
         let reason = non_empty(input.reason)?;
-        let change = Change::SetDeviceStatus { id: id.to_owned(), status };
+        let exception = match input.exception {
+            Some(_) if status != DeviceStatus::Approved => {
+                return Err(bad("an `exception` is recorded only with an approval"))
+            }
+            Some(why) if why.trim().is_empty() => return Err(bad("an `exception` needs its reason")),
+            Some(why) => Some(PostureException { reason: why.trim().to_owned(), approver: caller.token.name.clone() }),
+            None => None,
+        };
+        let reason = match &exception {
+            Some(e) => format!("{reason}; exception to the minimums: {}", e.reason),
+            None => reason,
+        };
+        let change = Change::SetDeviceStatus { id: id.to_owned(), status, exception };
         self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
     }
 
-    /// Issues a client certificate to an approved device. The private key is
-    /// in this answer only; the store keeps the certificate's fingerprint.
-    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput) -> ApiResult {
+    /// Issues (or, with `renewal`, renews before expiry) a client
+    /// certificate for an approved device (熊本 第11条第1項第1号, 第13条). The
+    /// answer, for the system manager only, carries the one-time password
+    /// and the id of the enrollment bundle (`.mobileconfig`, `.p12`, Android
+    /// steps), downloadable once. The store keeps only the fingerprint.
+    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput, renewal: bool) -> ApiResult {
         let ca = self.device_ca.clone().ok_or_else(|| {
             ApiError(StatusCode::CONFLICT, "no device CA is configured ([tls] device_ca_cert)".into())
         })?;
-        let approved = self.shared.snapshot().state.devices.get(id).map(|d| d.status == DeviceStatus::Approved);
-        match approved {
-            None => return Err(ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered"))),
-            Some(false) => return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved"))),
-            Some(true) => {}
-        }
-        let days = input.days.unwrap_or(365);
+        let title = self.check_certifiable(id, renewal)?;
+        let days = input.days.unwrap_or(self.device_cert_days);
         if !(1..=825).contains(&days) {
             return Err(bad("`days` must be 1..=825"));
         }
         if input.pkcs12_password.as_ref().is_some_and(|p| p.chars().count() < 8) {
             return Err(bad("`pkcs12_password` must be at least 8 characters"));
         }
-        let issued = ca.issue(id, days).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let failed = |e: crate::tls::TlsError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let issued = ca.issue(id, days).map_err(failed)?;
         let pkcs12 = match input.pkcs12_password.as_deref() {
-            Some(p) => {
-                let der =
-                    issued.pkcs12(&ca, p).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                Some(base64::engine::general_purpose::STANDARD.encode(der))
-            }
+            Some(p) => Some(base64::engine::general_purpose::STANDARD.encode(issued.pkcs12(&ca, p).map_err(failed)?)),
             None => None,
         };
-        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256 };
-        self.commit(caller, change, "device.certificate", id, &input.reason.unwrap_or_default()).await?;
+        let otp = crate::device::enroll::one_time_password();
+        let bundle = crate::device::enroll::bundle(&ca, &issued, id, &title, self.server_ca_der.as_deref(), &otp)
+            .map_err(failed)?;
+        let files: Vec<String> = bundle.files().into_iter().map(|(name, _)| name).collect();
+        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256, renewal };
+        let (action, what) =
+            if renewal { ("device.certificate.renew", "renewed") } else { ("device.certificate", "issued") };
+        let reason = given_or(input.reason, &format!("certificate {what} for {days} days"));
+        self.commit(caller, change, action, id, &reason).await?;
+        let enrollment = self.hold_enrollment(bundle);
         Ok((
             StatusCode::CREATED,
             json!({
                 "device": id,
+                "renewal": renewal,
                 "certificate_pem": issued.certificate_pem,
                 "private_key_pem": issued.private_key_pem,
                 "ca_pem": ca.pem(),
                 "sha256": crate::config::hex(&issued.sha256),
                 "pkcs12_base64": pkcs12,
                 "not_after": issued.not_after,
+                "enrollment": {
+                    "id": enrollment.0,
+                    "one_time_password": otp,
+                    "expires_at": enrollment.1,
+                    "files": files,
+                    "download": format!("POST /v1/enrollments/{}/download", enrollment.0),
+                },
             }),
+        ))
+    }
+
+    /// The device may get a certificate: registered, approved, and for a
+    /// renewal already certified. Returns the service title for the profile.
+    fn check_certifiable(&self, id: &str, renewal: bool) -> Result<String, ApiError> {
+        let snap = self.shared.snapshot();
+        let device = snap
+            .state
+            .devices
+            .get(id)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered")))?;
+        if device.status != DeviceStatus::Approved {
+            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved")));
+        }
+        if renewal && device.certificate.is_none() {
+            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` has no certificate to renew")));
+        }
+        let profile = snap.state.users.get(&device.owner).and_then(|u| u.profiles.first().cloned());
+        Ok(profile.and_then(|p| snap.rules.profile(&p).map(|p| p.title.clone())).unwrap_or_else(|| "関所".into()))
+    }
+
+    /// Keeps a bundle for its one download; returns its id and expiry.
+    fn hold_enrollment(&self, bundle: crate::device::enroll::Bundle) -> (String, DateTime<Utc>) {
+        let id: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+        let now = Utc::now();
+        let expires = now + chrono::Duration::hours(ENROLLMENT_HOURS);
+        if let Ok(mut pending) = self.enrollments.lock() {
+            pending.retain(|_, p| p.expires > now);
+            pending.insert(id.clone(), PendingEnrollment { bundle, expires });
+        }
+        (id, expires)
+    }
+
+    /// Hands an enrollment bundle out, once: the download is audited first,
+    /// and a bundle whose record cannot be written is kept for another try.
+    async fn download_enrollment(&self, caller: &Caller<'_>, id: &str) -> ApiResult {
+        let gone = || {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("enrollment `{id}` was downloaded already, expired, or never issued"),
+            )
+        };
+        let taken = self.enrollments.lock().map_err(|_| gone())?.remove(id).ok_or_else(gone)?;
+        if taken.expires <= Utc::now() {
+            return Err(gone());
+        }
+        let entry = self.audit_entry(
+            caller,
+            "device.enrollment.download",
+            &taken.bundle.device,
+            "enrollment bundle handed out",
+        );
+        if let Err(e) = self.writer.store.record(entry).await {
+            if let Ok(mut pending) = self.enrollments.lock() {
+                pending.insert(id.to_owned(), taken);
+            }
+            return Err(e.into());
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let files: serde_json::Map<String, Value> =
+            taken.bundle.files().into_iter().map(|(name, data)| (name, Value::String(b64.encode(data)))).collect();
+        Ok((
+            StatusCode::OK,
+            json!({"device": taken.bundle.device, "not_after": taken.bundle.not_after, "files_base64": files}),
         ))
     }
 
@@ -521,27 +712,152 @@ impl Admin {
         self.commit(caller, Change::SetStop { profile: input.profile, stop }, action, &target, &reason).await
     }
 
-    fn list_overtime(&self) -> (StatusCode, Value) {
+    /// Every grant; a supervisor sees their own department's.
+    fn list_overtime(&self, caller: &Caller<'_>) -> (StatusCode, Value) {
         let snap = self.shared.snapshot();
-        let mut grants: Vec<_> = snap.state.overtime.values().flatten().collect();
+        let sees_all = caller.token.roles.iter().any(|r| *r != Role::Supervisor);
+        let mut grants: Vec<_> = snap
+            .state
+            .overtime
+            .values()
+            .flatten()
+            .filter(|g| sees_all || self.check_department(caller, &g.grantee).is_ok())
+            .collect();
         grants.sort_by_key(|g| g.id);
         (StatusCode::OK, json!({ "grants": grants }))
     }
 
+    /// Overtime ordered by a supervisor (Abiko 8.(1)) for a person or a
+    /// whole department. A `supervisor` token orders it for its own
+    /// department's members only, and is recorded as the approver; IT staff
+    /// (`general_admin`) record it for anyone, naming the approver.
     async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
         let (start, end) = window(input.start, input.end)?;
         let reason = non_empty(input.reason)?;
-        let approver = non_empty(input.approver)?;
-        let grant = OvertimeGrant {
-            id: 0,
-            user: input.user.clone(),
-            profile: input.profile,
-            approver,
-            reason: reason.clone(),
-            start,
-            end,
+        let grantee = match (input.user, input.department) {
+            (Some(u), None) => Grantee::User(u),
+            (None, Some(d)) if !d.trim().is_empty() => Grantee::Department(d.trim().to_owned()),
+            _ => return Err(bad("give exactly one of `user` and `department`")),
         };
-        let (_, v) = self.commit(caller, Change::AddGrant(grant), "overtime.grant", &input.user, &reason).await?;
+        let approver = match (caller.token.roles.contains(&Role::GeneralAdmin), input.approver) {
+            (true, Some(a)) => non_empty(a)?,
+            (true, None) => return Err(bad("`approver`: the supervisor (所属長) who ordered the overtime")),
+            (false, Some(a)) if a.trim() != caller.token.name => {
+                return Err(bad("a supervisor's grant is recorded with their own name; leave out `approver`"))
+            }
+            (false, _) => {
+                self.check_department(caller, &grantee)?;
+                caller.token.name.clone()
+            }
+        };
+        let target = match &grantee {
+            Grantee::User(u) => u.clone(),
+            Grantee::Department(d) => format!("department:{d}"),
+        };
+        let grant =
+            OvertimeGrant { id: 0, grantee, profile: input.profile, approver, reason: reason.clone(), start, end };
+        let mut entry = self.audit_entry(caller, "overtime.grant", &target, &reason);
+        entry.approver = Some(grant.approver.clone());
+        let (_, v) = self.commit_entry(Change::AddGrant(grant), entry).await?;
+        Ok((StatusCode::CREATED, v))
+    }
+
+    /// A supervisor acts only within their own department: the department
+    /// itself, or a person whose record names it.
+    fn check_department(&self, caller: &Caller<'_>, grantee: &Grantee) -> Result<(), ApiError> {
+        let own = caller.token.department.as_deref();
+        let theirs = match grantee {
+            Grantee::Department(d) => Some(d.clone()),
+            Grantee::User(u) => {
+                let snap = self.shared.snapshot();
+                let user = snap
+                    .state
+                    .users
+                    .get(u)
+                    .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("user `{u}` does not exist")))?;
+                user.department.clone()
+            }
+        };
+        match (own, theirs.as_deref()) {
+            (Some(o), Some(t)) if o == t => Ok(()),
+            _ => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "supervisor `{}` orders overtime for their own department (`{}`) only",
+                    caller.token.name,
+                    own.unwrap_or("-")
+                ),
+            )),
+        }
+    }
+
+    /// Only IT staff, or the supervisor of the grant's department, withdraw it.
+    fn may_withdraw(&self, caller: &Caller<'_>, id: i64) -> Result<(), ApiError> {
+        if caller.token.roles.contains(&Role::GeneralAdmin) {
+            return Ok(());
+        }
+        let snap = self.shared.snapshot();
+        let grant = snap.state.overtime.values().flatten().find(|g| g.id == id);
+        match grant {
+            Some(g) => self.check_department(caller, &g.grantee),
+            None => Err(ApiError(StatusCode::NOT_FOUND, format!("overtime grant `{id}` does not exist"))),
+        }
+    }
+
+    fn list_apps(&self) -> (StatusCode, Value) {
+        let snap = self.shared.snapshot();
+        let mut stages: Vec<&AppStage> = snap.state.apps.stages.values().collect();
+        stages.sort_by(|a, b| (&a.profile, a.app).cmp(&(&b.profile, b.app)));
+        (StatusCode::OK, json!({ "stages": stages, "reviews": snap.state.apps.reviews }))
+    }
+
+    /// The profile and app of a register path, both checked.
+    fn app_key(&self, profile: &str, app: &str) -> Result<(String, u64), ApiError> {
+        if self.shared.snapshot().rules.profile(profile).is_none() {
+            return Err(bad(format!("profile `{profile}` does not exist")));
+        }
+        let id = app.parse::<u64>().ok().filter(|a| i64::try_from(*a).is_ok());
+        let id = id.ok_or_else(|| bad(format!("app `{app}` is not an app id (a number)")))?;
+        Ok((profile.to_owned(), id))
+    }
+
+    /// Registers an app as in development or in operation (Abiko 10.).
+    async fn set_app_stage(&self, caller: &Caller<'_>, profile: &str, app: &str, input: StageInput) -> ApiResult {
+        let (profile, app) = self.app_key(profile, app)?;
+        let reason = non_empty(input.reason)?;
+        let target = format!("{profile}/{app}");
+        let stage = AppStage { profile, app, stage: input.stage, reason: reason.clone(), since: Utc::now() };
+        self.commit(caller, Change::SetAppStage(stage), "app.stage", &target, &reason).await
+    }
+
+    /// Records a review: app, what was reviewed, by whom, when (Abiko 10.).
+    async fn add_review(&self, caller: &Caller<'_>, profile: &str, app: &str, input: ReviewInput) -> ApiResult {
+        let (profile, app) = self.app_key(profile, app)?;
+        let (reviewer, note) = (non_empty(input.reviewer)?, non_empty(input.note)?);
+        let token_sha256 = match (input.token_sha256, input.subject) {
+            (None, _) => None,
+            (Some(h), Subject::ApiToken) => Some(
+                crate::config::decode_sha256(h.trim())
+                    .map(|b| crate::config::hex(&b))
+                    .ok_or_else(|| bad("`token_sha256` must be 64 hex digits (`printf %s TOKEN | sha256sum`)"))?,
+            ),
+            (Some(_), _) => return Err(bad("`token_sha256` belongs only to an `api_token` review")),
+        };
+        let target = format!("{profile}/{app}");
+        let reason = format!("{} reviewed by {reviewer}: {note}", input.subject.as_str());
+        let review = Review {
+            id: 0,
+            profile,
+            app,
+            subject: input.subject,
+            token_sha256,
+            reviewer,
+            reviewed_on: input
+                .reviewed_on
+                .unwrap_or_else(|| Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).date_naive()),
+            note,
+        };
+        let (_, v) = self.commit(caller, Change::AddReview(review), "app.review", &target, &reason).await?;
         Ok((StatusCode::CREATED, v))
     }
 
@@ -559,8 +875,11 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
-    async fn reload(&self, caller: &Caller<'_>) -> ApiResult {
-        let entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), "");
+    /// A rules revision (Abiko 13.) names who approved it and why.
+    async fn reload(&self, caller: &Caller<'_>, input: ReloadInput) -> ApiResult {
+        let (reason, approver) = (non_empty(input.reason)?, non_empty(input.approver)?);
+        let mut entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), &reason);
+        entry.approver = Some(approver);
         match self.writer.reload_rules(&self.rules_dir, entry).await {
             Ok(n) => Ok((StatusCode::OK, json!({"ok": true, "profiles": n}))),
             Err(RulesReloadError::Store(e)) => Err(e.into()),
@@ -614,11 +933,21 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-fn optional_reason(body: &[u8]) -> Result<String, ApiError> {
+/// The reason in an optional body, or `derived` when none was given.
+fn optional_reason(body: &[u8], derived: &str) -> Result<String, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(String::new());
+        return Ok(derived.to_owned());
     }
-    parse::<Reason>(body).map(|r| r.reason)
+    parse::<Reason>(body).map(|r| given_or(Some(r.reason), derived))
+}
+
+/// The caller's reason when it says something, else one the API derives,
+/// so that no admin record has an empty reason.
+fn given_or(given: Option<String>, derived: &str) -> String {
+    match given.as_deref().map(str::trim) {
+        Some(g) if !g.is_empty() => g.to_owned(),
+        _ => derived.to_owned(),
+    }
 }
 
 fn non_empty(s: String) -> Result<String, ApiError> {
@@ -635,10 +964,15 @@ fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
         ["metrics"] | ["v1", "openapi.yaml" | "status" | "users" | "audit"] => "GET",
         ["v1", "users", _] => "PUT",
         ["v1", "devices" | "overtime" | "maintenance"] => "GET, POST",
-        ["v1", "overtime" | "maintenance", _] => "DELETE",
+        ["v1", "overtime" | "maintenance" | "reviews", _] => "DELETE",
+        ["v1", "apps"] => "GET",
+        ["v1", "apps", _, _] => "PUT",
+        ["v1", "apps", _, _, "reviews"] => "POST",
         ["v1", "users", _, "suspend" | "restrict" | "unsuspend" | "unrestrict"]
         | ["v1", "devices", "import"]
         | ["v1", "devices", _, "approve" | "reject" | "revoke" | "certificate" | "posture"]
+        | ["v1", "devices", _, "certificate", "renew"]
+        | ["v1", "enrollments", _, "download"]
         | ["v1", "emergency-stop"]
         | ["v1", "emergency-stop", "lift"]
         | ["v1", "rules", "reload"] => "POST",
@@ -666,7 +1000,7 @@ fn device_json(d: &Device) -> Value {
     json!({
         "id": d.id, "owner": d.owner, "kind": d.kind, "ownership": d.ownership, "os": d.os,
         "os_version": d.os_version, "security_software": d.security_software, "key_alg": d.key.alg(),
-        "public_key": d.key.to_b64(), "status": d.status,
+        "public_key": d.key.to_b64(), "status": d.status, "exception": d.exception,
     })
 }
 
@@ -699,7 +1033,8 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
     let mut map = serde_json::Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v).ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
+        let v = sekisho_policy::body::percent_decode(v.as_bytes())
+            .ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
         let value = match k {
             "limit" => {
                 v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`limit` must be a number, not `{v}`")))?
@@ -711,36 +1046,16 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
     serde_json::from_value(Value::Object(map)).map_err(|e| bad(format!("invalid query: {e}")))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserInput {
     display_name: String,
     role: String,
     profiles: Vec<String>,
+    /// 所属: whose supervisor orders this person's overtime.
+    department: Option<String>,
+    /// A named working-hours schedule of one of the profiles (Abiko 8.).
+    schedule: Option<String>,
     reason: Option<String>,
 }
 
@@ -754,6 +1069,44 @@ struct FlagInput {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reason {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageInput {
+    stage: Stage,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewInput {
+    subject: Subject,
+    /// Who reviewed (行政管理課, or the technical staff it appointed).
+    reviewer: String,
+    /// When; today (Asia/Tokyo) if absent.
+    reviewed_on: Option<NaiveDate>,
+    /// What was reviewed.
+    note: String,
+    /// An `api_token` review of one token only: its SHA-256.
+    token_sha256: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionInput {
+    reason: String,
+    /// Approve although the device is below the profiles' minimums (OS
+    /// family or version, signature age), for this reason.
+    exception: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadInput {
+    /// Who approved the revision (Abiko 13.: the 統括情報責任者).
+    approver: String,
     reason: String,
 }
 
@@ -794,6 +1147,8 @@ impl DeviceInput {
             key,
             status,
             certificate: None,
+            exception: None,
+            previous_certificate: None,
         })
     }
 }
@@ -814,7 +1169,7 @@ struct PostureInput {
     attestation: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CertInput {
     days: Option<u32>,
@@ -833,9 +1188,13 @@ struct StopInput {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantInput {
-    user: String,
+    /// One person, or
+    user: Option<String>,
+    /// every member of a department.
+    department: Option<String>,
     profile: Option<String>,
-    approver: String,
+    /// The supervisor who ordered it; a supervisor's own token records itself.
+    approver: Option<String>,
     reason: String,
     start: DateTime<FixedOffset>,
     end: DateTime<FixedOffset>,

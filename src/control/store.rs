@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
-use sekisho_policy::state::{Device, Flag, MaintenanceWindow, OvertimeGrant, SecuritySoftware, State, Stop, User};
+use sekisho_policy::state::{
+    AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
+    State, Stop, User,
+};
 use serde::{Deserialize, Serialize};
 
 /// One committed mutation of the state. Serialised (JSON) it is also the
@@ -19,12 +22,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
-    /// Create a user, or update name, role and profiles (flags are kept).
+    /// Create a user, or update name, role, profiles, department and
+    /// schedule (flags are kept).
     PutUser {
         id: String,
         display_name: String,
         role: String,
         profiles: Vec<String>,
+        department: Option<String>,
+        schedule: Option<String>,
     },
     SetFlag {
         user: String,
@@ -35,14 +41,20 @@ pub enum Change {
     FileDevice(Box<Device>),
     /// Devices registered in bulk by a system manager (approved).
     ImportDevices(Vec<Device>),
-    /// A client certificate was issued to the device (SHA-256 of its DER).
+    /// A client certificate was issued to the device (SHA-256 of its DER);
+    /// a renewal keeps the one it replaces valid until that expires.
     SetDeviceCert {
         id: String,
         sha256: [u8; 32],
+        renewal: bool,
     },
+    /// A decision on a registration. An approval may record an exception
+    /// to the profiles' minimums (熊本 第12条第2項); a revoked device is
+    /// never approved again (第17条: a new application with a new key).
     SetDeviceStatus {
         id: String,
         status: DeviceStatus,
+        exception: Option<PostureException>,
     },
     /// The device's agent reported its posture (`iat` of the report, which
     /// must be newer than the last accepted one).
@@ -61,6 +73,11 @@ pub enum Change {
     RemoveGrant(i64),
     AddMaintenance(MaintenanceWindow),
     RemoveMaintenance(i64),
+    /// An app registered as in development or in operation (Abiko 10.).
+    SetAppStage(AppStage),
+    /// A review recorded in the register (id assigned on commit).
+    AddReview(Review),
+    RemoveReview(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +94,12 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub target: String,
+    /// Never empty: the caller's reason, or one the API derived ("created").
     pub reason: String,
     pub source: String,
+    /// Who approved the action, where an article asks for it (a rules
+    /// revision: Abiko 13. 統括情報責任者; overtime: the 所属長).
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -96,6 +117,7 @@ pub struct AuditEntryOwned {
     pub target: String,
     pub reason: String,
     pub source: String,
+    pub approver: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +143,9 @@ pub enum StoreError {
     Schema(String),
     #[error("state store lock poisoned")]
     Poisoned,
+    /// Every admin record names a reason (Abiko 13.); a write without one is a bug.
+    #[error("admin action `{0}` has no reason; nothing was written")]
+    NoReason(String),
 }
 
 /// An error and its causes on one line (`error performing TLS handshake:
@@ -145,7 +170,8 @@ pub struct Store {
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL
+    id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, profiles TEXT NOT NULL,
+    department TEXT, schedule TEXT
 );
 CREATE TABLE IF NOT EXISTS flags (
     user_id TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL, reason TEXT NOT NULL,
@@ -155,20 +181,58 @@ CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL REFERENCES users(id), kind TEXT NOT NULL,
     ownership TEXT NOT NULL, os TEXT NOT NULL, os_version TEXT NOT NULL,
     security_software TEXT, security_updated TEXT, key_alg TEXT NOT NULL, public_key TEXT NOT NULL,
-    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER
+    status TEXT NOT NULL, cert_sha256 TEXT, posture_at INTEGER, exception_reason TEXT, exception_by TEXT,
+    prev_cert_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS stops (scope TEXT PRIMARY KEY, reason TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overtime (
-    id INTEGER PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), profile TEXT,
-    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
 );
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY, profile TEXT, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS app_stages (
+    profile TEXT NOT NULL, app INTEGER NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (profile, app)
+);
+CREATE TABLE IF NOT EXISTS app_reviews (
+    id INTEGER PRIMARY KEY, profile TEXT NOT NULL, app INTEGER NOT NULL, subject TEXT NOT NULL,
+    token_sha256 TEXT, reviewer TEXT NOT NULL, reviewed_on TEXT NOT NULL, note TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS admin_audit (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL
+    target TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, approver TEXT
 );
+"#;
+
+/// Columns added after the first release: (table, column, type).
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("devices", "cert_sha256", "TEXT"),
+    ("devices", "posture_at", "INTEGER"),
+    ("admin_audit", "approver", "TEXT"),
+    ("devices", "exception_reason", "TEXT"),
+    ("devices", "exception_by", "TEXT"),
+    ("users", "department", "TEXT"),
+    ("users", "schedule", "TEXT"),
+    ("devices", "prev_cert_sha256", "TEXT"),
+];
+
+/// Stores before department grants had `overtime.user_id NOT NULL`: the
+/// table is rebuilt (SQLite cannot relax a constraint in place), ids kept.
+const OVERTIME_V2: &str = r#"
+BEGIN;
+CREATE TABLE overtime_v2 (
+    id INTEGER PRIMARY KEY, user_id TEXT REFERENCES users(id), department TEXT, profile TEXT,
+    approver TEXT NOT NULL, reason TEXT NOT NULL, start TEXT NOT NULL, end TEXT NOT NULL,
+    CHECK ((user_id IS NULL) <> (department IS NULL))
+);
+INSERT INTO overtime_v2 (id, user_id, profile, approver, reason, start, end)
+    SELECT id, user_id, profile, approver, reason, start, end FROM overtime;
+DROP TABLE overtime;
+ALTER TABLE overtime_v2 RENAME TO overtime;
+COMMIT;
 "#;
 
 /// The scope key of the global emergency stop in the `stops` table.
@@ -183,12 +247,18 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         // Stores created by earlier versions lack these columns.
-        for (column, kind) in [("cert_sha256", "TEXT"), ("posture_at", "INTEGER")] {
-            let has: bool =
-                conn.prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = ?1")?.exists([column])?;
+        for (table, column, kind) in MIGRATIONS {
+            let has: bool = conn
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+                .exists([column])?;
             if !has {
-                conn.execute_batch(&format!("ALTER TABLE devices ADD COLUMN {column} {kind}"))?;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
+        }
+        let grants_v2: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('overtime') WHERE name = 'department'")?.exists([])?;
+        if !grants_v2 {
+            conn.execute_batch(OVERTIME_V2)?;
         }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -226,25 +296,20 @@ impl Store {
     /// Writes `change` and its audit record in one durable transaction and
     /// returns the change with any ids the database assigned.
     pub fn commit(&self, change: Change, audit: &AuditEntry) -> Result<Change, StoreError> {
+        require_reason(audit)?;
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let change = write_change(&tx, change)?;
-        tx.execute(
-            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
-        )?;
+        insert_audit(&tx, audit)?;
         tx.commit()?;
         Ok(change)
     }
 
     /// Records an admin action that changes no state (a rules reload).
     pub fn record(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        require_reason(audit)?;
         let conn = self.lock()?;
-        conn.execute(
-            "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![audit.time.to_rfc3339(), audit.actor, audit.action, audit.target, audit.reason, audit.source],
-        )?;
-        Ok(())
+        insert_audit(&conn, audit)
     }
 
     /// Admin audit records, newest first.
@@ -256,7 +321,7 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+            "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
              WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![target, action, limit], |r| {
@@ -269,6 +334,7 @@ impl Store {
                     target: r.get(4)?,
                     reason: r.get(5)?,
                     source: r.get(6)?,
+                    approver: r.get(7)?,
                 },
             })
         })?;
@@ -276,15 +342,39 @@ impl Store {
     }
 }
 
+pub(crate) fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
+    match audit.reason.trim().is_empty() {
+        true => Err(StoreError::NoReason(audit.action.clone())),
+        false => Ok(()),
+    }
+}
+
+fn insert_audit(conn: &Connection, audit: &AuditEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO admin_audit (time, actor, action, target, reason, source, approver)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            audit.time.to_rfc3339(),
+            audit.actor,
+            audit.action,
+            audit.target,
+            audit.reason,
+            audit.source,
+            audit.approver
+        ],
+    )?;
+    Ok(())
+}
+
 fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {
     match &change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let profiles =
                 serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
             tx.execute(
-                "INSERT INTO users (id, display_name, role, profiles) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4",
-                params![id, display_name, role, profiles],
+                "INSERT INTO users (id, display_name, role, profiles, department, schedule) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET display_name = ?2, role = ?3, profiles = ?4, department = ?5, schedule = ?6",
+                params![id, display_name, role, profiles, department, schedule],
             )?;
         }
         Change::SetFlag { user, kind, flag } => {
@@ -305,22 +395,18 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 insert_device(tx, d)?;
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
+        Change::SetDeviceCert { id, sha256, renewal } => {
             // Approved now, in the store: another replica may have revoked it.
-            let n = tx.execute(
-                "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
-                params![id, crate::config::hex(sha256)],
-            )?;
+            let sql = match renewal {
+                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
+                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
+            };
+            let n = tx.execute(sql, params![id, crate::config::hex(sha256)])?;
             if n == 0 {
                 return Err(device_refusal(id, device_status(tx, id)?, "a certificate"));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
-            let n = tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
-            }
-        }
+        Change::SetDeviceStatus { id, status, exception } => set_device_status(tx, id, *status, exception.as_ref())?,
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let n = tx.execute(
                 "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
@@ -349,10 +435,17 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
             };
         }
         Change::AddGrant(g) => {
-            require_user(tx, &g.user)?;
+            let (user, department) = match &g.grantee {
+                Grantee::User(u) => {
+                    require_user(tx, u)?;
+                    (Some(u), None)
+                }
+                Grantee::Department(d) => (None, Some(d)),
+            };
             tx.execute(
-                "INSERT INTO overtime (user_id, profile, approver, reason, start, end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![g.user, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
+                "INSERT INTO overtime (user_id, department, profile, approver, reason, start, end)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![user, department, g.profile, g.approver, g.reason, g.start.to_rfc3339(), g.end.to_rfc3339()],
             )?;
             return Ok(Change::AddGrant(OvertimeGrant { id: tx.last_insert_rowid(), ..g.clone() }));
         }
@@ -373,20 +466,132 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
             }
         }
+        Change::SetAppStage(s) => {
+            tx.execute(
+                "INSERT INTO app_stages (profile, app, stage, reason, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(profile, app) DO UPDATE SET stage = ?3, reason = ?4, since = ?5",
+                params![s.profile, app_id(s.app)?, enum_text(&s.stage)?, s.reason, s.since.to_rfc3339()],
+            )?;
+        }
+        Change::AddReview(r) => {
+            tx.execute(
+                "INSERT INTO app_reviews (profile, app, subject, token_sha256, reviewer, reviewed_on, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.profile,
+                    app_id(r.app)?,
+                    r.subject.as_str(),
+                    r.token_sha256,
+                    r.reviewer,
+                    r.reviewed_on.to_string(),
+                    r.note
+                ],
+            )?;
+            return Ok(Change::AddReview(Review { id: tx.last_insert_rowid(), ..r.clone() }));
+        }
+        Change::RemoveReview(id) => {
+            if tx.execute("DELETE FROM app_reviews WHERE id = ?1", [id])? == 0 {
+                return Err(StoreError::NotFound(format!("review `{id}` does not exist")));
+            }
+        }
     }
     Ok(change)
 }
 
-/// Inserts one device; an id already registered is a conflict.
+/// kintone app ids fit SQLite's signed integers; a larger one is refused.
+pub(crate) fn app_id(app: u64) -> Result<i64, StoreError> {
+    i64::try_from(app).map_err(|_| StoreError::Conflict(format!("app `{app}` is out of range")))
+}
+
+/// A snake_case enum as its serde name.
+pub(crate) fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt("enum".into(), "not a name".into())),
+    }
+}
+
+/// A snake_case name back into its enum.
+fn enum_from<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Corrupt(key.to_owned(), format!("`{text}`")))
+}
+
+fn set_device_status(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: DeviceStatus,
+    exception: Option<&PostureException>,
+) -> Result<(), StoreError> {
+    status_transition(id, device_status(tx, id)?.as_deref(), status)?;
+    if status == DeviceStatus::Approved {
+        tx.execute(
+            "UPDATE devices SET status = ?2, exception_reason = ?3, exception_by = ?4 WHERE id = ?1",
+            params![id, status.as_str(), exception.map(|e| &e.reason), exception.map(|e| &e.approver)],
+        )?;
+    } else {
+        tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Whether a device whose stored status is `current` may become `next`:
+/// both backends ask this inside their transaction, of the row as it is now.
+pub(crate) fn status_transition(id: &str, current: Option<&str>, next: DeviceStatus) -> Result<(), StoreError> {
+    match current {
+        None => Err(StoreError::NotFound(format!("device `{id}` is not registered"))),
+        Some("revoked") if next != DeviceStatus::Revoked => Err(StoreError::Conflict(format!(
+            "device `{id}` was revoked (lost, stolen or compromised); it needs a new application with a new key"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The error for a device that a revoked one's key would register again.
+pub(crate) fn revoked_key(id: &str, old: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "device `{id}` presents the key of revoked device `{old}`; generate a new key (`sekisho agent keygen`)"
+    ))
+}
+
+/// The error for a device id already registered.
+pub(crate) fn taken(id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "device `{id}` is already registered; a changed device is a new application with a new id"
+    ))
+}
+
+fn device_status(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+}
+
+/// Why an update of an approved device's record touched no row, from the
+/// device's status as the store has it now: unknown, not approved, or (for
+/// posture) a report as new or newer already accepted.
+pub(crate) fn device_refusal(id: &str, status: Option<String>, what: &str) -> StoreError {
+    match status.as_deref() {
+        None => StoreError::NotFound(format!("device `{id}` is not registered")),
+        Some("approved") => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
+        Some(other) => StoreError::Conflict(format!("device `{id}` is `{other}`, not approved: {what} is refused")),
+    }
+}
+
+/// Inserts one device; an id already registered is a conflict, and so is
+/// the key of a revoked device (第17条: a lost device's key is never trusted again).
 fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), StoreError> {
     require_user(tx, &d.owner)?;
+    let revoked: Option<String> = tx
+        .query_row("SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'", [d.key.to_b64()], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(old) = revoked {
+        return Err(revoked_key(&d.id, &old));
+    }
     let exists: Option<String> =
         tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
     if exists.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "device `{}` is already registered; a changed device is a new application with a new id",
-            d.id
-        )));
+        return Err(taken(&d.id));
     }
     tx.execute(
                 "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status)
@@ -406,21 +611,6 @@ fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), Store
                 ],
             )?;
     Ok(())
-}
-
-fn device_status(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?)
-}
-
-/// Why an update of an approved device's record touched no row, from the
-/// device's status as the store has it now: unknown, not approved, or (for
-/// posture) a report as new or newer already accepted.
-pub(crate) fn device_refusal(id: &str, status: Option<String>, what: &str) -> StoreError {
-    match status.as_deref() {
-        None => StoreError::NotFound(format!("device `{id}` is not registered")),
-        Some("approved") => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
-        Some(other) => StoreError::Conflict(format!("device `{id}` is `{other}`, not approved: {what} is refused")),
-    }
 }
 
 fn require_user(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<(), StoreError> {
@@ -446,7 +636,7 @@ pub fn apply(state: &State, change: &Change) -> State {
 /// [`apply`] in place, for a run of changes read from the change log.
 pub fn apply_mut(next: &mut State, change: &Change) {
     match change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let users = &mut next.users;
             let (suspended, restricted) =
                 users.get(id).map(|u| (u.suspended.clone(), u.restricted.clone())).unwrap_or_default();
@@ -457,6 +647,8 @@ pub fn apply_mut(next: &mut State, change: &Change) {
                 profiles: profiles.clone(),
                 suspended,
                 restricted,
+                department: department.clone(),
+                schedule: schedule.clone(),
             };
             users.insert(id.clone(), Arc::new(user));
         }
@@ -476,9 +668,12 @@ pub fn apply_mut(next: &mut State, change: &Change) {
                 next.devices.insert(d.id.clone(), Arc::new(d.clone()));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
+        Change::SetDeviceStatus { id, status, exception } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 d.status = *status;
+                if *status == DeviceStatus::Approved {
+                    d.exception.clone_from(exception);
+                }
             }
         }
         Change::SetDevicePosture { id, os, os_version, security_software, .. } => {
@@ -486,11 +681,18 @@ pub fn apply_mut(next: &mut State, change: &Change) {
                 (d.os, d.os_version, d.security_software) = (*os, *os_version, security_software.clone());
             }
         }
-        Change::SetDeviceCert { id, sha256 } => {
+        Change::SetDeviceCert { id, sha256, renewal } => {
             if let Some(d) = next.devices.get_mut(id).map(Arc::make_mut) {
                 let certs = &mut next.certificates;
-                if let Some(old) = d.certificate.replace(*sha256) {
-                    certs.remove(&old);
+                let old = d.certificate.replace(*sha256);
+                if let Some(p) = d.previous_certificate.take() {
+                    certs.remove(&p);
+                }
+                match (renewal, old) {
+                    // The replaced certificate keeps proving the device until it expires.
+                    (true, old) => d.previous_certificate = old,
+                    (false, Some(o)) => drop(certs.remove(&o)),
+                    (false, None) => {}
                 }
                 certs.insert(*sha256, id.clone());
             }
@@ -503,7 +705,7 @@ pub fn apply_mut(next: &mut State, change: &Change) {
                 (Some(p), None) => drop(stops.profiles.remove(p)),
             }
         }
-        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.user.clone()).or_default().push(g.clone()),
+        Change::AddGrant(g) => Arc::make_mut(&mut next.overtime).entry(g.grantee.clone()).or_default().push(g.clone()),
         Change::RemoveGrant(id) => {
             for grants in Arc::make_mut(&mut next.overtime).values_mut() {
                 grants.retain(|g| g.id != *id);
@@ -512,15 +714,20 @@ pub fn apply_mut(next: &mut State, change: &Change) {
         }
         Change::AddMaintenance(m) => Arc::make_mut(&mut next.maintenance).push(m.clone()),
         Change::RemoveMaintenance(id) => Arc::make_mut(&mut next.maintenance).retain(|m| m.id != *id),
+        Change::SetAppStage(s) => {
+            Arc::make_mut(&mut next.apps).stages.insert((s.profile.clone(), s.app), s.clone());
+        }
+        Change::AddReview(r) => Arc::make_mut(&mut next.apps).reviews.push(r.clone()),
+        Change::RemoveReview(id) => Arc::make_mut(&mut next.apps).reviews.retain(|r| r.id != *id),
     }
 }
 
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
     let mut rows = StateRows::default();
-    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles FROM users")?;
+    let mut stmt = conn.prepare("SELECT id, display_name, role, profiles, department, schedule FROM users")?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
-        rows.user(r.get(0)?, r.get(1)?, r.get(2)?, &r.get::<_, String>(3)?)?;
+        rows.user(r.get(0)?, r.get(1)?, r.get(2)?, &r.get::<_, String>(3)?, r.get(4)?, r.get(5)?)?;
     }
     let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
     let mut q = stmt.query([])?;
@@ -536,7 +743,8 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
             owner: text(1)?,
             fields: [text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?],
             security_software: (r.get(6)?, r.get(7)?),
-            cert_sha256: r.get(11)?,
+            certificates: (r.get(11)?, r.get(14)?),
+            exception: (r.get(12)?, r.get(13)?),
         })?;
     }
     let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
@@ -544,16 +752,43 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
     while let Some(r) = q.next()? {
         rows.stop(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?)?;
     }
-    let mut stmt = conn.prepare("SELECT id, user_id, profile, approver, reason, start, end FROM overtime")?;
+    let mut stmt =
+        conn.prepare("SELECT id, user_id, department, profile, approver, reason, start, end FROM overtime")?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
-        let times = [r.get::<_, String>(5)?, r.get::<_, String>(6)?];
-        rows.grant(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, &times)?;
+        rows.grant(GrantText {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            department: r.get(2)?,
+            profile: r.get(3)?,
+            approver: r.get(4)?,
+            reason: r.get(5)?,
+            times: [r.get(6)?, r.get(7)?],
+        })?;
     }
     let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
         rows.maintenance(r.get(0)?, r.get(1)?, r.get(2)?, &[r.get::<_, String>(3)?, r.get::<_, String>(4)?])?;
+    }
+    let mut stmt = conn.prepare("SELECT profile, app, stage, reason, since FROM app_stages")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.app_stage(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?, r.get(3)?, &r.get::<_, String>(4)?)?;
+    }
+    let mut stmt = conn.prepare(&format!("SELECT {REVIEW_COLUMNS} FROM app_reviews ORDER BY id"))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.review(ReviewText {
+            id: r.get(0)?,
+            profile: r.get(1)?,
+            app: r.get(2)?,
+            subject: r.get(3)?,
+            token_sha256: r.get(4)?,
+            reviewer: r.get(5)?,
+            reviewed_on: r.get(6)?,
+            note: r.get(7)?,
+        })?;
     }
     Ok(rows.state)
 }
@@ -561,7 +796,10 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
 /// The columns of `devices` in the order [`DeviceText`] is read from, in
 /// both backends.
 pub(crate) const DEVICE_COLUMNS: &str = "id, owner, kind, ownership, os, os_version, security_software, \
-     security_updated, key_alg, public_key, status, cert_sha256";
+     security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by, prev_cert_sha256";
+
+/// The columns of `app_reviews` in the order [`ReviewText`] is read from.
+pub(crate) const REVIEW_COLUMNS: &str = "id, profile, app, subject, token_sha256, reviewer, reviewed_on, note";
 
 /// A state assembled from the stores' rows, which both backends keep as
 /// the same text: parsing them is one piece of code for both.
@@ -571,19 +809,61 @@ pub(crate) struct StateRows {
 }
 
 /// A `devices` row as text: kind, ownership, os, os_version, key_alg,
-/// public_key and status in `fields`.
+/// public_key and status in `fields`; the certificate and the one a
+/// renewal replaced; the exception's reason and approver.
 pub(crate) struct DeviceText {
     pub id: String,
     pub owner: String,
     pub fields: [String; 7],
     pub security_software: (Option<String>, Option<String>),
-    pub cert_sha256: Option<String>,
+    pub certificates: (Option<String>, Option<String>),
+    pub exception: (Option<String>, Option<String>),
+}
+
+/// An `overtime` row: for one user or one department.
+pub(crate) struct GrantText {
+    pub id: i64,
+    pub user: Option<String>,
+    pub department: Option<String>,
+    pub profile: Option<String>,
+    pub approver: String,
+    pub reason: String,
+    pub times: [String; 2],
+}
+
+/// An `app_reviews` row.
+pub(crate) struct ReviewText {
+    pub id: i64,
+    pub profile: String,
+    pub app: i64,
+    pub subject: String,
+    pub token_sha256: Option<String>,
+    pub reviewer: String,
+    pub reviewed_on: String,
+    pub note: String,
 }
 
 impl StateRows {
-    pub fn user(&mut self, id: String, display_name: String, role: String, profiles: &str) -> Result<(), StoreError> {
+    pub fn user(
+        &mut self,
+        id: String,
+        display_name: String,
+        role: String,
+        profiles: &str,
+        department: Option<String>,
+        schedule: Option<String>,
+    ) -> Result<(), StoreError> {
         let profiles = serde_json::from_str(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
-        let user = User { id: id.clone(), display_name, role, profiles, suspended: None, restricted: None };
+        let user = User {
+            id: id.clone(),
+            display_name,
+            role,
+            profiles,
+            suspended: None,
+            restricted: None,
+            department,
+            schedule,
+        };
         self.state.users.insert(id, Arc::new(user));
         Ok(())
     }
@@ -609,15 +889,26 @@ impl StateRows {
     }
 
     pub fn device(&mut self, row: DeviceText) -> Result<(), StoreError> {
-        let certificate = match row.cert_sha256.map(|c| crate::config::decode_sha256(&c)) {
-            None => None,
-            Some(Some(fp)) => Some(fp),
-            Some(None) => return Err(StoreError::Corrupt(row.id, "cert_sha256".into())),
+        let fingerprint = |c: Option<String>| match c.map(|c| crate::config::decode_sha256(&c)) {
+            None => Ok(None),
+            Some(Some(fp)) => Ok(Some(fp)),
+            Some(None) => Err(StoreError::Corrupt(row.id.clone(), "cert_sha256".into())),
+        };
+        let certificate = fingerprint(row.certificates.0)?;
+        let previous_certificate = fingerprint(row.certificates.1)?;
+        let exception = match row.exception {
+            (Some(reason), Some(approver)) => Some(PostureException { reason, approver }),
+            _ => None,
         };
         let f = &row.fields;
         let fields = [&*f[0], &*f[1], &*f[2], &*f[3], &*f[4], &*f[5], &*f[6]];
-        let device = Device { certificate, ..parse_device(row.id, row.owner, fields, row.security_software)? };
-        if let Some(fp) = certificate {
+        let device = Device {
+            certificate,
+            previous_certificate,
+            exception,
+            ..parse_device(row.id, row.owner, fields, row.security_software)?
+        };
+        for fp in certificate.into_iter().chain(previous_certificate) {
             self.state.certificates.insert(fp, device.id.clone());
         }
         self.state.devices.insert(device.id.clone(), Arc::new(device));
@@ -634,19 +925,23 @@ impl StateRows {
         Ok(())
     }
 
-    /// An overtime grant; `times` are its start and end.
-    pub fn grant(
-        &mut self,
-        id: i64,
-        user: String,
-        profile: Option<String>,
-        approver: String,
-        reason: String,
-        times: &[String; 2],
-    ) -> Result<(), StoreError> {
-        let (start, end) = (time(&user, &times[0])?, time(&user, &times[1])?);
-        let g = OvertimeGrant { id, start, end, user: user.clone(), profile, approver, reason };
-        Arc::make_mut(&mut self.state.overtime).entry(user).or_default().push(g);
+    pub fn grant(&mut self, row: GrantText) -> Result<(), StoreError> {
+        let key = format!("overtime {}", row.id);
+        let grantee = match (row.user, row.department) {
+            (Some(u), None) => Grantee::User(u),
+            (None, Some(d)) => Grantee::Department(d),
+            _ => return Err(StoreError::Corrupt(key, "a grant is for one user or one department".into())),
+        };
+        let g = OvertimeGrant {
+            id: row.id,
+            start: time(&key, &row.times[0])?,
+            end: time(&key, &row.times[1])?,
+            grantee: grantee.clone(),
+            profile: row.profile,
+            approver: row.approver,
+            reason: row.reason,
+        };
+        Arc::make_mut(&mut self.state.overtime).entry(grantee).or_default().push(g);
         Ok(())
     }
 
@@ -661,6 +956,39 @@ impl StateRows {
         let key = id.to_string();
         let (start, end) = (time(&key, &times[0])?, time(&key, &times[1])?);
         Arc::make_mut(&mut self.state.maintenance).push(MaintenanceWindow { id, profile, reason, start, end });
+        Ok(())
+    }
+
+    pub fn app_stage(
+        &mut self,
+        profile: String,
+        app: i64,
+        stage: &str,
+        reason: String,
+        since: &str,
+    ) -> Result<(), StoreError> {
+        let key = format!("{profile}/{app}");
+        let app = u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?;
+        let stage = AppStage { stage: enum_from(&key, stage)?, since: time(&key, since)?, reason, app, profile };
+        Arc::make_mut(&mut self.state.apps).stages.insert((stage.profile.clone(), app), stage);
+        Ok(())
+    }
+
+    /// A review; read in id order, as `apply` appends them.
+    pub fn review(&mut self, row: ReviewText) -> Result<(), StoreError> {
+        let key = format!("review {}", row.id);
+        let review = Review {
+            id: row.id,
+            app: u64::try_from(row.app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?,
+            subject: enum_from(&key, &row.subject)?,
+            reviewed_on: NaiveDate::parse_from_str(&row.reviewed_on, "%Y-%m-%d")
+                .map_err(|_| StoreError::Corrupt(key.clone(), "reviewed_on".into()))?,
+            profile: row.profile,
+            token_sha256: row.token_sha256,
+            reviewer: row.reviewer,
+            note: row.note,
+        };
+        Arc::make_mut(&mut self.state.apps).reviews.push(review);
         Ok(())
     }
 }
@@ -686,6 +1014,8 @@ fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Op
         status: serde_json::from_value(enum_of(f[6])).map_err(|_| corrupt("status"))?,
         security_software,
         certificate: None,
+        exception: None,
+        previous_certificate: None,
         id,
         owner,
     })

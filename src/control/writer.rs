@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use sekisho_policy::device::DeviceStatus;
 use sekisho_policy::state::State;
 use serde_json::{json, Value};
 
 use crate::control::backend::{Backend, Position, Since};
-use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
+use crate::control::store::{AuditEntry, Change, StoreError};
 use crate::shared::{load_rules, ReloadError, Shared};
 
 pub struct Writer {
@@ -163,47 +162,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Publishes the snapshot with `changes` applied, then cuts what they end.
+    /// Publishes the snapshot with `changes` applied. Every request in
+    /// flight then judges itself again against it (the engine's
+    /// `still_allowed`), so a suspension, revocation or stop ends open
+    /// downloads and WebSockets at once, whichever replica made it; which
+    /// ones end is the engine's call, not the writer's.
     fn apply(&self, changes: &[Change]) {
         let mut state = (*self.shared.snapshot().state).clone();
         for change in changes {
             crate::control::store::apply_mut(&mut state, change);
         }
         self.shared.publish_state(state);
-        for change in changes {
-            self.cut_after(change);
-        }
+        self.shared.bump_generation();
     }
 
-    /// Publishes a whole new state, then cuts every upgraded connection it
-    /// no longer admits (the changes that led to it are not known).
+    /// Publishes a whole new state (the changes that led to it are not
+    /// known); every request in flight judges itself again against it.
     fn replace(&self, state: State) {
-        let now = Utc::now();
-        let ends = |e: &crate::shared::LiveEntry| {
-            let suspended =
-                state.users.get(&e.user).is_none_or(|u| u.suspended.as_ref().is_some_and(|f| f.active_at(now)));
-            let device = state.devices.get(&e.device).is_none_or(|d| {
-                matches!(d.status, DeviceStatus::Revoked | DeviceStatus::Rejected | DeviceStatus::Pending)
-            });
-            suspended || device || state.stops.global.is_some() || state.stops.profiles.contains_key(&e.profile)
-        };
-        self.shared.conns.cut(ends);
         self.shared.publish_state(state);
-        // In-flight requests re-judge against what changed meanwhile.
         self.shared.bump_generation();
-    }
-
-    fn cut_after(&self, change: &Change) {
-        self.shared.bump_generation();
-        let conns = &self.shared.conns;
-        match change {
-            Change::SetFlag { user, kind: FlagKind::Suspended, flag: Some(_) } => conns.cut(|e| e.user == *user),
-            Change::SetDeviceStatus { id, status: DeviceStatus::Revoked | DeviceStatus::Rejected } => {
-                conns.cut(|e| e.device == *id)
-            }
-            Change::SetStop { profile: None, stop: Some(_) } => conns.cut(|_| true),
-            Change::SetStop { profile: Some(p), stop: Some(_) } => conns.cut(|e| e.profile == *p),
-            _ => {}
-        }
     }
 }

@@ -346,8 +346,54 @@ pub fn machine_os() -> Result<(Os, Version), AgentError> {
         let version = text.parse().map_err(|_| AgentError::Os(format!("sw_vers said `{text}`")))?;
         Ok((Os::Macos, version))
     }
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    #[cfg(target_os = "windows")]
+    {
+        let out = std::process::Command::new("cmd")
+            .args(["/c", "ver"])
+            .output()
+            .map_err(|e| AgentError::Read("cmd /c ver".into(), e))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let version = windows_version(&text).ok_or_else(|| AgentError::Os(format!("`ver` said `{}`", text.trim())))?;
+        Ok((Os::Windows, version))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
     {
         Err(AgentError::Os("reading the OS is not supported here; give --os and --os-version".into()))
+    }
+}
+
+/// The Windows version in the `10.0.22631` form (major.minor.build) from
+/// what `cmd /c ver` prints (`Microsoft Windows [Version 10.0.22631.4460]`,
+/// `[バージョン 10.0.22631.4460]` on a Japanese system): the update revision
+/// is dropped, since profiles compare builds.
+pub fn windows_version(ver: &str) -> Option<Version> {
+    let inside = ver.split_once('[')?.1.split_once(']')?.0;
+    let dotted = inside.split_whitespace().last()?;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    if parts.len() < 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    parts[..3].join(".").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_windows_version_is_read_from_ver_in_english_and_japanese() {
+        let cases = [
+            ("\r\nMicrosoft Windows [Version 10.0.22631.4460]\r\n", Some("10.0.22631")),
+            ("Microsoft Windows [バージョン 10.0.19045.5131]", Some("10.0.19045")),
+            ("Microsoft Windows [Version 10.0.26100]", Some("10.0.26100")),
+            ("Microsoft Windows [Version 6.1.7601]", Some("6.1.7601")),
+            ("Microsoft Windows [Version 10.0]", None),
+            ("Microsoft Windows [Version ten]", None),
+            ("Microsoft Windows", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(windows_version(text).map(|v| v.to_string()), want.map(str::to_owned), "{text:?}");
+        }
     }
 }

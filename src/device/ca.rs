@@ -6,7 +6,6 @@
 //! approved: revocation needs no CRL.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Utc};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
@@ -35,16 +34,35 @@ impl Issued {
     /// The key, certificate and CA as a PKCS#12 file for installation
     /// (AES-256 with PBKDF2 and an HMAC-SHA256 MAC), protected by `password`.
     pub fn pkcs12(&self, ca: &DeviceCa, password: &str) -> Result<Vec<u8>, TlsError> {
-        let fail = |e: p12_keystore::error::Error| TlsError::Config(format!("pkcs#12: {e}"));
+        self.keystore(ca)?.writer(password).write().map_err(p12_error)
+    }
+
+    /// The same with the legacy encryption phones import (3DES and a SHA-1
+    /// MAC): iOS 17 and Android 12 and older refuse the AES-256 form. Only
+    /// for a file protected by a one-time password and handed over once.
+    pub fn pkcs12_legacy(&self, ca: &DeviceCa, password: &str) -> Result<Vec<u8>, TlsError> {
+        self.keystore(ca)?
+            .writer(password)
+            .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
+            .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
+            .write()
+            .map_err(p12_error)
+    }
+
+    fn keystore(&self, ca: &DeviceCa) -> Result<p12_keystore::KeyStore, TlsError> {
         let chain = [
-            p12_keystore::Certificate::from_der(&self.certificate_der).map_err(fail)?,
-            p12_keystore::Certificate::from_der(ca.cert.der()).map_err(fail)?,
+            p12_keystore::Certificate::from_der(&self.certificate_der).map_err(p12_error)?,
+            p12_keystore::Certificate::from_der(ca.cert.der()).map_err(p12_error)?,
         ];
         let entry = p12_keystore::PrivateKeyChain::new(&self.private_key_der, &self.sha256[..20], chain);
         let mut store = p12_keystore::KeyStore::new();
         store.add_entry("sekisho device", p12_keystore::KeyStoreEntry::PrivateKeyChain(entry));
-        store.writer(password).write().map_err(fail)
+        Ok(store)
     }
+}
+
+fn p12_error(e: p12_keystore::error::Error) -> TlsError {
+    TlsError::Config(format!("pkcs#12: {e}"))
 }
 
 /// Creates the CA files; refuses to overwrite an existing CA.
@@ -104,15 +122,4 @@ impl DeviceCa {
             private_key_der: key.serialize_der(),
         })
     }
-}
-
-/// A verifier that asks for client certificates signed by the device CA
-/// but lets connections without one through (profiles decide).
-pub fn verifier(cert: &Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, TlsError> {
-    let roots = crate::tls::root_store(cert)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))
 }

@@ -1,7 +1,9 @@
 //! The device side: the agent that registers a device and mints its
 //! attestations, the loopback forward proxy that adds them for a browser,
-//! and the device CA that issues client certificates.
+//! the device CA that issues client certificates, and the enrollment
+//! bundles phones and tablets install them from.
 
 pub mod agent;
 pub mod ca;
+pub mod enroll;
 pub mod forward;

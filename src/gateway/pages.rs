@@ -24,6 +24,8 @@ pub enum Block<'a> {
     RateLimited(u64),
     /// The gateway cannot record the request (audit log failing): fail closed.
     StateUnavailable,
+    /// The client stopped sending its request body for too long.
+    RequestTimeout,
 }
 
 /// A rendered answer, ready to write.
@@ -53,6 +55,7 @@ impl Block<'_> {
             Block::UpstreamTimeout => 504,
             Block::RateLimited(_) => 429,
             Block::StateUnavailable => 503,
+            Block::RequestTimeout => 408,
         }
     }
 
@@ -65,6 +68,7 @@ impl Block<'_> {
             Block::UpstreamTimeout => "upstream_timeout",
             Block::RateLimited(_) => "rate_limited",
             Block::StateUnavailable => "state_unavailable",
+            Block::RequestTimeout => "request_timeout",
         }
     }
 
@@ -111,6 +115,12 @@ impl Block<'_> {
                 ja_do: "少し待ってから再度お試しください。",
                 en: "Too many requests in a short time",
                 en_do: "Wait a moment and try again.",
+            },
+            Block::RequestTimeout => Text {
+                ja: "送信が途中で止まったため、要求を打ち切りました",
+                ja_do: "通信状態を確認して、もう一度送信してください。",
+                en: "The request stopped arriving before it was complete",
+                en_do: "Check your connection and send it again.",
             },
             Block::UpstreamTimeout => Text {
                 ja: "接続先のサービスが時間内に応答しませんでした",
@@ -426,6 +436,7 @@ mod tests {
             Block::UpstreamTimeout,
             Block::RateLimited(1),
             Block::StateUnavailable,
+            Block::RequestTimeout,
         ];
         let codes: Vec<_> = blocks.iter().map(Block::code).collect();
         assert_eq!(codes, crate::metrics::BLOCK_KINDS);

@@ -1,15 +1,14 @@
-//! Reading a request's framing, host, path and method the one way the
+//! Reading a request's host, target, framing and method the one way the
 //! gateway trusts, and writing the headers it owns. Each reader refuses
 //! what could be read two ways (the answer is a 400 with the detail); none
 //! of it decides access: that is `decide`'s. It must never log header values.
 
-use pingora::http::RequestHeader;
-use pingora::proxy::Session;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use sekisho_policy::engine::authorised_method;
 use sekisho_policy::path::{canonical_path, origin_form, OriginForm, PathError, TargetError};
 
 /// Headers a client may never send upstream: the gateway sets or checks them.
-/// Compared after folding case, `_` and `.` to `-`.
 const PROTECTED: [&str; 16] = [
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -29,19 +28,22 @@ const PROTECTED: [&str; 16] = [
     "sekisho-user",
 ];
 
-/// SHA-256 of the client certificate the TLS layer verified, if any.
-pub fn client_certificate(session: &Session) -> Option<[u8; 32]> {
-    let digest = session.digest()?.ssl_digest.as_ref()?;
-    <[u8; 32]>::try_from(digest.cert_digest.as_slice()).ok()
-}
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded either way: the
+/// gateway frames each side's messages itself.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
 
-pub fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// The host the client asked for: `:authority` on HTTP/2, else the single
-/// `Host` header, which must agree with an absolute-form target.
-pub fn request_host(req: &RequestHeader) -> Result<&str, &'static str> {
+/// The host the client asked for: `:authority` on HTTP/2 (and an HTTP/1
+/// absolute-form target), else the single `Host` header; both must agree.
+pub fn request_host(req: &Parts) -> Result<&str, &'static str> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
     let header = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),
@@ -55,20 +57,21 @@ pub fn request_host(req: &RequestHeader) -> Result<&str, &'static str> {
     }
 }
 
-/// The request target as it will be forwarded (origin-form) and judged,
-/// read from the bytes the client sent: pingora files a target that is not
-/// origin-form under the path `/` but forwards its original bytes, so only
-/// the raw target is safe to judge. An absolute-form target must name the
-/// host the `Host` header names and is forwarded in origin-form.
-pub fn checked_target<'r>(req: &'r RequestHeader, host: &str) -> Result<OriginForm<'r>, &'static str> {
-    let target = origin_form(req.raw_path()).map_err(|e| match e {
+/// The request target as it will be forwarded (origin-form) and judged.
+/// The HTTP/1 wire guard already let only origin-form and absolute-form
+/// through; an absolute-form target or HTTP/2 `:authority` was matched
+/// against `Host` by [`request_host`], and only `http`/`https` are schemes.
+pub fn checked_target(req: &Parts) -> Result<OriginForm<'_>, &'static str> {
+    match req.uri.scheme_str() {
+        None | Some("http" | "https") => {}
+        Some(_) => return Err("the request scheme must be `http` or `https`"),
+    }
+    let raw = req.uri.path_and_query().map_or("", |p| p.as_str());
+    let target = origin_form(raw.as_bytes()).map_err(|e| match e {
         TargetError::NotOriginForm => "the request target must be a path starting with `/`",
         TargetError::Bytes => "the request target holds a byte that is not visible ASCII",
         TargetError::Authority => "the request target's authority is empty or carries user information",
     })?;
-    if target.authority.is_some_and(|a| !a.eq_ignore_ascii_case(host)) {
-        return Err("Host header differs from the request target");
-    }
     canonical_path(target.path).map_err(path_error)?;
     Ok(target)
 }
@@ -80,35 +83,25 @@ fn path_error(e: PathError) -> &'static str {
         PathError::EmptySegment => "the path contains an empty segment",
         PathError::EncodedSeparator => "the path contains an encoded separator",
         PathError::Forbidden => "the path contains a forbidden character",
+        PathError::BadEscape => "the path contains an escape that is not UTF-8",
     }
 }
 
-/// The raw target for the audit line of a request refused before its
-/// target was read (lossy, so a line is always written).
-pub fn raw_target(req: &RequestHeader) -> String {
-    String::from_utf8_lossy(req.raw_path()).into_owned()
-}
-
-/// Refuses ambiguous message framing instead of repairing it.
-pub fn checked_framing(req: &RequestHeader) -> Result<(), &'static str> {
-    let cls: Vec<_> = req.headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
-    let tes: Vec<_> = req.headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
-    if !cls.is_empty() && !tes.is_empty() {
-        return Err("both Content-Length and Transfer-Encoding");
+/// Refuses ambiguous message framing on HTTP/2 (HTTP/1 framing is the wire
+/// guard's): a `Content-Length` must be one decimal number.
+pub fn checked_framing(req: &Parts) -> Result<(), &'static str> {
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (Some(_), Some(_)) => Err("invalid or repeated Content-Length"),
+        (Some(v), None) if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) => {
+            Err("invalid or repeated Content-Length")
+        }
+        _ => Ok(()),
     }
-    let digits = |v: &&http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
-    if cls.len() > 1 || !cls.iter().all(digits) {
-        return Err("invalid or repeated Content-Length");
-    }
-    let chunked_once = tes.len() == 1 && tes.iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-    if !tes.is_empty() && (!chunked_once || req.version != http::Version::HTTP_11) {
-        return Err("Transfer-Encoding other than a single `chunked`");
-    }
-    Ok(())
 }
 
 /// The method the upstream will act on, honouring override headers.
-pub fn effective_method(req: &RequestHeader) -> Result<&str, &'static str> {
+pub fn effective_method(req: &Parts) -> Result<&str, &'static str> {
     const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
     let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(*h));
     let override_value = match (found.next(), found.next()) {
@@ -119,43 +112,115 @@ pub fn effective_method(req: &RequestHeader) -> Result<&str, &'static str> {
     Ok(authorised_method(req.method.as_str(), override_value))
 }
 
-pub fn joined_header(req: &RequestHeader, name: &str) -> Option<String> {
-    let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-    (!values.is_empty()).then(|| values.join(","))
+/// Every value of `name`, joined by `,` when there are several.
+pub fn joined_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<std::borrow::Cow<'h, str>> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first},{second}");
+            for v in values {
+                joined.push(',');
+                joined.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
 }
 
-pub fn has_body(req: &RequestHeader) -> bool {
-    let cl = req
+/// A header the gateway reads once was sent more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The single value of `name`; `Err` when it was sent more than once.
+pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(Repeated),
+        (v, _) => Ok(v),
+    }
+}
+
+/// The request's `Content-Type`, for reading a held body.
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+}
+
+/// A WebSocket handshake (RFC 6455 4.1): the only upgrade forwarded as one.
+pub fn is_websocket(req: &Parts) -> bool {
+    let upgrade =
+        req.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let connection = req
         .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    cl.is_some_and(|n| n > 0) || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")));
+    req.method == http::Method::GET && req.version == http::Version::HTTP_11 && upgrade && connection
 }
 
-pub fn prefers_html(req: &RequestHeader) -> bool {
-    req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+/// Whether the client asked for an upgrade of any kind (HTTP/1 only).
+pub fn asks_upgrade(req: &Parts) -> bool {
+    req.headers.contains_key(http::header::UPGRADE)
 }
 
 /// Removes client copies of headers the gateway owns or that steer an
-/// upstream's routing (`X-Original-URL` and kin), and every header whose
-/// name holds anything but letters, digits and `-`: servers that fold `_`
-/// or `.` into `-` would read `X_HTTP_Method_Override` as a header the
-/// gateway never checked (nginx drops these by default for the same reason).
-pub fn strip_protected(req: &mut RequestHeader) {
-    let doomed: Vec<http::HeaderName> = req
-        .headers
+/// upstream's routing (`X-Original-URL` and kin), hop-by-hop headers and
+/// those the client's `Connection` names, and every header whose name holds
+/// anything but letters, digits and `-`: servers that fold `_` or `.` into
+/// `-` would read `X_HTTP_Method_Override` as a header the gateway never
+/// checked (nginx drops these by default for the same reason). A WebSocket
+/// handshake keeps its `Upgrade` and `Connection: upgrade`.
+pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
             PROTECTED.contains(&n)
+                || HOP_BY_HOP.contains(&n)
+                || named.contains(name)
                 || n.starts_with("sekisho-")
                 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .cloned()
         .collect();
     for name in doomed {
-        req.remove_header(&name);
+        headers.remove(&name);
+    }
+    if websocket {
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the upstream's hop-by-hop headers from its answer (the gateway
+/// frames the answer to the client itself); a 101 keeps its upgrade.
+pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|n| !switching || *n != http::header::UPGRADE)
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        if switching && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 

@@ -3,39 +3,34 @@
 //! `Domain` attributes naming the upstream host. Anything else is left as
 //! the upstream sent it; it must never touch cookie values.
 
-use pingora::http::ResponseHeader;
+use http::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use sekisho_policy::rules::Upstream;
 
 use crate::gateway::request::upstream_origin;
 
 /// Rewrites an absolute `Location` on the upstream origin to the public origin.
-pub fn location(resp: &mut ResponseHeader, upstream: &Upstream, public_origin: &str) -> pingora::Result<()> {
-    let Some(loc) = resp.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+pub fn location(headers: &mut HeaderMap, upstream: &Upstream, public_origin: &str) {
+    let Some(loc) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else { return };
     let origin = upstream_origin(upstream);
     let rest = strip_prefix_ci(loc, &origin).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#']));
-    if let Some(rest) = rest {
-        let rewritten = format!("{public_origin}{rest}");
-        resp.insert_header(http::header::LOCATION, rewritten)?;
+    if let Some(v) = rest.and_then(|rest| HeaderValue::from_str(&format!("{public_origin}{rest}")).ok()) {
+        headers.insert(LOCATION, v);
     }
-    Ok(())
 }
 
 /// Rewrites `Domain=<upstream host>` (with or without a leading dot) to the public host.
-pub fn cookies(resp: &mut ResponseHeader, upstream_host: &str, public_host: &str) -> pingora::Result<()> {
-    let cookies: Vec<String> = resp
-        .headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect();
+pub fn cookies(headers: &mut HeaderMap, upstream_host: &str, public_host: &str) {
+    let cookies: Vec<String> =
+        headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok().map(str::to_owned)).collect();
     if !cookies.iter().any(|c| c.to_ascii_lowercase().contains("domain=")) {
-        return Ok(());
+        return;
     }
-    resp.remove_header(&http::header::SET_COOKIE);
+    headers.remove(SET_COOKIE);
     for cookie in cookies {
-        resp.append_header(http::header::SET_COOKIE, rewrite_cookie(&cookie, upstream_host, public_host))?;
+        if let Ok(v) = HeaderValue::from_str(&rewrite_cookie(&cookie, upstream_host, public_host)) {
+            headers.append(SET_COOKIE, v);
+        }
     }
-    Ok(())
 }
 
 fn rewrite_cookie(cookie: &str, upstream_host: &str, public_host: &str) -> String {

@@ -1,124 +1,272 @@
-//! Where allowed requests go: per-route upstream TLS material loaded when
-//! the rules load (never on the request path), address resolution with a
-//! short cache, and building pingora's `HttpPeer`. It must never turn off
-//! certificate verification for an HTTPS upstream.
+//! Where allowed requests go: one pool of upstream connections per worker
+//! thread (no lock, no task per idle connection), HTTP/1.1 or HTTP/2 as
+//! the upstream's TLS offers, name resolution with a short cache, connect
+//! and answer deadlines, and one safe retry: a request sent on a pooled
+//! connection that turns out closed before the request was written goes
+//! once more on a fresh one. It never turns off certificate or name
+//! verification, and never reuses a connection across routes that differ
+//! in name or trust.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pingora::protocols::tls::CaType;
-use pingora::upstreams::peer::{HttpPeer, ALPN};
-use pingora::utils::tls::{parse_x509, WrappedX509};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use sekisho_policy::rules::Route;
-use sekisho_policy::Rules;
+use tokio::time::Instant;
 
-/// How long an upgraded connection (WebSocket) may stay silent both ways.
+use crate::gateway::body::ReqBody;
+use crate::tls::RouteTls;
+
+/// How long a WebSocket may stay silent both ways.
 pub const UPGRADE_IDLE: Duration = Duration::from_secs(3600);
-
-/// Extra CAs per route host, parsed and checked at load time.
-#[derive(Default)]
-pub struct Upstreams {
-    cas: HashMap<String, (Arc<CaType>, u64)>,
-}
-
-impl Upstreams {
-    /// Loads every route's `ca_file` (relative to the rules directory).
-    pub fn load(rules: &Rules, rules_dir: &Path) -> Result<Upstreams, String> {
-        let mut cas = HashMap::new();
-        for profile in rules.profiles() {
-            for route in &profile.routes {
-                let Some(file) = &route.ca_file else { continue };
-                let path = rules_dir.join(file);
-                let ders =
-                    read_ca(&path).map_err(|e| format!("route `{}`: ca_file `{}`: {e}", route.host, path.display()))?;
-                let group = ders.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, d| fnv(h, d));
-                let certs: Vec<WrappedX509> = ders.into_iter().map(|d| WrappedX509::new(d, parse_x509)).collect();
-                cas.insert(route.host.clone(), (Arc::from(certs.into_boxed_slice()), group));
-            }
-        }
-        Ok(Upstreams { cas })
-    }
-
-    /// The peer for one request. `upgrade` forces HTTP/1.1 (WebSocket).
-    /// The peer for `route`: the route's timeout bounds each read and write,
-    /// except that an upgraded connection (WebSocket) may stay silent for
-    /// [`UPGRADE_IDLE`].
-    pub fn peer(&self, route: &Route, addr: SocketAddr, upgrade: bool) -> HttpPeer {
-        let (route_host, upstream) = (&route.host, &route.upstream);
-        let timeout = Duration::from_secs(u64::from(route.timeout_secs.get()));
-        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.host.clone());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(if upgrade { UPGRADE_IDLE.max(timeout) } else { timeout });
-        peer.options.write_timeout = Some(timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer.options.alpn = if upstream.tls && !upgrade { ALPN::H2H1 } else { ALPN::H1 };
-        if let Some((ca, group)) = self.cas.get(route_host.as_str()) {
-            peer.options.ca = Some(ca.clone());
-            // pingora's pool key ignores the CA; keep private-CA connections apart.
-            peer.group_key = *group;
-        }
-        peer
-    }
-}
-
-/// DER certificates from a PEM file, each checked to parse as X.509 so
-/// pingora's parser (which panics on bad input) only ever sees good ones.
-fn read_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .map(|c| c.map(|c| c.to_vec()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if ders.is_empty() {
-        return Err("no PEM certificates found".into());
-    }
-    for der in &ders {
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("not a valid certificate: {e}"))?;
-    }
-    Ok(ders)
-}
-
-fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// Resolves upstream host names off the blocking path, caching answers
-/// briefly so a changed DNS record is followed.
-pub struct Resolver {
-    cache: quick_cache::sync::Cache<(String, u16), (SocketAddr, Instant)>,
-}
-
+/// Connecting (TCP and TLS) to an upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection unused this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream and thread.
+const MAX_IDLE: usize = 64;
 const DNS_TTL: Duration = Duration::from_secs(30);
 
-impl Default for Resolver {
-    fn default() -> Self {
-        Resolver { cache: quick_cache::sync::Cache::new(1024) }
+/// Why an upstream exchange failed, for the 502/504 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to `{0}` timed out")]
+    ConnectTimeout(String),
+    #[error("cannot connect to `{0}`: {1}")]
+    Connect(String, std::io::Error),
+    #[error("tls with `{0}`: {1}")]
+    Tls(String, std::io::Error),
+    #[error("`{0}` did not answer in time")]
+    AnswerTimeout(String),
+    #[error("exchange with `{0}` failed: {1}")]
+    Exchange(String, hyper::Error),
+    #[error("cannot resolve `{0}`: {1}")]
+    Resolve(String, std::io::Error),
+}
+
+impl UpstreamError {
+    pub fn timed_out(&self) -> bool {
+        matches!(self, UpstreamError::ConnectTimeout(_) | UpstreamError::AnswerTimeout(_))
     }
 }
 
-impl Resolver {
-    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+type Http1Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
+
+/// A connection's request sender.
+pub enum Sender {
+    Http1(Http1Sender),
+    Http2(hyper::client::conn::http2::SendRequest<ReqBody>),
+}
+
+/// Pool key: the address and the route's material (name and trust).
+type Key = (SocketAddr, u64);
+
+/// An HTTP/1 connection lent to one exchange; it goes back to the pool
+/// when the answer's body was read to its end.
+pub struct Lent {
+    key: Key,
+    sender: hyper::client::conn::http1::SendRequest<ReqBody>,
+}
+
+/// One worker thread's upstream connections.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<Key, Vec<(Http1Sender, Instant)>>>,
+    http2: RefCell<HashMap<Key, hyper::client::conn::http2::SendRequest<ReqBody>>>,
+    dns: RefCell<HashMap<(String, u16), (SocketAddr, Instant)>>,
+}
+
+/// Where one exchange goes.
+pub struct Target<'a> {
+    pub route: &'a Route,
+    pub tls: &'a RouteTls,
+    /// A WebSocket handshake: HTTP/1.1 only, never pooled.
+    pub websocket: bool,
+    /// `host[:port]` of the upstream, for an HTTP/2 `:authority`.
+    pub authority: &'a str,
+}
+
+impl Pool {
+    /// Sends `req` and waits for the answer's head (within the route's
+    /// timeout). Returns the answer and, for HTTP/1, the connection to give
+    /// back once its body was read.
+    pub async fn send(
+        &self,
+        target: &Target<'_>,
+        req: Request<ReqBody>,
+    ) -> Result<(Response<Incoming>, Option<Lent>), UpstreamError> {
+        let name = &target.route.upstream.host;
+        let addr = self.resolve(name, target.route.upstream.port).await?;
+        let key = (addr, target.tls.pool);
+        let timeout = Duration::from_secs(u64::from(target.route.timeout_secs.get()));
+        let exchange = async {
+            let req = match self.checkout(key, target.websocket) {
+                Some(sender) => match try_send(sender, req, target).await {
+                    Ok(done) => return Ok(done),
+                    // Closed before the request was written: once more, fresh.
+                    Err(Retry::Again(req)) => *req,
+                    Err(Retry::Failed(e)) => return Err(UpstreamError::Exchange(name.clone(), e)),
+                },
+                None => req,
+            };
+            let sender = self.connect(target, addr).await?;
+            match try_send(sender, req, target).await {
+                Ok(done) => Ok(done),
+                Err(Retry::Again(_)) => {
+                    Err(UpstreamError::Connect(name.clone(), std::io::ErrorKind::ConnectionReset.into()))
+                }
+                Err(Retry::Failed(e)) => Err(UpstreamError::Exchange(name.clone(), e)),
+            }
+        };
+        let (resp, sender) =
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| UpstreamError::AnswerTimeout(name.clone()))??;
+        let lent = match sender {
+            Sender::Http1(sender) if !target.websocket => Some(Lent { key, sender }),
+            Sender::Http1(_) => None,
+            Sender::Http2(sender) => {
+                self.http2.borrow_mut().insert(key, sender);
+                None
+            }
+        };
+        Ok((resp, lent))
+    }
+
+    /// Gives an HTTP/1 connection back after its answer was read whole.
+    pub fn give_back(&self, lent: Lent) {
+        if lent.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(lent.key).or_default();
+        if list.len() < MAX_IDLE {
+            list.push((lent.sender, Instant::now()));
+        }
+    }
+
+    /// Closes idle connections past their time (called now and then).
+    pub fn evict(&self) {
+        let now = Instant::now();
+        self.idle.borrow_mut().retain(|_, list| {
+            list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+        self.http2.borrow_mut().retain(|_, s| !s.is_closed());
+    }
+
+    fn checkout(&self, key: Key, websocket: bool) -> Option<Sender> {
+        if websocket {
+            return None;
+        }
+        if let Some(h2) = self.http2.borrow().get(&key).filter(|s| s.is_ready()) {
+            return Some(Sender::Http2(h2.clone()));
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&key)?;
+        let now = Instant::now();
+        while let Some((sender, since)) = list.pop() {
+            if sender.is_ready() && now.duration_since(since) < IDLE_TIMEOUT {
+                return Some(Sender::Http1(sender));
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, target: &Target<'_>, addr: SocketAddr) -> Result<Sender, UpstreamError> {
+        let name = &target.route.upstream.host;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(name.clone()))?
+            .map_err(|e| UpstreamError::Connect(name.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        if !target.route.upstream.tls {
+            return http1(TokioIo::new(tcp), name).await;
+        }
+        let config = if target.websocket { target.tls.http1.clone() } else { target.tls.any.clone() };
+        let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| UpstreamError::Tls(name.clone(), std::io::Error::other(e)))?;
+        let tls =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(server_name, tcp))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout(name.clone()))?
+                .map_err(|e| UpstreamError::Tls(name.clone(), e))?;
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(super::LocalExec)
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| UpstreamError::Exchange(name.clone(), e))?;
+            tokio::task::spawn_local(conn);
+            return Ok(Sender::Http2(sender));
+        }
+        http1(TokioIo::new(tls), name).await
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
         let key = (host.to_owned(), port);
-        if let Some((addr, at)) = self.cache.get(&key) {
+        if let Some((addr, at)) = self.dns.borrow().get(&key) {
             if at.elapsed() < DNS_TTL {
-                return Ok(addr);
+                return Ok(*addr);
             }
         }
         let addr = tokio::net::lookup_host((host, port))
-            .await?
+            .await
+            .map_err(|e| UpstreamError::Resolve(host.to_owned(), e))?
             .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("`{host}` has no address")))?;
-        self.cache.insert(key, (addr, Instant::now()));
+            .ok_or_else(|| UpstreamError::Resolve(host.to_owned(), std::io::ErrorKind::NotFound.into()))?;
+        self.dns.borrow_mut().insert(key, (addr, Instant::now()));
         Ok(addr)
     }
+}
+
+async fn http1<T>(io: TokioIo<T>, name: &str) -> Result<Sender, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| UpstreamError::Exchange(name.to_owned(), e))?;
+    tokio::task::spawn_local(conn.with_upgrades());
+    Ok(Sender::Http1(sender))
+}
+
+enum Retry {
+    /// Not written: the request may go again.
+    Again(Box<Request<ReqBody>>),
+    Failed(hyper::Error),
+}
+
+async fn try_send(
+    sender: Sender,
+    mut req: Request<ReqBody>,
+    target: &Target<'_>,
+) -> Result<(Response<Incoming>, Sender), Retry> {
+    let outcome = match sender {
+        Sender::Http1(mut s) => {
+            let sent = s.try_send_request(req).await;
+            sent.map(|r| (r, Sender::Http1(s)))
+        }
+        Sender::Http2(mut s) => {
+            // HTTP/2 carries scheme and authority as pseudo-headers.
+            let scheme = if target.route.upstream.tls { "https" } else { "http" };
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = format!("{scheme}://{}{pq}", target.authority).parse() {
+                *req.uri_mut() = uri;
+            }
+            req.headers_mut().remove(http::header::HOST);
+            *req.version_mut() = http::Version::HTTP_2;
+            let sent = s.try_send_request(req).await;
+            sent.map(|r| (r, Sender::Http2(s)))
+        }
+    };
+    outcome.map_err(|mut e| match e.take_message() {
+        Some(req) => Retry::Again(Box::new(req)),
+        None => Retry::Failed(e.into_error()),
+    })
 }

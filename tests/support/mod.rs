@@ -28,6 +28,8 @@ pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
 pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
 pub const GENERAL_TOKEN: &str = "general-token-0123456789abcdef";
 pub const APPLICANT_TOKEN: &str = "applicant-token-0123456789abcdef";
+/// The head of 総務課 (a `supervisor` token with its department).
+pub const SUPERVISOR_TOKEN: &str = "supervisor-token-0123456789abcdef";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -462,6 +464,7 @@ tokens = [
   {{ name = "kansa", roles = ["auditor"], sha256 = "{auditor}" }},
   {{ name = "soumu", roles = ["general_admin"], sha256 = "{general}" }},
   {{ name = "agent", roles = ["applicant"], sha256 = "{applicant}" }},
+  {{ name = "soumu-kacho", roles = ["supervisor"], department = "総務課", sha256 = "{supervisor}" }},
 ]
 "#,
             https = self.https,
@@ -471,6 +474,7 @@ tokens = [
             auditor = hash(AUDITOR_TOKEN),
             general = hash(GENERAL_TOKEN),
             applicant = hash(APPLICANT_TOKEN),
+            supervisor = hash(SUPERVISOR_TOKEN),
         );
         std::fs::write(d.join("sekisho.toml"), config + extra_config).unwrap();
         write_certs(&d.join("certs"));
@@ -710,7 +714,7 @@ ownership = ["personal"]
                 &format!("upstream = \"http://{upstream}\"\n{route_extra}"),
             );
         self.write_rules(&format!("{name}.toml"), &text);
-        self.admin("POST", "/v1/rules/reload", json!({"reason": "test profile"})).await;
+        self.reload().await;
         for who in users {
             let mut profiles: Vec<&str> = PROFILES.to_vec();
             profiles.push(name);
@@ -721,6 +725,11 @@ ownership = ["personal"]
             )
             .await;
         }
+    }
+
+    /// Reloads the rules as an approved revision (Abiko 13.); must succeed.
+    pub async fn reload(&self) -> Value {
+        self.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者", "reason": "test revision"})).await
     }
 
     /// GET with an attestation from `who` for the profile serving `host`.
@@ -830,9 +839,16 @@ approved = [{{ app = 1, sha256 = "{hash}" }}]
 
 [account]
 header = "X-Cybozu-Authorization"
+shared = {{ "kyoyu" = ["sato"] }}
+forms = [{{ path = "/api/auth/login.json", field = "username" }}]
+
+[apps]
+field = "app"
+customize_paths = ["/k/v1/preview/app/customize.json"]
 
 [content]
 forbid_my_number = true
+my_number_fields = ["kojin"]
 "#
     )
 }

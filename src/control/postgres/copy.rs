@@ -21,7 +21,17 @@ use Kind::{Int, Text};
 
 /// Every table and column, parents before children.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
-    ("users", &[("id", Text), ("display_name", Text), ("role", Text), ("profiles", Text)]),
+    (
+        "users",
+        &[
+            ("id", Text),
+            ("display_name", Text),
+            ("role", Text),
+            ("profiles", Text),
+            ("department", Text),
+            ("schedule", Text),
+        ],
+    ),
     ("flags", &[("user_id", Text), ("kind", Text), ("reason", Text), ("since", Text), ("until", Text)]),
     (
         "devices",
@@ -39,6 +49,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("status", Text),
             ("cert_sha256", Text),
             ("posture_at", Int),
+            ("exception_reason", Text),
+            ("exception_by", Text),
+            ("prev_cert_sha256", Text),
         ],
     ),
     ("stops", &[("scope", Text), ("reason", Text), ("since", Text)]),
@@ -47,6 +60,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("id", Int),
             ("user_id", Text),
+            ("department", Text),
             ("profile", Text),
             ("approver", Text),
             ("reason", Text),
@@ -55,6 +69,20 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("maintenance", &[("id", Int), ("profile", Text), ("reason", Text), ("start", Text), ("end", Text)]),
+    ("app_stages", &[("profile", Text), ("app", Int), ("stage", Text), ("reason", Text), ("since", Text)]),
+    (
+        "app_reviews",
+        &[
+            ("id", Int),
+            ("profile", Text),
+            ("app", Int),
+            ("subject", Text),
+            ("token_sha256", Text),
+            ("reviewer", Text),
+            ("reviewed_on", Text),
+            ("note", Text),
+        ],
+    ),
     (
         "admin_audit",
         &[
@@ -65,12 +93,13 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("target", Text),
             ("reason", Text),
             ("source", Text),
+            ("approver", Text),
         ],
     ),
 ];
 
 /// Tables whose ids the database assigns: their sequences move past the copied ids.
-const IDENTITIES: [&str; 3] = ["overtime", "maintenance", "admin_audit"];
+const IDENTITIES: [&str; 4] = ["overtime", "maintenance", "app_reviews", "admin_audit"];
 
 const BATCH: usize = 5000;
 
@@ -226,7 +255,8 @@ async fn verify(source: &Store, to: &PgStore) -> Result<(), StoreError> {
         && want.stops == got.stops
         && want.overtime == got.overtime
         && want.maintenance == got.maintenance
-        && want.certificates == got.certificates;
+        && want.certificates == got.certificates
+        && want.apps == got.apps;
     if !same {
         return Err(StoreError::Schema("the copy reads back differently from the source; it was not verified".into()));
     }

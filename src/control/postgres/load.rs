@@ -7,7 +7,10 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 
 use crate::control::backend::{AuditFilter, Position, Since};
-use crate::control::store::{AuditEntryOwned, AuditRecord, Change, DeviceText, StateRows, StoreError, DEVICE_COLUMNS};
+use crate::control::store::{
+    AuditEntryOwned, AuditRecord, Change, DeviceText, GrantText, ReviewText, StateRows, StoreError, DEVICE_COLUMNS,
+    REVIEW_COLUMNS,
+};
 
 /// Entries read per query while catching up.
 const PAGE: i64 = 500;
@@ -24,8 +27,8 @@ pub async fn whole(client: &mut Client) -> Result<(State, Position), StoreError>
 
 async fn read_state(tx: &Transaction<'_>) -> Result<State, StoreError> {
     let mut rows = StateRows::default();
-    for r in tx.query("SELECT id, display_name, role, profiles FROM users", &[]).await? {
-        rows.user(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?;
+    for r in tx.query("SELECT id, display_name, role, profiles, department, schedule FROM users", &[]).await? {
+        rows.user(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)?;
     }
     for r in tx.query("SELECT user_id, kind, reason, since, until FROM flags", &[]).await? {
         rows.flag(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
@@ -39,18 +42,35 @@ async fn read_state(tx: &Transaction<'_>) -> Result<State, StoreError> {
     for r in tx.query("SELECT scope, reason, since FROM stops", &[]).await? {
         rows.stop(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)?;
     }
-    for r in tx.query(r#"SELECT id, user_id, profile, approver, reason, start, "end" FROM overtime"#, &[]).await? {
-        rows.grant(
-            r.try_get(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-            r.try_get(3)?,
-            r.try_get(4)?,
-            &[r.try_get(5)?, r.try_get(6)?],
-        )?;
+    let grants = r#"SELECT id, user_id, department, profile, approver, reason, start, "end" FROM overtime"#;
+    for r in tx.query(grants, &[]).await? {
+        rows.grant(GrantText {
+            id: r.try_get(0)?,
+            user: r.try_get(1)?,
+            department: r.try_get(2)?,
+            profile: r.try_get(3)?,
+            approver: r.try_get(4)?,
+            reason: r.try_get(5)?,
+            times: [r.try_get(6)?, r.try_get(7)?],
+        })?;
     }
     for r in tx.query(r#"SELECT id, profile, reason, start, "end" FROM maintenance"#, &[]).await? {
         rows.maintenance(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, &[r.try_get(3)?, r.try_get(4)?])?;
+    }
+    for r in tx.query("SELECT profile, app, stage, reason, since FROM app_stages", &[]).await? {
+        rows.app_stage(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?;
+    }
+    for r in tx.query(&format!("SELECT {REVIEW_COLUMNS} FROM app_reviews ORDER BY id"), &[]).await? {
+        rows.review(ReviewText {
+            id: r.try_get(0)?,
+            profile: r.try_get(1)?,
+            app: r.try_get(2)?,
+            subject: r.try_get(3)?,
+            token_sha256: r.try_get(4)?,
+            reviewer: r.try_get(5)?,
+            reviewed_on: r.try_get(6)?,
+            note: r.try_get(7)?,
+        })?;
     }
     Ok(rows.state)
 }
@@ -62,7 +82,8 @@ fn device_text(r: &Row) -> Result<DeviceText, StoreError> {
         owner: text(1)?,
         fields: [text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?],
         security_software: (r.try_get(6)?, r.try_get(7)?),
-        cert_sha256: r.try_get(11)?,
+        certificates: (r.try_get(11)?, r.try_get(14)?),
+        exception: (r.try_get(12)?, r.try_get(13)?),
     })
 }
 
@@ -151,7 +172,7 @@ pub fn follow(at: Position, entries: &[Entry]) -> Option<(Vec<Change>, Position)
 pub async fn audit(client: &mut Client, f: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = client
         .query(
-            "SELECT id, time, actor, action, target, reason, source FROM admin_audit
+            "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
              WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR action = $2)
              ORDER BY id DESC LIMIT $3",
             &[&f.target, &f.action, &i64::from(f.limit)],
@@ -168,6 +189,7 @@ pub async fn audit(client: &mut Client, f: AuditFilter) -> Result<Vec<AuditRecor
                     target: r.try_get(4)?,
                     reason: r.try_get(5)?,
                     source: r.try_get(6)?,
+                    approver: r.try_get(7)?,
                 },
             })
         })

@@ -73,6 +73,8 @@ fn a_bulk_import_is_logged_in_chunks_that_apply_to_the_same_state() {
             key: key.clone(),
             status: DeviceStatus::Approved,
             certificate: None,
+            previous_certificate: None,
+            exception: None,
         })
         .collect();
     let import = Change::ImportDevices(devices);

@@ -8,13 +8,17 @@ use std::collections::HashSet;
 use futures_util::TryFutureExt as _;
 use std::time::Duration;
 
-use sekisho_policy::state::{Device, MaintenanceWindow, OvertimeGrant};
+use sekisho_policy::device::DeviceStatus;
+use sekisho_policy::state::{Device, Grantee, MaintenanceWindow, OvertimeGrant, Review};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
 use super::CHANNEL;
 use crate::control::backend::{Committed, Position};
-use crate::control::store::{device_refusal, flag_kind, AuditEntry, Change, StoreError, GLOBAL};
+use crate::control::store::{
+    app_id, device_refusal, enum_text, flag_kind, require_reason, revoked_key, status_transition, taken, AuditEntry,
+    Change, StoreError, GLOBAL,
+};
 
 /// Devices per change-log entry: a bulk import of a million devices is one
 /// transaction but a thousand entries of a few hundred KiB each.
@@ -38,6 +42,7 @@ pub async fn commit(
     audit: AuditEntry,
     limit: Duration,
 ) -> Result<Committed, StoreError> {
+    require_reason(&audit)?;
     let tx = client.transaction().await?;
     let before = lock_head(&tx).await?;
     let stored = write_change(&tx, change).await?;
@@ -54,6 +59,7 @@ pub async fn commit(
 /// An audit record without a change (a rules reload), in the same order as
 /// the others.
 pub async fn record(client: &mut Client, audit: AuditEntry) -> Result<(), StoreError> {
+    require_reason(&audit)?;
     let tx = client.transaction().await?;
     lock_head(&tx).await?;
     insert_audit(&tx, &audit).await?;
@@ -71,7 +77,8 @@ async fn lock_head(tx: &Transaction<'_>) -> Result<Position, StoreError> {
 async fn insert_audit(tx: &Transaction<'_>, a: &AuditEntry) -> Result<(), StoreError> {
     let time = a.time.to_rfc3339();
     tx.query_typed(
-        "INSERT INTO admin_audit (time, actor, action, target, reason, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO admin_audit (time, actor, action, target, reason, source, approver)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             (&time, Type::TEXT),
             (&a.actor, Type::TEXT),
@@ -79,6 +86,7 @@ async fn insert_audit(tx: &Transaction<'_>, a: &AuditEntry) -> Result<(), StoreE
             (&a.target, Type::TEXT),
             (&a.reason, Type::TEXT),
             (&a.source, Type::TEXT),
+            (&a.approver, Type::TEXT),
         ],
     )
     .await?;
@@ -149,13 +157,14 @@ fn new_tag() -> i64 {
 /// against the rows as they are now. Returns the change with assigned ids.
 async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, StoreError> {
     match &change {
-        Change::PutUser { id, display_name, role, profiles } => {
+        Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let profiles =
                 serde_json::to_string(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
             tx.execute(
-                "INSERT INTO users (id, display_name, role, profiles) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET display_name = $2, role = $3, profiles = $4",
-                &[id, display_name, role, &profiles],
+                "INSERT INTO users (id, display_name, role, profiles, department, schedule) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET display_name = $2, role = $3, profiles = $4, department = $5,
+                 schedule = $6",
+                &[id, display_name, role, &profiles, department, schedule],
             )
             .await?;
         }
@@ -189,27 +198,40 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
         }
         Change::FileDevice(d) => insert_devices(tx, std::slice::from_ref(&**d)).await?,
         Change::ImportDevices(devices) => insert_devices(tx, devices).await?,
-        Change::SetDeviceCert { id, sha256 } => {
-            let n = tx
-                .execute(
-                    "UPDATE devices SET cert_sha256 = $2 WHERE id = $1 AND status = 'approved'",
-                    &[id, &crate::config::hex(sha256)],
-                )
-                .await?;
+        Change::SetDeviceCert { id, sha256, renewal } => {
+            // Approved now, in the store: another replica may have revoked it.
+            let sql = match renewal {
+                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = $2 WHERE id = $1 AND status = 'approved'",
+                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = $2 WHERE id = $1 AND status = 'approved'",
+            };
+            let n = tx.execute(sql, &[id, &crate::config::hex(sha256)]).await?;
             if n == 0 {
                 return Err(device_refusal(id, device_status(tx, id).await?, "a certificate"));
             }
         }
-        Change::SetDeviceStatus { id, status } => {
-            let n = tx
-                .query_typed(
-                    "UPDATE devices SET status = $2 WHERE id = $1 RETURNING 1",
-                    &[(id, Type::TEXT), (&status.as_str(), Type::TEXT)],
-                )
-                .await?;
-            if n.is_empty() {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
-            }
+        Change::SetDeviceStatus { id, status, exception } => {
+            // The row is locked until commit: the transition is judged on it as it is.
+            let current = tx
+                .query_typed_opt("SELECT status FROM devices WHERE id = $1 FOR UPDATE", &[(id, Type::TEXT)])
+                .await?
+                .map(|r| r.try_get::<_, String>(0))
+                .transpose()?;
+            status_transition(id, current.as_deref(), *status)?;
+            let status_text = status.as_str();
+            type P<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), Type);
+            let (id_p, status_p): (P<'_>, P<'_>) = ((id, Type::TEXT), (&status_text, Type::TEXT));
+            match status {
+                DeviceStatus::Approved => {
+                    let reason = exception.as_ref().map(|e| e.reason.as_str());
+                    let by = exception.as_ref().map(|e| e.approver.as_str());
+                    tx.query_typed(
+                        "UPDATE devices SET status = $2, exception_reason = $3, exception_by = $4 WHERE id = $1",
+                        &[id_p, status_p, (&reason, Type::TEXT), (&by, Type::TEXT)],
+                    )
+                    .await?
+                }
+                _ => tx.query_typed("UPDATE devices SET status = $2 WHERE id = $1", &[id_p, status_p]).await?,
+            };
         }
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let name = security_software.as_ref().map(|s| s.name.clone());
@@ -241,15 +263,22 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
             };
         }
         Change::AddGrant(g) => {
-            require_user(tx, &g.user).await?;
+            let (user, department) = match &g.grantee {
+                Grantee::User(u) => {
+                    require_user(tx, u).await?;
+                    (Some(u), None)
+                }
+                Grantee::Department(d) => (None, Some(d)),
+            };
+            let (start, end) = (g.start.to_rfc3339(), g.end.to_rfc3339());
             let row = tx
                 .query_one(
-                    r#"INSERT INTO overtime (user_id, profile, approver, reason, start, "end")
-                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"#,
-                    &[&g.user, &g.profile, &g.approver, &g.reason, &g.start.to_rfc3339(), &g.end.to_rfc3339()],
+                    r#"INSERT INTO overtime (user_id, department, profile, approver, reason, start, "end")
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"#,
+                    &[&user, &department, &g.profile, &g.approver, &g.reason, &start, &end],
                 )
                 .await?;
-            return Ok(Change::AddGrant(OvertimeGrant { id: row.get(0), ..g.clone() }));
+            return Ok(Change::AddGrant(OvertimeGrant { id: row.try_get(0)?, ..g.clone() }));
         }
         Change::RemoveGrant(id) => {
             if tx.execute("DELETE FROM overtime WHERE id = $1", &[id]).await? == 0 {
@@ -263,11 +292,42 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
                     &[&m.profile, &m.reason, &m.start.to_rfc3339(), &m.end.to_rfc3339()],
                 )
                 .await?;
-            return Ok(Change::AddMaintenance(MaintenanceWindow { id: row.get(0), ..m.clone() }));
+            return Ok(Change::AddMaintenance(MaintenanceWindow { id: row.try_get(0)?, ..m.clone() }));
         }
         Change::RemoveMaintenance(id) => {
             if tx.execute("DELETE FROM maintenance WHERE id = $1", &[id]).await? == 0 {
                 return Err(StoreError::NotFound(format!("maintenance window `{id}` does not exist")));
+            }
+        }
+        Change::SetAppStage(a) => {
+            tx.execute(
+                "INSERT INTO app_stages (profile, app, stage, reason, since) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (profile, app) DO UPDATE SET stage = $3, reason = $4, since = $5",
+                &[&a.profile, &app_id(a.app)?, &enum_text(&a.stage)?, &a.reason, &a.since.to_rfc3339()],
+            )
+            .await?;
+        }
+        Change::AddReview(r) => {
+            let row = tx
+                .query_one(
+                    "INSERT INTO app_reviews (profile, app, subject, token_sha256, reviewer, reviewed_on, note)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    &[
+                        &r.profile,
+                        &app_id(r.app)?,
+                        &r.subject.as_str(),
+                        &r.token_sha256,
+                        &r.reviewer,
+                        &r.reviewed_on.to_string(),
+                        &r.note,
+                    ],
+                )
+                .await?;
+            return Ok(Change::AddReview(Review { id: row.try_get(0)?, ..r.clone() }));
+        }
+        Change::RemoveReview(id) => {
+            if tx.execute("DELETE FROM app_reviews WHERE id = $1", &[id]).await? == 0 {
+                return Err(StoreError::NotFound(format!("review `{id}` does not exist")));
             }
         }
     }
@@ -276,24 +336,34 @@ async fn write_change(tx: &Transaction<'_>, change: Change) -> Result<Change, St
 
 /// Inserts devices in bulk after the checks SQLite makes one device at a
 /// time, reporting the same first problem: an owner that is not a user,
-/// then an id already registered (or twice in the list).
+/// then the key of a revoked device, then an id already registered (or
+/// twice in the list).
 async fn insert_devices(tx: &Transaction<'_>, devices: &[Device]) -> Result<(), StoreError> {
     let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
     let owners: Vec<&str> = devices.iter().map(|d| d.owner.as_str()).collect();
-    let known: HashSet<String> =
-        tx.query("SELECT id FROM users WHERE id = ANY($1)", &[&owners]).await?.iter().map(|r| r.get(0)).collect();
-    let taken: HashSet<String> =
-        tx.query("SELECT id FROM devices WHERE id = ANY($1)", &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+    let keys: Vec<String> = devices.iter().map(|d| d.key.to_b64()).collect();
+    let column = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<HashSet<_>, _>>()
+    };
+    let known = column(tx.query("SELECT id FROM users WHERE id = ANY($1)", &[&owners]).await?)?;
+    let taken_ids = column(tx.query("SELECT id FROM devices WHERE id = ANY($1)", &[&ids]).await?)?;
+    let mut revoked = std::collections::HashMap::new();
+    for r in tx
+        .query("SELECT public_key, id FROM devices WHERE public_key = ANY($1) AND status = 'revoked'", &[&keys])
+        .await?
+    {
+        revoked.insert(r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?);
+    }
     let mut seen = HashSet::new();
-    for d in devices {
+    for (d, key) in devices.iter().zip(&keys) {
         if !known.contains(&d.owner) {
             return Err(StoreError::NotFound(format!("user `{}` does not exist", d.owner)));
         }
-        if taken.contains(&d.id) || !seen.insert(d.id.as_str()) {
-            return Err(StoreError::Conflict(format!(
-                "device `{}` is already registered; a changed device is a new application with a new id",
-                d.id
-            )));
+        if let Some(old) = revoked.get(key) {
+            return Err(revoked_key(&d.id, old));
+        }
+        if taken_ids.contains(&d.id) || !seen.insert(d.id.as_str()) {
+            return Err(taken(&d.id));
         }
     }
     for chunk in devices.chunks(INSERT_CHUNK) {

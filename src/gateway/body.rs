@@ -1,0 +1,386 @@
+//! Bodies as they cross the gateway. [`ReqBody`] carries the client's body
+//! upstream: bodies a profile inspects are scanned for 個人番号 and held
+//! back until judged (whole up to `HOLD_BYTES`, then always the last
+//! `TAIL_BYTES`), a client that stops sending for `body_idle` is answered
+//! 408, and a change of state (suspension, revocation, stop) ends it. [`ResBody`]
+//! carries the answer back: the gateway's own pages, or the upstream's body
+//! streamed untouched, ended when the state changes against it; when it is
+//! done (or dropped) the exchange is audited and a pooled connection goes
+//! back. No byte is altered; none of a refused body reaches the upstream.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use sekisho_policy::mynumber::Scanner;
+use sekisho_policy::{Deny, Profile};
+use tokio::time::{Instant, Sleep};
+
+use crate::gateway::exchange::Exchange;
+use crate::gateway::upstream::Lent;
+use crate::gateway::Worker;
+
+/// Bodies up to this size reach the upstream only after the whole body was
+/// scanned; larger ones stream on with a bounded hold (a refusal then aborts
+/// the upstream request mid-body).
+const HOLD_BYTES: usize = 1 << 20;
+/// A streamed body keeps this much back: every byte a verdict on a number
+/// can still depend on (its context reaches 300 characters past it).
+const TAIL_BYTES: usize = sekisho_policy::mynumber::DECISION_BYTES;
+
+/// Why the client's body ended early, for the answer the client gets.
+#[derive(Debug, Clone, Default)]
+pub enum BodyEnd {
+    #[default]
+    Fine,
+    /// The body broke a policy rule (a 個人番号).
+    Refused(Deny),
+    /// The client stopped sending for longer than the body deadline.
+    TimedOut,
+    /// An administrator's change withdrew access meanwhile.
+    Withdrawn(Deny),
+    /// The client's stream broke (closed, reset, malformed framing).
+    Broken,
+}
+
+/// What the request's body learned, shared with the exchange that reads it.
+pub type BodyOutcome = Rc<std::cell::RefCell<BodyEnd>>;
+
+/// Checks `decide` left to the whole body (`Allow::inspect`): the body is
+/// held whole (up to `HOLD_BYTES`) and judged at its end before any of it
+/// goes upstream.
+pub struct Inspection {
+    pub inspect: sekisho_policy::Inspect,
+    pub content_type: Option<String>,
+    pub user: String,
+    pub shared: std::sync::Arc<crate::shared::Shared>,
+}
+
+/// Re-judges an exchange in flight when the state changed.
+pub struct Recheck {
+    pub worker: Rc<Worker>,
+    pub profile: std::sync::Arc<Profile>,
+    pub user: String,
+    pub device: String,
+    pub generation: Cell<u64>,
+}
+
+impl Recheck {
+    /// `Err` once a committed change withdrew this exchange's access.
+    pub fn still_allowed(&self) -> Result<(), Deny> {
+        let shared = &self.worker.gateway.shared;
+        let now = shared.generation.load(std::sync::atomic::Ordering::Acquire);
+        if now == self.generation.get() {
+            return Ok(());
+        }
+        self.generation.set(now);
+        let snap = shared.snapshot();
+        sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
+    }
+
+    /// A future that completes when access is withdrawn (for waiting exchanges).
+    pub fn withdrawn(self: &Rc<Self>) -> Pin<Box<dyn Future<Output = Deny>>> {
+        let me = self.clone();
+        let mut changes = self.worker.gateway.shared.changes();
+        Box::pin(async move {
+            loop {
+                if let Err(deny) = me.still_allowed() {
+                    return deny;
+                }
+                if changes.changed().await.is_err() {
+                    // The gateway is shutting down: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+}
+
+/// The client's body on its way upstream.
+pub struct ReqBody {
+    inner: Incoming,
+    profile: std::sync::Arc<Profile>,
+    scanner: Option<Scanner>,
+    inspection: Option<Inspection>,
+    /// A low-confidence number passed: recorded (without the number).
+    pub note: Rc<Cell<Option<&'static str>>>,
+    held: BytesMut,
+    released: bool,
+    /// Set once the body ended; the frame that ends it is emitted first.
+    done: bool,
+    outcome: BodyOutcome,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    recheck: Option<Rc<Recheck>>,
+}
+
+impl ReqBody {
+    pub fn new(
+        inner: Incoming,
+        profile: std::sync::Arc<Profile>,
+        inspection: Option<Inspection>,
+        idle: Duration,
+        recheck: Option<Rc<Recheck>>,
+        outcome: BodyOutcome,
+    ) -> ReqBody {
+        ReqBody {
+            inner,
+            scanner: sekisho_policy::engine::body_scanner(&profile),
+            profile,
+            inspection,
+            note: Rc::default(),
+            held: BytesMut::new(),
+            released: false,
+            done: false,
+            outcome,
+            idle,
+            timer: None,
+            recheck,
+        }
+    }
+
+    fn fail(&mut self, why: BodyEnd) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        *self.outcome.borrow_mut() = why;
+        self.done = true;
+        Poll::Ready(Some(Err(BodyError)))
+    }
+
+    /// Scans a chunk and decides what of the held bytes may go now.
+    fn take(&mut self, chunk: Bytes, end: bool) -> Result<Option<Bytes>, Deny> {
+        if self.scanner.is_none() && self.inspection.is_none() {
+            return Ok(Some(chunk));
+        }
+        if let Some(scanner) = &mut self.scanner {
+            sekisho_policy::engine::check_body(&self.profile, scanner, &chunk, end)?;
+            if end {
+                self.note.set(sekisho_policy::engine::body_note(scanner));
+            }
+        }
+        if let Some(i) = &self.inspection {
+            if self.held.len() + chunk.len() > HOLD_BYTES {
+                return Err(sekisho_policy::engine::body_too_large(&i.inspect));
+            }
+        }
+        self.held.extend_from_slice(&chunk);
+        if end {
+            if let Some(i) = &self.inspection {
+                let snap = i.shared.snapshot();
+                let (ty, user) = (i.content_type.as_deref(), i.user.as_str());
+                sekisho_policy::engine::check_held_body(&self.profile, &snap.state, user, &i.inspect, ty, &self.held)?;
+            }
+            return Ok(Some(self.held.split().freeze()));
+        }
+        let limit = if self.released { TAIL_BYTES } else { HOLD_BYTES };
+        if self.inspection.is_none() && self.held.len() > limit {
+            self.released = true;
+            let send = self.held.len() - TAIL_BYTES;
+            return Ok(Some(self.held.split_to(send).freeze()));
+        }
+        Ok(None)
+    }
+
+    /// Arms (or checks) the deadline for the client's next chunk.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The body could not be carried to its end; the exchange knows why.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not carried to its end")]
+pub struct BodyError;
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(Err(deny)) = this.recheck.as_ref().map(|r| r.still_allowed()) {
+                return this.fail(BodyEnd::Withdrawn(deny));
+            }
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.idle_expired(cx) {
+                        return this.fail(BodyEnd::TimedOut);
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            // Progress: the next chunk has a fresh deadline.
+            if let Some(t) = &mut this.timer {
+                t.as_mut().reset(Instant::now() + this.idle);
+            }
+            let (chunk, end) = match frame {
+                None => (Bytes::new(), true),
+                Some(Err(_)) => return this.fail(BodyEnd::Broken),
+                // Trailers from the client are dropped on purpose (HTTP/1
+                // trailers are refused by the wire guard).
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(data) => (data, this.inner.is_end_stream()),
+                    Err(_) => continue,
+                },
+            };
+            match this.take(chunk, end) {
+                Err(deny) => return this.fail(BodyEnd::Refused(deny)),
+                Ok(out) => {
+                    this.done = end;
+                    match out {
+                        Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        _ if end => return Poll::Ready(None),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.inner.is_end_stream() && self.held.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Holding back changes when bytes go, never how many.
+        self.inner.size_hint()
+    }
+}
+
+/// The answer's body on its way to the client.
+pub struct ResBody {
+    kind: Kind,
+    exchange: Option<Exchange>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Box<Streamed>),
+}
+
+struct Streamed {
+    inner: Incoming,
+    worker: Rc<Worker>,
+    lent: Option<Lent>,
+    recheck: Option<Rc<Recheck>>,
+    withdrawn: Option<Pin<Box<dyn Future<Output = Deny>>>>,
+    /// The upstream must send each next chunk within this (the route's timeout).
+    read_timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl ResBody {
+    /// The gateway's own answer (a page or JSON), audited when written.
+    pub fn full(bytes: Bytes, exchange: Exchange) -> ResBody {
+        ResBody { kind: Kind::Full(Some(bytes)), exchange: Some(exchange) }
+    }
+
+    /// The empty body of a 101: the exchange lives on in its tunnel.
+    pub fn detached() -> ResBody {
+        ResBody { kind: Kind::Full(None), exchange: None }
+    }
+
+    /// The upstream's body, streamed.
+    pub fn upstream(
+        inner: Incoming,
+        worker: Rc<Worker>,
+        lent: Option<Lent>,
+        recheck: Option<Rc<Recheck>>,
+        read_timeout: Duration,
+        exchange: Exchange,
+    ) -> ResBody {
+        let streamed = Streamed { inner, worker, lent, recheck, withdrawn: None, read_timeout, timer: None };
+        ResBody { kind: Kind::Upstream(Box::new(streamed)), exchange: Some(exchange) }
+    }
+
+    fn cut(&mut self, deny: Deny) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(x) = &mut self.exchange {
+            x.cut(&deny);
+        }
+        Poll::Ready(Some(Err(BodyError)))
+    }
+}
+
+impl Body for ResBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let s = match &mut this.kind {
+            Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(s) => s,
+        };
+        if let Some(Err(deny)) = s.recheck.as_ref().map(|r| r.still_allowed()) {
+            return this.cut(deny);
+        }
+        match Pin::new(&mut s.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = &mut s.timer {
+                    t.as_mut().reset(Instant::now() + s.read_timeout);
+                }
+                // Upstream trailers are not forwarded: hop by hop, like the framing.
+                match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::new())))),
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(x) = &mut this.exchange {
+                    x.upstream_broke();
+                }
+                Poll::Ready(Some(Err(BodyError)))
+            }
+            Poll::Ready(None) => {
+                if let Some(lent) = s.lent.take() {
+                    s.worker.pool.give_back(lent);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                // Waiting on the upstream: a change of state must still end
+                // this at once, and a silent upstream within the route's timeout.
+                if let Some(r) = &s.recheck {
+                    let withdrawn = s.withdrawn.get_or_insert_with(|| r.withdrawn());
+                    if let Poll::Ready(deny) = withdrawn.as_mut().poll(cx) {
+                        return this.cut(deny);
+                    }
+                }
+                let timeout = s.read_timeout;
+                let timer = s.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    if let Some(x) = &mut this.exchange {
+                        x.upstream_broke();
+                    }
+                    return Poll::Ready(Some(Err(BodyError)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(s) => s.inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! A worker's accept loops and each connection's life: admission, the TLS
+//! handshake within its deadline, ALPN to HTTP/2 or HTTP/1.1, the wire
+//! guard and deadlines (`io`), and the HTTP server over them. Draining
+//! stops accepting and lets open requests finish.
+
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::gateway::exchange::Exchange;
+use crate::gateway::io::{ClientIo, ConnClock, Cut, Deadlines};
+use crate::gateway::pages::Block;
+use crate::gateway::service::{handle, Conn};
+use crate::gateway::wire::Violation;
+use crate::gateway::{Gateway, LocalExec, Worker};
+
+/// Runs the worker's accept loops until drained, then waits (up to the
+/// grace period) for its open connections to finish.
+pub async fn run(
+    worker: Rc<Worker>,
+    listeners: Vec<(TcpListener, bool)>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut accepting = Vec::new();
+    for (listener, tls) in listeners {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("a listening socket could not be used: {e}");
+                continue;
+            }
+        };
+        let (worker, drain) = (worker.clone(), drain.clone());
+        accepting.push(tokio::task::spawn_local(accept(worker, listener, tls, drain)));
+    }
+    let evict = {
+        let worker = worker.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                worker.pool.evict();
+            }
+        })
+    };
+    let _ = drain.wait_for(|d| *d).await;
+    for a in accepting {
+        let _ = a.await;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while worker.open.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    evict.abort();
+}
+
+/// How long a draining worker waits for its open requests.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+async fn accept(
+    worker: Rc<Worker>,
+    listener: tokio::net::TcpListener,
+    tls: bool,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = drain.wait_for(|d| *d) => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let (worker, drain) = (worker.clone(), drain.clone());
+                tokio::task::spawn_local(serve(worker, tcp, peer, tls, drain));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: pause rather than spin.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Counts an open connection on its worker until dropped.
+struct Open(Rc<Worker>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+    }
+}
+
+async fn serve(
+    worker: Rc<Worker>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let gateway = worker.gateway.clone();
+    let settings = gateway.settings;
+    let Some(_slot) = gateway.admission.admit(peer.ip(), settings.connections_per_client) else {
+        gateway.metrics.connection_refused();
+        return;
+    };
+    worker.open.set(worker.open.get() + 1);
+    let _open = Open(worker.clone());
+    let _ = tcp.set_nodelay(true);
+    let clock = Arc::new(ConnClock::new());
+    let acceptor = match (&gateway.tls, tls) {
+        (Some(acceptor), true) => acceptor.clone(),
+        _ => return http1(worker, tcp, peer, false, None, clock, drain).await,
+    };
+    let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        // A client that is not speaking TLS, or gave up: nothing to answer.
+        Ok(Err(_)) => return,
+        Err(_) => {
+            gateway.metrics.header_timeout();
+            return;
+        }
+    };
+    let session = &stream.get_ref().1;
+    let cert = session.peer_certificates().and_then(|c| c.first()).map(|c| <[u8; 32]>::from(Sha256::digest(c)));
+    if session.alpn_protocol() == Some(b"h2") {
+        http2(worker, stream, peer, cert, clock, drain).await;
+    } else {
+        http1(worker, stream, peer, true, cert, clock, drain).await;
+    }
+}
+
+fn deadlines(worker: &Worker) -> Deadlines {
+    let s = &worker.gateway.settings;
+    Deadlines {
+        header: s.header_timeout,
+        keepalive: s.keepalive,
+        send_window: s.send_window,
+        min_send_rate: s.min_send_rate,
+    }
+}
+
+fn count_cut(worker: &Rc<Worker>) -> impl FnOnce(Cut) + Send + 'static {
+    let metrics = worker.gateway.metrics.clone();
+    move |cut| match cut {
+        Cut::HeaderTimeout => metrics.header_timeout(),
+        Cut::SlowReader => metrics.slow_reader(),
+        Cut::Idle => {}
+    }
+}
+
+async fn http1<S>(
+    worker: Rc<Worker>,
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    client_cert: Option<[u8; 32]>,
+    clock: Arc<ConnClock>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let last_word = {
+        let (gateway, clock) = (worker.gateway.clone(), clock.clone());
+        Box::new(move |v: Violation, line: Option<(&[u8], &[u8])>| refuse_wire(&gateway, &clock, peer, v, line))
+    };
+    let limits = worker.gateway.settings.wire;
+    let seen = clock.clone();
+    let io = ClientIo::http1(stream, clock.clone(), deadlines(&worker), limits, last_word).on_cut(count_cut(&worker));
+    let conn = Rc::new(Conn { worker: worker.clone(), clock, peer, tls, client_cert });
+    let service = service_fn(move |req| handle(conn.clone(), req));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .half_close(true)
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_headers(worker.gateway.settings.wire.max_headers + 8)
+        .max_buf_size(worker.gateway.settings.wire.max_head_bytes * 2);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => {}
+        _ = drain.wait_for(|d| *d) => {
+            // A connection accepted just before the drain may hold a request
+            // not read yet: give it a moment to begin, so it is answered
+            // rather than closed unanswered.
+            let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+            while !seen.used() && tokio::time::Instant::now() < first {
+                tokio::select! {
+                    _ = &mut conn => return,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// How long a draining worker waits for a fresh connection's first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+async fn http2<S>(
+    worker: Rc<Worker>,
+    stream: S,
+    peer: SocketAddr,
+    client_cert: Option<[u8; 32]>,
+    clock: Arc<ConnClock>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let io = ClientIo::http2(stream, clock.clone(), deadlines(&worker)).on_cut(count_cut(&worker));
+    let conn = Rc::new(Conn { worker: worker.clone(), clock, peer, tls: true, client_cert });
+    let service = service_fn(move |req| handle(conn.clone(), req));
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(128));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => {}
+        _ = drain.wait_for(|d| *d) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The gateway's answer to a request the wire guard refused: its own 400
+/// page with a request id, and one audit line naming the rule.
+fn refuse_wire(
+    gateway: &Arc<Gateway>,
+    clock: &Arc<ConnClock>,
+    peer: SocketAddr,
+    violation: Violation,
+    line: Option<(&[u8], &[u8])>,
+) -> Bytes {
+    let method = line.and_then(|(m, _)| http::Method::from_bytes(m).ok()).unwrap_or(http::Method::GET);
+    let mut x = Exchange::new(gateway.clone(), clock.clone(), method);
+    x.client = Some(peer.ip());
+    x.path = line.map(|(_, t)| String::from_utf8_lossy(t).chars().take(2048).collect()).unwrap_or_default();
+    let why = violation.text();
+    x.blocked("bad_request", Some(std::borrow::Cow::Borrowed(why)));
+    let block = Block::BadRequest(why);
+    let answer = block.render(false, &x.id, chrono::Utc::now());
+    x.status = answer.status;
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\n\
+         sekisho-deny-reason: {}\r\nsekisho-request-id: {}\r\nconnection: close\r\n\r\n",
+        answer.content_type,
+        answer.body.len(),
+        answer.code,
+        x.id
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(answer.body.as_bytes());
+    Bytes::from(bytes)
+}

@@ -1,0 +1,431 @@
+//! The client socket as the HTTP server sees it. On HTTP/1 every byte the
+//! client sends passes the wire [`Guard`] first: a request head reaches the
+//! server only once it is known to be well-formed, and after a violation
+//! the server reads the end of the stream while the gateway keeps its own
+//! last word (a 400 page, written once the answers before it are out).
+//! Deadlines live here too: the whole request head within
+//! `header_timeout` (from the connection's start for the first request,
+//! from its first byte for later ones), an idle keep-alive connection closed
+//! after `keepalive`, and a client that reads the answers slower than the
+//! minimum rate cut, so a slow reader holds no more than the server's
+//! bounded buffers. It never changes a byte that passes.
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::gateway::wire::{Guard, Limits, Scan, Violation};
+
+/// What the connection tells its socket and learns from it.
+#[derive(Debug)]
+pub struct ConnClock {
+    /// Requests whose answer is not finished yet; deadlines for reading
+    /// the next request only run while there are none.
+    in_flight: AtomicU32,
+    /// A request has begun on this connection.
+    used: AtomicBool,
+    /// When the last answer finished (or the connection started), in
+    /// milliseconds after `base`.
+    idle_since_ms: AtomicU64,
+    base: Instant,
+}
+
+impl ConnClock {
+    pub fn new() -> ConnClock {
+        ConnClock {
+            in_flight: AtomicU32::new(0),
+            used: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.used.store(true, Relaxed);
+    }
+
+    /// Whether a request has begun on this connection yet.
+    pub fn used(&self) -> bool {
+        self.used.load(Relaxed)
+    }
+
+    pub fn request_finished(&self) {
+        if self.in_flight.fetch_sub(1, Relaxed) <= 1 {
+            self.in_flight.store(0, Relaxed);
+            let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.idle_since_ms.store(ms, Relaxed);
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.base + Duration::from_millis(self.idle_since_ms.load(Relaxed))
+    }
+}
+
+impl Default for ConnClock {
+    fn default() -> Self {
+        ConnClock::new()
+    }
+}
+
+/// The deadlines and rates a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub header: Duration,
+    pub keepalive: Duration,
+    /// A stalled writer must have moved at least `min_send_rate` bytes per
+    /// second over each window of this length.
+    pub send_window: Duration,
+    pub min_send_rate: u64,
+}
+
+/// Why a connection was closed by its own deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    HeaderTimeout,
+    Idle,
+    SlowReader,
+}
+
+/// Renders the gateway's answer to a wire violation (and records it):
+/// the refused request's method and target bytes, if its line was whole.
+pub type LastWord = Box<dyn FnOnce(Violation, Option<(&[u8], &[u8])>) -> Bytes + Send>;
+
+pub struct ClientIo<S> {
+    inner: S,
+    /// `None` on HTTP/2, whose framing the HTTP/2 layer checks.
+    guard: Option<Guard>,
+    /// Bytes read but not yet handed to the server; the first `ready` of
+    /// them are released, the rest belong to a head still being read.
+    pending: BytesMut,
+    ready: usize,
+    stopped: bool,
+    last_word: Option<LastWord>,
+    answer: Option<Bytes>,
+    clock: Arc<ConnClock>,
+    deadlines: Deadlines,
+    /// When the head being read began (the connection's start for the first).
+    head_since: Instant,
+    /// No request has been released yet: the first head's deadline runs
+    /// from the connection's start, bytes or not.
+    first: bool,
+    read_timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Bytes accepted by the socket so far, and the stall window, if one runs.
+    sent: u64,
+    stall: Option<(u64, Pin<Box<Sleep>>)>,
+    on_cut: Option<Box<dyn FnOnce(Cut) + Send>>,
+}
+
+impl<S> ClientIo<S> {
+    /// An HTTP/1 connection: the guard reads ahead of the server.
+    pub fn http1(inner: S, clock: Arc<ConnClock>, deadlines: Deadlines, limits: Limits, last_word: LastWord) -> Self {
+        let mut io = ClientIo::http2(inner, clock, deadlines);
+        io.guard = Some(Guard::new(limits));
+        io.last_word = Some(last_word);
+        io
+    }
+
+    /// An HTTP/2 connection: only the idle deadline and the send rate apply.
+    pub fn http2(inner: S, clock: Arc<ConnClock>, deadlines: Deadlines) -> Self {
+        ClientIo {
+            inner,
+            guard: None,
+            pending: BytesMut::new(),
+            ready: 0,
+            stopped: false,
+            last_word: None,
+            answer: None,
+            clock,
+            deadlines,
+            head_since: Instant::now(),
+            first: true,
+            read_timer: None,
+            sent: 0,
+            stall: None,
+            on_cut: None,
+        }
+    }
+
+    /// Called once if a deadline closes the connection (for metrics).
+    pub fn on_cut(mut self, f: impl FnOnce(Cut) + Send + 'static) -> Self {
+        self.on_cut = Some(Box::new(f));
+        self
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn cut(&mut self, why: Cut) -> io::Error {
+        if let Some(f) = self.on_cut.take() {
+            f(why);
+        }
+        let what = match why {
+            Cut::HeaderTimeout => "request head not complete in time",
+            Cut::Idle => "idle keep-alive connection closed",
+            Cut::SlowReader => "client reads slower than the minimum rate",
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+
+    /// Stops reading at a violation: the refused head stays unread and the
+    /// gateway's answer waits for the shutdown.
+    fn refuse(&mut self, v: Violation, head: &[u8]) {
+        self.stopped = true;
+        if let Some(render) = self.last_word.take() {
+            self.answer = Some(render(v, request_line(head)));
+        }
+    }
+
+    /// Which read deadline runs now, if any.
+    fn read_deadline(&self) -> Option<(Instant, Cut)> {
+        if self.clock.busy() {
+            return None;
+        }
+        let idle = (self.clock.idle_since() + self.deadlines.keepalive, Cut::Idle);
+        match &self.guard {
+            None => Some(idle),
+            Some(g) if g.in_head() && (self.first || !self.pending.is_empty()) => {
+                Some((self.head_since + self.deadlines.header, Cut::HeaderTimeout))
+            }
+            Some(g) if g.in_head() => Some(idle),
+            // Inside a body: its deadline belongs to the request.
+            Some(_) => None,
+        }
+    }
+
+    /// On a read that would wait: `Pending`, or the deadline's error.
+    fn wait_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((at, why)) = self.read_deadline() else { return Poll::Pending };
+        match &mut self.read_timer {
+            Some((set, timer)) if *set == at => {
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            Some((set, timer)) => {
+                *set = at;
+                timer.as_mut().reset(at);
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            None => {
+                let mut timer = Box::pin(tokio::time::sleep_until(at));
+                let fired = timer.as_mut().poll(cx).is_ready();
+                self.read_timer = Some((at, timer));
+                if !fired {
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Err(self.cut(why)))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.ready > 0 {
+                this.first = false;
+                let n = this.ready.min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                this.ready -= n;
+                if this.pending.is_empty() {
+                    // An idle connection keeps no buffer.
+                    this.pending = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.stopped {
+                return Poll::Ready(Ok(()));
+            }
+            let got = if this.pending.is_empty() {
+                ready!(this.read_direct(cx, buf))?
+            } else {
+                ready!(this.read_pending(cx))?
+            };
+            match got {
+                Read::Eof => return Poll::Ready(Ok(())),
+                Read::Released => {
+                    this.first = false;
+                    return Poll::Ready(Ok(()));
+                }
+                Read::Held => {}
+            }
+        }
+    }
+}
+
+enum Read {
+    Eof,
+    /// Bytes were handed to the server.
+    Released,
+    /// Bytes were read but are held (a head still incomplete): read again.
+    Held,
+}
+
+impl<S: AsyncRead + Unpin> ClientIo<S> {
+    /// Reads straight into the server's buffer, then holds back what the
+    /// guard does not release yet.
+    fn read_direct(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<Read>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
+            Poll::Ready(r) => r?,
+        }
+        let got = buf.filled().len() - before;
+        if got == 0 {
+            return Poll::Ready(Ok(Read::Eof));
+        }
+        let Some(guard) = &mut self.guard else { return Poll::Ready(Ok(Read::Released)) };
+        let new = &buf.filled()[before..];
+        let (pass, stop) = match guard.scan(new) {
+            Scan::Release(n) => (n, None),
+            Scan::Stop(n, v) => (n, Some(v)),
+        };
+        if pass < got {
+            let held = new[pass..].to_vec();
+            buf.set_filled(before + pass);
+            match stop {
+                Some(v) => self.refuse(v, &held),
+                None => {
+                    // The first bytes of a new head: its deadline starts now
+                    // (the first request's ran from the connection's start).
+                    if !self.first || pass > 0 {
+                        self.head_since = Instant::now();
+                    }
+                    self.pending.extend_from_slice(&held);
+                }
+            }
+        } else if let Some(v) = stop {
+            self.refuse(v, &[]);
+        }
+        Poll::Ready(Ok(if pass > 0 { Read::Released } else { Read::Held }))
+    }
+
+    /// Reads more of a held head into the pending buffer and scans it.
+    fn read_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Read>> {
+        self.pending.reserve(4096);
+        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
+            Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
+            Poll::Ready(r) => r?,
+        };
+        if n == 0 {
+            // The client went away in the middle of a head: nothing of it
+            // ever reached the server.
+            return Poll::Ready(Ok(Read::Eof));
+        }
+        let Some(guard) = &mut self.guard else { return Poll::Ready(Ok(Read::Held)) };
+        match guard.scan(&self.pending) {
+            Scan::Release(n) => self.ready = n,
+            Scan::Stop(n, v) => {
+                self.ready = n;
+                let held = self.pending[n..].to_vec();
+                self.refuse(v, &held);
+            }
+        }
+        Poll::Ready(Ok(Read::Held))
+    }
+}
+
+impl<S> ClientIo<S> {
+    /// Tracks a stalled write: over each window the socket must have taken
+    /// at least `min_send_rate` bytes a second.
+    fn wait_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let window = self.deadlines.send_window;
+        let floor = self.deadlines.min_send_rate.saturating_mul(window.as_secs().max(1));
+        loop {
+            let (start, timer) = self
+                .stall
+                .get_or_insert_with(|| (self.sent, Box::pin(tokio::time::sleep_until(Instant::now() + window))));
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.sent - *start < floor {
+                return Poll::Ready(Err(self.cut(Cut::SlowReader)));
+            }
+            // Enough moved: judge the next window.
+            *start = self.sent;
+            timer.as_mut().reset(Instant::now() + window);
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                this.sent += n as u64;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.wait_write(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                this.sent += n as u64;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.wait_write(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    /// The gateway's answer to a violation goes out last, after the
+    /// answers to the requests before it.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while let Some(answer) = this.answer.as_mut().filter(|a| !a.is_empty()) {
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, answer))?;
+            if n == 0 {
+                break;
+            }
+            answer.advance(n);
+        }
+        this.answer = None;
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// The method and target of a request line, if the line is whole.
+fn request_line(head: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let line = &head[start..];
+    let line = &line[..line.iter().position(|b| *b == b'\n')?];
+    let mut parts = line.split(|b| *b == b' ');
+    Some((parts.next()?, parts.next()?))
+}

@@ -1,0 +1,356 @@
+//! One request: gather the facts (host, target, method, client address,
+//! attestation), call `decide`, then either answer with the block page or
+//! forward with the gateway's own forwarding headers and stream the answer
+//! back. Holds no rule logic; every answer, refusals included, carries a
+//! request id and leaves one audit line (through [`Exchange`]).
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::{Decision, Deny, Profile};
+
+use crate::gateway::body::{BodyEnd, Inspection, Recheck, ReqBody, ResBody};
+use crate::gateway::exchange::Exchange;
+use crate::gateway::io::ConnClock;
+use crate::gateway::pages::Block;
+use crate::gateway::request::{
+    asks_upgrade, checked_framing, checked_target, content_type, effective_method, is_websocket, joined_header,
+    prefers_html, request_host, single_header, strip_for_upstream, strip_response, upstream_authority,
+};
+use crate::gateway::upstream::{Target, UPGRADE_IDLE};
+use crate::gateway::Worker;
+use crate::shared::Snapshot;
+
+const ATTESTATION: &str = "device-attestation";
+
+/// One client connection, as each of its requests sees it.
+pub struct Conn {
+    pub worker: Rc<Worker>,
+    pub clock: Arc<ConnClock>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// SHA-256 of the client certificate the TLS layer verified, if any.
+    pub client_cert: Option<[u8; 32]>,
+}
+
+/// What an allowed request needs to be forwarded.
+struct Allowed {
+    profile: Arc<Profile>,
+    route: usize,
+    target: String,
+    client: IpAddr,
+    user: String,
+    device: String,
+    /// Checks `decide` left to the whole body.
+    inspect: Option<sekisho_policy::Inspect>,
+}
+
+/// A block that outlives the snapshot borrow (the policy denial is owned).
+enum Refusal {
+    Policy(Deny),
+    UnknownHost,
+    BadRequest(&'static str),
+    RateLimited(u64),
+    StateUnavailable,
+}
+
+/// The hyper service: every request of the connection comes here.
+pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    let mut x = Exchange::new(conn.worker.gateway.clone(), conn.clock.clone(), parts.method.clone());
+    let snap = conn.worker.gateway.shared.snapshot_full();
+    let verdict = judge(&conn, &parts, &snap, &mut x);
+    match verdict {
+        Err(refusal) => Ok(refuse(&parts, x, &refusal)),
+        Ok(allowed) => Ok(forward(&conn, &mut parts, body, x, allowed, &snap).await),
+    }
+}
+
+/// Gathers the facts and decides; `Err` carries the block to answer with.
+fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<Allowed, Refusal> {
+    let gateway = &conn.worker.gateway;
+    x.path = req.uri.path().to_owned();
+    // Fail closed: a request that cannot be audited, or judged on a state
+    // that could not be confirmed lately, is refused.
+    let now = Utc::now();
+    if !gateway.audit.healthy() || !gateway.shared.fresh(now, gateway.settings.state_max_age) {
+        return Err(Refusal::StateUnavailable);
+    }
+    let host = request_host(req).map_err(Refusal::BadRequest)?;
+    x.host = host.to_owned();
+    let (profile, route) = snap.rules.route(host).ok_or(Refusal::UnknownHost)?;
+    x.profile = Some(profile.clone());
+    let route_index = profile.routes.iter().position(|r| std::ptr::eq(r, route)).unwrap_or_default();
+    checked_framing(req).map_err(Refusal::BadRequest)?;
+    let target = checked_target(req).map_err(Refusal::BadRequest)?;
+    x.path = target.path.to_owned();
+    let method = effective_method(req).map_err(Refusal::BadRequest)?;
+    let forwarded = joined_header(&req.headers, "x-forwarded-for");
+    let client = client_addr(&profile.network, conn.peer.ip(), forwarded.as_deref());
+    let client_ip = match client {
+        ClientAddr::Known(ip) => ip,
+        ClientAddr::Unresolvable => conn.peer.ip(),
+    };
+    x.client = Some(client_ip);
+    gateway.limits.client(client_ip).map_err(Refusal::RateLimited)?;
+    let token = single_header(&req.headers, ATTESTATION)
+        .map_err(|_| Refusal::BadRequest("more than one Device-Attestation header"))?;
+    let verified = token.map(|v| gateway.shared.tokens.verify(v.to_str().unwrap_or_default(), &snap.state));
+    let attestation = match verified.as_deref() {
+        None => conn.client_cert.map_or(Attestation::Missing, Attestation::Certificate),
+        Some(Ok(v)) => Attestation::Verified(v),
+        Some(Err(e)) => Attestation::Rejected(e),
+    };
+    let integration_tokens = profile.integrations.as_ref().and_then(|i| joined_header(&req.headers, &i.header));
+    // The login the rules read: once, in visible ASCII, or the upstream
+    // might read another value than the one judged.
+    let login = match &profile.account {
+        Some(a) => single_header(&req.headers, &a.header)
+            .map_err(|_| Refusal::BadRequest("a header the rules read is sent more than once"))?
+            .map(|v| v.to_str().map_err(|_| Refusal::BadRequest("a header the rules read is not visible ASCII")))
+            .transpose()?,
+        None => None,
+    };
+    let query = target.target.split_once('?').map(|(_, q)| q);
+    let facts = RequestFacts {
+        profile,
+        route,
+        method,
+        path: target.path,
+        client,
+        attestation,
+        integration_tokens: integration_tokens.as_deref(),
+        login,
+        query,
+    };
+    match decide(&facts, &snap.state, now) {
+        Decision::Allow(a) => {
+            x.user = Some(a.user.to_owned());
+            x.device = Some(a.device.to_owned());
+            gateway.limits.user(a.user).map_err(Refusal::RateLimited)?;
+            Ok(Allowed {
+                profile: profile.clone(),
+                route: route_index,
+                target: target.target.to_owned(),
+                client: client_ip,
+                user: a.user.to_owned(),
+                device: a.device.to_owned(),
+                inspect: a.inspect,
+            })
+        }
+        Decision::Deny(d) => Err(Refusal::Policy(d)),
+    }
+}
+
+/// Writes the block page or JSON, with the request id, and audits it.
+fn refuse(req: &Parts, mut x: Exchange, refusal: &Refusal) -> Response<ResBody> {
+    let profile = x.profile.clone();
+    let block = match (refusal, profile.as_deref()) {
+        (Refusal::Policy(deny), Some(profile)) => Block::Policy { deny, profile },
+        (Refusal::Policy(_), None) | (Refusal::UnknownHost, _) => Block::UnknownHost,
+        (Refusal::BadRequest(why), _) => Block::BadRequest(why),
+        (Refusal::RateLimited(secs), _) => Block::RateLimited(*secs),
+        (Refusal::StateUnavailable, _) => Block::StateUnavailable,
+    };
+    match (refusal, block) {
+        (Refusal::Policy(deny), Block::Policy { .. }) => x.denied(deny),
+        (Refusal::BadRequest(why), b) => x.blocked(b.code(), Some(Cow::Borrowed(*why))),
+        (_, b) => x.blocked(b.code(), None),
+    }
+    // A refused request's body is never read: the connection cannot be
+    // reused, and an upgrade request leaves the stream in an unknown state.
+    let close = has_body(req) || asks_upgrade(req);
+    page(req, x, block, close)
+}
+
+/// Renders `block` as the answer to `req`.
+fn page(req: &Parts, mut x: Exchange, block: Block<'_>, close: bool) -> Response<ResBody> {
+    let answer = block.render(prefers_html(&req.headers), &x.id, Utc::now());
+    x.status = answer.status;
+    let id = HeaderValue::from_str(&x.id).ok();
+    let mut resp = Response::new(ResBody::full(Bytes::from(answer.body), x));
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("sekisho-deny-reason", HeaderValue::from_static(answer.code));
+    if let Some(id) = id {
+        h.insert("sekisho-request-id", id);
+    }
+    if let Some(secs) = answer.retry_after_secs {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if close {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn has_body(req: &Parts) -> bool {
+    let length = req.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+/// Sends an allowed request upstream and streams the answer back.
+async fn forward(
+    conn: &Rc<Conn>,
+    req: &mut Parts,
+    body: Incoming,
+    mut x: Exchange,
+    allowed: Allowed,
+    snap: &Snapshot,
+) -> Response<ResBody> {
+    let gateway = &conn.worker.gateway;
+    gateway.metrics.allowed();
+    let Some(route) = allowed.profile.routes.get(allowed.route) else {
+        return page(req, x, Block::UpstreamUnavailable, false);
+    };
+    let Some(tls) = snap.upstreams.route(&route.host) else {
+        return page(req, x, Block::UpstreamUnavailable, false);
+    };
+    let websocket = is_websocket(req);
+    let recheck = Rc::new(Recheck {
+        worker: conn.worker.clone(),
+        profile: allowed.profile.clone(),
+        user: allowed.user,
+        device: allowed.device,
+        generation: std::cell::Cell::new(gateway.shared.generation.load(std::sync::atomic::Ordering::Acquire)),
+    });
+    let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
+    let inspection = match allowed.inspect {
+        Some(inspect) if http_body::Body::is_end_stream(&body) => {
+            // Nothing will come: judge the empty body now.
+            let content_type = content_type(&req.headers);
+            let held = sekisho_policy::engine::check_held_body(
+                &allowed.profile,
+                &snap.state,
+                &recheck.user,
+                &inspect,
+                content_type.as_deref(),
+                &[],
+            );
+            if let Err(deny) = held {
+                let deny = deny.for_user(&recheck.user, &recheck.device);
+                x.denied(&deny);
+                return policy_page(req, x, &deny, false);
+            }
+            None
+        }
+        Some(inspect) => Some(Inspection {
+            inspect,
+            content_type: content_type(&req.headers),
+            user: recheck.user.clone(),
+            shared: gateway.shared.clone(),
+        }),
+        None => None,
+    };
+    let body = ReqBody::new(
+        body,
+        allowed.profile.clone(),
+        inspection,
+        gateway.settings.body_idle,
+        Some(recheck.clone()),
+        outcome.clone(),
+    );
+    let note = body.note.clone();
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = req.method.clone();
+    *upstream_req.uri_mut() = match allowed.target.parse() {
+        Ok(uri) => uri,
+        Err(_) => return page(req, x, Block::BadRequest("the request target is not a URI"), false),
+    };
+    let mut headers = std::mem::take(&mut req.headers);
+    strip_for_upstream(&mut headers, websocket);
+    let authority = upstream_authority(&route.upstream);
+    if let Ok(v) = HeaderValue::from_str(&allowed.client.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(&x.host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        headers.insert(http::header::HOST, v);
+    }
+    *upstream_req.headers_mut() = headers;
+    let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let target = Target { route, tls, websocket, authority: &authority };
+    let sent = conn.worker.pool.send(&target, upstream_req).await;
+    let end = outcome.borrow().clone();
+    let (mut resp, lent) = match (sent, end) {
+        (_, BodyEnd::Refused(deny)) => {
+            let deny = deny.for_user(&recheck.user, &recheck.device);
+            x.denied(&deny);
+            return policy_page(req, x, &deny, true);
+        }
+        (_, BodyEnd::Withdrawn(deny)) => {
+            x.cut(&deny);
+            return policy_page(req, x, &deny, true);
+        }
+        (_, BodyEnd::TimedOut) => {
+            x.blocked("request_timeout", None);
+            return page(req, x, Block::RequestTimeout, true);
+        }
+        (Err(_), BodyEnd::Broken) => {
+            x.blocked("bad_request", Some(Cow::Borrowed("the request body could not be read")));
+            return page(req, x, Block::BadRequest("the request body could not be read"), true);
+        }
+        (Err(e), BodyEnd::Fine) => {
+            let block = if e.timed_out() { Block::UpstreamTimeout } else { Block::UpstreamUnavailable };
+            gateway.metrics.upstream_error();
+            x.blocked(block.code(), Some(Cow::Owned(e.to_string())));
+            return page(req, x, block, false);
+        }
+        (Ok(done), _) => done,
+    };
+    if let Some(note) = note.get() {
+        x.note(note);
+    }
+    x.upstream_status = Some(resp.status().as_u16());
+    x.status = resp.status().as_u16();
+    let switching = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_response(resp.headers_mut(), switching);
+    if let Some(public) = (route.upstream.host != x.host).then(|| public_origin(conn.tls, &x.host)) {
+        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, &public);
+        crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
+    }
+    if asks_upgrade(req) && !switching {
+        // The client may already be speaking another protocol: end here.
+        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Ok(id) = HeaderValue::from_str(&x.id) {
+        resp.headers_mut().insert("sekisho-request-id", id);
+    }
+    if switching {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        crate::gateway::tunnel::spawn(client_upgrade, upstream_upgrade, recheck, UPGRADE_IDLE, x);
+        let (head, _) = resp.into_parts();
+        return Response::from_parts(head, ResBody::detached());
+    }
+    let read_timeout = std::time::Duration::from_secs(u64::from(route.timeout_secs.get()));
+    let (head, incoming) = resp.into_parts();
+    let body = ResBody::upstream(incoming, conn.worker.clone(), lent, Some(recheck), read_timeout, x);
+    Response::from_parts(head, body)
+}
+
+fn policy_page(req: &Parts, x: Exchange, deny: &Deny, close: bool) -> Response<ResBody> {
+    let profile = x.profile.clone();
+    match profile.as_deref() {
+        Some(profile) => page(req, x, Block::Policy { deny, profile }, close),
+        None => page(req, x, Block::UnknownHost, close),
+    }
+}
+
+fn public_origin(tls: bool, host: &str) -> String {
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
