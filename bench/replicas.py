@@ -1,6 +1,6 @@
 """Measurements for bench/replicas.sh (see there). Gateways: A and B on
-PostgreSQL (http 19003, 19013; admin 19090, 19091), S on SQLite (19033,
-19093), C on PostgreSQL through a relay on 19433 (started here). Loopback
+PostgreSQL (http 29003, 29013; admin 29090, 29091), S on SQLite (29033,
+29093), C on PostgreSQL through a relay on 29433 (started here). Loopback
 only; every loop is bounded in count and time."""
 import http.client
 import json
@@ -53,7 +53,7 @@ def throughput():
     rates = {"postgres": [], "sqlite": []}
     bad = 0
     for _ in range(ROUNDS):
-        for name, port in (("postgres", 19003), ("sqlite", 19033)):
+        for name, port in (("postgres", 29003), ("sqlite", 29033)):
             rate, errors = wrk(port, DURATION)
             rates[name].append(rate)
             bad += errors
@@ -104,10 +104,10 @@ def suspensions():
     through S and denied on S (one gateway, as before replicas), through A
     and denied on A, through A and denied on B."""
     loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c6", f"-d{SAMPLES * 4 + 30}s", "-s", WRK, f"http://127.0.0.1:{p}/"],
-                              env=dict(os.environ), stdout=subprocess.DEVNULL) for p in (19003, 19013, 19033)]
+                              env=dict(os.environ), stdout=subprocess.DEVNULL) for p in (29003, 29013, 29033)]
     time.sleep(1)
     series = {"sqlite": ([], []), "local": ([], []), "remote": ([], [])}
-    cases = (("sqlite", 19093, "s", 19033), ("local", 19090, "a", 19003), ("remote", 19090, "a", 19013))
+    cases = (("sqlite", 29093, "s", 29033), ("local", 29090, "a", 29003), ("remote", 29090, "a", 29013))
     for _ in range(SAMPLES):
         for key, admin_port, name, poll_port in cases:
             ack, denied = suspension(admin_port, name, poll_port)
@@ -184,14 +184,14 @@ def position(port, token):
 
 def catch_up():
     """C cut off for OUTAGE s while CHANGES writes go through A; seconds until C is at A's position."""
-    relay = Relay(19433, 19432)
+    relay = Relay(29433, 29432)
     relay.up()
     c = subprocess.Popen(["taskset", "-c", "0", f"{ROOT}/target/release/sekisho", "--config", f"{RUN}/c.toml"],
                          stdout=open(f"{RUN}/c.log", "w"), stderr=subprocess.STDOUT)
     try:
         for _ in range(200):
             try:
-                position(19092, admin_token("c"))
+                position(29092, admin_token("c"))
                 break
             except (OSError, FileNotFoundError, http.client.HTTPException):
                 time.sleep(0.1)
@@ -201,7 +201,7 @@ def catch_up():
         failed = []
 
         def writer(offset, step):
-            conn = http.client.HTTPConnection("127.0.0.1", 19090, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", 29090, timeout=30)
             for i in range(offset, CHANGES, step):
                 body = json.dumps({"display_name": f"c{i}", "role": "staff", "profiles": ["bench"]})
                 conn.request("PUT", f"/v1/users/c{i}", body=body, headers={"Authorization": f"Bearer {token_a}"})
@@ -216,16 +216,16 @@ def catch_up():
         for w in writers:
             w.join()
         written = time.monotonic() - cut_at
-        head, _ = position(19090, token_a)
+        head, _ = position(29090, token_a)
         while time.monotonic() - cut_at < OUTAGE:
             time.sleep(0.5)
-        at_c, fresh = position(19092, token_c)
+        at_c, fresh = position(29092, token_c)
         refused_during = (not fresh, at_c)
         relay.up()
         back = time.monotonic()
         deadline = back + 120
         while time.monotonic() < deadline:
-            at, fresh = position(19092, token_c)
+            at, fresh = position(29092, token_c)
             if at >= head and fresh:
                 return head, written, time.monotonic() - back, refused_during, failed
             time.sleep(0.005)

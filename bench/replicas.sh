@@ -45,7 +45,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; 
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 
 # PostgreSQL: SCRAM password in a file, fsync on (as in production).
-PGPORT=19432
+PGPORT=29432
 mkdir -p "$RUN/pg"
 head -c 18 /dev/urandom | base64 > "$RUN/pg/pwfile"
 cp "$RUN/pg/pwfile" "$RUN/pg-password"
@@ -54,8 +54,10 @@ as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -U sekisho --pwfile "$RUN/pg/pwfile" --a
 as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/log" -w -o "-p $PGPORT -k $RUN/pg -c listen_addresses=127.0.0.1" start >/dev/null
 PG=1
 
-sed -e "s#__RUN__#$RUN#g" "$BENCH/nginx-upstream.conf" > "$RUN/upstream.conf"
-cp -r "$BENCH/rules" "$RUN/rules"
+# Ports 29xxx: bench/run.sh (19xxx) may run at the same time.
+sed -e "s#__RUN__#$RUN#g" -e "s#19000#29000#" "$BENCH/nginx-upstream.conf" > "$RUN/upstream.conf"
+mkdir -p "$RUN/rules"
+sed -e "s#127.0.0.1:19000#127.0.0.1:29000#" "$BENCH/rules/bench.toml" > "$RUN/rules/bench.toml"
 taskset -c 1 nginx -c "$RUN/upstream.conf" -p "$RUN" & PIDS+=($!)
 
 # gateway NAME HTTP HTTPS ADMIN STORE_SECTION
@@ -63,14 +65,15 @@ gateway() {
   mkdir -p "$RUN/$1"
   sed -e "s#__RUN__/data#$RUN/$1#g" -e "s#__RUN__#$RUN#g" -e "s#__WORKERS__#1#g" \
       -e "s#19003#$2#; s#19443#$3#; s#19090#$4#" "$BENCH/sekisho.toml" > "$RUN/$1.toml"
-  sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/$1.toml"
+  # Only A creates the development certificates; the others start after it.
+  [ "$1" = a ] && sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/$1.toml"
   printf '%s\n' "$5" >> "$RUN/$1.toml"
 }
 store() { printf '[store]\nbackend = "postgres"\nurl = "postgres://sekisho@127.0.0.1:%s/postgres"\npassword_file = "%s"\n' "$1" "$RUN/pg-password"; }
-gateway a 19003 19443 19090 "$(store $PGPORT)"
-gateway b 19013 19453 19091 "$(store $PGPORT)"
-gateway c 19023 19463 19092 "$(store 19433)"   # through the relay the bench cuts
-gateway s 19033 19473 19093 ""                 # SQLite
+gateway a 29003 29443 29090 "$(store $PGPORT)"
+gateway b 29013 29453 29091 "$(store $PGPORT)"
+gateway c 29023 29463 29092 "$(store 29433)"   # through the relay the bench cuts
+gateway s 29033 29473 29093 ""                 # SQLite
 for g in a b s; do
   taskset -c 0 "$ROOT/target/release/sekisho" --config "$RUN/$g.toml" > "$RUN/$g.log" 2>&1 & PIDS+=($!)
   wait_port "$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$RUN/$g.toml")"
@@ -92,7 +95,7 @@ enrol a
 enrol s
 token() { "$ROOT/target/release/sekisho" agent token --key "$RUN/device.key" --device "$1-pc" --user "$1" --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600; }
 TOKEN=$(token bench); TOKEN2=$(token bench2)
-for port in 19003 19013 19033; do
+for port in 29003 29013 29033; do
   status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" "http://127.0.0.1:$port/")
   [ "$status" = 200 ] || { echo "the gateway on $port refused the bench token ($status)"; exit 1; }
 done
