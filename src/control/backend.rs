@@ -13,6 +13,8 @@ use sekisho_policy::state::State;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use std::collections::VecDeque;
+
 use crate::config::{PgConfig, StoreConfig};
 use crate::control::store::{AuditEntry, AuditRecord, Change, Store, StoreError};
 
@@ -47,6 +49,52 @@ pub enum Since {
     Reload,
 }
 
+/// A change a notification carried: the log entry after `before`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carried {
+    pub before: Position,
+    pub after: Position,
+    pub change: Change,
+}
+
+/// What the listener hands the follower: wake-ups, and the changes the
+/// notifications carried (at most [`Wake::KEPT`]; older ones are dropped,
+/// and the follower then reads them from the log).
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    carried: std::sync::Mutex<VecDeque<Carried>>,
+}
+
+impl Wake {
+    const KEPT: usize = 256;
+
+    /// Another writer may have committed.
+    pub fn ring(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Another writer committed this.
+    pub fn carry(&self, entry: Carried) {
+        if let Ok(mut carried) = self.carried.lock() {
+            if carried.len() == Self::KEPT {
+                carried.pop_front();
+            }
+            carried.push_back(entry);
+        }
+        self.ring();
+    }
+
+    pub async fn rung(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The carried changes since the last call, oldest first.
+    pub fn take(&self) -> Vec<Carried> {
+        self.carried.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default()
+    }
+}
+
 /// Which admin audit records to read (newest first).
 #[derive(Debug, Clone)]
 pub struct AuditFilter {
@@ -69,9 +117,11 @@ pub trait Backend: Send + Sync {
     /// What was committed after `at`. Succeeding also proves the store readable.
     async fn since(&self, at: Position) -> Result<Since, StoreError>;
     /// Until `shutdown`, wakes `wake` whenever another writer may have
-    /// committed (PostgreSQL `LISTEN`). A wake-up is only a hint: the
-    /// follower reads the change log either way.
-    async fn listen(&self, wake: Arc<Notify>, shutdown: watch::Receiver<bool>);
+    /// committed (PostgreSQL `LISTEN`), with the change when the
+    /// notification carried it. A wake-up is only a hint: a carried change
+    /// is applied only if it follows the applied position exactly, and the
+    /// follower reads the change log otherwise.
+    async fn listen(&self, wake: Arc<Wake>, shutdown: watch::Receiver<bool>);
 }
 
 /// Opens the configured store and brings its schema up to date.
@@ -178,7 +228,7 @@ impl Backend for Store {
         Ok(if version == at.seq { Since::Current } else { Since::Reload })
     }
 
-    async fn listen(&self, _wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn listen(&self, _wake: Arc<Wake>, mut shutdown: watch::Receiver<bool>) {
         let _ = shutdown.wait_for(|stop| *stop).await;
     }
 }

@@ -17,7 +17,7 @@ use chrono::Utc;
 use sekisho_policy::state::State;
 use serde_json::{json, Value};
 
-use crate::control::backend::{Backend, Position, Since};
+use crate::control::backend::{Backend, Carried, Position, Since};
 use crate::control::store::{AuditEntry, Change, StoreError};
 use crate::shared::{load_rules, ReloadError, Shared};
 
@@ -90,6 +90,31 @@ impl Writer {
             *error = result.as_ref().err().map(ToString::to_string);
         }
         result
+    }
+
+    /// Applies changes that notifications carried, as long as each follows
+    /// the applied position exactly; `false` when one did not (a missed
+    /// notification, another history): the log is then read instead.
+    pub async fn apply_carried(&self, carried: Vec<Carried>) -> bool {
+        let mut applied = self.applied.lock().await;
+        let mut next = Vec::new();
+        let mut at = *applied;
+        for c in carried {
+            if c.after.seq <= at.seq {
+                continue; // already applied (this replica's own commit, or read from the log)
+            }
+            if c.before != at {
+                return false;
+            }
+            at = c.after;
+            next.push(c.change);
+        }
+        if !next.is_empty() {
+            self.apply(&next);
+            *applied = at;
+            self.health.seq.store(at.seq, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Re-reads the whole state from the store and publishes it.

@@ -87,3 +87,22 @@ fn a_bulk_import_is_logged_in_chunks_that_apply_to_the_same_state() {
     }
     assert_eq!(chunked.devices, apply(&State::default(), &import).devices);
 }
+
+#[test]
+fn a_notification_carries_a_single_entry_whole_and_anything_else_as_a_number() {
+    use crate::control::postgres::{carried, write::notification};
+    let before = Position { seq: 41, tag: 410 };
+    let after = Position { seq: 42, tag: 420 };
+    let change = flag("a");
+    let json = serde_json::to_string(&change).unwrap();
+    let payload = notification(before, &[(after, json.clone())]);
+    let got = carried(&payload).unwrap();
+    assert_eq!((got.before, got.after, got.change), (before, after, change));
+    let two = [(after, json.clone()), (Position { seq: 43, tag: 430 }, json)];
+    assert_eq!(notification(before, &two), "43", "a chunked import: the number only");
+    let big = (after, format!("\"{}\"", "x".repeat(8000)));
+    assert_eq!(notification(before, std::slice::from_ref(&big)), "42", "over the payload limit: the number only");
+    for junk in ["42", "", "42 1 2 {not json", "a b c {}"] {
+        assert!(carried(junk).is_none(), "{junk:?}");
+    }
+}

@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sekisho_policy::state::State;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::config::{PasswordSource, PgConfig};
-use crate::control::backend::{AuditFilter, Backend, Committed, Position, Since};
+use crate::control::backend::{AuditFilter, Backend, Carried, Committed, Position, Since, Wake};
 use crate::control::store::{AuditEntry, AuditRecord, Change, StoreError};
 
 pub use copy::{copy_from_sqlite, CopyReport};
@@ -109,14 +109,14 @@ impl PgStore {
 
     /// A new connection, driven on the current runtime. Notifications it
     /// receives wake `wake`; the handle ends when the connection does.
-    async fn connect(&self, suffix: Option<&str>, wake: Option<Arc<Notify>>) -> Result<Client, StoreError> {
+    async fn connect(&self, suffix: Option<&str>, wake: Option<Arc<Wake>>) -> Result<Client, StoreError> {
         Ok(self.connect_driven(suffix, wake).await?.0)
     }
 
     async fn connect_driven(
         &self,
         suffix: Option<&str>,
-        wake: Option<Arc<Notify>>,
+        wake: Option<Arc<Wake>>,
     ) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
         let mut config = self.config.connect.clone();
         if let Some(source) = &self.config.password {
@@ -146,12 +146,12 @@ impl PgStore {
     /// One `LISTEN` connection until it breaks or `shutdown`: wakes the
     /// follower once it listens (to read what was missed meanwhile) and at
     /// each notification.
-    async fn listen_once(&self, wake: &Arc<Notify>, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+    async fn listen_once(&self, wake: &Arc<Wake>, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
         let (client, driver) = self.connect_driven(Some("listener"), Some(wake.clone())).await?;
         tokio::time::timeout(self.config.timeout, client.batch_execute(&format!("LISTEN {CHANNEL}")))
             .await
             .map_err(|_| self.late())??;
-        wake.notify_one();
+        wake.ring();
         tokio::select! {
             _ = driver => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
@@ -201,7 +201,7 @@ impl Backend for PgStore {
 
     /// Reconnects until `shutdown`; while it cannot, the follower's
     /// one-second rounds still read the change log.
-    async fn listen(&self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn listen(&self, wake: Arc<Wake>, mut shutdown: watch::Receiver<bool>) {
         let mut failing = false;
         while !*shutdown.borrow() {
             match self.listen_once(&wake, &mut shutdown).await {
@@ -217,7 +217,7 @@ impl Backend for PgStore {
                 }
                 Err(_) => {}
             }
-            wake.notify_one();
+            wake.ring();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.wait_for(|stop| *stop) => {}
@@ -227,16 +227,19 @@ impl Backend for PgStore {
 }
 
 /// Drives a connection, waking `wake` at each notification, until it ends.
-async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, wake: Option<Arc<Notify>>)
+async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, wake: Option<Arc<Wake>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
         match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            Some(Ok(AsyncMessage::Notification(_))) => {
+            Some(Ok(AsyncMessage::Notification(n))) => {
                 if let Some(wake) = &wake {
-                    wake.notify_one();
+                    match carried(n.payload()) {
+                        Some(c) => wake.carry(c),
+                        None => wake.ring(),
+                    }
                 }
             }
             Some(Ok(_)) => {}
@@ -247,6 +250,17 @@ where
             None => return,
         }
     }
+}
+
+/// The change a notification carries: `seq tag previous-tag json` (see
+/// `write::notification`); `None` for a bare number or anything else.
+fn carried(payload: &str) -> Option<Carried> {
+    let mut parts = payload.splitn(4, ' ');
+    let seq: i64 = parts.next()?.parse().ok()?;
+    let tag: i64 = parts.next()?.parse().ok()?;
+    let previous: i64 = parts.next()?.parse().ok()?;
+    let change = serde_json::from_str(parts.next()?).ok()?;
+    Some(Carried { before: Position { seq: seq - 1, tag: previous }, after: Position { seq, tag }, change })
 }
 
 /// The password from its file (first line) or variable, read at each

@@ -119,8 +119,8 @@ async fn append_log(
         .map(|params| tx.query_typed("INSERT INTO change_log (seq, tag, change) VALUES ($1, $2, $3::jsonb)", params));
     let head_params: [Param<'_>; 2] = [(&at.seq, Type::INT8), (&at.tag, Type::INT8)];
     let head = tx.query_typed("UPDATE log_head SET seq = $1, tag = $2", &head_params);
-    let seq_text = at.seq.to_string();
-    let notify_params: [Param<'_>; 2] = [(&CHANNEL, Type::TEXT), (&seq_text, Type::TEXT)];
+    let payload = notification(before, &rows);
+    let notify_params: [Param<'_>; 2] = [(&CHANNEL, Type::TEXT), (&payload, Type::TEXT)];
     let notify = tx.query_typed("SELECT pg_notify($1, $2)", &notify_params);
     futures_util::try_join!(
         insert_audit(tx, audit),
@@ -134,6 +134,19 @@ async fn append_log(
         tx.execute(&prune, &[&at.seq]).await?;
     }
     Ok(at)
+}
+
+/// PostgreSQL's limit on a notification's payload, with room to spare.
+const PAYLOAD_MAX: usize = 7900;
+
+/// What the notification says: a single entry whole (`seq tag previous-tag
+/// json`), so that replicas following exactly need not read the log; else
+/// the last number only. The log holds the same entry either way.
+pub fn notification(before: Position, rows: &[(Position, String)]) -> String {
+    match rows {
+        [(at, json)] if json.len() < PAYLOAD_MAX => format!("{} {} {} {json}", at.seq, at.tag, before.tag),
+        _ => rows.last().map_or(before.seq, |(at, _)| at.seq).to_string(),
+    }
 }
 
 /// The log entries of a change: itself, or a bulk import in chunks.
