@@ -32,6 +32,8 @@ pub struct Config {
     pub replica_id: String,
     pub audit: AuditConfig,
     pub clock: ClockConfig,
+    /// Where the state and the admin audit trail are kept (`[store]`).
+    pub store: StoreConfig,
 }
 
 /// Rotation, retention and signing of the request audit trail (`[audit]`).
@@ -60,6 +62,37 @@ pub struct ClockConfig {
     pub max_offset_ms: u32,
     /// Refuse to start when the offset could be measured and is above `max_offset_ms`.
     pub refuse_start: bool,
+}
+
+/// The state store (`[store]`): an SQLite file for one gateway (the
+/// default), or a PostgreSQL database that any number of replicas share.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+    Postgres(Box<PgConfig>),
+}
+
+/// How to reach the PostgreSQL database. The URL never holds a password:
+/// it is read from a file or an environment variable at each connection,
+/// so it can be rotated without a restart and never sits in `sekisho.toml`.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// Parsed from `url` (a `postgres://` URL or `key=value` pairs).
+    pub connect: tokio_postgres::Config,
+    pub password: Option<PasswordSource>,
+    /// TLS to the database, verified against this CA (PEM); without it the
+    /// connection is plain TCP, so `sslmode=require` needs it.
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate and key (PEM) for databases that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Each database call must finish within this, or it counts as failed.
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Env(String),
 }
 
 /// Rate limits (governor, per key, with a burst of twice the rate).
@@ -262,6 +295,33 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     clock: RawClock,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    backend: RawBackend,
+    /// SQLite: the database file (default `<data_dir>/state.sqlite3`).
+    path: Option<PathBuf>,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    #[serde(default = "default_store_timeout")]
+    timeout_secs: std::num::NonZeroU32,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +445,26 @@ fn default_keepalive() -> u64 {
     60
 }
 
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            backend: RawBackend::Sqlite,
+            path: None,
+            url: None,
+            password_file: None,
+            password_env: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            timeout_secs: default_store_timeout(),
+        }
+    }
+}
+
+fn default_store_timeout() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(5).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
 fn default_state_max_age() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN)
 }
@@ -417,7 +497,9 @@ impl RawConfig {
             (None, None) => None,
             _ => return Err("[tls] needs both `device_ca_cert` and `device_ca_key`, or neither".into()),
         };
+        let store = self.store.convert(&data_dir, &at)?;
         Ok(Config {
+            store,
             https: g.https,
             http: g.http,
             threads: g.threads,
@@ -510,6 +592,78 @@ fn convert_clock(raw: RawClock) -> Result<ClockConfig, String> {
     })
 }
 
+impl RawStore {
+    fn convert(self, data_dir: &Path, at: &dyn Fn(PathBuf) -> PathBuf) -> Result<StoreConfig, String> {
+        if self.backend == RawBackend::Sqlite {
+            let pg_only = [self.url.is_some(), self.password_file.is_some(), self.password_env.is_some()];
+            let tls = [self.ca_cert.is_some(), self.client_cert.is_some(), self.client_key.is_some()];
+            if pg_only.into_iter().chain(tls).any(|x| x) {
+                return Err("[store] `url`, passwords and TLS files are for `backend = \"postgres\"`".into());
+            }
+            let path = self.path.map_or_else(|| data_dir.join("state.sqlite3"), at);
+            return Ok(StoreConfig::Sqlite { path });
+        }
+        if self.path.is_some() {
+            return Err("[store] `path` is for `backend = \"sqlite\"`; PostgreSQL takes a `url`".into());
+        }
+        let url = self.url.ok_or("[store] `backend = \"postgres\"` needs a `url`")?;
+        let password = match (self.password_file, self.password_env) {
+            (Some(f), None) => Some(PasswordSource::File(at(f))),
+            (None, Some(v)) => Some(PasswordSource::Env(v)),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err("[store] give `password_file` or `password_env`, not both".into()),
+        };
+        let client_cert = match (self.client_cert, self.client_key) {
+            (Some(c), Some(k)) => Some((at(c), at(k))),
+            (None, None) => None,
+            _ => return Err("[store] needs both `client_cert` and `client_key`, or neither".into()),
+        };
+        let connect = parse_pg_url(&url, self.ca_cert.is_some())?;
+        let timeout = std::time::Duration::from_secs(self.timeout_secs.get().into());
+        Ok(StoreConfig::Postgres(Box::new(PgConfig {
+            connect,
+            password,
+            ca_cert: self.ca_cert.map(at),
+            client_cert,
+            timeout,
+        })))
+    }
+}
+
+/// Parses a PostgreSQL connection URL that must not carry a password. With
+/// a CA configured, TLS is required (never `prefer`, which falls back to
+/// plain TCP when the server declines); without one, TLS cannot be verified
+/// and `sslmode=require` is refused rather than silently unverified.
+pub fn parse_pg_url(url: &str, tls: bool) -> Result<tokio_postgres::Config, String> {
+    use tokio_postgres::config::SslMode;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| format!("[store] `url` is not a PostgreSQL connection string: {e}"))?;
+    if config.get_password().is_some() {
+        return Err("[store] `url` must not contain a password: use `password_file` or `password_env`".into());
+    }
+    if config.get_hosts().is_empty() {
+        return Err("[store] `url` names no host".into());
+    }
+    match (config.get_ssl_mode(), tls) {
+        (SslMode::Disable, true) => return Err("[store] `ca_cert` is set but `url` says `sslmode=disable`".into()),
+        (SslMode::Require, false) => {
+            return Err(
+                "[store] `sslmode=require` needs `ca_cert` (the CA that signed the database's certificate)".into()
+            )
+        }
+        (_, true) => {
+            config.ssl_mode(SslMode::Require);
+        }
+        (_, false) => {
+            config.ssl_mode(SslMode::Disable);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("sekisho");
+    }
+    Ok(config)
+}
+
 fn convert_token(t: RawToken) -> Result<AdminToken, String> {
     let bytes = decode_hex(&t.sha256).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
         format!("admin token `{}`: `sha256` must be 64 hex digits (see `sekisho hash-token`)", t.name)
@@ -549,3 +703,7 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -3,7 +3,7 @@
 //! prints a clear error and exits non-zero on failure; none panics.
 
 use sekisho::device::{agent, ca};
-use sekisho::{admin_client, audit_cli, config, serve, shared};
+use sekisho::{admin_client, audit_cli, config, control, serve, shared};
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -57,6 +57,35 @@ enum Command {
     /// The audit trail: verify it, query it, export the signing public key.
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The state store: schema migration, and moving a gateway onto PostgreSQL.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Create or upgrade the configured store's schema (idempotent; `serve` also does it).
+    Migrate,
+    /// Copy every record of an SQLite store (state and admin audit trail)
+    /// into an empty PostgreSQL database, then verify the copy. Stop the
+    /// gateway that uses the SQLite store first.
+    Copy {
+        /// `sqlite:PATH` (e.g. `sqlite:data/state.sqlite3`).
+        #[arg(long)]
+        from: String,
+        /// `postgres:URL` (e.g. `postgres:postgres://sekisho@db.example/sekisho`), without a password.
+        #[arg(long)]
+        to: String,
+        /// A file whose first line is the database password.
+        #[arg(long, conflicts_with = "password_env")]
+        password_file: Option<PathBuf>,
+        /// An environment variable holding the database password.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// Verify the database's TLS certificate against this CA (TLS is then required).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +106,15 @@ fn main() -> ExitCode {
         Command::Agent(cmd) => agent::run(cmd),
         Command::Ca(CaCommand::Init) => ca_init(&cli.config),
         Command::Audit(cmd) => audit_cli::run(cmd, &cli.config),
+        Command::Store(StoreCommand::Migrate) => store_migrate(&cli.config),
+        Command::Store(StoreCommand::Copy { from, to, password_file, password_env, ca_cert }) => {
+            let password = match (password_file, password_env) {
+                (Some(f), _) => Some(config::PasswordSource::File(f)),
+                (None, Some(v)) => Some(config::PasswordSource::Env(v)),
+                (None, None) => None,
+            };
+            store_copy(&from, &to, password, ca_cert)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +154,33 @@ fn ca_init(path: &std::path::Path) -> Result<(), String> {
     let (cert, key) = config.tls.device_ca.ok_or("set `device_ca_cert` and `device_ca_key` under [tls] first")?;
     ca::init(&cert, &key).map_err(|e| e.to_string())?;
     println!("created the device CA: {} (key {}, mode 0600)", cert.display(), key.display());
+    Ok(())
+}
+
+fn store_migrate(path: &std::path::Path) -> Result<(), String> {
+    let config = config::Config::load(path).map_err(|e| e.to_string())?;
+    let said = control::backend::migrate(&config.store).map_err(|e| e.to_string())?;
+    println!("ok: {said}");
+    Ok(())
+}
+
+fn store_copy(
+    from: &str,
+    to: &str,
+    password: Option<config::PasswordSource>,
+    ca_cert: Option<PathBuf>,
+) -> Result<(), String> {
+    let from = from.strip_prefix("sqlite:").ok_or("`--from` must be `sqlite:PATH`")?;
+    let url = to.strip_prefix("postgres:").ok_or("`--to` must be `postgres:URL`")?;
+    let url = if url.starts_with("//") { to } else { url };
+    let connect = config::parse_pg_url(url, ca_cert.is_some())?;
+    let timeout = std::time::Duration::from_secs(30);
+    let to = config::PgConfig { connect, password, ca_cert, client_cert: None, timeout };
+    let report = control::backend::copy(std::path::Path::new(from), to).map_err(|e| e.to_string())?;
+    for (table, rows) in &report {
+        println!("copied {rows} rows of `{table}`");
+    }
+    println!("ok: the PostgreSQL store reads back the same state and admin audit trail as `{from}`");
     Ok(())
 }
 

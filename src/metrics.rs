@@ -127,3 +127,36 @@ impl Metrics {
         out
     }
 }
+
+/// The state store as the control plane last saw it (`Writer::metrics`).
+pub struct StoreGauges {
+    pub backend: &'static str,
+    /// Requests are being served: the state was confirmed within `state_max_age_secs`.
+    pub fresh: bool,
+    /// The last confirmation reached the store.
+    pub reachable: bool,
+    pub confirmed_age_secs: f64,
+    /// The store position (PostgreSQL: change-log number) the state is at.
+    pub position: i64,
+}
+
+impl StoreGauges {
+    /// Prometheus text, appended to [`Metrics::render`]'s.
+    pub fn render(&self) -> String {
+        let b = self.backend;
+        format!(
+            "# HELP sekisho_state_fresh 1 while the state is confirmed within state_max_age_secs; 0: requests fail closed (state_unavailable).\n\
+             # TYPE sekisho_state_fresh gauge\nsekisho_state_fresh{{backend=\"{b}\"}} {}\n\
+             # HELP sekisho_state_store_up 1 if the last confirmation reached the state store.\n\
+             # TYPE sekisho_state_store_up gauge\nsekisho_state_store_up{{backend=\"{b}\"}} {}\n\
+             # HELP sekisho_state_confirmed_age_seconds Seconds since the state was last confirmed against the store.\n\
+             # TYPE sekisho_state_confirmed_age_seconds gauge\nsekisho_state_confirmed_age_seconds {}\n\
+             # HELP sekisho_state_log_position The store position (change-log number) the state is at.\n\
+             # TYPE sekisho_state_log_position gauge\nsekisho_state_log_position {}\n",
+            u8::from(self.fresh),
+            u8::from(self.reachable),
+            self.confirmed_age_secs,
+            self.position,
+        )
+    }
+}

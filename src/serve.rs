@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{AdminToken, Config, Role};
 use crate::control::admin::Admin;
 use crate::control::audit::AuditLog;
-use crate::control::store::{AuditEntry, Store};
+use crate::control::store::AuditEntry;
 use crate::control::writer::Writer;
 use crate::gateway::{Gateway, Listeners, Settings};
 use crate::handover::Sockets;
@@ -59,15 +59,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let tokens = admin_tokens(&config)?;
     let server_tls = server_tls(&config)?;
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
-    let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
-    let (state, version) = store.load_versioned()?;
+    let (store, state, position) = crate::control::backend::start(&config.store)?;
     let audit = Arc::new(AuditLog::open(crate::control::audit::AuditSettings {
         path: config.audit_log.clone(),
         replica: config.replica_id.clone(),
         keep: config.audit.clone(),
     })?);
     let shared = Arc::new(Shared::new(rules, upstreams, state));
-    let writer = Arc::new(Writer::new(store, shared.clone(), version));
+    let writer = Arc::new(Writer::new(store, shared.clone(), position, config.state_max_age));
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(Limiters::new(&config.limits));
     let admin_tls = config.admin.tls.as_ref().map(|(cert, key)| crate::tls::acceptor(cert, key)).transpose()?;
@@ -209,7 +208,7 @@ impl Control {
                 log::error!("upgrade: the state could not be confirmed against the store: {e}");
             }
         }
-        tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
+        tokio::spawn(crate::control::follower::follow(self.admin.writer.clone(), shutdown.clone()));
         self.operations();
         let admin_api = self.admin_listener.and_then(to_tokio).map(|l| {
             tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()))
@@ -297,32 +296,6 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::R
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
         }
         crate::notify::send("READY=1");
-    }
-}
-
-/// Confirms the snapshot against the store every second: a store that
-/// cannot be read makes requests fail closed after `state_max_age_secs`, and
-/// a change made by another process (an upgrade's old one) is read in.
-async fn watch_state(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        match admin.writer.confirm().await {
-            Ok(()) => {
-                if failing {
-                    log::warn!("the state store is readable again");
-                }
-                failing = false;
-            }
-            Err(e) if !failing => {
-                log::error!("the state store cannot be read ({e}); requests will be refused (state_unavailable)");
-                failing = true;
-            }
-            Err(_) => {}
-        }
     }
 }
 

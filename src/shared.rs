@@ -77,6 +77,12 @@ impl Shared {
         u128::from(age) <= max_age.as_millis()
     }
 
+    /// How long ago the snapshot was last confirmed against the store.
+    pub fn confirmed_age(&self, now: chrono::DateTime<Utc>) -> std::time::Duration {
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or_default();
+        std::time::Duration::from_millis(now_ms.saturating_sub(self.confirmed_ms.load(Ordering::Acquire)))
+    }
+
     /// The control plane proved the snapshot current just now.
     pub fn confirmed(&self) {
         self.confirmed_ms.store(now_ms(), Ordering::Release);

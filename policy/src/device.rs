@@ -175,8 +175,10 @@ impl Ord for Version {
 
 /// A device's registered public key. Parsed once at registration, with its
 /// fingerprint computed then, so the request path never decodes or hashes
-/// key material.
-#[derive(Clone)]
+/// key material. Written down (the store's change log) as its algorithm and
+/// base64url key, and parsed again on the way in.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "KeyText", into = "KeyText")]
 pub struct DeviceKey {
     key: PublicKey,
     fingerprint: [u8; 32],
@@ -255,6 +257,27 @@ impl From<PublicKey> for DeviceKey {
         h.update(k.to_b64().as_bytes());
         k.fingerprint = h.finalize().into();
         k
+    }
+}
+
+/// A [`DeviceKey`] as text: `{"alg": "EdDSA", "public_key": "<base64url>"}`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyText {
+    alg: String,
+    public_key: String,
+}
+
+impl TryFrom<KeyText> for DeviceKey {
+    type Error = KeyError;
+    fn try_from(k: KeyText) -> Result<Self, KeyError> {
+        DeviceKey::parse(&k.alg, &k.public_key)
+    }
+}
+
+impl From<DeviceKey> for KeyText {
+    fn from(k: DeviceKey) -> KeyText {
+        KeyText { alg: k.alg().to_owned(), public_key: k.to_b64() }
     }
 }
 

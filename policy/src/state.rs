@@ -167,7 +167,8 @@ impl Flag {
 }
 
 /// A registered device: the fields of 様式第1号 plus its key and status.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Device {
     pub id: String,
     pub owner: String,

@@ -30,6 +30,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
+use crate::control::backend::AuditFilter;
 use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
@@ -81,6 +82,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
             StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            uncertain @ StoreError::Uncertain(_) => {
+                log::error!("admin write: {uncertain}");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, uncertain.to_string())
+            }
             other => {
                 log::error!("admin write failed: {other}");
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the change was not saved: {other}"))
@@ -195,6 +200,7 @@ impl Admin {
             if let Some(report) = self.health.get() {
                 text.push_str(&report.prometheus());
             }
+            text.push_str(&self.writer.metrics().render());
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -362,7 +368,7 @@ impl Admin {
             }
             ("GET", ["v1", "audit"]) => {
                 allow(caller, any)?;
-                self.query_audit(query)
+                self.query_audit(query).await
             }
             _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no route `{method} /{}`", seg.join("/")))),
         }
@@ -462,6 +468,7 @@ impl Admin {
                 "snapshot_built_at": snap.built_at,
                 "audit_log_writable": self.audit.healthy(),
                 "health": self.health.get().as_deref(),
+                "store": self.writer.status(),
             }),
         )
     }
@@ -684,10 +691,7 @@ impl Admin {
             &taken.bundle.device,
             "enrollment bundle handed out",
         );
-        let store = self.writer.store.clone();
-        let recorded =
-            tokio::task::spawn_blocking(move || store.record(&entry)).await.map_err(|_| StoreError::Poisoned);
-        if let Err(e) = recorded.and_then(|r| r) {
+        if let Err(e) = self.writer.store.record(entry).await {
             if let Ok(mut pending) = self.enrollments.lock() {
                 pending.insert(id.to_owned(), taken);
             }
@@ -893,7 +897,7 @@ impl Admin {
         }
     }
 
-    fn query_audit(&self, query: &str) -> ApiResult {
+    async fn query_audit(&self, query: &str) -> ApiResult {
         let q: AuditQuery = serde_urlencoded_lite(query)?;
         let limit = q.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
@@ -901,8 +905,12 @@ impl Admin {
         }
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
-                let records =
-                    self.writer.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
+                let filter = AuditFilter {
+                    target: q.target.clone().or_else(|| q.user.clone()),
+                    action: q.action.clone(),
+                    limit,
+                };
+                let records = self.writer.store.audit(filter).await?;
                 Ok((StatusCode::OK, json!({ "records": records })))
             }
             "requests" => {

@@ -290,7 +290,10 @@ fn check_certificates(config: &Config, r: &mut Report) {
 }
 
 fn check_store(config: &Config, r: &mut Report) {
-    let path = config.data_dir.join("state.sqlite3");
+    let path = match &config.store {
+        crate::config::StoreConfig::Sqlite { path } => path.clone(),
+        crate::config::StoreConfig::Postgres(pg) => return check_postgres(pg, r),
+    };
     let subject = path.display().to_string();
     if !path.exists() {
         r.push("store", Level::Warn, subject, "no store yet", "it is created at the gateway's first start");
@@ -336,6 +339,41 @@ fn check_store(config: &Config, r: &mut Report) {
             "treat the store as tampered with: compare with a backup and tell the auditor",
         ),
         Err(e) => r.push("store", Level::Error, subject, e.to_string(), "check the store file"),
+    }
+}
+
+/// The shared PostgreSQL store: reachable, readable, its admin trail intact.
+/// Read only: doctor never migrates or writes.
+fn check_postgres(pg: &crate::config::PgConfig, r: &mut Report) {
+    use crate::control::backend::Backend as _;
+    let subject = "postgresql".to_owned();
+    let checked = crate::control::backend::on_own_runtime(async {
+        let store = crate::control::postgres::PgStore::new(pg.clone())?;
+        let (state, _) = store.load().await?;
+        let chain = store.verify_audit_chain().await?;
+        Ok::<_, crate::control::store::StoreError>((state.users.len(), state.devices.len(), chain))
+    });
+    match checked {
+        Ok((users, devices, chain)) => {
+            r.push("store", Level::Ok, subject.clone(), format!("readable: {users} user(s), {devices} device(s)"), "");
+            match chain {
+                Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), ""),
+                Err(id) => r.push(
+                    "store",
+                    Level::Error,
+                    subject,
+                    format!("admin audit record {id} breaks the hash chain"),
+                    "treat the database as tampered with: compare with a backup and tell the auditor",
+                ),
+            }
+        }
+        Err(e) => r.push(
+            "store",
+            Level::Error,
+            subject,
+            e.to_string(),
+            "check that the database is up, the URL and password source are right, and its TLS CA matches",
+        ),
     }
 }
 

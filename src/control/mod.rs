@@ -5,9 +5,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backend;
 pub mod chain;
 pub mod doctor;
 pub mod doctor_certs;
+pub mod follower;
+pub mod postgres;
 pub mod store;
 pub mod trail;
 pub mod trail_writer;

@@ -8,16 +8,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 use sekisho_policy::device::{DeviceKey, DeviceStatus};
 use sekisho_policy::state::{
     AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
     State, Stop, User,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One committed mutation of the state.
-#[derive(Debug, Clone)]
+/// One committed mutation of the state. Serialised (JSON) it is also the
+/// entry of the PostgreSQL change log that replicas follow, so every
+/// variant must round-trip through serde.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
     /// Create a user, or update name, role, profiles, department and
     /// schedule (flags are kept).
@@ -77,7 +80,7 @@ pub enum Change {
     RemoveReview(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlagKind {
     Suspended,
@@ -127,11 +130,35 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("state store: {}", with_causes(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database did not answer in time, or the connection was lost.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The connection was lost while the commit was under way: the change
+    /// may or may not be durable.
+    #[error("state store: the commit's outcome is unknown ({0}); check the audit trail before repeating it")]
+    Uncertain(String),
+    #[error("state store schema: {0}")]
+    Schema(String),
     #[error("state store lock poisoned")]
     Poisoned,
     /// Every admin record names a reason (Abiko 13.); a write without one is a bug.
     #[error("admin action `{0}` has no reason; nothing was written")]
     NoReason(String),
+}
+
+/// An error and its causes on one line (`error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The SQLite store. The connection is behind a mutex because only the
@@ -210,7 +237,7 @@ COMMIT;
 "#;
 
 /// The scope key of the global emergency stop in the `stops` table.
-const GLOBAL: &str = "*";
+pub(crate) const GLOBAL: &str = "*";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -244,6 +271,11 @@ impl Store {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `work` on the connection (`store copy` reads every table).
+    pub(crate) fn with_conn<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        Ok(work(&*self.lock()?)?)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -349,7 +381,7 @@ impl Store {
     }
 }
 
-fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
+pub(crate) fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
     match audit.reason.trim().is_empty() {
         true => Err(StoreError::NoReason(audit.action.clone())),
         false => Ok(()),
@@ -413,7 +445,7 @@ fn chain_unchained(conn: &mut Connection) -> Result<(), StoreError> {
 
 type AuditRow = (i64, [String; 6], Option<String>, Option<String>);
 
-fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?, r.get(8)?))
 }
 
@@ -447,20 +479,21 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
             }
         }
         Change::SetDeviceCert { id, sha256, renewal } => {
+            // Approved now, in the store: another replica may have revoked it.
             let sql = match renewal {
-                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = ?2 WHERE id = ?1",
-                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = ?2 WHERE id = ?1",
+                true => "UPDATE devices SET prev_cert_sha256 = cert_sha256, cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
+                false => "UPDATE devices SET prev_cert_sha256 = NULL, cert_sha256 = ?2 WHERE id = ?1 AND status = 'approved'",
             };
             let n = tx.execute(sql, params![id, crate::config::hex(sha256)])?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("device `{id}` is not registered")));
+                return Err(device_refusal(id, device_status(tx, id)?, "a certificate"));
             }
         }
         Change::SetDeviceStatus { id, status, exception } => set_device_status(tx, id, *status, exception.as_ref())?,
         Change::SetDevicePosture { id, os, os_version, security_software, reported_at } => {
             let n = tx.execute(
                 "UPDATE devices SET os = ?2, os_version = ?3, security_software = ?4, security_updated = ?5, posture_at = ?6
-                 WHERE id = ?1 AND (posture_at IS NULL OR posture_at < ?6)",
+                 WHERE id = ?1 AND status = 'approved' AND (posture_at IS NULL OR posture_at < ?6)",
                 params![
                     id,
                     os.as_str(),
@@ -471,12 +504,7 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
                 ],
             )?;
             if n == 0 {
-                let exists: Option<String> =
-                    tx.query_row("SELECT id FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-                return Err(match exists {
-                    Some(_) => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
-                    None => StoreError::NotFound(format!("device `{id}` is not registered")),
-                });
+                return Err(device_refusal(id, device_status(tx, id)?, "a posture report"));
             }
         }
         Change::SetStop { profile, stop } => {
@@ -554,12 +582,12 @@ fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change
 }
 
 /// kintone app ids fit SQLite's signed integers; a larger one is refused.
-fn app_id(app: u64) -> Result<i64, StoreError> {
+pub(crate) fn app_id(app: u64) -> Result<i64, StoreError> {
     i64::try_from(app).map_err(|_| StoreError::Conflict(format!("app `{app}` is out of range")))
 }
 
 /// A snake_case enum as its serde name.
-fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+pub(crate) fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         _ => Err(StoreError::Corrupt("enum".into(), "not a name".into())),
@@ -578,17 +606,7 @@ fn set_device_status(
     status: DeviceStatus,
     exception: Option<&PostureException>,
 ) -> Result<(), StoreError> {
-    let current: Option<String> =
-        tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-    match current.as_deref() {
-        None => return Err(StoreError::NotFound(format!("device `{id}` is not registered"))),
-        Some("revoked") if status != DeviceStatus::Revoked => {
-            return Err(StoreError::Conflict(format!(
-                "device `{id}` was revoked (lost, stolen or compromised); it needs a new application with a new key"
-            )))
-        }
-        Some(_) => {}
-    }
+    status_transition(id, device_status(tx, id)?.as_deref(), status)?;
     if status == DeviceStatus::Approved {
         tx.execute(
             "UPDATE devices SET status = ?2, exception_reason = ?3, exception_by = ?4 WHERE id = ?1",
@@ -598,6 +616,47 @@ fn set_device_status(
         tx.execute("UPDATE devices SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
     }
     Ok(())
+}
+
+/// Whether a device whose stored status is `current` may become `next`:
+/// both backends ask this inside their transaction, of the row as it is now.
+pub(crate) fn status_transition(id: &str, current: Option<&str>, next: DeviceStatus) -> Result<(), StoreError> {
+    match current {
+        None => Err(StoreError::NotFound(format!("device `{id}` is not registered"))),
+        Some("revoked") if next != DeviceStatus::Revoked => Err(StoreError::Conflict(format!(
+            "device `{id}` was revoked (lost, stolen or compromised); it needs a new application with a new key"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The error for a device that a revoked one's key would register again.
+pub(crate) fn revoked_key(id: &str, old: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "device `{id}` presents the key of revoked device `{old}`; generate a new key (`sekisho agent keygen`)"
+    ))
+}
+
+/// The error for a device id already registered.
+pub(crate) fn taken(id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "device `{id}` is already registered; a changed device is a new application with a new id"
+    ))
+}
+
+fn device_status(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx.query_row("SELECT status FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+}
+
+/// Why an update of an approved device's record touched no row, from the
+/// device's status as the store has it now: unknown, not approved, or (for
+/// posture) a report as new or newer already accepted.
+pub(crate) fn device_refusal(id: &str, status: Option<String>, what: &str) -> StoreError {
+    match status.as_deref() {
+        None => StoreError::NotFound(format!("device `{id}` is not registered")),
+        Some("approved") => StoreError::Conflict(format!("device `{id}` already has a report as new or newer")),
+        Some(other) => StoreError::Conflict(format!("device `{id}` is `{other}`, not approved: {what} is refused")),
+    }
 }
 
 /// Inserts one device; an id already registered is a conflict, and so is
@@ -610,18 +669,12 @@ fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), Store
         })
         .optional()?;
     if let Some(old) = revoked {
-        return Err(StoreError::Conflict(format!(
-            "device `{}` presents the key of revoked device `{old}`; generate a new key (`sekisho agent keygen`)",
-            d.id
-        )));
+        return Err(revoked_key(&d.id, &old));
     }
     let exists: Option<String> =
         tx.query_row("SELECT id FROM devices WHERE id = ?1", [&d.id], |r| r.get(0)).optional()?;
     if exists.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "device `{}` is already registered; a changed device is a new application with a new id",
-            d.id
-        )));
+        return Err(taken(&d.id));
     }
     tx.execute(
                 "INSERT INTO devices (id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status)
@@ -648,7 +701,7 @@ fn require_user(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<(), StoreE
     found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("user `{user}` does not exist")))
 }
 
-fn flag_kind(kind: FlagKind) -> &'static str {
+pub(crate) fn flag_kind(kind: FlagKind) -> &'static str {
     match kind {
         FlagKind::Suspended => "suspended",
         FlagKind::Restricted => "restricted",
@@ -659,6 +712,12 @@ fn flag_kind(kind: FlagKind) -> &'static str {
 /// table it touches. `Store::load` after the same commits yields the same state.
 pub fn apply(state: &State, change: &Change) -> State {
     let mut next = state.clone();
+    apply_mut(&mut next, change);
+    next
+}
+
+/// [`apply`] in place, for a run of changes read from the change log.
+pub fn apply_mut(next: &mut State, change: &Change) {
     match change {
         Change::PutUser { id, display_name, role, profiles, department, schedule } => {
             let users = &mut next.users;
@@ -744,18 +803,140 @@ pub fn apply(state: &State, change: &Change) -> State {
         Change::AddReview(r) => Arc::make_mut(&mut next.apps).reviews.push(r.clone()),
         Change::RemoveReview(id) => Arc::make_mut(&mut next.apps).reviews.retain(|r| r.id != *id),
     }
-    next
 }
 
 fn load_state(conn: &Connection) -> Result<State, StoreError> {
-    let mut state = State::default();
-    let users = &mut state.users;
+    let mut rows = StateRows::default();
     let mut stmt = conn.prepare("SELECT id, display_name, role, profiles, department, schedule FROM users")?;
-    for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
-    })? {
-        let (id, display_name, role, profiles, department, schedule) = row?;
-        let profiles = serde_json::from_str(&profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.user(r.get(0)?, r.get(1)?, r.get(2)?, &r.get::<_, String>(3)?, r.get(4)?, r.get(5)?)?;
+    }
+    let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.flag(r.get(0)?, &r.get::<_, String>(1)?, r.get(2)?, &r.get::<_, String>(3)?, r.get(4)?)?;
+    }
+    let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices"))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let text = |i: usize| r.get::<_, String>(i);
+        rows.device(DeviceText {
+            id: text(0)?,
+            owner: text(1)?,
+            fields: [text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?],
+            security_software: (r.get(6)?, r.get(7)?),
+            certificates: (r.get(11)?, r.get(14)?),
+            exception: (r.get(12)?, r.get(13)?),
+        })?;
+    }
+    let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.stop(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?)?;
+    }
+    let mut stmt =
+        conn.prepare("SELECT id, user_id, department, profile, approver, reason, start, end FROM overtime")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.grant(GrantText {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            department: r.get(2)?,
+            profile: r.get(3)?,
+            approver: r.get(4)?,
+            reason: r.get(5)?,
+            times: [r.get(6)?, r.get(7)?],
+        })?;
+    }
+    let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.maintenance(r.get(0)?, r.get(1)?, r.get(2)?, &[r.get::<_, String>(3)?, r.get::<_, String>(4)?])?;
+    }
+    let mut stmt = conn.prepare("SELECT profile, app, stage, reason, since FROM app_stages")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.app_stage(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?, r.get(3)?, &r.get::<_, String>(4)?)?;
+    }
+    let mut stmt = conn.prepare(&format!("SELECT {REVIEW_COLUMNS} FROM app_reviews ORDER BY id"))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        rows.review(ReviewText {
+            id: r.get(0)?,
+            profile: r.get(1)?,
+            app: r.get(2)?,
+            subject: r.get(3)?,
+            token_sha256: r.get(4)?,
+            reviewer: r.get(5)?,
+            reviewed_on: r.get(6)?,
+            note: r.get(7)?,
+        })?;
+    }
+    Ok(rows.state)
+}
+
+/// The columns of `devices` in the order [`DeviceText`] is read from, in
+/// both backends.
+pub(crate) const DEVICE_COLUMNS: &str = "id, owner, kind, ownership, os, os_version, security_software, \
+     security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by, prev_cert_sha256";
+
+/// The columns of `app_reviews` in the order [`ReviewText`] is read from.
+pub(crate) const REVIEW_COLUMNS: &str = "id, profile, app, subject, token_sha256, reviewer, reviewed_on, note";
+
+/// A state assembled from the stores' rows, which both backends keep as
+/// the same text: parsing them is one piece of code for both.
+#[derive(Default)]
+pub(crate) struct StateRows {
+    pub state: State,
+}
+
+/// A `devices` row as text: kind, ownership, os, os_version, key_alg,
+/// public_key and status in `fields`; the certificate and the one a
+/// renewal replaced; the exception's reason and approver.
+pub(crate) struct DeviceText {
+    pub id: String,
+    pub owner: String,
+    pub fields: [String; 7],
+    pub security_software: (Option<String>, Option<String>),
+    pub certificates: (Option<String>, Option<String>),
+    pub exception: (Option<String>, Option<String>),
+}
+
+/// An `overtime` row: for one user or one department.
+pub(crate) struct GrantText {
+    pub id: i64,
+    pub user: Option<String>,
+    pub department: Option<String>,
+    pub profile: Option<String>,
+    pub approver: String,
+    pub reason: String,
+    pub times: [String; 2],
+}
+
+/// An `app_reviews` row.
+pub(crate) struct ReviewText {
+    pub id: i64,
+    pub profile: String,
+    pub app: i64,
+    pub subject: String,
+    pub token_sha256: Option<String>,
+    pub reviewer: String,
+    pub reviewed_on: String,
+    pub note: String,
+}
+
+impl StateRows {
+    pub fn user(
+        &mut self,
+        id: String,
+        display_name: String,
+        role: String,
+        profiles: &str,
+        department: Option<String>,
+        schedule: Option<String>,
+    ) -> Result<(), StoreError> {
+        let profiles = serde_json::from_str(profiles).map_err(|e| StoreError::Corrupt(id.clone(), e.to_string()))?;
         let user = User {
             id: id.clone(),
             display_name,
@@ -766,166 +947,136 @@ fn load_state(conn: &Connection) -> Result<State, StoreError> {
             department,
             schedule,
         };
-        users.insert(id, Arc::new(user));
+        self.state.users.insert(id, Arc::new(user));
+        Ok(())
     }
-    let mut stmt = conn.prepare("SELECT user_id, kind, reason, since, until FROM flags")?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-        ))
-    })? {
-        let (user, kind, reason, since, until) = row?;
-        let flag = Flag { reason, since: time(&user, &since)?, until: until.map(|u| time(&user, &u)).transpose()? };
-        if let Some(u) = users.get_mut(&user).map(Arc::make_mut) {
-            match kind.as_str() {
+
+    /// A flag of a user read earlier (one of an unknown user is ignored).
+    pub fn flag(
+        &mut self,
+        user: String,
+        kind: &str,
+        reason: String,
+        since: &str,
+        until: Option<String>,
+    ) -> Result<(), StoreError> {
+        let flag = Flag { reason, since: time(&user, since)?, until: until.map(|u| time(&user, &u)).transpose()? };
+        if let Some(u) = self.state.users.get_mut(&user).map(Arc::make_mut) {
+            match kind {
                 "suspended" => u.suspended = Some(flag),
                 "restricted" => u.restricted = Some(flag),
                 other => return Err(StoreError::Corrupt(user, format!("unknown flag kind `{other}`"))),
             }
         }
+        Ok(())
     }
-    let devices = &mut state.devices;
-    let mut stmt = conn.prepare("SELECT id, owner, kind, ownership, os, os_version, security_software, security_updated, key_alg, public_key, status, cert_sha256, exception_reason, exception_by, prev_cert_sha256 FROM devices")?;
-    let certificates = &mut state.certificates;
-    for device in stmt.query_map([], device_row)? {
-        let device = device??;
-        for fp in device.certificate.into_iter().chain(device.previous_certificate) {
-            certificates.insert(fp, device.id.clone());
+
+    pub fn device(&mut self, row: DeviceText) -> Result<(), StoreError> {
+        let fingerprint = |c: Option<String>| match c.map(|c| crate::config::decode_sha256(&c)) {
+            None => Ok(None),
+            Some(Some(fp)) => Ok(Some(fp)),
+            Some(None) => Err(StoreError::Corrupt(row.id.clone(), "cert_sha256".into())),
+        };
+        let certificate = fingerprint(row.certificates.0)?;
+        let previous_certificate = fingerprint(row.certificates.1)?;
+        let exception = match row.exception {
+            (Some(reason), Some(approver)) => Some(PostureException { reason, approver }),
+            _ => None,
+        };
+        let f = &row.fields;
+        let fields = [&*f[0], &*f[1], &*f[2], &*f[3], &*f[4], &*f[5], &*f[6]];
+        let device = Device {
+            certificate,
+            previous_certificate,
+            exception,
+            ..parse_device(row.id, row.owner, fields, row.security_software)?
+        };
+        for fp in certificate.into_iter().chain(previous_certificate) {
+            self.state.certificates.insert(fp, device.id.clone());
         }
-        devices.insert(device.id.clone(), Arc::new(device));
+        self.state.devices.insert(device.id.clone(), Arc::new(device));
+        Ok(())
     }
-    let stops = Arc::make_mut(&mut state.stops);
-    let mut stmt = conn.prepare("SELECT scope, reason, since FROM stops")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)))? {
-        let (scope, reason, since) = row?;
-        let stop = Stop { reason, since: time(&scope, &since)? };
+
+    pub fn stop(&mut self, scope: String, reason: String, since: &str) -> Result<(), StoreError> {
+        let stop = Stop { reason, since: time(&scope, since)? };
+        let stops = Arc::make_mut(&mut self.state.stops);
         match scope.as_str() {
             GLOBAL => stops.global = Some(stop),
             _ => drop(stops.profiles.insert(scope, stop)),
         }
+        Ok(())
     }
-    let overtime = Arc::make_mut(&mut state.overtime);
-    let mut stmt =
-        conn.prepare("SELECT id, user_id, department, profile, approver, reason, start, end FROM overtime")?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Option<String>>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, String>(7)?,
-        ))
-    })? {
-        let (id, user, department, profile, approver, reason, start, end) = row?;
-        let key = format!("overtime {id}");
-        let grantee = match (user, department) {
+
+    pub fn grant(&mut self, row: GrantText) -> Result<(), StoreError> {
+        let key = format!("overtime {}", row.id);
+        let grantee = match (row.user, row.department) {
             (Some(u), None) => Grantee::User(u),
             (None, Some(d)) => Grantee::Department(d),
             _ => return Err(StoreError::Corrupt(key, "a grant is for one user or one department".into())),
         };
         let g = OvertimeGrant {
-            id,
-            start: time(&key, &start)?,
-            end: time(&key, &end)?,
+            id: row.id,
+            start: time(&key, &row.times[0])?,
+            end: time(&key, &row.times[1])?,
             grantee: grantee.clone(),
-            profile,
-            approver,
-            reason,
+            profile: row.profile,
+            approver: row.approver,
+            reason: row.reason,
         };
-        overtime.entry(grantee).or_default().push(g);
+        Arc::make_mut(&mut self.state.overtime).entry(grantee).or_default().push(g);
+        Ok(())
     }
-    let maintenance = Arc::make_mut(&mut state.maintenance);
-    let mut stmt = conn.prepare("SELECT id, profile, reason, start, end FROM maintenance")?;
-    for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
-    })? {
-        let (id, profile, reason, start, end) = row?;
-        let key = id.to_string();
-        maintenance.push(MaintenanceWindow { id, profile, reason, start: time(&key, &start)?, end: time(&key, &end)? });
-    }
-    load_apps(conn, Arc::make_mut(&mut state.apps))?;
-    Ok(state)
-}
 
-fn load_apps(conn: &Connection, apps: &mut sekisho_policy::state::AppRegister) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare("SELECT profile, app, stage, reason, since FROM app_stages")?;
-    for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get::<_, String>(4)?))
-    })? {
-        let (profile, app, stage, reason, since) = row?;
+    /// A maintenance window; `times` are its start and end.
+    pub fn maintenance(
+        &mut self,
+        id: i64,
+        profile: Option<String>,
+        reason: String,
+        times: &[String; 2],
+    ) -> Result<(), StoreError> {
+        let key = id.to_string();
+        let (start, end) = (time(&key, &times[0])?, time(&key, &times[1])?);
+        Arc::make_mut(&mut self.state.maintenance).push(MaintenanceWindow { id, profile, reason, start, end });
+        Ok(())
+    }
+
+    pub fn app_stage(
+        &mut self,
+        profile: String,
+        app: i64,
+        stage: &str,
+        reason: String,
+        since: &str,
+    ) -> Result<(), StoreError> {
         let key = format!("{profile}/{app}");
         let app = u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?;
-        let stage = AppStage { stage: enum_from(&key, &stage)?, since: time(&key, &since)?, reason, app, profile };
-        apps.stages.insert((stage.profile.clone(), app), stage);
+        let stage = AppStage { stage: enum_from(&key, stage)?, since: time(&key, since)?, reason, app, profile };
+        Arc::make_mut(&mut self.state.apps).stages.insert((stage.profile.clone(), app), stage);
+        Ok(())
     }
-    let mut stmt = conn.prepare(
-        "SELECT id, profile, app, subject, token_sha256, reviewer, reviewed_on, note FROM app_reviews ORDER BY id",
-    )?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, String>(7)?,
-        ))
-    })? {
-        let (id, profile, app, subject, token_sha256, reviewer, reviewed_on, note) = row?;
-        let key = format!("review {id}");
-        apps.reviews.push(Review {
-            id,
-            app: u64::try_from(app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?,
-            subject: enum_from(&key, &subject)?,
-            reviewed_on: NaiveDate::parse_from_str(&reviewed_on, "%Y-%m-%d")
+
+    /// A review; read in id order, as `apply` appends them.
+    pub fn review(&mut self, row: ReviewText) -> Result<(), StoreError> {
+        let key = format!("review {}", row.id);
+        let review = Review {
+            id: row.id,
+            app: u64::try_from(row.app).map_err(|_| StoreError::Corrupt(key.clone(), "app".into()))?,
+            subject: enum_from(&key, &row.subject)?,
+            reviewed_on: NaiveDate::parse_from_str(&row.reviewed_on, "%Y-%m-%d")
                 .map_err(|_| StoreError::Corrupt(key.clone(), "reviewed_on".into()))?,
-            profile,
-            token_sha256,
-            reviewer,
-            note,
-        });
+            profile: row.profile,
+            token_sha256: row.token_sha256,
+            reviewer: row.reviewer,
+            note: row.note,
+        };
+        Arc::make_mut(&mut self.state.apps).reviews.push(review);
+        Ok(())
     }
-    Ok(())
 }
 
 type DeviceResult = Result<Device, StoreError>;
-
-fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceResult> {
-    let id: String = r.get(0)?;
-    let text = |i: usize| r.get::<_, String>(i);
-    let (kind, ownership, os, version, alg, key, status) =
-        (text(2)?, text(3)?, text(4)?, text(5)?, text(8)?, text(9)?, text(10)?);
-    let sw: (Option<String>, Option<String>) = (r.get(6)?, r.get(7)?);
-    let cert: Option<String> = r.get(11)?;
-    let exception = match (r.get::<_, Option<String>>(12)?, r.get::<_, Option<String>>(13)?) {
-        (Some(reason), Some(approver)) => Some(PostureException { reason, approver }),
-        _ => None,
-    };
-    let owner = text(1)?;
-    let fingerprint = |c: Option<String>| match c.map(|c| crate::config::decode_sha256(&c)) {
-        None => Ok(None),
-        Some(Some(fp)) => Ok(Some(fp)),
-        Some(None) => Err(()),
-    };
-    let (Ok(certificate), Ok(previous_certificate)) = (fingerprint(cert), fingerprint(r.get(14)?)) else {
-        return Ok(Err(StoreError::Corrupt(id, "cert_sha256".into())));
-    };
-    Ok(parse_device(id, owner, [&kind, &ownership, &os, &version, &alg, &key, &status], sw).map(|d| Device {
-        certificate,
-        previous_certificate,
-        exception,
-        ..d
-    }))
-}
 
 fn parse_device(id: String, owner: String, f: [&str; 7], sw: (Option<String>, Option<String>)) -> DeviceResult {
     let corrupt = |what: &str| StoreError::Corrupt(id.clone(), what.to_owned());

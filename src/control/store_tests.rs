@@ -286,3 +286,25 @@ fn a_store_from_before_department_grants_keeps_its_grants_and_gains_the_columns(
     let again = Store::open(&path).unwrap().load().unwrap();
     assert_eq!(again.overtime.len(), 2, "reopening a migrated store changes nothing");
 }
+
+#[test]
+fn every_change_round_trips_through_the_change_log_format() {
+    let mut all = changes();
+    all.push(Change::FileDevice(Box::new(Device { certificate: Some([7; 32]), ..device("d2", "u2") })));
+    all.push(Change::ImportDevices(vec![device("d3", "u1"), device("d4", "u2")]));
+    all.push(Change::SetDeviceCert { id: "d1".into(), sha256: [9; 32], renewal: true });
+    all.push(Change::SetDevicePosture {
+        id: "d1".into(),
+        os: Os::Ios,
+        os_version: "17.5".parse().unwrap(),
+        security_software: None,
+        reported_at: 1_790_000_000,
+    });
+    all.push(Change::RemoveGrant(3));
+    for change in all {
+        let json = serde_json::to_string(&change).unwrap();
+        assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), change, "{json}");
+    }
+    let tampered = r#"{"file_device":{"id":"x","owner":"u","kind":"pc","ownership":"issued","os":"windows","os_version":"10","security_software":null,"key":{"alg":"EdDSA","public_key":"not a key"},"status":"pending","certificate":null,"previous_certificate":null,"exception":null}}"#;
+    assert!(serde_json::from_str::<Change>(tampered).is_err(), "a key that does not parse is refused");
+}

@@ -6,6 +6,8 @@
 #![allow(dead_code, reason = "each test file uses a different part of the harness")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
 
+pub mod postgres;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -407,6 +409,9 @@ pub struct Gateway {
     ws: SocketAddr,
     /// Extra environment for the gateway process (`NOTIFY_SOCKET`, …).
     env: Vec<(String, String)>,
+    /// The gateway's own PostgreSQL cluster when the whole suite runs on
+    /// PostgreSQL (`SEKISHO_TEST_STORE=postgres`).
+    own_cluster: Option<postgres::Cluster>,
 }
 
 pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
@@ -421,7 +426,7 @@ impl Gateway {
 
     /// Starts with extra sections appended to the gateway configuration.
     pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
-        Gateway::start_with_env(upstream, ws, extra_config, &[]).await
+        Gateway::start_full(upstream, ws, "", extra_config, &[]).await
     }
 
     /// Starts with extra configuration and extra environment variables.
@@ -431,17 +436,49 @@ impl Gateway {
         extra_config: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_full(upstream, ws, "", extra_config, env).await
+    }
+
+    /// Starts with `gateway_lines` added to `[gateway]` (`state_max_age_secs = 2`)
+    /// and extra sections appended to the configuration.
+    pub async fn start_tuned(upstream: &Upstream, ws: &WsUpstream, gateway_lines: &str, extra_config: &str) -> Gateway {
+        Gateway::start_full(upstream, ws, gateway_lines, extra_config, &[]).await
+    }
+
+    async fn start_full(
+        upstream: &Upstream,
+        ws: &WsUpstream,
+        gateway_lines: &str,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr, env };
-        gw.write_files(extra_config);
+        let mut gw = Gateway {
+            child: None,
+            dir,
+            https,
+            http,
+            admin,
+            upstream: upstream.addr,
+            ws: ws.addr,
+            env,
+            own_cluster: None,
+        };
+        let mut extra_config = extra_config.to_owned();
+        if std::env::var("SEKISHO_TEST_STORE").is_ok_and(|v| v == "postgres") && !extra_config.contains("[store]") {
+            let cluster = postgres::Cluster::start();
+            extra_config.push_str(&cluster.store_section("postgres"));
+            gw.own_cluster = Some(cluster);
+        }
+        gw.write_files(gateway_lines, &extra_config);
         gw.spawn().await;
         gw
     }
 
-    fn write_files(&self, extra_config: &str) {
+    fn write_files(&self, gateway_lines: &str, extra_config: &str) {
         let d = self.dir.path();
         std::fs::create_dir_all(d.join("rules")).unwrap();
         let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -455,6 +492,7 @@ data_dir = "data"
 rules_dir = "rules"
 audit_log = "data/audit.jsonl"
 keepalive_secs = 5
+{gateway_lines}
 
 [tls]
 cert = "certs/server.pem"
