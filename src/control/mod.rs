@@ -5,5 +5,6 @@
 
 pub mod admin;
 pub mod audit;
+pub mod roles;
 pub mod store;
 pub mod writer;
