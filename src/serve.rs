@@ -102,6 +102,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_cert_days: config.tls.device_cert_days,
         server_ca_der,
         enrollments: std::sync::Mutex::default(),
+        console: crate::control::console::Console::new(&config.admin.console, config.admin.tls.is_some()),
     });
     announce(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()

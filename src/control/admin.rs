@@ -30,8 +30,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
+use crate::control::audit_search::{Found, RequestFilter};
 pub use crate::control::roles::Action;
-use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
+use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub struct Admin {
     /// memory only (the key never touches the disk), each for a day and
     /// handed out once; a restart drops them (issue again).
     pub enrollments: std::sync::Mutex<HashMap<String, PendingEnrollment>>,
+    /// The browser console served at `/console/` (sessions, last hour).
+    pub console: crate::control::console::Console,
 }
 
 /// A certificate just issued: everything the API answers once. The store
@@ -125,6 +128,7 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    tokio::spawn(crate::control::console::sample_every_minute(admin.clone(), shutdown.clone()));
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -206,6 +210,9 @@ impl<'a> Caller<'a> {
 
 impl Admin {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if crate::control::console::owns(req.uri().path()) {
+            return crate::control::console::handle(self, req, peer).await;
+        }
         if let Some(secs) = self.limits.admin_locked(peer.ip()) {
             let body = json!({"error": "too many failed authentications from this address"});
             let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, &body, "application/json");
@@ -265,7 +272,12 @@ impl Admin {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let presented = presented.trim();
+        self.token_matching(presented.trim())
+    }
+
+    /// The admin token whose hash matches `presented`, comparing every
+    /// hash in constant time (the console's sign-in uses it too).
+    pub fn token_matching(&self, presented: &str) -> Option<&AdminToken> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for t in &self.tokens {
@@ -344,7 +356,7 @@ impl Admin {
                 self.remove_review(caller, id, optional_reason(body)?).await
             }
             ("POST", ["v1", "rules", "reload"]) => self.reload(caller, parse(body)?).await,
-            ("GET", ["v1", "audit"]) => self.query_audit(caller, serde_urlencoded_lite(query)?),
+            ("GET", ["v1", "audit"]) => self.query_audit(caller, serde_urlencoded_lite(query)?).await,
             _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no route `{method} /{}`", seg.join("/")))),
         }
     }
@@ -365,6 +377,22 @@ impl Admin {
             source: caller.source.ip().to_string(),
             approver: None,
         }
+    }
+
+    /// Records an admin action that changes no state (a download, a sign-in).
+    pub async fn record_action(
+        &self,
+        caller: &Caller<'_>,
+        action: &str,
+        target: &str,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        Ok(self.record(self.audit_entry(caller, action, target, reason)).await?)
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let store = self.writer.store.clone();
+        tokio::task::spawn_blocking(move || store.record(&entry)).await.map_err(|_| StoreError::Poisoned)?
     }
 
     async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
@@ -685,10 +713,7 @@ impl Admin {
             &taken.bundle.device,
             "enrollment bundle handed out",
         );
-        let store = self.writer.store.clone();
-        let recorded =
-            tokio::task::spawn_blocking(move || store.record(&entry)).await.map_err(|_| StoreError::Poisoned);
-        if let Err(e) = recorded.and_then(|r| r) {
+        if let Err(e) = self.record(entry).await {
             if let Ok(mut pending) = self.enrollments.lock() {
                 pending.insert(id.to_owned(), taken);
             }
@@ -907,29 +932,77 @@ impl Admin {
         }
     }
 
-    pub fn query_audit(&self, caller: &Caller<'_>, q: AuditQuery) -> ApiResult {
-        allow(caller, Action::ReadAudit)?;
+    /// `GET /v1/audit`: the admin trail (`kind=admin`) or the request
+    /// decisions (`kind=requests`), filtered, newest first, paged.
+    async fn query_audit(&self, caller: &Caller<'_>, q: AuditQuery) -> ApiResult {
         let limit = q.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(bad(format!("`limit` must be 1 to 1000, not `{limit}`")));
         }
+        let skip = q.offset.unwrap_or(0);
+        let utc = |t: Option<DateTime<FixedOffset>>| t.map(|t| t.with_timezone(&Utc));
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
-                let records =
-                    self.writer.store.audit(q.target.as_deref().or(q.user.as_deref()), q.action.as_deref(), limit)?;
-                Ok((StatusCode::OK, json!({ "records": records })))
+                let filter = AdminFilter {
+                    target: q.target.or(q.user),
+                    action: q.action,
+                    actor: q.actor,
+                    since: utc(q.since),
+                    until: utc(q.until),
+                    skip,
+                    limit,
+                };
+                let records = self.admin_records(caller, &filter).await?;
+                Ok(ok(json!({ "records": records })))
             }
             "requests" => {
-                let records = self
-                    .audit
-                    .query(q.user.as_deref(), q.reason.as_deref(), limit as usize)
-                    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("audit log unreadable: {e}")))?;
-                Ok((StatusCode::OK, json!({ "records": records })))
+                let filter = RequestFilter {
+                    user: q.user,
+                    device: q.device,
+                    reason: q.reason,
+                    profile: q.profile,
+                    decision: q.decision,
+                    request_id: q.request_id,
+                    since: q.since,
+                    until: q.until,
+                };
+                let found = self.request_records(caller, filter, skip as usize, limit as usize).await?;
+                Ok(ok(json!({ "records": found.records, "more": found.more, "cut_short": found.cut_short })))
             }
             other => Err(bad(format!("`kind` must be `admin` or `requests`, not `{other}`"))),
         }
     }
+
+    /// The admin audit trail, for a caller who may read it.
+    pub async fn admin_records(&self, caller: &Caller<'_>, filter: &AdminFilter) -> Result<Vec<AuditRecord>, ApiError> {
+        allow(caller, Action::ReadAudit)?;
+        let (store, filter) = (self.writer.store.clone(), filter.clone());
+        let records =
+            tokio::task::spawn_blocking(move || store.audit(&filter)).await.map_err(|_| StoreError::Poisoned)?;
+        Ok(records?)
+    }
+
+    /// Request decisions from the audit log, for a caller who may read them.
+    pub async fn request_records(
+        &self,
+        caller: &Caller<'_>,
+        filter: RequestFilter,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Found, ApiError> {
+        allow(caller, Action::ReadAudit)?;
+        let path = self.audit.path().to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            crate::control::audit_search::search(&path, &filter, skip, limit, AUDIT_SCAN_BYTES)
+        })
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "audit log search failed".into()))?;
+        found.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("audit log unreadable: {e}")))
+    }
 }
+
+/// How much of the request audit log one search reads, from its end.
+const AUDIT_SCAN_BYTES: u64 = 256 << 20;
 
 /// The role check every action starts with (the table is `roles::Action`).
 fn allow(caller: &Caller<'_>, action: Action) -> Result<(), ApiError> {
@@ -1072,8 +1145,8 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
         let v = sekisho_policy::body::percent_decode(v.as_bytes())
             .ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
         let value = match k {
-            "limit" => {
-                v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`limit` must be a number, not `{v}`")))?
+            "limit" | "offset" => {
+                v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`{k}` must be a number, not `{v}`")))?
             }
             _ => Value::String(v),
         };
@@ -1252,6 +1325,14 @@ pub struct AuditQuery {
     pub user: Option<String>,
     pub target: Option<String>,
     pub action: Option<String>,
+    pub actor: Option<String>,
     pub reason: Option<String>,
+    pub device: Option<String>,
+    pub profile: Option<String>,
+    pub decision: Option<String>,
+    pub request_id: Option<String>,
+    pub since: Option<DateTime<FixedOffset>>,
+    pub until: Option<DateTime<FixedOffset>>,
+    pub offset: Option<u32>,
     pub limit: Option<u32>,
 }

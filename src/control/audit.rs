@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,34 +101,14 @@ impl AuditLog {
         }
     }
 
-    /// The newest records (up to `limit`) matching the filters, newest first,
-    /// from the last 16 MiB of the log.
-    pub fn query(
-        &self,
-        user: Option<&str>,
-        reason: Option<&str>,
-        limit: usize,
-    ) -> std::io::Result<Vec<RequestRecord<'static>>> {
-        let mut file = File::open(&self.path)?;
-        let len = file.metadata()?.len();
-        let start = len.saturating_sub(16 << 20);
-        file.seek(SeekFrom::Start(start))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        let lines = text.lines().skip(usize::from(start > 0));
-        let mut found: Vec<RequestRecord<'static>> = lines
-            .filter_map(|l| serde_json::from_str::<RequestRecord<'_>>(l).ok().map(RequestRecord::into_owned))
-            .filter(|r| user.is_none_or(|u| r.user.as_deref() == Some(u)))
-            .filter(|r| reason.is_none_or(|x| r.reason.as_deref() == Some(x)))
-            .collect();
-        found.reverse();
-        found.truncate(limit);
-        Ok(found)
+    /// The file the trail is written to (read by `audit_search`).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 impl RequestRecord<'_> {
-    fn into_owned(self) -> RequestRecord<'static> {
+    pub fn into_owned(self) -> RequestRecord<'static> {
         let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
         RequestRecord {
             time: self.time,

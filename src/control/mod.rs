@@ -5,6 +5,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_search;
+pub mod console;
 pub mod roles;
 pub mod store;
 pub mod writer;
