@@ -116,3 +116,94 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// One headless Chromium for a whole test (`tests/browser/console.mjs`),
+/// driven a command at a time. Blocking: use it from a multi-thread runtime.
+pub struct Chromium {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Chromium {
+    /// Starts the browser; fails (never skips) when Chromium or
+    /// playwright-core is missing: `.ci/run` installs both.
+    pub fn start() -> Chromium {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            std::path::Path::new("/usr/bin/chromium").exists() && dir.join("node_modules/playwright-core").exists(),
+            "the console browser test needs Debian's chromium and `npm ci` in tests/browser (.ci/run does both); \
+             set SEKISHO_SKIP_BROWSER=1 at build time to mark it ignored instead"
+        );
+        let mut child = std::process::Command::new("node")
+            .current_dir(&dir)
+            .arg("console.mjs")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = std::io::BufReader::new(child.stdout.take().unwrap());
+        Chromium { child, input, output }
+    }
+
+    /// Sends one command; panics with the browser's message if it failed.
+    pub fn run(&mut self, command: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        tokio::task::block_in_place(|| {
+            writeln!(self.input, "{command}").unwrap();
+            let mut line = String::new();
+            self.output.read_line(&mut line).unwrap();
+            let answer: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("the browser stopped during {command}: `{line}`"));
+            assert_eq!(answer["ok"], true, "{command}: {answer}");
+            answer
+        })
+    }
+
+    pub fn goto(&mut self, url: &str) -> serde_json::Value {
+        self.run(serde_json::json!({"op": "goto", "url": url}))
+    }
+
+    /// Clicks what sends a form or follows a link, and waits for the page.
+    pub fn submit(&mut self, sel: &str) -> serde_json::Value {
+        self.run(serde_json::json!({"op": "submit", "sel": sel}))
+    }
+
+    pub fn fill(&mut self, sel: &str, value: &str) {
+        self.run(serde_json::json!({"op": "fill", "sel": sel, "value": value}));
+    }
+
+    pub fn text(&mut self, sel: &str) -> String {
+        self.run(serde_json::json!({"op": "text", "sel": sel}))["text"].as_str().unwrap().to_owned()
+    }
+
+    pub fn count(&mut self, sel: &str) -> u64 {
+        self.run(serde_json::json!({"op": "count", "sel": sel}))["count"].as_u64().unwrap()
+    }
+
+    /// A full-page screenshot into `target/console-screenshots/`, at the
+    /// window's width or at `width` CSS pixels.
+    pub fn shot(&mut self, name: &str, width: Option<u32>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        self.run(serde_json::json!({"op": "shot", "path": path, "width": width}));
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.input, "{}", serde_json::json!({"op": "close"}));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

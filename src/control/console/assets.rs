@@ -3,7 +3,7 @@
 //! and the Content-Security-Policy allows only these (no inline script or
 //! style). Pages link them with a digest of their content, so a browser
 //! may keep them and still gets the new file after an upgrade. It must
-//! never serve anything but these two files.
+//! never serve anything but these files (and an icon).
 
 use std::sync::LazyLock;
 
@@ -14,11 +14,16 @@ use sha2::{Digest, Sha256};
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+/// Linked by every page, so a browser never asks the admin API for
+/// `/favicon.ico` (a request without a token counts toward the lockout).
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// Where pages link the style sheet (`?v=` its digest).
 pub static CSS_PATH: LazyLock<String> = LazyLock::new(|| versioned("console.css", CSS));
 /// Where pages link the script.
 pub static JS_PATH: LazyLock<String> = LazyLock::new(|| versioned("console.js", JS));
+/// Where pages link the icon.
+pub static ICON_PATH: LazyLock<String> = LazyLock::new(|| versioned("favicon.svg", ICON));
 
 fn versioned(name: &str, body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
@@ -31,6 +36,7 @@ pub fn serve(name: &str, secure: bool) -> Response<Full<Bytes>> {
     let (body, content_type, status) = match name {
         "console.css" => (CSS, "text/css; charset=utf-8", StatusCode::OK),
         "console.js" => (JS, "text/javascript; charset=utf-8", StatusCode::OK),
+        "favicon.svg" => (ICON, "image/svg+xml", StatusCode::OK),
         _ => ("", "text/plain; charset=utf-8", StatusCode::NOT_FOUND),
     };
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

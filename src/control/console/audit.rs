@@ -275,15 +275,15 @@ pub fn requests_table(ctx: &Ctx, records: &[RequestRecord<'_>], highlight: Optio
                 } }
                 tbody { @for r in records {
                     tr.hit[highlight == Some(r.request_id.as_ref())] {
-                        td.mono { (local(&r.time)) }
+                        td.mono.nowrap { (local(&r.time)) }
                         td { @if let Some(u) = &r.user { a href={"/console/people/" (u)} { (u) } } @else { "—" } }
-                        td { @if let Some(d) = &r.device { code { (d) } } @else { "—" } }
+                        td.nowrap { @if let Some(d) = &r.device { code { (d) } } @else { "—" } }
                         td { @if r.decision == "allow" { span.badge.good { (ctx.t("許可", "allowed")) } }
                              @else { span.badge.bad { (ctx.t("遮断", "blocked")) } " " (r.status) } }
                         td { @if let Some(reason) = &r.reason { (ctx.lang.reason(reason)) br; code { (reason) } }
                              @if let Some(rule) = &r.rule { br; span.hint { (rule) } } }
                         td { code { (r.method) " " (r.host) (r.path) } }
-                        td { code { (r.request_id) } }
+                        td.nowrap { code { (r.request_id) } }
                     }
                 } }
             } }
@@ -307,9 +307,9 @@ fn admin_table(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
                 } }
                 tbody { @for r in records {
                     tr {
-                        td.mono { (local(&r.entry.time)) }
+                        td.mono.nowrap { (local(&r.entry.time)) }
                         td { (r.entry.actor) }
-                        td { code { (r.entry.action) } }
+                        td { (ctx.lang.action(&r.entry.action)) br; code { (r.entry.action) } }
                         td { code { (r.entry.target) } }
                         td { (r.entry.reason) }
                         td { (r.entry.approver.as_deref().unwrap_or("—")) }
@@ -322,7 +322,7 @@ fn admin_table(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
 }
 
 /// A recorded instant shown in Japan time to the second.
-fn local(text: &str) -> String {
+pub fn local(text: &str) -> String {
     DateTime::parse_from_rfc3339(text).map_or_else(
         |_| text.to_owned(),
         |t| t.with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%d %H:%M:%S").to_string(),

@@ -31,7 +31,7 @@ pub fn page(admin: &Admin, ctx: &Ctx) -> Answer {
     let title = ctx.t("今日の状況", "Today at a glance");
     let body = html! {
         h1 { (title) }
-        p.lead { (ctx.t("表示時刻", "As of")) " " (layout::when(now)) " " (ctx.t("（日本時間）", "(Japan time)")) }
+        p.lead { (ctx.t("表示時刻", "As of")) " " (layout::when(now)) (ctx.t("（日本時間）", " (Japan time)")) }
         (cards(ctx, admin, &snap, &hour, pending.len()))
         div.panel {
             h2 { (ctx.t("この1時間の要求", "Requests in the last hour")) }
@@ -175,7 +175,7 @@ fn health(ctx: &Ctx, admin: &Admin, status: &Value) -> Markup {
                 dd {
                     @if age <= CONFIRM_WARN_SECS { span.badge.good { (ctx.t("正常", "OK")) } }
                     @else { span.badge.bad { (ctx.t("確認できていません", "Not confirmed")) } }
-                    " " (layout::when(confirmed)) " (" (age) (ctx.t("秒前", " s ago")) ")"
+                    " " (layout::when(confirmed)) (ctx.t("（", " (")) (age) (ctx.t("秒前）", " s ago)"))
                 }
                 dt { (ctx.t("監査ログへの書き込み", "Audit log writable")) }
                 dd {

@@ -16,6 +16,7 @@ use sekisho_policy::state::Device;
 
 use super::{layout, Answer, Ctx, Reply};
 use crate::control::admin::{Action, Admin, ApiError, CertInput, DecisionInput};
+use crate::control::store::{AdminFilter, AuditRecord};
 use crate::shared::Snapshot;
 
 pub fn list(admin: &Admin, ctx: &Ctx) -> Answer {
@@ -89,7 +90,7 @@ fn table(ctx: &Ctx, snap: &Snapshot, devices: &[&Device]) -> Markup {
                             td { a href={"/console/people/" (d.owner)} { (super::people::name_of(snap, &d.owner)) } }
                             td { (ctx.lang.kind(d.kind)) }
                             td { (ctx.lang.ownership(d.ownership)) }
-                            td { (d.os.as_str()) " " (d.os_version.to_string()) }
+                            td { (ctx.lang.os(d.os)) " " (d.os_version.to_string()) }
                             td { @match &d.security_software {
                                 Some(s) => { (s.name) " (" (s.updated.to_string()) ")" }
                                 None => { span.badge.bad { (ctx.t("なし", "none")) } }
@@ -112,8 +113,9 @@ pub fn status_badge(ctx: &Ctx, status: DeviceStatus) -> Markup {
     html! { span class=(class) { (ctx.lang.status(status)) } }
 }
 
-pub fn detail(admin: &Admin, ctx: &Ctx, id: &str) -> Answer {
-    let snap = admin.read(&ctx.caller(), Action::ReadState)?;
+pub async fn detail(admin: &Admin, ctx: &Ctx, id: &str) -> Answer {
+    let caller = ctx.caller();
+    let snap = admin.read(&caller, Action::ReadState)?;
     let device = snap
         .state
         .devices
@@ -124,6 +126,9 @@ pub fn detail(admin: &Admin, ctx: &Ctx, id: &str) -> Answer {
         h1 { (title) " " (status_badge(ctx, device.status)) }
         (facts(ctx, &snap, device))
         (actions(admin, ctx, device))
+        @if caller.may(Action::ReadAudit) { (history(ctx, &admin.admin_records(&caller, &AdminFilter {
+            target: Some(id.to_owned()), limit: 20, ..AdminFilter::default()
+        }).await?)) }
         p { a href="/console/devices" { (ctx.t("端末の一覧へ戻る", "Back to all devices")) } }
     };
     Ok(Reply::Page(StatusCode::OK, layout::page(ctx, &title, body)))
@@ -139,11 +144,11 @@ fn facts(ctx: &Ctx, snap: &Snapshot, d: &Device) -> Markup {
             dd {
                 a href={"/console/people/" (d.owner)} { (super::people::name_of(snap, &d.owner)) }
                 " (" code { (d.owner) } ")"
-                @if let Some(u) = user { " · " (ctx.t("役割", "role")) ": " (u.role) }
+                @if let Some(u) = user { " · " (ctx.lang.user_role(&u.role)) }
             }
             dt { (ctx.t("端末の種別", "Kind")) } dd { (ctx.lang.kind(d.kind)) }
             dt { (ctx.t("所有区分", "Ownership")) } dd { (ctx.lang.ownership(d.ownership)) }
-            dt { (ctx.t("OSとバージョン", "OS and version")) } dd { (d.os.as_str()) " " (d.os_version.to_string()) }
+            dt { (ctx.t("OSとバージョン", "OS and version")) } dd { (ctx.lang.os(d.os)) " " (d.os_version.to_string()) }
             dt { (ctx.t("ウイルス対策ソフト", "Security software")) }
             dd { @match &d.security_software {
                 Some(s) => { (s.name) " · " (ctx.t("定義更新日", "signatures of")) " " (s.updated.to_string()) }
@@ -159,6 +164,19 @@ fn facts(ctx: &Ctx, snap: &Snapshot, d: &Device) -> Markup {
                 dt { (ctx.t("基準の例外", "Exception to the minimums")) }
                 dd { (e.reason) " (" (ctx.t("承認", "approved by")) ": " (e.approver) ")" }
             }
+        }
+    }
+}
+
+/// What was done to the device, newest first (filed, approved, ...).
+fn history(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
+    html! {
+        h2 { (ctx.t("これまでの記録", "History")) }
+        @if records.is_empty() { p { (ctx.t("記録はありません。", "No records.")) } }
+        @else {
+            ul { @for r in records {
+                li { (super::audit::local(&r.entry.time)) " · " code { (r.entry.action) } " · " (r.entry.actor) " · " (r.entry.reason) }
+            } }
         }
     }
 }
@@ -192,7 +210,7 @@ fn actions(admin: &Admin, ctx: &Ctx, d: &Device) -> Markup {
                 (layout::csrf(ctx))
                 @if d.certificate.is_some() { input type="hidden" name="renew" value="1"; }
                 label for="days" { (ctx.t("有効日数", "Valid for (days)")) }
-                input #days type="text" inputmode="numeric" name="days" value=(admin.device_cert_days);
+                input.short #days type="text" inputmode="numeric" name="days" value=(admin.device_cert_days);
                 p.hint { (ctx.t("発行後、登録用ファイル（iPhone/iPad用 .mobileconfig、Android用 .p12 と手順書）を1回だけダウンロードできます。パスワードは発行画面にだけ表示されます。",
                                 "After issuing, the enrollment files (.mobileconfig for iPhone/iPad, .p12 and steps for Android) can be downloaded once. The password is shown on the issuing page only.")) }
                 div.row { button type="submit" { (ctx.t("発行する", "Issue")) } }
@@ -213,9 +231,9 @@ fn actions(admin: &Admin, ctx: &Ctx, d: &Device) -> Markup {
 /// Approve, reject or revoke: the admin API's `device_status`.
 pub async fn decide(admin: &Admin, ctx: &Ctx, id: &str, action: &str, form: &Form) -> Answer {
     let (status, done_ja, done_en) = match action {
-        "approve" => (DeviceStatus::Approved, "を承認しました。", " was approved."),
-        "reject" => (DeviceStatus::Rejected, "の申請を却下しました。", " was rejected."),
-        "revoke" => (DeviceStatus::Revoked, "の登録を取り消しました。", " was revoked."),
+        "approve" => (DeviceStatus::Approved, "を承認しました。", "was approved."),
+        "reject" => (DeviceStatus::Rejected, "の申請を却下しました。", "was rejected."),
+        "revoke" => (DeviceStatus::Revoked, "の登録を取り消しました。", "was revoked."),
         _ => return layout::not_found(ctx.lang),
     };
     let input = DecisionInput {
@@ -223,7 +241,7 @@ pub async fn decide(admin: &Admin, ctx: &Ctx, id: &str, action: &str, form: &For
         exception: form.text("exception").map(str::to_owned),
     };
     admin.device_status(&ctx.caller(), id, status, input).await?;
-    let flash = format!("{} {id}{}", ctx.t("端末", "Device"), ctx.t(done_ja, done_en));
+    let flash = format!("{} {id} {}", ctx.t("端末", "Device"), ctx.t(done_ja, done_en));
     Ok(Reply::Done { to: format!("/console/devices/{id}"), flash })
 }
 
@@ -245,7 +263,7 @@ pub async fn certificate(admin: &Admin, ctx: &Ctx, id: &str, form: &Form) -> Ans
         h1 { (title) }
         p.notice role="status" { (ctx.t("端末", "Device")) " " code { (issued.device) } " · "
             (ctx.t("有効期限", "valid until")) " " (issued.not_after.to_string()) }
-        div.stop-box {
+        div.secret-box {
             h2 { (ctx.t("パスワード（この画面でのみ表示）", "Password (shown on this page only)")) }
             p.secret #otp { (e.one_time_password) }
             p { button.secondary type="button" data-copy="otp" data-done=(ctx.t("コピーしました", "Copied")) { (ctx.t("コピー", "Copy")) } }
@@ -255,13 +273,24 @@ pub async fn certificate(admin: &Admin, ctx: &Ctx, id: &str, form: &Form) -> Ans
         form.act method="post" action={"/console/enrollments/" (e.id)} {
             h3 { (ctx.t("登録用ファイル", "Enrollment files")) }
             (layout::csrf(ctx))
-            ul { @for f in &e.files { li { code { (f) } } } }
+            ul { @for f in &e.files { li { code { (f) } " " (file_use(ctx, f)) } } }
             p.hint { (ctx.t("ダウンロードは1回だけです（期限:", "One download only (until")) " " (layout::when(e.expires_at)) (ctx.t("）。", ").")) }
             div.row { button type="submit" { (ctx.t("ZIPでダウンロード", "Download as ZIP")) } }
         }
         p { a href={"/console/devices/" (issued.device)} { (ctx.t("端末の画面へ戻る", "Back to the device")) } }
     };
     Ok(Reply::Page(StatusCode::CREATED, layout::page(ctx, title, body)))
+}
+
+/// What each file of a bundle is for.
+fn file_use<'a>(ctx: &'a Ctx, name: &str) -> &'a str {
+    if name.ends_with(".mobileconfig") {
+        ctx.t("iPhone・iPad 用の構成プロファイル", "profile for iPhone and iPad")
+    } else if name.ends_with(".p12") {
+        ctx.t("Android・パソコン用の証明書ファイル", "certificate file for Android and PCs")
+    } else {
+        ctx.t("Android での導入手順", "steps for Android")
+    }
 }
 
 /// The bundle, once, as a ZIP of its files.

@@ -28,23 +28,28 @@ impl From<Refusal> for ApiError {
 }
 
 /// A change must come from this listener's own origin. Browsers send
-/// `Origin` on every POST and `Sec-Fetch-Site` on every request; a client
-/// that sends neither still needs the session cookie and its CSRF token.
+/// `Sec-Fetch-Site` on every request; it must say `same-origin`. `Origin`
+/// must then name this listener, or be `null`: the console's own
+/// `Referrer-Policy: no-referrer` makes a browser send `null` for its
+/// forms. A browser that sends no `Sec-Fetch-Site` must send our own
+/// `Origin`. A client that sends neither still needs the session cookie
+/// and its CSRF token.
 pub fn same_origin(headers: &HeaderMap, secure: bool) -> Result<(), Refusal> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
-    if let Some(site) = text("sec-fetch-site") {
-        if site != "same-origin" {
-            return Err(Refusal::Origin);
-        }
+    let fetch_site = text("sec-fetch-site");
+    if fetch_site.is_some_and(|site| site != "same-origin") {
+        return Err(Refusal::Origin);
     }
-    if let Some(origin) = text(header::ORIGIN.as_str()) {
-        let host = text(header::HOST.as_str()).ok_or(Refusal::Origin)?;
-        let scheme = if secure { "https" } else { "http" };
-        if !origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")) {
-            return Err(Refusal::Origin);
-        }
+    let Some(origin) = text(header::ORIGIN.as_str()) else { return Ok(()) };
+    if origin == "null" && fetch_site.is_some() {
+        return Ok(());
     }
-    Ok(())
+    let host = text(header::HOST.as_str()).ok_or(Refusal::Origin)?;
+    let scheme = if secure { "https" } else { "http" };
+    match origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")) {
+        true => Ok(()),
+        false => Err(Refusal::Origin),
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +70,8 @@ mod tests {
         assert_eq!(same_origin(&own, false), Ok(()));
         let fetch = headers(&[("host", "admin.city.lg.jp"), ("sec-fetch-site", "same-origin")]);
         assert_eq!(same_origin(&fetch, true), Ok(()));
+        let no_referrer = headers(&[("host", "x"), ("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert_eq!(same_origin(&no_referrer, false), Ok(()), "a form under Referrer-Policy: no-referrer");
         assert_eq!(
             same_origin(&headers(&[("host", "x")]), false),
             Ok(()),

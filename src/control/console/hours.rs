@@ -140,7 +140,7 @@ fn maintenance(ctx: &Ctx, snap: &Snapshot) -> Markup {
         @if may {
             form.act method="post" action="/console/maintenance" {
                 h3 { (ctx.t("メンテナンスを予定する", "Schedule maintenance")) }
-                p { (ctx.t("期間中は対象のサービスを利用できません（503、再開時刻を表示）。", "The service is closed during the window (503 with the time it reopens).")) }
+                p { (ctx.t("期間中は対象のサービスを利用できません。利用者の画面には再開の予定時刻が表示されます。", "The service is closed during the window; people see when it reopens.")) }
                 (layout::csrf(ctx))
                 label for="m-profile" { (ctx.t("サービス（空欄ならすべて）", "Profile (empty: all)")) }
                 select #m-profile name="profile" {

@@ -4,7 +4,7 @@
 //! codes, device kinds). It must never hold rule logic: a label is only a
 //! name for a code the engine or the store already defined.
 
-use sekisho_policy::device::{DeviceKind, DeviceStatus, Ownership};
+use sekisho_policy::device::{DeviceKind, DeviceStatus, Os, Ownership};
 use sekisho_policy::DenyReason;
 
 use crate::config::Role;
@@ -62,7 +62,7 @@ impl Lang {
             Role::SystemManager => self.t("情報システム責任者", "System manager"),
             Role::GeneralAdmin => self.t("統括管理者", "General administrator"),
             Role::Auditor => self.t("管理者（監査）", "Auditor"),
-            Role::Applicant => self.t("申請者", "Applicant"),
+            Role::Applicant => self.t("申請者（ICT支援員）", "Applicant"),
             Role::Supervisor => self.t("所属長", "Supervisor"),
         }
     }
@@ -109,6 +109,62 @@ impl Lang {
             DenyReason::IntegrationNotApproved => self.t("未承認の連携", "Integration not approved"),
             DenyReason::AccountMismatch => self.t("アカウントの不一致", "Account mismatch"),
             DenyReason::SpecificPersonalInformation => self.t("個人番号を含む送信", "My Number in the request"),
+        }
+    }
+
+    /// A user's role as the rules name it (`councillor`), in words where
+    /// the documents have them.
+    pub fn user_role(self, role: &str) -> &str {
+        match role {
+            "councillor" => self.t("議員", "Councillor"),
+            "staff" => self.t("職員", "Staff"),
+            "kintone_admin" => self.t("kintone システム管理者", "kintone administrator"),
+            other => other,
+        }
+    }
+
+    /// An admin audit record's action (`user.suspend`), in words.
+    pub fn action(self, action: &str) -> &'static str {
+        match action {
+            "user.put" => self.t("利用者の登録・変更", "User added or changed"),
+            "user.suspend" => self.t("利用停止", "Suspended"),
+            "user.unsuspend" => self.t("利用停止の解除", "Suspension lifted"),
+            "user.restrict" => self.t("閲覧のみに制限", "Restricted to reading"),
+            "user.unrestrict" => self.t("閲覧制限の解除", "Restriction lifted"),
+            "device.apply" => self.t("端末の登録申請", "Device application"),
+            "device.import" => self.t("端末の一括登録", "Devices imported"),
+            "device.approved" => self.t("端末の承認", "Device approved"),
+            "device.rejected" => self.t("申請の却下", "Application rejected"),
+            "device.revoked" => self.t("登録の取消", "Device revoked"),
+            "device.certificate" => self.t("端末証明書の発行", "Certificate issued"),
+            "device.certificate.renew" => self.t("端末証明書の更新", "Certificate renewed"),
+            "device.enrollment.download" => self.t("登録用ファイルの受け渡し", "Enrollment files handed out"),
+            "device.posture" => self.t("端末の状態の報告", "Device posture reported"),
+            "emergency_stop.on" => self.t("緊急停止", "Emergency stop"),
+            "emergency_stop.off" => self.t("緊急停止の解除", "Emergency stop lifted"),
+            "overtime.grant" => self.t("時間外勤務の命令", "Overtime granted"),
+            "overtime.remove" => self.t("時間外勤務の取消", "Overtime withdrawn"),
+            "maintenance.add" => self.t("保守の予定", "Maintenance scheduled"),
+            "maintenance.remove" => self.t("保守の中止", "Maintenance cancelled"),
+            "app.stage" => self.t("アプリの段階の登録", "App stage set"),
+            "app.review" => self.t("審査の記録", "Review recorded"),
+            "app.review.remove" => self.t("審査記録の取消", "Review withdrawn"),
+            "rules.reload" => self.t("ルールの再読み込み", "Rules reloaded"),
+            "console.signin" => self.t("コンソールへのサインイン", "Console sign-in"),
+            _ => self.t("その他の操作", "Other action"),
+        }
+    }
+
+    /// An operating system's own spelling.
+    pub fn os(self, os: Os) -> &'static str {
+        match os {
+            Os::Windows => "Windows",
+            Os::Macos => "macOS",
+            Os::Ios => "iOS",
+            Os::Ipados => "iPadOS",
+            Os::Android => "Android",
+            Os::Linux => "Linux",
+            Os::Chromeos => "ChromeOS",
         }
     }
 

@@ -117,6 +117,7 @@ fn head(lang: Lang, title: &str) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="referrer" content="no-referrer";
             title { (title) " | " (lang.t("関所", "sekisho")) }
+            link rel="icon" type="image/svg+xml" href=(super::assets::ICON_PATH.as_str());
             link rel="stylesheet" href=(super::assets::CSS_PATH.as_str());
             script src=(super::assets::JS_PATH.as_str()) defer {}
         }

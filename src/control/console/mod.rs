@@ -238,7 +238,7 @@ async fn route(admin: &Admin, ctx: &Ctx, method: &Method, seg: &[&str], form: &F
         ("GET", ["glance.json"]) => dashboard::live(admin, ctx),
         ("POST", ["signout"]) => Ok(signin::sign_out(&admin.console, &ctx.session_id)),
         ("GET", ["devices"]) => devices::list(admin, ctx),
-        ("GET", ["devices", id]) => devices::detail(admin, ctx, id),
+        ("GET", ["devices", id]) => devices::detail(admin, ctx, id).await,
         ("POST", ["devices", id, "certificate"]) => devices::certificate(admin, ctx, id, form).await,
         ("POST", ["devices", id, action]) => devices::decide(admin, ctx, id, action, form).await,
         ("POST", ["enrollments", id]) => devices::download(admin, ctx, id).await,

@@ -84,7 +84,7 @@ pub fn search(admin: &Admin, ctx: &Ctx) -> Answer {
                         tr {
                             td { a href={"/console/people/" (u.id)} { (u.display_name) } }
                             td { code { (u.id) } }
-                            td { (u.role) }
+                            td { (ctx.lang.user_role(&u.role)) }
                             td { (u.department.as_deref().unwrap_or("—")) }
                             td { (flags(ctx, u)) }
                         }
@@ -143,7 +143,7 @@ fn facts(ctx: &Ctx, snap: &Snapshot, u: &User) -> Markup {
     html! {
         dl.facts {
             dt { "ID" } dd { code { (u.id) } }
-            dt { (ctx.t("役割", "Role")) } dd { (u.role) }
+            dt { (ctx.t("役割", "Role")) } dd { (ctx.lang.user_role(&u.role)) " " code { (u.role) } }
             dt { (ctx.t("所属", "Department")) } dd { (u.department.as_deref().unwrap_or("—")) }
             dt { (ctx.t("利用できるサービス", "Profiles")) }
             dd { @for p in &u.profiles {
@@ -174,7 +174,7 @@ fn devices(ctx: &Ctx, snap: &Snapshot, owner: &str) -> Markup {
             ul { @for d in devices {
                 li {
                     a href={"/console/devices/" (d.id)} { code { (d.id) } } " " (ctx.lang.kind(d.kind)) " · "
-                    (d.os.as_str()) " " (d.os_version.to_string()) " " (super::devices::status_badge(ctx, d.status))
+                    (ctx.lang.os(d.os)) " " (d.os_version.to_string()) " " (super::devices::status_badge(ctx, d.status))
                 }
             } }
         }

@@ -54,8 +54,12 @@ fn profiles(ctx: &Ctx, snap: &Snapshot) -> Markup {
                     td { code { (p.name) } }
                     td { (p.title) }
                     td { @for r in &p.routes { code { (r.host) } br; } }
-                    td { (p.valid_from.map_or_else(|| "—".to_owned(), |d| d.to_string())) " – "
-                         (p.valid_until.map_or_else(|| "—".to_owned(), |d| d.to_string())) }
+                    td { @match (p.valid_from, p.valid_until) {
+                        (None, None) => { (ctx.t("定めなし", "open-ended")) }
+                        (Some(f), None) => { (f.to_string()) " " (ctx.t("から", "onwards")) }
+                        (None, Some(u)) => { (u.to_string()) " " (ctx.t("まで", "at the latest")) }
+                        (Some(f), Some(u)) => { (f.to_string()) " – " (u.to_string()) }
+                    } }
                     td {
                         @if !sekisho_policy::engine::in_force(p, now) { span.badge.bad { (ctx.t("期間外", "not in force")) } }
                         @else if stops.global.is_some() || stops.profiles.contains_key(&p.name) { span.badge.bad { (ctx.t("緊急停止中", "stopped")) } }
@@ -73,7 +77,7 @@ fn reload_list(ctx: &Ctx, reloads: &[AuditRecord]) -> Markup {
         @else {
             ul { @for r in reloads {
                 li {
-                    (r.entry.time) " · " (r.entry.actor) " · " (r.entry.reason)
+                    (super::audit::local(&r.entry.time)) " · " (r.entry.actor) " · " (r.entry.reason)
                     " · " (ctx.t("承認:", "approved by:")) " " (r.entry.approver.as_deref().unwrap_or(ctx.t("記録なし（シグナルによる再読み込み）", "none (reloaded by a signal)")))
                 }
             } }

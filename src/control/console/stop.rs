@@ -20,8 +20,8 @@ pub fn page(admin: &Admin, ctx: &Ctx) -> Answer {
     let stops = &snap.state.stops;
     let body = html! {
         h1 { (title) }
-        p.lead { (ctx.t("セキュリティ上の緊急事態に、関所を通るすべての通信を止めます（熊本市議会 運用管理等基準 第6条第4項）。",
-                         "Stops all traffic through the gateway in a security emergency (Kumamoto standard, art. 6(4)).")) }
+        p.lead { (ctx.t("セキュリティ事故などの緊急時に、利用者の承諾なく、関所を通るすべての利用を止めます（熊本市議会クラウドシステム運用管理等基準 第6条第4項）。",
+                         "Stops all use through the gateway in an emergency such as a security incident, without the users' consent (Kumamoto City Council cloud standard, art. 6(4)).")) }
         @match &stops.global {
             Some(stop) => {
                 div.stop-box {
