@@ -123,7 +123,15 @@ async fn a_system_manager_runs_the_gateway_from_the_browser() {
     assert!(b.text("tr.hit").contains("利用停止中"), "the line of that request, with its reason");
     b.shot("12-audit-request-id.png", None);
     b.submit("a[href*='decision=deny']");
-    b.shot("13-audit-blocked.png", None);
+    assert!(b.text("main").contains("遮断された人と理由"), "yesterday's blocks, summed up by person");
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    b.goto(&format!("{console}/audit?kind=requests&decision=deny&since={today}T00:00"));
+    let summary = b.text("main .panel");
+    assert!(
+        summary.contains("tanaka") && summary.contains("利用停止中") && summary.contains("緊急停止中"),
+        "{summary}"
+    );
+    b.shot("13-audit-blocked-today.png", None);
     b.goto(&format!("{console}/audit?kind=requests&user=tanaka"));
     let csv = gw.path("tanaka.csv");
     let saved = b.run(json!({"op": "download", "sel": "a[href^='/console/audit.csv']", "path": csv}));

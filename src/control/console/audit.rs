@@ -22,6 +22,8 @@ use crate::control::store::{AdminFilter, AuditRecord};
 const PAGE: usize = 50;
 /// Rows one CSV export holds at most.
 const EXPORT_MAX: usize = 50_000;
+/// Matches a time-ranged view sums up by person.
+const SUMMARY_MAX: usize = 20_000;
 
 /// Which trail a page shows.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,16 +39,7 @@ pub async fn page(admin: &Admin, ctx: &Ctx) -> Answer {
     let skip = (page_no - 1) * PAGE;
     let title = ctx.t("監査記録", "Audit trail");
     let results = match kind {
-        Kind::Requests => {
-            let found = admin.request_records(&ctx.caller(), request_filter(ctx)?, skip, PAGE).await?;
-            let highlight = ctx.query.text("request_id");
-            let notes = html! {
-                @if found.cut_short { p.warn { (ctx.t("ログが大きいため、古い記録の一部は検索していません。期間を指定してください。",
-                                                      "The log is large: older records were not searched. Give a time range.")) } }
-                @if found.records.is_empty() { p { (ctx.t("該当する記録はありません。", "No matching records.")) } }
-            };
-            (html! { (notes) (requests_table(ctx, &found.records, highlight)) }, found.more)
-        }
+        Kind::Requests => requests(admin, ctx, skip).await?,
         Kind::Admin => {
             let limit = u32::try_from(PAGE + 1).unwrap_or(u32::MAX);
             let mut records = admin.admin_records(&ctx.caller(), &admin_filter(ctx, skip, limit)?).await?;
@@ -64,6 +57,31 @@ pub async fn page(admin: &Admin, ctx: &Ctx) -> Answer {
         (pager(ctx, page_no, results.1))
     };
     Ok(Reply::Page(StatusCode::OK, layout::page(ctx, title, body)))
+}
+
+/// A page of request decisions. With a time range, up to `SUMMARY_MAX`
+/// matches are read at once and summed up by person ("who was blocked
+/// yesterday, and why") above the page.
+async fn requests(admin: &Admin, ctx: &Ctx, skip: usize) -> Result<(Markup, bool), ApiError> {
+    let filter = request_filter(ctx)?;
+    let ranged = filter.since.is_some();
+    let (skip_now, limit) = if ranged { (0, SUMMARY_MAX) } else { (skip, PAGE) };
+    let found = admin.request_records(&ctx.caller(), filter, skip_now, limit).await?;
+    let (page, more) = match ranged {
+        true => {
+            let rest = found.records.get(skip..).unwrap_or_default();
+            (rest.get(..PAGE.min(rest.len())).unwrap_or_default(), rest.len() > PAGE || found.more)
+        }
+        false => (found.records.as_slice(), found.more),
+    };
+    let markup = html! {
+        @if found.cut_short { p.warn { (ctx.t("ログが大きいため、古い記録の一部は検索していません。期間を短くしてください。",
+                                              "The log is large: older records were not searched. Narrow the time range.")) } }
+        @if ranged { (super::summary::by_person(ctx, &admin.shared.snapshot_full(), &found.records, found.more)) }
+        @if found.records.is_empty() { p { (ctx.t("該当する記録はありません。", "No matching records.")) } }
+        (requests_table(ctx, page, ctx.query.text("request_id")))
+    };
+    Ok((markup, more))
 }
 
 /// The same filters, as a CSV file (UTF-8 with a byte-order mark, which
@@ -276,7 +294,8 @@ pub fn requests_table(ctx: &Ctx, records: &[RequestRecord<'_>], highlight: Optio
                 tbody { @for r in records {
                     tr.hit[highlight == Some(r.request_id.as_ref())] {
                         td.mono.nowrap { (local(&r.time)) }
-                        td { @if let Some(u) = &r.user { a href={"/console/people/" (u)} { (u) } } @else { "—" } }
+                        td { @if let Some(u) = &r.user { a href={"/console/people/" (u)} { (u) } }
+                             @else { span.hint { (ctx.t("不明", "unknown")) } @if let Some(c) = r.client { br; code { (c.to_string()) } } } }
                         td.nowrap { @if let Some(d) = &r.device { code { (d) } } @else { "—" } }
                         td { @if r.decision == "allow" { span.badge.good { (ctx.t("許可", "allowed")) } }
                              @else { span.badge.bad { (ctx.t("遮断", "blocked")) } " " (r.status) } }

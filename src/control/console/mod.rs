@@ -24,6 +24,7 @@ mod rules;
 mod session;
 mod signin;
 mod stop;
+mod summary;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
