@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
-use crate::control::audit_search::{Found, RequestFilter};
+use crate::control::audit_search::{Found, Outcome, RequestFilter};
 pub use crate::control::roles::Action;
 use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
@@ -1329,7 +1329,7 @@ pub struct AuditQuery {
     pub reason: Option<String>,
     pub device: Option<String>,
     pub profile: Option<String>,
-    pub decision: Option<String>,
+    pub decision: Option<Outcome>,
     pub request_id: Option<String>,
     pub since: Option<DateTime<FixedOffset>>,
     pub until: Option<DateTime<FixedOffset>>,

@@ -21,14 +21,39 @@ pub struct RequestFilter {
     pub device: Option<String>,
     pub reason: Option<String>,
     pub profile: Option<String>,
-    /// `allow`, `deny` or `error`.
-    pub decision: Option<String>,
+    pub decision: Option<Outcome>,
     /// The id a block page shows (`Sekisho-Request-Id`).
     pub request_id: Option<String>,
     /// From this instant, inclusive.
     pub since: Option<DateTime<FixedOffset>>,
     /// Until this instant, exclusive.
     pub until: Option<DateTime<FixedOffset>>,
+}
+
+/// What became of a request, as its audit line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    /// Refused by a rule (the engine's denial).
+    Deny,
+    /// Refused by the gateway itself (bad request, rate limit, upstream down).
+    Error,
+    /// Allowed, then cut by a later change (suspension, stop).
+    Cut,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Allow, Outcome::Deny, Outcome::Error, Outcome::Cut];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+            Outcome::Cut => "cut",
+        }
+    }
 }
 
 /// One page of matches, newest first.
@@ -50,7 +75,7 @@ impl RequestFilter {
             && eq(&self.device, r.device.as_deref())
             && eq(&self.reason, r.reason.as_deref())
             && eq(&self.profile, r.profile.as_deref())
-            && eq(&self.decision, Some(&r.decision))
+            && self.decision.is_none_or(|d| d.as_str() == r.decision)
             && eq(&self.request_id, Some(&r.request_id))
             && self.since.is_none_or(|t| time.is_some_and(|x| x >= t))
             && self.until.is_none_or(|t| time.is_some_and(|x| x < t))

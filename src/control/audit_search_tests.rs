@@ -76,7 +76,7 @@ fn filters_combine_and_time_bounds_are_half_open() {
         reason: Some("outside_hours".into()),
         device: Some("dev-0".into()),
         profile: Some("kintone".into()),
-        decision: Some("deny".into()),
+        decision: Some(Outcome::Deny),
         since: Some(at("2026-12-01T09:10:00+09:00")),
         until: Some(at("2026-12-01T09:20:00+09:00")),
         ..RequestFilter::default()

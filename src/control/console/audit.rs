@@ -15,7 +15,7 @@ use super::people::local_time;
 use super::{layout, Answer, Ctx, Reply};
 use crate::control::admin::{Action, Admin, ApiError};
 use crate::control::audit::RequestRecord;
-use crate::control::audit_search::RequestFilter;
+use crate::control::audit_search::{Outcome, RequestFilter};
 use crate::control::store::{AdminFilter, AuditRecord};
 
 /// Rows per page on screen.
@@ -175,7 +175,12 @@ fn request_filter(ctx: &Ctx) -> Result<RequestFilter, ApiError> {
         device: q("device"),
         reason: q("reason"),
         profile: q("profile"),
-        decision: q("decision"),
+        decision: match ctx.query.text("decision") {
+            None => None,
+            Some(d) => Some(Outcome::ALL.into_iter().find(|o| o.as_str() == d).ok_or_else(|| {
+                ApiError(StatusCode::BAD_REQUEST, format!("`decision` must be allow, deny, error or cut, not `{d}`"))
+            })?),
+        },
         request_id: q("request_id"),
         since: when_field(ctx, "since")?,
         until: when_field(ctx, "until")?,
@@ -260,6 +265,7 @@ fn filters(admin: &Admin, ctx: &Ctx, kind: Kind) -> Markup {
                             option value="allow" selected[v("decision") == "allow"] { (ctx.t("許可", "Allowed")) }
                             option value="deny" selected[v("decision") == "deny"] { (ctx.t("遮断（規則）", "Denied by a rule")) }
                             option value="error" selected[v("decision") == "error"] { (ctx.t("遮断（関所の都合）", "Blocked by the gateway")) }
+                            option value="cut" selected[v("decision") == "cut"] { (ctx.t("途中で切断", "Cut while open")) }
                         }
                     }
                 } @else {
@@ -297,8 +303,11 @@ pub fn requests_table(ctx: &Ctx, records: &[RequestRecord<'_>], highlight: Optio
                         td { @if let Some(u) = &r.user { a href={"/console/people/" (u)} { (u) } }
                              @else { span.hint { (ctx.t("不明", "unknown")) } @if let Some(c) = r.client { br; code { (c.to_string()) } } } }
                         td.nowrap { @if let Some(d) = &r.device { code { (d) } } @else { "—" } }
-                        td { @if r.decision == "allow" { span.badge.good { (ctx.t("許可", "allowed")) } }
-                             @else { span.badge.bad { (ctx.t("遮断", "blocked")) } " " (r.status) } }
+                        td { @match r.decision.as_ref() {
+                            "allow" => { span.badge.good { (ctx.t("許可", "allowed")) } }
+                            "cut" => { span.badge.bad { (ctx.t("途中で切断", "cut")) } }
+                            _ => { span.badge.bad { (ctx.t("遮断", "blocked")) } " " (r.status) }
+                        } }
                         td { @if let Some(reason) = &r.reason { (ctx.lang.reason(reason)) br; code { (reason) } }
                              @if let Some(rule) = &r.rule { br; span.hint { (rule) } } }
                         td { code { (r.method) " " (r.host) (r.path) } }
