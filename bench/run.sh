@@ -34,7 +34,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v cmake >/dev/null || need+=(cmake)
+[ -e /usr/share/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -52,6 +52,7 @@ render() { sed -e "s#__RUN__#$RUN#g" -e "s#__WORKERS__#$WORKERS#g" "$BENCH/$1" >
 render nginx-upstream.conf upstream.conf
 render nginx-proxy.conf nginx-proxy.conf
 render haproxy.cfg haproxy.cfg
+render nginx-lua.conf nginx-lua.conf
 render sekisho.toml sekisho.toml
 sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/sekisho.toml"
 cp -r "$BENCH/rules" "$RUN/rules"
@@ -64,7 +65,7 @@ $PROXY_CPU "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/s
 wait_port 19000; wait_port 19003; wait_port 19090
 $PROXY_CPU nginx -c "$RUN/nginx-proxy.conf" -p "$RUN" & NGINX=$!; PIDS+=($NGINX)
 $PROXY_CPU haproxy -f "$RUN/haproxy.cfg" -q & HAPROXY=$!; PIDS+=($HAPROXY)
-$PROXY_CPU "$ROOT/target/release/bare-pingora" "$WORKERS" > "$RUN/bare.log" 2>&1 & BARE=$!; PIDS+=($BARE)
+$PROXY_CPU "$ROOT/target/release/bare-hyper" "$WORKERS" > "$RUN/bare.log" 2>&1 & BARE=$!; PIDS+=($BARE)
 wait_port 19001; wait_port 19002; wait_port 19004
 
 # A staff member with an approved PC, an overtime grant for holidays, and one token for the run.
@@ -78,6 +79,11 @@ $S admin call post /v1/overtime "{\"user\":\"bench\",\"approver\":\"bench\",\"re
 TOKEN=$($S agent token --key "$RUN/device.key" --device bench-pc --user bench --aud bench.localhost --os windows --os-version 10.0.22631 --security-software Defender --security-updated "$(date +%F)" --lifetime-secs 3600)
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19003/)
 [ "$status" = 200 ] || { echo "sekisho refused the bench token ($status)"; cat "$RUN/sekisho.log"; exit 1; }
+# The Lua peer learns the same token as verified (its cache, filled at start).
+BENCH_TOKEN="$TOKEN" $PROXY_CPU nginx -c "$RUN/nginx-lua.conf" -p "$RUN" & LUA=$!; PIDS+=($LUA)
+wait_port 19005
+status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19005/)
+[ "$status" = 200 ] || { echo "the Lua peer refused the bench token ($status)"; cat "$RUN/nginx-lua-error.log"; exit 1; }
 
 if [ "${DEVICES:-0}" = 1 ]; then
   # Requests/s as registered devices grow to a million (bench/devices.py).
@@ -158,7 +164,8 @@ if [ "${OPENLOOP:-0}" = 1 ]; then
     "upstream direct|-|http://127.0.0.1:19000/|"
     "nginx|$NGINX|http://127.0.0.1:19001/|"
     "haproxy|$HAPROXY|http://127.0.0.1:19002/|"
-    "bare pingora (no checks)|$BARE|http://127.0.0.1:19004/|"
+    "bare hyper (no checks)|$BARE|http://127.0.0.1:19004/|"
+    "nginx+lua peer (same checks)|$LUA|http://127.0.0.1:19005/|token"
     "sekisho full rules|$SEKISHO|http://127.0.0.1:19003/|token"
   )
   ROWS="$RUN/openloop.tsv"
@@ -196,7 +203,8 @@ CASES=(
   "upstream direct|-|wrk|http://127.0.0.1:19000/|"
   "nginx|$NGINX|wrk|http://127.0.0.1:19001/|"
   "haproxy|$HAPROXY|wrk|http://127.0.0.1:19002/|"
-  "bare pingora (no checks)|$BARE|wrk|http://127.0.0.1:19004/|"
+  "bare hyper (no checks)|$BARE|wrk|http://127.0.0.1:19004/|"
+  "nginx+lua peer (same checks)|$LUA|wrk|http://127.0.0.1:19005/|token"
   "sekisho full rules|$SEKISHO|wrk|http://127.0.0.1:19003/|token"
   "sekisho deny (block page)|$SEKISHO|wrk|http://127.0.0.1:19003/|"
   "nginx TLS|$NGINX|wrk|https://127.0.0.1:19441/|"

@@ -178,5 +178,36 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(micro, benches);
+/// The audit writer thread's extra work per line (sealing into the hash
+/// chain), against what the request path pays (serialising the record).
+fn audit_benches(c: &mut Criterion) {
+    use std::borrow::Cow;
+    let record = sekisho::control::audit::RequestRecord {
+        time: "2026-11-22T10:00:00.123456789+09:00".into(),
+        request_id: Cow::Borrowed("1a2b3c4d-1f"),
+        user: Some(Cow::Borrowed("tanaka")),
+        device: Some(Cow::Borrowed("tanaka-pc")),
+        client: Some("10.1.2.3".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())),
+        host: Cow::Borrowed("abiko.cybozu.com"),
+        method: Cow::Borrowed("GET"),
+        path: Cow::Borrowed("/k/v1/records.json"),
+        decision: Cow::Borrowed("allow"),
+        reason: None,
+        rule: None,
+        profile: Some(Cow::Borrowed("abiko-kintone")),
+        status: 200,
+        upstream_status: Some(200),
+        latency_ms: 3.25,
+    };
+    let line = serde_json::to_string(&record).unwrap_or_default();
+    c.bench_function("audit: serialise a record (request path)", |b| {
+        b.iter(|| black_box(serde_json::to_string(black_box(&record))))
+    });
+    let prev = [7u8; 32];
+    c.bench_function("audit: seal a line into the chain (writer thread)", |b| {
+        b.iter(|| black_box(sekisho::control::chain::seal(&prev, 12345, "gw-1", black_box(&line))))
+    });
+}
+
+criterion_group!(micro, audit_benches, benches);
 criterion_main!(micro);

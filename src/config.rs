@@ -27,6 +27,39 @@ pub struct Config {
     /// against the store for this long.
     pub state_max_age: std::time::Duration,
     pub limits: Limits,
+    /// Names this gateway in every audit line (`[gateway] replica_id`,
+    /// default the host name), so files of several gateways can be merged.
+    pub replica_id: String,
+    pub audit: AuditConfig,
+    pub clock: ClockConfig,
+}
+
+/// Rotation, retention and signing of the request audit trail (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Rotate once the active file reaches this many bytes.
+    pub rotate_bytes: u64,
+    /// Rotate when the date changes in Asia/Tokyo.
+    pub rotate_daily: bool,
+    /// Delete rotated files (and their digests) older than this; `None` keeps them.
+    pub retention_days: Option<u32>,
+    /// gzip rotated files.
+    pub compress: bool,
+    /// The Ed25519 key that signs digests and checkpoints (created on first start, 0600).
+    pub signing_key: PathBuf,
+    /// A signed checkpoint of the chain head at most this often while lines are written.
+    pub checkpoint_secs: u32,
+}
+
+/// The clock check (`[clock]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockConfig {
+    /// An NTP server (`host:port`, port 123 if omitted) to measure the offset against.
+    pub ntp_server: Option<String>,
+    /// An offset above this is an error in `sekisho doctor`.
+    pub max_offset_ms: u32,
+    /// Refuse to start when the offset could be measured and is above `max_offset_ms`.
+    pub refuse_start: bool,
 }
 
 /// Rate limits (governor, per key, with a burst of twice the rate).
@@ -54,10 +87,14 @@ pub struct Limits {
     /// before it is answered 408 (a body trickled to hold an upstream).
     #[serde(default = "default_header_timeout")]
     pub body_idle_secs: NonZeroU32,
-    /// Bytes per second a client must read answers at (judged over 10 s
-    /// while the gateway waits to write), or it is cut (slow read).
+    /// Bytes per second a client must read answers at (judged over
+    /// `send_window_secs` while the gateway waits to write), or it is cut
+    /// (slow read).
     #[serde(default = "default_min_send_rate")]
     pub min_send_rate: NonZeroU32,
+    /// The window over which `min_send_rate` is judged.
+    #[serde(default = "default_send_window")]
+    pub send_window_secs: NonZeroU32,
 }
 
 impl Default for Limits {
@@ -70,6 +107,7 @@ impl Default for Limits {
             header_timeout_secs: default_header_timeout(),
             body_idle_secs: default_header_timeout(),
             min_send_rate: default_min_send_rate(),
+            send_window_secs: default_send_window(),
         }
     }
 }
@@ -88,6 +126,10 @@ fn default_admin_failures() -> NonZeroU32 {
 
 fn default_connections_per_client() -> NonZeroU32 {
     NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_send_window() -> NonZeroU32 {
+    NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_min_send_rate() -> NonZeroU32 {
@@ -126,6 +168,8 @@ pub struct AdminConfig {
     /// Serve the admin API over HTTPS with this certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub console: ConsoleConfig,
+    /// The operator accepted plain HTTP on a non-loopback admin address.
+    pub insecure_plain_http: bool,
 }
 
 /// The browser console on the admin listener (`/console/`).
@@ -147,10 +191,6 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig { enabled: true, idle_secs: default_console_idle(), max_secs: default_console_max() }
     }
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_console_idle() -> NonZeroU32 {
@@ -248,6 +288,59 @@ struct RawConfig {
     demo: Option<RawDemo>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    clock: RawClock,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_rotate_bytes")]
+    rotate_bytes: u64,
+    #[serde(default = "default_true")]
+    rotate_daily: bool,
+    retention_days: Option<NonZeroU32>,
+    #[serde(default = "default_true")]
+    compress: bool,
+    signing_key: Option<PathBuf>,
+    #[serde(default = "default_checkpoint")]
+    checkpoint_secs: NonZeroU32,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            rotate_bytes: default_rotate_bytes(),
+            rotate_daily: true,
+            retention_days: None,
+            compress: true,
+            signing_key: None,
+            checkpoint_secs: default_checkpoint(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    ntp_server: Option<String>,
+    max_offset_ms: Option<NonZeroU32>,
+    #[serde(default)]
+    refuse_start: bool,
+}
+
+fn default_rotate_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_checkpoint() -> NonZeroU32 {
+    NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -264,6 +357,7 @@ struct RawGateway {
     keepalive_secs: u64,
     #[serde(default = "default_state_max_age")]
     state_max_age_secs: std::num::NonZeroU32,
+    replica_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +383,8 @@ struct RawAdmin {
     tls: Option<RawAdminTls>,
     #[serde(default)]
     console: ConsoleConfig,
+    #[serde(default)]
+    insecure_plain_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -334,11 +430,16 @@ impl RawConfig {
         if g.threads == 0 || g.threads > 256 {
             return Err(format!("[gateway] `threads` must be 1..=256, not `{}`", g.threads));
         }
+        check_admin_exposure(&self.admin)?;
         let tokens = self.admin.tokens.into_iter().map(convert_token).collect::<Result<Vec<_>, _>>()?;
         if tokens.is_empty() && self.admin.bootstrap_token_file.is_none() {
             return Err("[admin] needs `tokens` or a `bootstrap_token_file`".into());
         }
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let replica_id = replica_id(g.replica_id)?;
+        let data_dir = at(g.data_dir);
+        let audit = convert_audit(self.audit, &data_dir, &at)?;
+        let clock = convert_clock(self.clock)?;
         let device_cert_days = self.tls.device_cert_days.unwrap_or(365);
         if !(1..=825).contains(&device_cert_days) {
             return Err(format!("[tls] `device_cert_days` must be 1..=825, not `{device_cert_days}`"));
@@ -352,7 +453,10 @@ impl RawConfig {
             https: g.https,
             http: g.http,
             threads: g.threads,
-            data_dir: at(g.data_dir),
+            data_dir,
+            replica_id,
+            audit,
+            clock,
             rules_dir: at(g.rules_dir),
             audit_log: at(g.audit_log),
             keepalive_secs: g.keepalive_secs,
@@ -372,10 +476,71 @@ impl RawConfig {
                 bootstrap_token_file: self.admin.bootstrap_token_file.map(at),
                 tls: self.admin.tls.map(|t| (at(t.cert), at(t.key))),
                 console: self.admin.console,
+                insecure_plain_http: self.admin.insecure_plain_http,
             },
             demo_upstream: self.demo.map(|d| d.upstream),
         })
     }
+}
+
+/// Bearer tokens in clear on a network: refused unless the operator said so.
+fn check_admin_exposure(admin: &RawAdmin) -> Result<(), String> {
+    if admin.tls.is_none() && !admin.listen.ip().is_loopback() && !admin.insecure_plain_http {
+        return Err(format!(
+            "[admin] `listen = \"{}\"` is reachable from the network without TLS: admin tokens would cross it in clear; \
+             add [admin.tls] with `cert` and `key`, listen on 127.0.0.1, or set `insecure_plain_http = true` \
+             if a TLS proxy on this host terminates it",
+            admin.listen
+        ));
+    }
+    Ok(())
+}
+
+/// The replica name in every audit line: given, or the host name.
+fn replica_id(given: Option<String>) -> Result<String, String> {
+    let id = match given {
+        Some(id) => id,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "sekisho".to_owned()),
+    };
+    let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        return Err(format!("[gateway] `replica_id` `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"));
+    }
+    Ok(id)
+}
+
+fn convert_audit(raw: RawAudit, data_dir: &Path, at: &dyn Fn(PathBuf) -> PathBuf) -> Result<AuditConfig, String> {
+    if raw.rotate_bytes < 4096 {
+        return Err(format!("[audit] `rotate_bytes` must be at least 4096, not `{}`", raw.rotate_bytes));
+    }
+    Ok(AuditConfig {
+        rotate_bytes: raw.rotate_bytes,
+        rotate_daily: raw.rotate_daily,
+        retention_days: raw.retention_days.map(NonZeroU32::get),
+        compress: raw.compress,
+        signing_key: raw.signing_key.map_or_else(|| data_dir.join("audit-signing.key"), at),
+        checkpoint_secs: raw.checkpoint_secs.get(),
+    })
+}
+
+fn convert_clock(raw: RawClock) -> Result<ClockConfig, String> {
+    if raw.refuse_start && raw.ntp_server.is_none() {
+        return Err("[clock] `refuse_start = true` needs an `ntp_server` to measure the clock against".into());
+    }
+    if let Some(server) = &raw.ntp_server {
+        if server.is_empty() || server.contains(char::is_whitespace) {
+            return Err(format!("[clock] `ntp_server` `{server}` must be a host or host:port"));
+        }
+    }
+    Ok(ClockConfig {
+        ntp_server: raw.ntp_server,
+        max_offset_ms: raw.max_offset_ms.map_or(1000, NonZeroU32::get),
+        refuse_start: raw.refuse_start,
+    })
 }
 
 fn convert_token(t: RawToken) -> Result<AdminToken, String> {

@@ -14,6 +14,7 @@
 //! `device` is the only direction in which they depend on each other.
 
 pub mod admin_client;
+pub mod audit_cli;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -22,6 +23,8 @@ pub mod gateway;
 pub mod handover;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod serve;
 pub mod shared;
+pub mod sntp;
 pub mod tls;

@@ -3,7 +3,7 @@
 //! prints a clear error and exits non-zero on failure; none panics.
 
 use sekisho::device::{agent, ca};
-use sekisho::{admin_client, config, serve, shared};
+use sekisho::{admin_client, audit_cli, config, serve, shared};
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -37,6 +37,13 @@ enum Command {
     },
     /// Validate the configuration and every rules file without serving.
     CheckConfig,
+    /// Check this gateway host: configuration, certificates, store, audit
+    /// log, upstreams, clock. Exits non-zero when any check fails.
+    Doctor {
+        /// The findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the SHA-256 of an admin token read from standard input, for `sekisho.toml`.
     HashToken,
     /// Administer a running gateway through its admin API.
@@ -47,6 +54,9 @@ enum Command {
     /// The device CA for client certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The audit trail: verify it, query it, export the signing public key.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -61,10 +71,12 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve { upgrade: false }) {
         Command::Serve { upgrade } => serve::run(&cli.config, upgrade).map_err(|e| e.to_string()),
         Command::CheckConfig => check_config(&cli.config),
+        Command::Doctor { json } => doctor(&cli.config, json),
         Command::HashToken => hash_token(),
         Command::Admin(args) => admin_client::run(args, &cli.config),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Ca(CaCommand::Init) => ca_init(&cli.config),
+        Command::Audit(cmd) => audit_cli::run(cmd, &cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +96,19 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
     }
     println!("ok: {} is valid", path.display());
     Ok(())
+}
+
+fn doctor(path: &std::path::Path, json: bool) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let report = runtime.block_on(sekisho::control::doctor::run(path));
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+        false => print!("{}", report.render()),
+    }
+    match report.worst() {
+        sekisho::control::doctor::Level::Error => Err("doctor found errors (FAIL above)".into()),
+        _ => Ok(()),
+    }
 }
 
 fn ca_init(path: &std::path::Path) -> Result<(), String> {

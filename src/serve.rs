@@ -41,6 +41,10 @@ pub enum StartError {
     Handover(std::io::Error),
     #[error("`{0}`: {1}")]
     Io(String, std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::control::audit::AuditError),
+    #[error("{0}")]
+    Clock(String),
 }
 
 /// How long a new process waits for the running one's sockets.
@@ -50,15 +54,18 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(60);
 /// running process (sent when it gets SIGQUIT); without, they are bound here.
 pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
     let config = Config::load(config_path)?;
+    crate::control::doctor::clock_at_start(&config.clock).map_err(StartError::Clock)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
     let tokens = admin_tokens(&config)?;
     let server_tls = server_tls(&config)?;
     let (rules, upstreams) = load_rules(&config.rules_dir)?;
     let store = Store::open(&config.data_dir.join("state.sqlite3"))?;
     let (state, version) = store.load_versioned()?;
-    let audit = Arc::new(
-        AuditLog::open(&config.audit_log).map_err(|e| StartError::Io(config.audit_log.display().to_string(), e))?,
-    );
+    let audit = Arc::new(AuditLog::open(crate::control::audit::AuditSettings {
+        path: config.audit_log.clone(),
+        replica: config.replica_id.clone(),
+        keep: config.audit.clone(),
+    })?);
     let shared = Arc::new(Shared::new(rules, upstreams, state));
     let writer = Arc::new(Writer::new(store, shared.clone(), version));
     let metrics = Arc::new(Metrics::default());
@@ -103,13 +110,20 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         server_ca_der,
         enrollments: std::sync::Mutex::default(),
         console: crate::control::console::Console::new(&config.admin.console, config.admin.tls.is_some()),
+        health: Arc::default(),
     });
     announce(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartError::Io("runtime".into(), e))?;
-    let control = Control { admin, admin_listener: sockets.admin, admin_tls, demo_listener: sockets.demo };
+    let control = Control {
+        admin,
+        admin_listener: sockets.admin,
+        admin_tls,
+        demo_listener: sockets.demo,
+        doctor: config.clone(),
+    };
     runtime.block_on(control.run(upgrade, &handover_path, &kept, running));
     audit.close();
     Ok(())
@@ -125,7 +139,7 @@ fn settings(config: &Config) -> Settings {
         body_idle: Duration::from_secs(config.limits.body_idle_secs.get().into()),
         state_max_age: config.state_max_age,
         min_send_rate: config.limits.min_send_rate.get().into(),
-        send_window: Duration::from_secs(10),
+        send_window: Duration::from_secs(config.limits.send_window_secs.get().into()),
         connections_per_client: config.limits.connections_per_client.get(),
         wire: crate::gateway::wire::Limits::default(),
     }
@@ -181,6 +195,8 @@ struct Control {
     admin_listener: Option<TcpListener>,
     admin_tls: Option<tokio_rustls::TlsAcceptor>,
     demo_listener: Option<TcpListener>,
+    /// For the periodic health checks (`sekisho doctor` in the gateway).
+    doctor: Config,
 }
 
 impl Control {
@@ -195,6 +211,7 @@ impl Control {
             }
         }
         tokio::spawn(watch_state(self.admin.clone(), shutdown.clone()));
+        self.operations();
         let admin_api = self.admin_listener.and_then(to_tokio).map(|l| {
             tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()))
         });
@@ -204,11 +221,30 @@ impl Control {
         tokio::spawn(reload_on_hangup(self.admin.clone(), shutdown.clone()));
         tokio::spawn(prune_limits(self.admin.clone(), shutdown));
         wait_for_stop(handover, kept).await;
+        crate::notify::send("STOPPING=1");
         let _ = stop.send(true);
         let drained = tokio::task::spawn_blocking(move || running.drain(crate::gateway::conn::DRAIN_GRACE));
         let _ = drained.await;
         if let Some(api) = admin_api {
             let _ = api.await;
+        }
+    }
+}
+
+impl Control {
+    /// What operators and systemd see: the audit log reopened on SIGUSR1,
+    /// the periodic health checks, sd_notify readiness and the watchdog
+    /// (pinged while requests can be judged and recorded).
+    fn operations(&self) {
+        tokio::spawn(crate::control::audit::reopen_on_signal(self.admin.audit.clone()));
+        let every = Duration::from_secs(300);
+        tokio::spawn(crate::control::doctor::watch(self.doctor.clone(), self.admin.health.clone(), every));
+        // Every socket is bound and listening, and the workers run.
+        crate::notify::ready();
+        if let Some(every) = crate::notify::watchdog_interval() {
+            let (admin, max_age) = (self.admin.clone(), self.doctor.state_max_age);
+            let healthy = move || admin.audit.healthy() && admin.shared.fresh(chrono::Utc::now(), max_age);
+            tokio::spawn(crate::notify::watchdog(every, healthy));
         }
     }
 }
@@ -256,10 +292,12 @@ async fn reload_on_hangup(admin: Arc<Admin>, mut shutdown: tokio::sync::watch::R
             source: "local".into(),
             approver: None,
         };
+        crate::notify::reloading();
         match admin.writer.reload_rules(&admin.rules_dir, entry).await {
             Ok(n) => log::warn!("rules reloaded on SIGHUP: {n} profiles"),
             Err(e) => log::error!("rules not reloaded on SIGHUP, the running rules stay: {e}"),
         }
+        crate::notify::send("READY=1");
     }
 }
 

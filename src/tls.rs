@@ -29,6 +29,9 @@ pub enum TlsError {
     Config(String),
 }
 
+/// Days the development server certificate is valid (under the 398-day browser limit).
+pub const DEV_LEAF_DAYS: i64 = 397;
+
 /// Names the development server certificate covers.
 const DEV_NAMES: [&str; 4] = ["localhost", "demo.localhost", "127.0.0.1", "::1"];
 
@@ -45,6 +48,12 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     let mut server = CertificateParams::new(DEV_NAMES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
     server.distinguished_name.push(DnType::CommonName, "localhost");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // An ECDSA server key only signs handshakes; browsers cap a leaf at
+    // 398 days (CA/Browser Forum), so the development leaf lives 397.
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let (from, until) = (Utc::now().date_naive(), Utc::now().date_naive() + Duration::days(DEV_LEAF_DAYS));
+    server.not_before = rcgen::date_time_ymd(from.year(), from.month() as u8, from.day() as u8);
+    server.not_after = rcgen::date_time_ymd(until.year(), until.month() as u8, until.day() as u8);
     let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key)?;
     write(&dir.join("dev-ca.pem"), ca_cert.pem().as_bytes(), 0o644)?;
     write(&dir.join("dev-ca.key"), ca_key.serialize_pem().as_bytes(), 0o600)?;
@@ -251,5 +260,29 @@ impl RouteTls {
         http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let pool = NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(RouteTls { any: Arc::new(any), http1: Arc::new(http1), pool })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+    #[test]
+    fn the_development_leaf_is_short_lived_and_only_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        assert!(super::ensure_dev_certs(&cert, &key).unwrap());
+        let pem = std::fs::read(&cert).unwrap();
+        let ders: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).map(Result::unwrap).collect();
+        let (_, leaf) = X509Certificate::from_der(ders[0].as_ref()).unwrap();
+        let v = leaf.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!(days <= 397, "{days}");
+        let ku = leaf.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_cert_sign() && !ku.key_encipherment());
+        let (_, ca) = X509Certificate::from_der(ders[1].as_ref()).unwrap();
+        let ku = ca.key_usage().unwrap().unwrap().value;
+        assert!(ku.key_cert_sign() && !ku.digital_signature());
     }
 }

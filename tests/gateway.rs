@@ -1048,3 +1048,32 @@ async fn kumamoto_art11_1_a_phone_enrolls_from_a_one_time_bundle_and_renews_befo
     let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
     assert!(!everything.contains(otp), "the one-time password is never logged");
 }
+
+/// A TLS scanner's finding: HTTPS answers, allowed or blocked, carry HSTS
+/// from the profile; plain HTTP answers never do.
+#[tokio::test]
+async fn https_answers_carry_strict_transport_security() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start(&up, &ws).await;
+    let p = gw.enrol("hana", Enrol::default()).await;
+    let allowed = gw.get_as(&p, "app.localhost", "/").await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["strict-transport-security"], "max-age=31536000");
+    let blocked = gw.client().get(gw.url("app.localhost", "/")).send().await.unwrap();
+    assert_eq!(blocked.status(), 403);
+    assert_eq!(blocked.headers()["strict-transport-security"], "max-age=31536000");
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/", gw.http))
+        .header("host", "app.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert!(!plain.headers().contains_key("strict-transport-security"));
+    // Turned off for one profile.
+    let text = std::fs::read_to_string(gw.path("rules/app.toml")).unwrap();
+    gw.write_rules("app.toml", &format!("{text}\n[hsts]\nmax_age_secs = 0\n"));
+    gw.admin("POST", "/v1/rules/reload", json!({"approver": "統括情報責任者", "reason": "hsts off"})).await;
+    let off = gw.get_as(&p, "app.localhost", "/").await;
+    assert!(!off.headers().contains_key("strict-transport-security"));
+}

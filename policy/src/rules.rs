@@ -62,6 +62,9 @@ pub struct Profile {
     pub apps: Option<AppRules>,
     /// Refuse request bodies that contain a 個人番号 (My Number), and how.
     pub my_number: Option<MyNumberRules>,
+    /// The `Strict-Transport-Security` value the gateway sends on HTTPS
+    /// answers (`[hsts]`); `None` sends none of its own.
+    pub hsts: Option<String>,
 }
 
 /// `[content]` My Number detection (Abiko 5.(2)).
@@ -428,6 +431,24 @@ struct RawFile {
     apps: Option<RawApps>,
     #[serde(default)]
     content: RawContent,
+    #[serde(default)]
+    hsts: Option<Spanned<RawHsts>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsts {
+    #[serde(default = "default_hsts_max_age")]
+    max_age_secs: u32,
+    #[serde(default)]
+    include_subdomains: bool,
+    #[serde(default)]
+    preload: bool,
+}
+
+/// One year: what scanners and the HSTS preload list ask for.
+fn default_hsts_max_age() -> u32 {
+    31_536_000
 }
 
 #[derive(Deserialize)]
@@ -696,11 +717,36 @@ impl RawFile {
             account: self.account.map(|a| convert_account(a, &err)).transpose()?,
             apps: self.apps.map(|a| convert_apps(a, &err)).transpose()?,
             my_number: convert_content(self.content).map_err(|m| err(0..0, m))?,
+            hsts: convert_hsts(self.hsts, &err)?,
         })
     }
 }
 
 type ErrAt<'a> = dyn Fn(std::ops::Range<usize>, String) -> RulesError + 'a;
+
+/// `[hsts]` to the header value; absent means one year, `max_age_secs = 0` none.
+fn convert_hsts(raw: Option<Spanned<RawHsts>>, err: &ErrAt<'_>) -> Result<Option<String>, RulesError> {
+    let Some(raw) = raw else { return Ok(Some(format!("max-age={}", default_hsts_max_age()))) };
+    let span = raw.span();
+    let h = raw.into_inner();
+    if h.preload && (!h.include_subdomains || h.max_age_secs < default_hsts_max_age()) {
+        return Err(err(
+            span,
+            "[hsts] `preload` needs `include_subdomains = true` and `max_age_secs` of at least 31536000".into(),
+        ));
+    }
+    if h.max_age_secs == 0 {
+        return Ok(None);
+    }
+    let mut value = format!("max-age={}", h.max_age_secs);
+    if h.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if h.preload {
+        value.push_str("; preload");
+    }
+    Ok(Some(value))
+}
 
 fn convert_route(r: RawRoute, err: &ErrAt<'_>) -> Result<Route, RulesError> {
     let host = r.host.get_ref().trim().to_ascii_lowercase();

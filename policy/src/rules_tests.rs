@@ -140,3 +140,24 @@ fn strip_port_keeps_only_the_host() {
         assert_eq!(super::strip_port(given), host, "{given}");
     }
 }
+
+#[test]
+fn hsts_is_one_year_by_default_and_configurable_per_profile() {
+    let cases: [(&str, Option<&str>); 5] = [
+        ("", Some("max-age=31536000")),
+        ("[hsts]\nmax_age_secs = 0\n", None),
+        ("[hsts]\nmax_age_secs = 600\n", Some("max-age=600")),
+        ("[hsts]\ninclude_subdomains = true\n", Some("max-age=31536000; includeSubDomains")),
+        (
+            "[hsts]\nmax_age_secs = 63072000\ninclude_subdomains = true\npreload = true\n",
+            Some("max-age=63072000; includeSubDomains; preload"),
+        ),
+    ];
+    for (extra, want) in cases {
+        let p = Profile::parse("demo.toml", &format!("{MINIMAL}{extra}")).unwrap();
+        assert_eq!(p.hsts.as_deref(), want, "{extra}");
+    }
+    let e = parse_err(&format!("{MINIMAL}[hsts]\npreload = true\n"));
+    assert!(e.contains("rules/x.toml:") && e.contains("preload"), "{e}");
+    assert!(parse_err(&format!("{MINIMAL}[hsts]\nmax_age = 5\n")).contains("max_age"));
+}

@@ -58,6 +58,8 @@ pub struct Admin {
     pub enrollments: std::sync::Mutex<HashMap<String, PendingEnrollment>>,
     /// The browser console served at `/console/` (sessions, last hour).
     pub console: crate::control::console::Console,
+    /// The latest in-gateway `doctor` checks, for `/metrics` and the status.
+    pub health: Arc<crate::control::doctor::Latest>,
 }
 
 /// A certificate just issued: everything the API answers once. The store
@@ -239,7 +241,10 @@ impl Admin {
         let caller = Caller::token(token, peer);
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
-            let text = self.metrics.render(age, self.shared.live_requests());
+            let mut text = self.metrics.render(age, self.shared.live_requests());
+            if let Some(report) = self.health.get() {
+                text.push_str(&report.prometheus());
+            }
             return reply_text(StatusCode::OK, text, "text/plain; version=0.0.4");
         }
         if method == Method::GET && path == "/v1/openapi.yaml" {
@@ -476,6 +481,8 @@ impl Admin {
                 "devices": snap.state.devices.len(),
                 "live_requests": self.shared.live_requests(),
                 "snapshot_built_at": snap.built_at,
+                "audit_log_writable": self.audit.healthy(),
+                "health": self.health.get().as_deref(),
             }),
         ))
     }

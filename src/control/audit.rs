@@ -1,14 +1,16 @@
 //! The request audit trail: one JSON line per request, allowed or denied,
 //! appended by a writer thread so the request path only formats and pushes
-//! onto a lock-free queue. The writer drains it every 10 ms and flushes each
-//! batch; closing the log drains the queue first, so no line is lost on
-//! shutdown. Values are JSON-escaped
-//! by serde, so client text cannot forge a line. It must never receive a
-//! token, key or My Number: callers pass only the fields below.
+//! onto a lock-free queue (`record`) and reads one flag (`healthy`). All
+//! the rest happens on the writer thread: sealing each line into the hash
+//! chain (`chain.rs`), signed checkpoints, rotation by size and by day,
+//! reopening after an external logrotate (SIGUSR1), signed digests of
+//! rotated files, gzip (on a helper thread) and retention. Closing the log
+//! drains the queue first, so no line is lost on shutdown or rotation.
+//! Values are JSON-escaped by serde, so client text cannot forge a line. It
+//! must never receive a token, key or My Number: callers pass only the
+//! fields below.
 
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +19,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-
 use serde::{Deserialize, Serialize};
+
+use crate::config::AuditConfig;
+use crate::control::trail_writer::Trail;
 
 /// One request's record. Borrows from the request where it can, so writing
 /// it costs one serialisation and no copies; read back, it owns its text.
@@ -41,14 +45,35 @@ pub struct RequestRecord<'a> {
     pub latency_ms: f64,
 }
 
+/// Where the trail goes and how it is kept.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The active file; rotated files sit beside it.
+    pub path: PathBuf,
+    /// Written into every line (`replica`).
+    pub replica: String,
+    pub keep: AuditConfig,
+}
+
 pub struct AuditLog {
     queue: Arc<ArrayQueue<String>>,
     closed: Arc<AtomicBool>,
     /// False while writing fails (disk full, file gone): the gateway then
     /// refuses requests it could not record.
     healthy: Arc<AtomicBool>,
+    /// Set by a reopen signal; the writer reopens the path at its next pass.
+    reopen: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    public_key: ed25519_dalek::VerifyingKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log `{0}`: {1}")]
+    Io(String, std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::control::chain::ChainError),
 }
 
 /// Lines buffered between writer passes (about ten seconds at 25k req/s).
@@ -58,18 +83,23 @@ const QUEUE: usize = 1 << 18;
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 impl AuditLog {
-    pub fn open(path: &Path) -> std::io::Result<AuditLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+    /// Opens (or continues) the trail at `settings.path`: the chain goes on
+    /// from the last line written, across restarts and rotations.
+    pub fn open(settings: AuditSettings) -> Result<AuditLog, AuditError> {
+        let path = settings.path.clone();
+        let shown = path.display().to_string();
+        let (trail, written) = Trail::open(settings)?;
+        let public_key = trail.public_key();
         let queue = Arc::new(ArrayQueue::new(QUEUE));
         let closed = Arc::new(AtomicBool::new(false));
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (q, c, h) = (queue.clone(), closed.clone(), healthy.clone());
-        let writer =
-            std::thread::Builder::new().name("sekisho-audit".into()).spawn(move || write_loop(file, &q, &c, &h))?;
-        Ok(AuditLog { queue, closed, healthy, writer: Mutex::new(Some(writer)), path: path.to_owned() })
+        let healthy = Arc::new(AtomicBool::new(written));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (q, c, h, r) = (queue.clone(), closed.clone(), healthy.clone(), reopen.clone());
+        let writer = std::thread::Builder::new()
+            .name("sekisho-audit".into())
+            .spawn(move || write_loop(trail, &q, &c, &h, &r))
+            .map_err(|e| AuditError::Io(shown, e))?;
+        Ok(AuditLog { queue, closed, healthy, reopen, writer: Mutex::new(Some(writer)), path, public_key })
     }
 
     /// Queues one record. When the queue is full (the disk stalls) the
@@ -92,7 +122,24 @@ impl AuditLog {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Stops the writer after it wrote everything queued, and waits for it.
+    /// Asks the writer to close the file and open the path again (after an
+    /// external tool such as logrotate renamed it). Returns at once.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    /// The key that signs digests and checkpoints, for auditors.
+    pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.public_key
+    }
+
+    /// The active file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after it wrote everything queued, and waits for it
+    /// (and for any compression still running).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
@@ -100,10 +147,18 @@ impl AuditLog {
             let _ = w.join();
         }
     }
+}
 
-    /// The file the trail is written to (read by `audit_search`).
-    pub fn path(&self) -> &Path {
-        &self.path
+/// Reopens the trail on every SIGUSR1 (for logrotate's `postrotate`); SIGHUP
+/// stays the rules reload. Runs until the runtime stops.
+pub async fn reopen_on_signal(audit: Arc<AuditLog>) {
+    let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+        log::error!("cannot listen for SIGUSR1: the audit log will not reopen on signal");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        log::warn!("SIGUSR1: reopening the audit log {}", audit.path.display());
+        audit.reopen();
     }
 }
 
@@ -130,8 +185,13 @@ impl RequestRecord<'_> {
     }
 }
 
-fn write_loop(file: File, queue: &ArrayQueue<String>, closed: &AtomicBool, healthy: &AtomicBool) {
-    let mut out = BufWriter::with_capacity(256 << 10, file);
+fn write_loop(
+    mut trail: Trail,
+    queue: &ArrayQueue<String>,
+    closed: &AtomicBool,
+    healthy: &AtomicBool,
+    reopen: &AtomicBool,
+) {
     loop {
         // Read the flag before draining so nothing queued before close is missed.
         let last = closed.load(Ordering::Acquire);
@@ -139,10 +199,12 @@ fn write_loop(file: File, queue: &ArrayQueue<String>, closed: &AtomicBool, healt
         let mut ok = true;
         while let Some(line) = queue.pop() {
             wrote = true;
-            ok &= out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).is_ok();
+            ok &= trail.append(&line).is_ok();
+            // A full file rotates between two lines, even within a burst.
+            trail.rotate_if_full();
         }
         if wrote {
-            ok &= out.flush().is_ok();
+            ok &= trail.flush().is_ok();
             // Log only the transitions, not every failed pass.
             if healthy.swap(ok, Ordering::AcqRel) != ok {
                 match ok {
@@ -151,11 +213,13 @@ fn write_loop(file: File, queue: &ArrayQueue<String>, closed: &AtomicBool, healt
                 }
             }
         }
+        // Rotation and reopening happen between batches, on this thread
+        // only: every line lands in exactly one file.
+        trail.housekeeping(reopen.swap(false, Ordering::AcqRel), last);
         if last {
             break;
         }
         std::thread::sleep(DRAIN_EVERY);
     }
-    let _ = out.flush();
-    let _ = out.get_ref().sync_all();
+    trail.finish();
 }

@@ -185,6 +185,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("devices", "cert_sha256", "TEXT"),
     ("devices", "posture_at", "INTEGER"),
     ("admin_audit", "approver", "TEXT"),
+    ("admin_audit", "chain", "TEXT"),
     ("devices", "exception_reason", "TEXT"),
     ("devices", "exception_by", "TEXT"),
     ("users", "department", "TEXT"),
@@ -213,7 +214,7 @@ const GLOBAL: &str = "*";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -233,6 +234,15 @@ impl Store {
         if !grants_v2 {
             conn.execute_batch(OVERTIME_V2)?;
         }
+        chain_unchained(&mut conn)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Opens an existing store read only, without creating or migrating
+    /// anything (`sekisho doctor`, run by an operator beside the gateway).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -276,8 +286,37 @@ impl Store {
     /// Records an admin action that changes no state (a rules reload).
     pub fn record(&self, audit: &AuditEntry) -> Result<(), StoreError> {
         require_reason(audit)?;
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Walks the admin records' hash chain in id order. Returns how many
+    /// records were checked, or the first record whose hash does not follow
+    /// from the one before it (changed, removed before it, or inserted).
+    pub fn verify_audit_chain(&self) -> Result<Result<u64, i64>, StoreError> {
         let conn = self.lock()?;
-        insert_audit(&conn, audit)
+        let mut stmt = conn.prepare(
+            "SELECT id, time, actor, action, target, reason, source, approver, chain FROM admin_audit ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let (mut prev, mut n) = (crate::control::chain::GENESIS, 0u64);
+        while let Some(r) = rows.next()? {
+            let (id, fields, approver, stated) = audit_row(r)?;
+            let link = crate::control::chain::admin_link(
+                &prev,
+                id,
+                fields.each_ref().map(String::as_str),
+                approver.as_deref(),
+            );
+            if stated.as_deref().and_then(crate::config::decode_sha256) != Some(link) {
+                return Ok(Err(id));
+            }
+            (prev, n) = (link, n + 1);
+        }
+        Ok(Ok(n))
     }
 
     /// Admin audit records matching `filter`, newest first.
@@ -334,21 +373,65 @@ fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {
     }
 }
 
-fn insert_audit(conn: &Connection, audit: &AuditEntry) -> Result<(), StoreError> {
-    conn.execute(
+/// Inserts an admin record chained to the last one (same transaction as its change).
+fn insert_audit(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), StoreError> {
+    let prev: Option<String> =
+        tx.query_row("SELECT chain FROM admin_audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).optional()?.flatten();
+    let prev = prev.as_deref().and_then(crate::config::decode_sha256).unwrap_or(crate::control::chain::GENESIS);
+    let time = audit.time.to_rfc3339();
+    tx.execute(
         "INSERT INTO admin_audit (time, actor, action, target, reason, source, approver)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            audit.time.to_rfc3339(),
-            audit.actor,
-            audit.action,
-            audit.target,
-            audit.reason,
-            audit.source,
-            audit.approver
-        ],
+        params![time, audit.actor, audit.action, audit.target, audit.reason, audit.source, audit.approver],
     )?;
+    let id = tx.last_insert_rowid();
+    let fields = [time.as_str(), &audit.actor, &audit.action, &audit.target, &audit.reason, &audit.source];
+    let link = crate::control::chain::admin_link(&prev, id, fields, audit.approver.as_deref());
+    tx.execute("UPDATE admin_audit SET chain = ?2 WHERE id = ?1", params![id, crate::config::hex(&link)])?;
     Ok(())
+}
+
+/// Records written before the chain existed are chained once, in id order,
+/// when an older store is opened (the chain then vouches for them from
+/// that moment on, not from when they were written).
+fn chain_unchained(conn: &mut Connection) -> Result<(), StoreError> {
+    let unchained: i64 = conn.query_row("SELECT count(*) FROM admin_audit WHERE chain IS NULL", [], |r| r.get(0))?;
+    if unchained == 0 {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let mut links = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT id, time, actor, action, target, reason, source, approver, chain FROM admin_audit ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = crate::control::chain::GENESIS;
+        while let Some(r) = rows.next()? {
+            let (id, fields, approver, stated) = audit_row(r)?;
+            prev = match stated.as_deref().and_then(crate::config::decode_sha256) {
+                Some(kept) => kept,
+                None => {
+                    let fields = fields.each_ref().map(String::as_str);
+                    let link = crate::control::chain::admin_link(&prev, id, fields, approver.as_deref());
+                    links.push((id, link));
+                    link
+                }
+            };
+        }
+    }
+    for (id, link) in links {
+        tx.execute("UPDATE admin_audit SET chain = ?2 WHERE id = ?1", params![id, crate::config::hex(&link)])?;
+    }
+    tx.commit()?;
+    log::warn!("admin audit: {unchained} record(s) written before the hash chain were chained now");
+    Ok(())
+}
+
+type AuditRow = (i64, [String; 6], Option<String>, Option<String>);
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?], r.get(7)?, r.get(8)?))
 }
 
 fn write_change(tx: &rusqlite::Transaction<'_>, change: Change) -> Result<Change, StoreError> {

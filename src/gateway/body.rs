@@ -110,6 +110,9 @@ pub struct ReqBody {
     inspection: Option<Inspection>,
     /// A low-confidence number passed: recorded (without the number).
     pub note: Rc<Cell<Option<&'static str>>>,
+    /// When the whole body had been handed on: the upstream's time to
+    /// answer runs from there, not while the client is still sending.
+    pub sent: Rc<Cell<Option<Instant>>>,
     held: BytesMut,
     released: bool,
     /// Set once the body ended; the frame that ends it is emitted first.
@@ -129,12 +132,14 @@ impl ReqBody {
         recheck: Option<Rc<Recheck>>,
         outcome: BodyOutcome,
     ) -> ReqBody {
+        let sent = Rc::new(Cell::new(http_body::Body::is_end_stream(&inner).then(Instant::now)));
         ReqBody {
             inner,
             scanner: sekisho_policy::engine::body_scanner(&profile),
             profile,
             inspection,
             note: Rc::default(),
+            sent,
             held: BytesMut::new(),
             released: false,
             done: false,
@@ -238,6 +243,9 @@ impl Body for ReqBody {
                 Err(deny) => return this.fail(BodyEnd::Refused(deny)),
                 Ok(out) => {
                     this.done = end;
+                    if end {
+                        this.sent.set(Some(Instant::now()));
+                    }
                     match out {
                         Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         _ if end => return Poll::Ready(None),
@@ -278,6 +286,16 @@ struct Streamed {
     /// The upstream must send each next chunk within this (the route's timeout).
     read_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Drop for Streamed {
+    /// The server stops polling once the body says it ended, so the upstream
+    /// connection goes back here, if and only if its answer was read whole.
+    fn drop(&mut self) {
+        if let Some(lent) = self.lent.take().filter(|_| self.inner.is_end_stream()) {
+            self.worker.pool.give_back(lent);
+        }
+    }
 }
 
 impl ResBody {
@@ -342,12 +360,7 @@ impl Body for ResBody {
                 }
                 Poll::Ready(Some(Err(BodyError)))
             }
-            Poll::Ready(None) => {
-                if let Some(lent) = s.lent.take() {
-                    s.worker.pool.give_back(lent);
-                }
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // Waiting on the upstream: a change of state must still end
                 // this at once, and a silent upstream within the route's timeout.

@@ -113,10 +113,14 @@ async fn serve(
     worker.open.set(worker.open.get() + 1);
     let _open = Open(worker.clone());
     let _ = tcp.set_nodelay(true);
+    let socket = handle_of(&tcp);
     let clock = Arc::new(ConnClock::new());
     let acceptor = match (&gateway.tls, tls) {
         (Some(acceptor), true) => acceptor.clone(),
-        _ => return http1(worker, tcp, peer, false, None, clock, drain).await,
+        _ => {
+            let conn = Rc::new(Conn { worker, clock, peer, tls: false, client_cert: None });
+            return http1(conn, tcp, socket, drain).await;
+        }
     };
     let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
@@ -129,10 +133,12 @@ async fn serve(
     };
     let session = &stream.get_ref().1;
     let cert = session.peer_certificates().and_then(|c| c.first()).map(|c| <[u8; 32]>::from(Sha256::digest(c)));
-    if session.alpn_protocol() == Some(b"h2") {
-        http2(worker, stream, peer, cert, clock, drain).await;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let conn = Rc::new(Conn { worker, clock, peer, tls: true, client_cert: cert });
+    if h2 {
+        http2(conn, stream, socket, drain).await;
     } else {
-        http1(worker, stream, peer, true, cert, clock, drain).await;
+        http1(conn, stream, socket, drain).await;
     }
 }
 
@@ -146,34 +152,45 @@ fn deadlines(worker: &Worker) -> Deadlines {
     }
 }
 
-fn count_cut(worker: &Rc<Worker>) -> impl FnOnce(Cut) + Send + 'static {
+/// Counts a deadline's cut; a slow reader's socket is reset, so what the
+/// kernel still holds for it is dropped rather than trickled out for hours.
+fn on_cut(worker: &Rc<Worker>, socket: Option<socket2::Socket>) -> impl FnOnce(Cut) + Send + 'static {
     let metrics = worker.gateway.metrics.clone();
     move |cut| match cut {
         Cut::HeaderTimeout => metrics.header_timeout(),
-        Cut::SlowReader => metrics.slow_reader(),
+        Cut::SlowReader => {
+            metrics.slow_reader();
+            if let Some(s) = socket {
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
+        }
         Cut::Idle => {}
     }
 }
 
+/// A second handle on the client socket, for resetting it on a cut.
+fn handle_of(tcp: &tokio::net::TcpStream) -> Option<socket2::Socket> {
+    use std::os::fd::AsFd as _;
+    tcp.as_fd().try_clone_to_owned().ok().map(socket2::Socket::from)
+}
+
 async fn http1<S>(
-    worker: Rc<Worker>,
+    conn: Rc<Conn>,
     stream: S,
-    peer: SocketAddr,
-    tls: bool,
-    client_cert: Option<[u8; 32]>,
-    clock: Arc<ConnClock>,
+    socket: Option<socket2::Socket>,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let worker = conn.worker.clone();
     let last_word = {
-        let (gateway, clock) = (worker.gateway.clone(), clock.clone());
+        let (gateway, clock, peer) = (worker.gateway.clone(), conn.clock.clone(), conn.peer);
         Box::new(move |v: Violation, line: Option<(&[u8], &[u8])>| refuse_wire(&gateway, &clock, peer, v, line))
     };
     let limits = worker.gateway.settings.wire;
-    let seen = clock.clone();
-    let io = ClientIo::http1(stream, clock.clone(), deadlines(&worker), limits, last_word).on_cut(count_cut(&worker));
-    let conn = Rc::new(Conn { worker: worker.clone(), clock, peer, tls, client_cert });
+    let seen = conn.clock.clone();
+    let io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
+        .on_cut(on_cut(&worker, socket));
     let service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -207,17 +224,14 @@ async fn http1<S>(
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 async fn http2<S>(
-    worker: Rc<Worker>,
+    conn: Rc<Conn>,
     stream: S,
-    peer: SocketAddr,
-    client_cert: Option<[u8; 32]>,
-    clock: Arc<ConnClock>,
+    socket: Option<socket2::Socket>,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let io = ClientIo::http2(stream, clock.clone(), deadlines(&worker)).on_cut(count_cut(&worker));
-    let conn = Rc::new(Conn { worker: worker.clone(), clock, peer, tls: true, client_cert });
+    let io = ClientIo::http2(stream, conn.clock.clone(), deadlines(&conn.worker)).on_cut(on_cut(&conn.worker, socket));
     let service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder

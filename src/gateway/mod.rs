@@ -11,6 +11,7 @@ pub mod admission;
 pub mod body;
 pub mod conn;
 pub mod exchange;
+pub mod headers;
 pub mod io;
 pub mod pages;
 pub mod request;

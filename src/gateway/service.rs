@@ -70,10 +70,16 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
     let mut x = Exchange::new(conn.worker.gateway.clone(), conn.clock.clone(), parts.method.clone());
     let snap = conn.worker.gateway.shared.snapshot_full();
     let verdict = judge(&conn, &parts, &snap, &mut x);
-    match verdict {
-        Err(refusal) => Ok(refuse(&parts, x, &refusal)),
-        Ok(allowed) => Ok(forward(&conn, &mut parts, body, x, allowed, &snap).await),
+    let hsts =
+        crate::gateway::headers::hsts(x.profile.as_deref(), conn.tls).and_then(|v| HeaderValue::from_str(v).ok());
+    let mut resp = match verdict {
+        Err(refusal) => refuse(&parts, x, &refusal),
+        Ok(allowed) => forward(&conn, &mut parts, body, x, allowed, &snap).await,
+    };
+    if let Some(v) = hsts {
+        resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
     }
+    Ok(resp)
 }
 
 /// Gathers the facts and decides; `Err` carries the block to answer with.
@@ -263,6 +269,7 @@ async fn forward(
         outcome.clone(),
     );
     let note = body.note.clone();
+    let body_sent = body.sent.clone();
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = req.method.clone();
     *upstream_req.uri_mut() = match allowed.target.parse() {
@@ -284,7 +291,7 @@ async fn forward(
     }
     *upstream_req.headers_mut() = headers;
     let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let target = Target { route, tls, websocket, authority: &authority };
+    let target = Target { route, tls, websocket, authority: &authority, body_sent: &body_sent };
     let sent = conn.worker.pool.send(&target, upstream_req).await;
     let end = outcome.borrow().clone();
     let (mut resp, lent) = match (sent, end) {

@@ -88,6 +88,8 @@ pub struct Target<'a> {
     pub websocket: bool,
     /// `host[:port]` of the upstream, for an HTTP/2 `:authority`.
     pub authority: &'a str,
+    /// When the request body was all handed on (`None` while sending).
+    pub body_sent: &'a std::cell::Cell<Option<Instant>>,
 }
 
 impl Pool {
@@ -122,8 +124,9 @@ impl Pool {
                 Err(Retry::Failed(e)) => Err(UpstreamError::Exchange(name.clone(), e)),
             }
         };
-        let (resp, sender) =
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| UpstreamError::AnswerTimeout(name.clone()))??;
+        let (resp, sender) = answer_within(exchange, timeout, target.body_sent)
+            .await
+            .ok_or_else(|| UpstreamError::AnswerTimeout(name.clone()))??;
         let lent = match sender {
             Sender::Http1(sender) if !target.websocket => Some(Lent { key, sender }),
             Sender::Http1(_) => None,
@@ -221,6 +224,29 @@ impl Pool {
             .ok_or_else(|| UpstreamError::Resolve(host.to_owned(), std::io::ErrorKind::NotFound.into()))?;
         self.dns.borrow_mut().insert(key, (addr, Instant::now()));
         Ok(addr)
+    }
+}
+
+/// Runs `exchange` until the upstream answers within `timeout` of the
+/// request body's end. While the client is still sending, the body's own
+/// idle deadline governs (a slow client is its fault, answered 408, never
+/// the upstream's 504).
+async fn answer_within<F: std::future::Future>(
+    exchange: F,
+    timeout: Duration,
+    body_sent: &std::cell::Cell<Option<Instant>>,
+) -> Option<F::Output> {
+    tokio::pin!(exchange);
+    loop {
+        let deadline = body_sent.get().unwrap_or_else(Instant::now) + timeout;
+        tokio::select! {
+            out = &mut exchange => return Some(out),
+            () = tokio::time::sleep_until(deadline) => {
+                if body_sent.get().is_some_and(|at| at + timeout <= Instant::now()) {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// The body arrived whole (framing ended cleanly).
+    pub complete: bool,
 }
 
 impl Seen {
@@ -106,10 +108,14 @@ async fn answer(
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
+    let mut complete = true;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
+            Err(_) => {
+                complete = false;
+                break;
+            }
         }
     }
     let headers = parts.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect();
@@ -118,12 +124,18 @@ async fn answer(
         path: parts.uri.path().to_owned(),
         headers,
         body_len,
+        complete,
     });
     if parts.uri.path().ends_with("/stall") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     if parts.uri.path() == "/trickle" {
         return Ok(hyper::Response::new(trickle()));
+    }
+    if parts.uri.path() == "/big" {
+        // 32 MiB, far more than socket buffers hold.
+        let big = Bytes::from(vec![b'x'; 32 << 20]);
+        return Ok(hyper::Response::new(BodyExt::boxed(Full::new(big))));
     }
     let mut resp = hyper::Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("ok {body_len}")))));
     if parts.uri.path() == "/redirect" {
@@ -395,6 +407,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     upstream: SocketAddr,
     ws: SocketAddr,
+    /// Extra environment for the gateway process (`NOTIFY_SOCKET`, …).
+    env: Vec<(String, String)>,
 }
 
 pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
@@ -409,10 +423,21 @@ impl Gateway {
 
     /// Starts with extra sections appended to the gateway configuration.
     pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
+        Gateway::start_with_env(upstream, ws, extra_config, &[]).await
+    }
+
+    /// Starts with extra configuration and extra environment variables.
+    pub async fn start_with_env(
+        upstream: &Upstream,
+        ws: &WsUpstream,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (https, http, admin) = (port(0), port(1), port(2));
-        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr };
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut gw = Gateway { child: None, dir, https, http, admin, upstream: upstream.addr, ws: ws.addr, env };
         gw.write_files(extra_config);
         gw.spawn().await;
         gw
@@ -569,6 +594,7 @@ ownership = ["personal"]
         let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -622,6 +648,27 @@ ownership = ["personal"]
         let quit = Command::new("kill").args(["-QUIT", &old.id().to_string()]).status().unwrap();
         assert!(quit.success());
         old
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, `USR1`, …) to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// SIGTERM, then waits (up to 15 s) for a clean exit.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "gateway exited with {status}: {}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `kill -9`: no shutdown of any kind.

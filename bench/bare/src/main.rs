@@ -1,33 +1,77 @@
-//! Bare pingora: listen on 127.0.0.1:19004, forward everything to the bench
-//! upstream on 127.0.0.1:19000 over a keep-alive pool. Threads from argv[1].
+//! Bare hyper proxy: listen on 127.0.0.1:19004 with one current_thread
+//! runtime and one SO_REUSEPORT listener per thread, forward everything to
+//! the bench upstream on 127.0.0.1:19000 over a per-thread keep-alive pool.
+//! Threads from argv[1]. No checks, no audit, no headers added.
 
-use async_trait::async_trait;
-use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Bare;
+const UPSTREAM: ([u8; 4], u16) = ([127, 0, 0, 1], 19000);
 
-#[async_trait]
-impl ProxyHttp for Bare {
-    type CTX = ();
-    fn new_ctx(&self) {}
+type Pool = Rc<RefCell<Vec<SendRequest<Incoming>>>>;
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 19000).into();
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+fn main() {
+    let threads: usize = std::env::args().nth(1).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let handles: Vec<_> = (0..threads).map(|_| std::thread::spawn(worker)).collect();
+    for h in handles {
+        let _ = h.join();
     }
 }
 
-fn main() {
-    let threads = std::env::args().nth(1).and_then(|t| t.parse().ok()).unwrap_or(1);
-    let conf = ServerConf { threads, grace_period_seconds: Some(1), graceful_shutdown_timeout_seconds: Some(1), ..ServerConf::default() };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut svc = http_proxy_service(&server.configuration, Bare);
-    svc.add_tcp("127.0.0.1:19004");
-    server.add_service(svc);
-    server.run_forever();
+fn worker() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let addr: SocketAddr = ([127, 0, 0, 1], 19004).into();
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(4096).unwrap();
+        let listener = tokio::net::TcpListener::from_std(socket.into()).unwrap();
+        let pool: Pool = Rc::default();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let pool = pool.clone();
+            tokio::task::spawn_local(async move {
+                let svc = hyper::service::service_fn(move |req| forward(pool.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+}
+
+async fn forward(pool: Pool, req: Request<Incoming>) -> Result<Response<Incoming>, Infallible> {
+    let ready = {
+        let mut p = pool.borrow_mut();
+        p.retain(|s| !s.is_closed());
+        p.iter().position(SendRequest::is_ready).map(|i| p.swap_remove(i))
+    };
+    let sender = match ready {
+        Some(s) => s,
+        None => {
+            let tcp = tokio::net::TcpStream::connect(SocketAddr::from(UPSTREAM)).await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::task::spawn_local(conn);
+            s
+        }
+    };
+    let mut sender = sender;
+    let resp = sender.send_request(req).await.unwrap();
+    // Back to the pool at once: it is taken again only once ready (its
+    // answer's body read), as sekisho's pool gives it back at the body's end.
+    pool.borrow_mut().push(sender);
+    Ok(resp)
 }

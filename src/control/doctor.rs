@@ -1,0 +1,461 @@
+//! `sekisho doctor`: what an operator checks on the gateway host, each
+//! finding with a next step. The configuration and rules; the certificates
+//! (present, key matching, chain linked, days to expiry); the store; the
+//! audit log (writable, disk space, signing key); each upstream over TLS
+//! with its expected name; the clock against NTP. The same checks run in
+//! the gateway every few minutes and show in `/metrics` and the admin
+//! status. It reads and probes; it never changes the configuration, the
+//! store or the trail, and it never runs on the request path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub level: Level,
+    /// What was checked (a file, an upstream, a server).
+    pub subject: String,
+    pub message: String,
+    /// What to do about it (empty when all is well).
+    pub next_step: String,
+    /// A number for `/metrics` (days to expiry, offset seconds, free bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub checked_at: String,
+    pub findings: Vec<Finding>,
+}
+
+/// The latest report of the in-gateway checks.
+#[derive(Default)]
+pub struct Latest(arc_swap::ArcSwapOption<Report>);
+
+/// Certificates expiring within this many days are a warning.
+pub const WARN_DAYS: i64 = 30;
+/// Free space under this on the audit log's file system is a warning; under a tenth of it, an error.
+const WARN_FREE_BYTES: u64 = 1 << 30;
+
+impl Report {
+    pub fn worst(&self) -> Level {
+        self.findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok)
+    }
+
+    fn push(
+        &mut self,
+        check: &'static str,
+        level: Level,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+        next: &str,
+    ) {
+        self.findings.push(Finding {
+            check,
+            level,
+            subject: subject.into(),
+            message: message.into(),
+            next_step: next.to_owned(),
+            value: None,
+        });
+    }
+
+    fn with_value(&mut self, value: f64) {
+        if let Some(f) = self.findings.last_mut() {
+            f.value = Some(value);
+        }
+    }
+
+    /// Human-readable lines, one finding each, with its next step.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let tag = match f.level {
+                Level::Ok => "[ OK ]",
+                Level::Warn => "[WARN]",
+                Level::Error => "[FAIL]",
+            };
+            out.push_str(&format!("{tag} {}: {}: {}\n", f.check, f.subject, f.message));
+            if !f.next_step.is_empty() {
+                out.push_str(&format!("       next: {}\n", f.next_step));
+            }
+        }
+        out
+    }
+
+    /// Prometheus text: one gauge per finding (0 ok, 1 warn, 2 error), and the values.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::from(
+            "# HELP sekisho_doctor_finding Health checks (sekisho doctor): 0 ok, 1 warning, 2 error.\n# TYPE sekisho_doctor_finding gauge\n",
+        );
+        for f in &self.findings {
+            let level = f.level as u8;
+            out.push_str(&format!(
+                "sekisho_doctor_finding{{check=\"{}\",subject=\"{}\"}} {level}\n",
+                f.check,
+                label(&f.subject)
+            ));
+        }
+        let gauges = [
+            ("certificate", "sekisho_certificate_expiry_days", "Days until the certificate expires."),
+            ("clock", "sekisho_clock_offset_seconds", "Offset of this host's clock from the NTP server."),
+            ("audit_log", "sekisho_audit_disk_free_bytes", "Free bytes on the audit log's file system."),
+        ];
+        for (check, name, help) in gauges {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for f in self.findings.iter().filter(|f| f.check == check) {
+                if let Some(v) = f.value {
+                    out.push_str(&format!("{name}{{subject=\"{}\"}} {v}\n", label(&f.subject)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Latest {
+    pub fn set(&self, report: Report) {
+        self.0.store(Some(Arc::new(report)));
+    }
+
+    pub fn get(&self) -> Option<Arc<Report>> {
+        self.0.load_full()
+    }
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
+}
+
+/// Everything, as `sekisho doctor` runs it on the host.
+pub async fn run(config_path: &Path) -> Report {
+    let mut r = Report { checked_at: Utc::now().to_rfc3339(), findings: Vec::new() };
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            r.push(
+                "config",
+                Level::Error,
+                config_path.display().to_string(),
+                e.to_string(),
+                "fix the file; `sekisho check-config` shows the same error",
+            );
+            return r;
+        }
+    };
+    r.push("config", Level::Ok, config_path.display().to_string(), "valid", "");
+    check_admin(&config, &mut r);
+    check_rules(&config, &mut r);
+    check_certificates(&config, &mut r);
+    check_store(&config, &mut r);
+    check_audit_log(&config, &mut r);
+    check_upstreams(&config, &mut r).await;
+    check_clock(&config, &mut r).await;
+    r
+}
+
+/// The checks that make sense inside the running gateway, every `every`.
+pub async fn watch(config: Config, latest: Arc<Latest>, every: Duration) {
+    loop {
+        let mut r = Report { checked_at: Utc::now().to_rfc3339(), findings: Vec::new() };
+        check_certificates(&config, &mut r);
+        check_audit_log(&config, &mut r);
+        check_upstreams(&config, &mut r).await;
+        check_clock(&config, &mut r).await;
+        latest.set(r);
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn check_admin(config: &Config, r: &mut Report) {
+    let a = &config.admin;
+    let subject = format!("admin API {}", a.listen);
+    match (a.listen.ip().is_loopback(), a.tls.is_some()) {
+        (true, _) | (false, true) => {
+            r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, "")
+        }
+        (false, false) => r.push(
+            "admin",
+            Level::Warn,
+            subject,
+            "plain HTTP on a network address (insecure_plain_http = true)",
+            "make sure a TLS proxy on this host is the only way to reach it, or add [admin.tls]",
+        ),
+    }
+}
+
+fn check_rules(config: &Config, r: &mut Report) {
+    let subject = config.rules_dir.display().to_string();
+    match crate::shared::load_rules(&config.rules_dir) {
+        Ok((rules, _)) => {
+            r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), "")
+        }
+        Err(e) => r.push(
+            "rules",
+            Level::Error,
+            subject,
+            e.to_string(),
+            "fix the rules file; a reload would be refused the same way",
+        ),
+    }
+}
+
+/// The PEM files the gateway serves or trusts.
+fn certificate_files(config: &Config) -> Vec<(&'static str, PathBuf, Option<PathBuf>)> {
+    let mut files = Vec::new();
+    if config.https.is_some() {
+        files.push(("server", config.tls.cert.clone(), Some(config.tls.key.clone())));
+    }
+    if let Some((cert, key)) = &config.tls.device_ca {
+        files.push(("device CA", cert.clone(), Some(key.clone())));
+    }
+    if let Some((cert, key)) = &config.admin.tls {
+        files.push(("admin", cert.clone(), Some(key.clone())));
+    }
+    if let Ok((rules, _)) = crate::shared::load_rules(&config.rules_dir) {
+        for route in rules.profiles().iter().flat_map(|p| &p.routes) {
+            if let Some(ca) = &route.ca_file {
+                files.push(("upstream CA", config.rules_dir.join(ca), None));
+            }
+        }
+    }
+    files
+}
+
+fn check_certificates(config: &Config, r: &mut Report) {
+    for (role, cert, key) in certificate_files(config) {
+        let subject = format!("{role} {}", cert.display());
+        match crate::control::doctor_certs::inspect(&cert, key.as_deref()) {
+            Err(e) => r.push(
+                "certificate",
+                Level::Error,
+                subject,
+                e,
+                "put the PEM chain (and key) where [tls] says, readable by the gateway",
+            ),
+            Ok(chain) => {
+                for problem in &chain.problems {
+                    r.push(
+                        "certificate",
+                        Level::Error,
+                        subject.clone(),
+                        problem.clone(),
+                        "install the matching key, or the full chain (leaf first, then intermediates)",
+                    );
+                }
+                if let Some(note) = &chain.note {
+                    r.push(
+                        "certificate",
+                        Level::Warn,
+                        subject.clone(),
+                        note.clone(),
+                        "make sure every client trusts that issuer, or add the intermediate to the file",
+                    );
+                }
+                let (level, next) = match chain.days_left {
+                    d if d < 0 => (Level::Error, "renew it now: clients refuse an expired certificate"),
+                    d if d <= WARN_DAYS => (
+                        Level::Warn,
+                        "renew it from the issuing CA, replace the file, and restart or upgrade the gateway",
+                    ),
+                    _ => (Level::Ok, ""),
+                };
+                r.push(
+                    "certificate",
+                    level,
+                    subject,
+                    format!("{}; {} day(s) to expiry ({})", chain.summary, chain.days_left, chain.not_after),
+                    next,
+                );
+                r.with_value(chain.days_left as f64);
+            }
+        }
+    }
+}
+
+fn check_store(config: &Config, r: &mut Report) {
+    let path = config.data_dir.join("state.sqlite3");
+    let subject = path.display().to_string();
+    if !path.exists() {
+        r.push("store", Level::Warn, subject, "no store yet", "it is created at the gateway's first start");
+        return;
+    }
+    let store = match crate::control::store::Store::open_read_only(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            return r.push(
+                "store",
+                Level::Error,
+                subject,
+                e.to_string(),
+                "check the file's owner and mode (the gateway's user must read and write it)",
+            )
+        }
+    };
+    match store.load_versioned() {
+        Ok((state, _)) => r.push(
+            "store",
+            Level::Ok,
+            subject.clone(),
+            format!("readable: {} user(s), {} device(s)", state.users.len(), state.devices.len()),
+            "",
+        ),
+        Err(e) => {
+            return r.push(
+                "store",
+                Level::Error,
+                subject,
+                e.to_string(),
+                "restore the store from backup; the gateway refuses requests while it cannot read it",
+            )
+        }
+    }
+    match store.verify_audit_chain() {
+        Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), ""),
+        Ok(Err(id)) => r.push(
+            "store",
+            Level::Error,
+            subject,
+            format!("admin audit record {id} breaks the hash chain"),
+            "treat the store as tampered with: compare with a backup and tell the auditor",
+        ),
+        Err(e) => r.push("store", Level::Error, subject, e.to_string(), "check the store file"),
+    }
+}
+
+fn check_audit_log(config: &Config, r: &mut Report) {
+    let log = &config.audit_log;
+    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let subject = log.display().to_string();
+    let probe = dir.join(format!(".sekisho-doctor-{}", std::process::id()));
+    match std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe)) {
+        Ok(()) => r.push("audit_log", Level::Ok, subject.clone(), format!("directory {} writable", dir.display()), ""),
+        Err(e) => r.push(
+            "audit_log",
+            Level::Error,
+            subject.clone(),
+            format!("cannot write in {}: {e}", dir.display()),
+            "give the gateway's user write access (ReadWritePaths in the unit); it refuses requests it cannot record",
+        ),
+    }
+    if let Ok(s) = rustix::fs::statvfs(dir) {
+        let free = s.f_bavail.saturating_mul(s.f_frsize);
+        let level = match free {
+            f if f < WARN_FREE_BYTES / 10 => Level::Error,
+            f if f < WARN_FREE_BYTES => Level::Warn,
+            _ => Level::Ok,
+        };
+        let next = if level == Level::Ok {
+            ""
+        } else {
+            "free space or lower [audit] retention_days; at 0 bytes the gateway refuses all requests"
+        };
+        r.push("audit_log", level, subject.clone(), format!("{} MiB free", free >> 20), next);
+        r.with_value(free as f64);
+    }
+    let key = &config.audit.signing_key;
+    match crate::control::chain::read_key(key) {
+        Ok(_) => r.push("audit_log", Level::Ok, key.display().to_string(), "signing key readable", ""),
+        Err(_) if !key.exists() => r.push(
+            "audit_log",
+            Level::Warn,
+            key.display().to_string(),
+            "no signing key yet",
+            "it is created at the gateway's first start; then export it: sekisho audit public-key",
+        ),
+        Err(e) => r.push(
+            "audit_log",
+            Level::Error,
+            key.display().to_string(),
+            e.to_string(),
+            "restore the key from backup, or move it aside to start a new one (tell the auditors the new public key)",
+        ),
+    }
+}
+
+async fn check_upstreams(config: &Config, r: &mut Report) {
+    let Ok((rules, trust)) = crate::shared::load_rules(&config.rules_dir) else { return };
+    for route in rules.profiles().iter().flat_map(|p| &p.routes) {
+        // The same trust the gateway uses for this route.
+        let tls = trust.route(&route.host).map(|t| t.http1.clone());
+        let (level, message, next) = crate::control::doctor_certs::probe_upstream(&route.upstream, tls).await;
+        let subject = format!("{} -> {}:{}", route.host, route.upstream.host, route.upstream.port);
+        r.push("upstream", level, subject, message, next);
+    }
+}
+
+async fn check_clock(config: &Config, r: &mut Report) {
+    let Some(server) = config.clock.ntp_server.clone() else {
+        r.push(
+            "clock",
+            Level::Warn,
+            "ntp",
+            "no [clock] ntp_server: the offset is not measured",
+            "set the city's NTP server under [clock], and keep chrony or systemd-timesyncd running (timedatectl)",
+        );
+        return;
+    };
+    let max = f64::from(config.clock.max_offset_ms) / 1000.0;
+    let asked = server.clone();
+    let measured = tokio::task::spawn_blocking(move || crate::sntp::query(&asked, Duration::from_secs(2))).await;
+    match measured {
+        Ok(Ok(o)) => {
+            let level = if o.offset_secs.abs() > max { Level::Error } else { Level::Ok };
+            let next = if level == Level::Ok {
+                ""
+            } else {
+                "fix time sync (chronyc tracking / timedatectl timesync-status): hours and token times are judged on this clock"
+            };
+            r.push(
+                "clock",
+                level,
+                server,
+                format!("offset {:+.3} s (allowed ±{max} s), round trip {:.3} s", o.offset_secs, o.round_trip_secs),
+                next,
+            );
+            r.with_value(o.offset_secs);
+        }
+        Ok(Err(e)) => r.push(
+            "clock",
+            Level::Warn,
+            server,
+            format!("offset not measured: {e}"),
+            "check that UDP 123 to the NTP server is open from this host",
+        ),
+        Err(_) => r.push("clock", Level::Warn, server, "offset not measured", ""),
+    }
+}
+
+/// At start with `[clock] refuse_start = true`: an error when the offset
+/// was measured and is too large; a warning (and start) when it could not be.
+pub fn clock_at_start(config: &crate::config::ClockConfig) -> Result<(), String> {
+    let (true, Some(server)) = (config.refuse_start, &config.ntp_server) else { return Ok(()) };
+    let max = f64::from(config.max_offset_ms) / 1000.0;
+    match crate::sntp::query(server, Duration::from_secs(2)) {
+        Ok(o) if o.offset_secs.abs() > max => Err(format!(
+            "the clock is {:+.3} s off `{server}` (allowed ±{max} s; [clock] refuse_start = true): fix time sync before starting",
+            o.offset_secs
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            log::warn!("clock not checked at start: {e}");
+            Ok(())
+        }
+    }
+}
