@@ -6,11 +6,11 @@
 pub mod admin;
 pub mod audit;
 pub mod audit_search;
-pub mod console;
-pub mod roles;
 pub mod chain;
+pub mod console;
 pub mod doctor;
 pub mod doctor_certs;
+pub mod roles;
 pub mod store;
 pub mod trail;
 pub mod trail_writer;
