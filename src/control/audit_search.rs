@@ -130,7 +130,7 @@ fn newest_first(active: &Path) -> std::io::Result<Vec<PathBuf>> {
         .filter(|p| *p != active && !p.to_string_lossy().ends_with(".digest.json"))
         .filter_map(|p| Some((closed_at(&p, &stem)?, p)))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(std::iter::once(active.to_owned()).chain(files.into_iter().map(|(_, p)| p)).collect())
 }
 
