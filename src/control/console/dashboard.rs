@@ -186,21 +186,38 @@ fn health(ctx: &Ctx, admin: &Admin, status: &Value) -> Markup {
                 dd data-live="live_requests" { (admin.shared.live_requests()) }
                 dt { (ctx.t("利用者・端末", "Users, devices")) }
                 dd { (status["users"]) " / " (status["devices"]) }
-                @for key in ["store", "health"] {
-                    @if let Some(extra) = status.get(key).filter(|v| !v.is_null()) {
-                        dt { (extra_title(ctx, key)) }
-                        dd { (extra_value(extra)) }
-                    }
+                @if let Some(store) = status.get("store").filter(|v| !v.is_null()) {
+                    dt { (ctx.t("保存先とレプリカ", "Store and replicas")) }
+                    dd { (extra_value(store)) }
                 }
             }
+            (doctor(ctx, admin.health.get().as_deref()))
         }
     }
 }
 
-fn extra_title<'a>(ctx: &'a Ctx, key: &str) -> &'a str {
-    match key {
-        "store" => ctx.t("保存先とレプリカ", "Store and replicas"),
-        _ => ctx.t("自己診断", "Self-check"),
+/// The latest in-gateway `doctor` checks: problems first, with what to do.
+fn doctor(ctx: &Ctx, report: Option<&crate::control::doctor::Report>) -> Markup {
+    use crate::control::doctor::Level;
+    let Some(report) = report else {
+        return html! { p.hint { (ctx.t("自己診断はまだ行われていません（起動後5分ごと）。", "No self-check yet (every 5 minutes after start).")) } };
+    };
+    let mut problems: Vec<_> = report.findings.iter().filter(|f| f.level != Level::Ok).collect();
+    problems.sort_by_key(|f| std::cmp::Reverse(f.level));
+    let fine = report.findings.len() - problems.len();
+    html! {
+        h3 { (ctx.t("自己診断（sekisho doctor）", "Self-check (sekisho doctor)")) }
+        p { (ctx.t("実施:", "Checked:")) " " (super::audit::local(&report.checked_at)) " · "
+            (ctx.t("問題なし", "fine")) " " (fine) " · " (ctx.t("要確認", "to look at")) " " (problems.len()) }
+        @if !problems.is_empty() {
+            ul { @for f in problems {
+                li {
+                    @match f.level { Level::Error => { span.badge.bad { (ctx.t("異常", "error")) } } _ => { span.badge.wait { (ctx.t("注意", "warning")) } } }
+                    " " code { (f.check) } " " (f.subject) ": " (f.message)
+                    @if !f.next_step.is_empty() { br; span.hint { (ctx.t("対処:", "Next step:")) " " (f.next_step) } }
+                }
+            } }
+        }
     }
 }
 
