@@ -239,6 +239,7 @@ async fn a_suspension_from_the_console_is_in_force_when_the_page_answers_and_lif
     c.get("/console/people/kato").await;
     let blank = c.post("/console/people/kato/suspend", &[("reason", "   ")]).await;
     assert_eq!(blank.status, 400, "a reason is required: {}", blank.body);
+    assert!(blank.body.contains("理由を入力してください") && blank.body.contains("変更は行われていません"));
     assert!(user(&gw, "kato").await["suspended"].is_null());
 }
 
@@ -317,4 +318,43 @@ async fn the_audit_trail_finds_a_request_by_its_id_filters_and_exports_csv() {
     let (_, none) =
         gw.admin_call("GET", "/v1/audit?kind=admin&actor=kansa&since=2000-01-01T00:00:00Z", ROOT_TOKEN, None).await;
     assert!(none["records"].as_array().unwrap().iter().all(|r| r["actor"] == "kansa"), "{none}");
+}
+
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_secure_and_host_only_and_strict_transport_is_asked() {
+    let tls = "\n[admin.tls]\ncert = \"certs/server.pem\"\nkey = \"certs/server.key\"\n";
+    let (_up, _ws, gw) = setup_with(tls).await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(gw.path("certs/dev-ca.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = format!("https://127.0.0.1:{}", gw.admin.port());
+    let signed = client
+        .post(format!("{origin}/console/signin"))
+        .header("origin", &origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ROOT_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    assert!(signed.headers().contains_key("strict-transport-security"));
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-sekisho_console=") && cookie.contains("; Secure"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let page = client.get(format!("{origin}/console/")).header("cookie", &pair).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let unprefixed = pair.replace("__Host-sekisho_console", "sekisho_console");
+    let other = client.get(format!("{origin}/console/")).header("cookie", &unprefixed).send().await.unwrap();
+    assert_eq!(other.status(), 303, "only the __Host- cookie opens a TLS console");
+    let http_origin = client
+        .post(format!("{origin}/console/signout"))
+        .header("origin", format!("http://127.0.0.1:{}", gw.admin.port()))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http_origin.status(), 403, "a page served over plain HTTP is another origin");
 }

@@ -84,6 +84,11 @@ async fn a_system_manager_runs_the_gateway_from_the_browser() {
     b.submit("form[role=search] button[type=submit]");
     b.shot("07-people.png", None);
     b.submit("a[href='/console/people/tanaka']");
+    b.fill("#suspend-reason", "   ");
+    assert_eq!(b.submit("form[action$='/suspend'] button[type=submit]")["status"], 400);
+    assert!(b.text("main").contains("理由を入力してください"), "a blank reason is refused in words");
+    b.shot("08a-error-blank-reason.png", None);
+    b.goto(&format!("{console}/people/tanaka"));
     b.fill("#suspend-reason", "午前2時、本人から端末紛失の電話連絡");
     b.submit("form[action$='/suspend'] button[type=submit]");
     assert!(b.text(".notice").contains("利用を停止しました"));

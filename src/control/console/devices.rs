@@ -236,10 +236,8 @@ pub async fn decide(admin: &Admin, ctx: &Ctx, id: &str, action: &str, form: &For
         "revoke" => (DeviceStatus::Revoked, "の登録を取り消しました。", "was revoked."),
         _ => return layout::not_found(ctx.lang),
     };
-    let input = DecisionInput {
-        reason: form.get("reason").unwrap_or_default().to_owned(),
-        exception: form.text("exception").map(str::to_owned),
-    };
+    let input =
+        DecisionInput { reason: layout::reason(ctx, form)?, exception: form.text("exception").map(str::to_owned) };
     admin.device_status(&ctx.caller(), id, status, input).await?;
     let flash = format!("{} {id} {}", ctx.t("端末", "Device"), ctx.t(done_ja, done_en));
     Ok(Reply::Done { to: format!("/console/devices/{id}"), flash })

@@ -166,7 +166,7 @@ pub async fn grant(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
         department: form.text("department").map(str::to_owned),
         profile: form.text("profile").map(str::to_owned),
         approver: form.text("approver").map(str::to_owned),
-        reason: form.get("reason").unwrap_or_default().to_owned(),
+        reason: layout::reason(ctx, form)?,
         start: time_field(form, "start")?,
         end: time_field(form, "end")?,
     };
@@ -189,7 +189,7 @@ pub async fn withdraw(admin: &Admin, ctx: &Ctx, id: &str, form: &Form) -> Answer
 pub async fn schedule(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
     let input = MaintenanceInput {
         profile: form.text("profile").map(str::to_owned),
-        reason: form.get("reason").unwrap_or_default().to_owned(),
+        reason: layout::reason(ctx, form)?,
         start: time_field(form, "start")?,
         end: time_field(form, "end")?,
     };

@@ -149,6 +149,20 @@ pub fn reason_box(ctx: &Ctx, id: &str, label: &str) -> Markup {
     }
 }
 
+/// The reason a form must carry, said in the page's language when it is
+/// blank (the admin API refuses a blank one too, in English).
+pub fn reason(ctx: &Ctx, form: &sekisho_policy::form::Form) -> Result<String, ApiError> {
+    required(ctx, form, "reason", ctx.t("理由", "a reason"))
+}
+
+/// A field a form must fill, with its name for the message.
+pub fn required(ctx: &Ctx, form: &sekisho_policy::form::Form, field: &str, what: &str) -> Result<String, ApiError> {
+    form.text(field).map(str::to_owned).ok_or_else(|| {
+        let text = format!("{}{}", what, ctx.t("を入力してください。", ": please fill it in."));
+        ApiError(StatusCode::BAD_REQUEST, text)
+    })
+}
+
 /// An instant as an administrator in Kumamoto or Abiko reads it.
 pub fn when(t: DateTime<Utc>) -> String {
     t.with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%d %H:%M").to_string()

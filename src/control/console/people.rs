@@ -218,7 +218,7 @@ fn actions(ctx: &Ctx, u: &User) -> Markup {
 /// Suspend, restrict or lift: the admin API's `flag` and `unflag`.
 pub async fn act(admin: &Admin, ctx: &Ctx, id: &str, action: &str, form: &Form) -> Answer {
     let caller = ctx.caller();
-    let reason = form.get("reason").unwrap_or_default().to_owned();
+    let reason = layout::reason(ctx, form)?;
     let (kind, set, ja, en) = match action {
         "suspend" => (FlagKind::Suspended, true, "の利用を停止しました。", ": suspended."),
         "restrict" => (FlagKind::Restricted, true, "を閲覧のみに制限しました。", ": restricted to reading."),

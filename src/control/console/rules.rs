@@ -102,8 +102,8 @@ fn reload_form(ctx: &Ctx) -> Markup {
 
 pub async fn reload(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
     let input = ReloadInput {
-        approver: form.get("approver").unwrap_or_default().to_owned(),
-        reason: form.get("reason").unwrap_or_default().to_owned(),
+        approver: layout::required(ctx, form, "approver", ctx.t("承認した人", "the approver"))?,
+        reason: layout::reason(ctx, form)?,
     };
     let (_, answer) = admin.reload(&ctx.caller(), input).await?;
     let flash = format!(

@@ -127,10 +127,7 @@ pub async fn start(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
             "Tick the confirmation; nothing was stopped.",
         )));
     }
-    let input = StopInput {
-        profile: form.text("profile").map(str::to_owned),
-        reason: form.get("reason").unwrap_or_default().to_owned(),
-    };
+    let input = StopInput { profile: form.text("profile").map(str::to_owned), reason: layout::reason(ctx, form)? };
     admin.stop(&ctx.caller(), input, true).await?;
     Ok(Reply::Done {
         to: "/console/stop".into(),
@@ -139,10 +136,7 @@ pub async fn start(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
 }
 
 pub async fn lift(admin: &Admin, ctx: &Ctx, form: &Form) -> Answer {
-    let input = StopInput {
-        profile: form.text("profile").map(str::to_owned),
-        reason: form.get("reason").unwrap_or_default().to_owned(),
-    };
+    let input = StopInput { profile: form.text("profile").map(str::to_owned), reason: layout::reason(ctx, form)? };
     admin.stop(&ctx.caller(), input, false).await?;
     Ok(Reply::Done {
         to: "/console/stop".into(), flash: ctx.t("利用を再開しました。", "Access resumed.").into()
