@@ -358,3 +358,43 @@ async fn over_tls_the_session_cookie_is_secure_and_host_only_and_strict_transpor
         .unwrap();
     assert_eq!(http_origin.status(), 403, "a page served over plain HTTP is another origin");
 }
+
+#[tokio::test]
+async fn an_ict_supporter_files_a_phone_application_in_the_browser_which_starts_pending() {
+    let (_up, _ws, gw) = setup_with("").await;
+    gw.admin("PUT", "/v1/users/giin", json!({"display_name": "議員", "role": "councillor", "profiles": ["app"]})).await;
+    let mut c = Console::new(&gw);
+    c.sign_in(support::APPLICANT_TOKEN).await;
+    let home = c.get("/console/").await;
+    assert!(home.body.contains("/console/apply"), "an applicant is offered the form, nothing else");
+    assert_eq!(c.get("/console/devices").await.status, 403);
+    c.get("/console/apply").await;
+    let fields = [
+        ("owner", "giin"),
+        ("id", "giin-iphone"),
+        ("kind", "smartphone"),
+        ("ownership", "personal"),
+        ("os", "ios"),
+        ("os_version", "17.4.1"),
+        ("software", "ウイルスバスター"),
+        ("software_updated", "2026-11-20"),
+        ("key_alg", "EdDSA"),
+        ("public_key", ""),
+    ];
+    let bad_version: Vec<_> =
+        fields.iter().map(|&(k, v)| if k == "os_version" { (k, "seventeen") } else { (k, v) }).collect();
+    let refused = c.post("/console/apply", &bad_version).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(gw.admin_call("GET", "/v1/devices", ROOT_TOKEN, None).await.1["devices"].as_array().unwrap().is_empty());
+    let filed = c.post("/console/apply", &fields).await;
+    assert_eq!((filed.status, filed.location()), (303, Some("/console/apply")), "{}", filed.body);
+    let (_, devices) = gw.admin_call("GET", "/v1/devices", ROOT_TOKEN, None).await;
+    let d = &devices["devices"][0];
+    assert_eq!(
+        (d["id"].as_str(), d["status"].as_str(), d["owner"].as_str()),
+        (Some("giin-iphone"), Some("pending"), Some("giin"))
+    );
+    assert_eq!(d["security_software"]["name"], "ウイルスバスター");
+    let (_, audit) = gw.admin_call("GET", "/v1/audit?action=device.apply", ROOT_TOKEN, None).await;
+    assert_eq!(audit["records"][0]["actor"], "agent", "filed under the applicant's own name");
+}

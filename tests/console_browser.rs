@@ -23,7 +23,6 @@ async fn a_system_manager_runs_the_gateway_from_the_browser() {
     let gw = Gateway::start(&up, &ws).await;
     let tanaka = gw.enrol("tanaka", Enrol::default()).await;
     gw.admin("PUT", "/v1/users/tanaka", json!({"display_name": "田中 太郎", "role": "staff", "profiles": support::PROFILES, "department": "議会事務局"})).await;
-    gw.enrol("giin", Enrol { role: "councillor", kind: "smartphone", ownership: "personal", approve: false }).await;
     gw.admin(
         "PUT",
         "/v1/users/giin",
@@ -51,11 +50,27 @@ async fn a_system_manager_runs_the_gateway_from_the_browser() {
     b.run(json!({"op": "press", "key": "Enter", "nav": true}));
     assert_eq!(b.text("h1"), "今日の状況");
     assert!(b.text("header").contains("root"), "the header names who is signed in");
-    assert!(b.text("[data-live=pending]").contains('1'), "one pending application");
     assert_eq!(b.count("svg.chart rect.denied"), 12, "the last hour as twelve bars");
-    b.shot("02-today.png", None);
 
-    // A councillor's phone: application → approval → certificate, downloaded once.
+    // A councillor's phone: application (様式第1号) → approval → certificate, downloaded once.
+    b.submit("nav a[href='/console/devices']");
+    b.submit("a[href='/console/apply']");
+    let form = [
+        ("#a-owner", "giin"),
+        ("#a-id", "giin-smartphone"),
+        ("#a-version", "17.4"),
+        ("#a-sw", "ウイルスバスター"),
+        ("#a-sw-date", "2026-11-20"),
+    ];
+    for (field, value) in form {
+        b.fill(field, value);
+    }
+    b.shot("03a-apply.png", None);
+    b.submit("form[action='/console/apply'] button[type=submit]");
+    assert!(b.text(".notice").contains("申請を受け付けました"));
+    b.goto(&format!("{console}/"));
+    assert!(b.text("[data-live=pending]").contains('1'), "one pending application");
+    b.shot("02-today.png", None);
     b.submit("nav a[href='/console/devices']");
     b.shot("03-devices.png", None);
     b.submit("a[href='/console/devices/giin-smartphone']");

@@ -250,9 +250,10 @@ fn limited(ctx: &Ctx) -> Markup {
             @if overtime {
                 p { (ctx.t("所属の職員の時間外勤務の命令は、次の画面で行います。", "Order overtime for your department's staff here:")) }
                 p { a.button href="/console/hours" { (ctx.t("時間外・保守", "Hours")) } }
-            } @else {
-                p { (ctx.t("この役割で使える画面はありません。端末の登録申請はエージェント（sekisho agent register）から行ってください。",
-                           "There is no console page for your role. File device applications with the agent (sekisho agent register).")) }
+            }
+            @if ctx.caller().may(Action::FileDevice) {
+                p { (ctx.t("議員の端末の登録申請（様式第1号）は、次の画面で入力します。", "File councillors' device applications here:")) }
+                p { a.button href="/console/apply" { (ctx.t("端末の登録申請", "Device application")) } }
             }
         },
     )

@@ -36,6 +36,9 @@ pub fn list(admin: &Admin, ctx: &Ctx) -> Answer {
     let title = ctx.t("端末の申請と登録", "Device applications and registrations");
     let body = html! {
         h1 { (title) }
+        @if ctx.caller().may(Action::FileDevice) {
+            p { a.button.secondary href="/console/apply" { (ctx.t("申請を入力する（様式第1号）", "File an application")) } }
+        }
         h2 { (ctx.t("審査待ちの申請（様式第1号）", "Pending applications")) " " span.badge.wait { (pending.len()) } }
         @if pending.is_empty() {
             p { (ctx.t("審査待ちの申請はありません。", "No application is waiting.")) }

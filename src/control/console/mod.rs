@@ -9,6 +9,7 @@
 //! table, log a credential or a session id, or answer 2xx for a change
 //! that was not committed.
 
+mod apply;
 mod assets;
 mod audit;
 mod chart;
@@ -238,6 +239,8 @@ async fn route(admin: &Admin, ctx: &Ctx, method: &Method, seg: &[&str], form: &F
         ("GET", []) => dashboard::page(admin, ctx),
         ("GET", ["glance.json"]) => dashboard::live(admin, ctx),
         ("POST", ["signout"]) => Ok(signin::sign_out(&admin.console, &ctx.session_id)),
+        ("GET", ["apply"]) => apply::page(ctx),
+        ("POST", ["apply"]) => apply::file(admin, ctx, form).await,
         ("GET", ["devices"]) => devices::list(admin, ctx),
         ("GET", ["devices", id]) => devices::detail(admin, ctx, id).await,
         ("POST", ["devices", id, "certificate"]) => devices::certificate(admin, ctx, id, form).await,
