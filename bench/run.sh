@@ -11,6 +11,7 @@
 #                                        # suspension-to-deny under load instead
 #   DEVICES=1 bench/run.sh               # requests/s and memory as registered devices
 #                                        # grow from 100 to 1,000,000 instead
+#   PROFILE=1 bench/run.sh               # perf samples of the full-rules path instead
 #   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
 #                                        # of nginx's closed-loop peak (PCTS, PEAK)
 #
@@ -58,10 +59,13 @@ sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/sekisho.toml"
 cp -r "$BENCH/rules" "$RUN/rules"
 mkdir -p "$RUN/data"
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
+wait_port() { for _ in $(seq "${WAIT_TRIES:-100}"); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 
 $LOAD_CPU nginx -c "$RUN/upstream.conf" -p "$RUN" & PIDS+=($!)
-$PROXY_CPU "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/sekisho.log" 2>&1 & SEKISHO=$!; PIDS+=($SEKISHO)
+# CALLGRIND=1: sekisho runs under callgrind (instructions are counted, not
+# timed, so the figure repeats on a busy machine).
+WRAP=(); [ "${CALLGRIND:-0}" = 1 ] && WAIT_TRIES=900 && WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$RUN/callgrind.out" -q)
+$PROXY_CPU "${WRAP[@]}" "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/sekisho.log" 2>&1 & SEKISHO=$!; PIDS+=($SEKISHO)
 wait_port 19000; wait_port 19003; wait_port 19090
 $PROXY_CPU nginx -c "$RUN/nginx-proxy.conf" -p "$RUN" & NGINX=$!; PIDS+=($NGINX)
 $PROXY_CPU haproxy -f "$RUN/haproxy.cfg" -q & HAPROXY=$!; PIDS+=($HAPROXY)
@@ -84,6 +88,37 @@ BENCH_TOKEN="$TOKEN" $PROXY_CPU nginx -c "$RUN/nginx-lua.conf" -p "$RUN" & LUA=$
 wait_port 19005
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "Device-Attestation: $TOKEN" http://127.0.0.1:19005/)
 [ "$status" = 200 ] || { echo "the Lua peer refused the bench token ($status)"; cat "$RUN/nginx-lua-error.log"; exit 1; }
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  # Instructions per request on the full-rules and deny paths: counting is
+  # switched on only around each load, and divided by the requests served.
+  for c in "full rules|$TOKEN" "deny|"; do
+    IFS='|' read -r name tok <<< "$c"
+    callgrind_control -i on "$SEKISHO" > /dev/null
+    res=$(BENCH_TOKEN="$tok" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$BENCH/wrk.lua" http://127.0.0.1:19003/ | grep '^RESULT')
+    callgrind_control -i off "$SEKISHO" > /dev/null
+    callgrind_control -d "$name" "$SEKISHO" > /dev/null
+    n=$(echo "$res" | sed 's/.*requests=\([0-9]*\).*/\1/')
+    f=$(ls -t "$RUN"/callgrind.out* | head -1)
+    total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "sekisho $name: $((total / n)) instructions per request ($n requests; $f)"
+    callgrind_control -z "$SEKISHO" > /dev/null
+  done
+  exit 0
+fi
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  # Where sekisho's CPU goes on the full-rules path: perf's cpu-clock
+  # samples of the gateway under wrk load (no hardware counters needed).
+  # PROFILE_BARE=1 profiles the bare data path instead, for comparison.
+  if [ "${PROFILE_BARE:-0}" = 1 ]; then target=$BARE; port=19004; else target=$SEKISHO; port=19003; fi
+  BENCH_TOKEN="$TOKEN" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > /dev/null & WRK=$!
+  sleep 1
+  perf record -q -e cpu-clock -F 2999 -g -p "$target" -o "$RUN/perf.data" -- sleep "$DURATION" 2>/dev/null
+  wait "$WRK"
+  perf report -q -i "$RUN/perf.data" --no-children --percent-limit 0.7 --stdio -g none | head -60
+  exit 0
+fi
 
 if [ "${DEVICES:-0}" = 1 ]; then
   # Requests/s as registered devices grow to a million (bench/devices.py).

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use sekisho_policy::attestation::{self, AttestationError, VerifiedToken};
 use sekisho_policy::state::State;
 use sekisho_policy::Rules;
-use sha2::{Digest, Sha256};
 
 use crate::tls::UpstreamTls;
 
@@ -175,12 +174,13 @@ pub fn load_rules(dir: &Path) -> Result<(Rules, UpstreamTls), ReloadError> {
     Ok((rules, upstreams))
 }
 
-/// Verified tokens by SHA-256 of the header value, so a signature is
-/// checked once per token rather than once per request. Bounded; entries
+/// Verified tokens by the header value itself (hashed with the cache's own
+/// keyed hasher, and compared whole on a hit), so a signature is checked
+/// once per token rather than once per request. Bounded; entries
 /// are only a speed-up: `decide` still checks expiry, device status and the
 /// key fingerprint on every request, so a revoked device's tokens stop at once.
 pub struct TokenCache {
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<Result<VerifiedToken, AttestationError>>>,
+    cache: quick_cache::sync::Cache<Box<str>, Arc<Result<VerifiedToken, AttestationError>>>,
 }
 
 impl TokenCache {
@@ -190,8 +190,7 @@ impl TokenCache {
 
     /// The verification result for `token` against `state`, cached.
     pub fn verify(&self, token: &str, state: &State) -> Arc<Result<VerifiedToken, AttestationError>> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.cache.get(&key) {
+        if let Some(hit) = self.cache.get(token) {
             // A cached success is reused only while the device keeps the
             // same key; a cached failure only while the device is still unknown.
             let still_valid = match &*hit {
@@ -204,7 +203,7 @@ impl TokenCache {
         }
         let fresh = Arc::new(attestation::verify(token, &state.devices));
         if fresh.is_ok() {
-            self.cache.insert(key, fresh.clone());
+            self.cache.insert(Box::from(token), fresh.clone());
         }
         fresh
     }

@@ -215,6 +215,9 @@ pub struct RouteTls {
     /// Offers only `http/1.1` (a WebSocket handshake).
     pub http1: Arc<rustls::ClientConfig>,
     pub pool: u64,
+    /// The upstream's `host[:port]`, and as the `Host` header it is sent in.
+    pub authority: String,
+    pub host: http::HeaderValue,
 }
 
 static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -233,7 +236,8 @@ impl UpstreamTls {
                     }
                     None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
                 };
-                let material = RouteTls::new(roots).map_err(|e| format!("route `{}`: {e}", route.host))?;
+                let material = RouteTls::new(roots, route.upstream.authority())
+                    .map_err(|e| format!("route `{}`: {e}", route.host))?;
                 by_host.insert(route.host.clone(), material);
             }
         }
@@ -247,7 +251,9 @@ impl UpstreamTls {
 }
 
 impl RouteTls {
-    fn new(roots: rustls::RootCertStore) -> Result<RouteTls, TlsError> {
+    fn new(roots: rustls::RootCertStore, authority: String) -> Result<RouteTls, TlsError> {
+        let host = http::HeaderValue::from_str(&authority)
+            .map_err(|_| TlsError::Config(format!("upstream authority `{authority}` is not a header value")))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let base = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -259,7 +265,7 @@ impl RouteTls {
         let mut http1 = base;
         http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let pool = NEXT_POOL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(RouteTls { any: Arc::new(any), http1: Arc::new(http1), pool })
+        Ok(RouteTls { any: Arc::new(any), http1: Arc::new(http1), pool, authority, host })
     }
 }
 

@@ -233,6 +233,24 @@ pub struct Upstream {
     pub port: u16,
 }
 
+impl Upstream {
+    /// `host` or `host:port` (IPv6 in brackets) as the upstream expects in `Host`.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// `scheme://authority`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.authority())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hours {
     pub open: Open,

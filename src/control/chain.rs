@@ -55,9 +55,9 @@ pub fn seal(prev: &Link, seq: u64, replica: &str, object: &str) -> (String, Link
         content.push(',');
     }
     content.push_str("\"replica\":");
-    content.push_str(&serde_json::Value::from(replica).to_string());
+    content.push_str(&serde_json::to_string(replica).unwrap_or_else(|_| "\"\"".into()));
     content.push_str(",\"seq\":");
-    content.push_str(&seq.to_string());
+    let _ = std::fmt::Write::write_fmt(&mut content, format_args!("{seq}"));
     content.push('}');
     let chain = link(prev, content.as_bytes());
     content.pop();

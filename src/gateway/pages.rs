@@ -37,6 +37,28 @@ pub struct Answer {
     pub retry_after_secs: Option<i64>,
 }
 
+/// The JSON answer: borrowed fields, written in one pass.
+#[derive(serde::Serialize)]
+struct JsonBody<'a> {
+    reason: &'static str,
+    message: &'static str,
+    message_ja: &'static str,
+    action: &'static str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_hours: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
 /// Japanese and English: the headline and what to do.
 struct Text {
     ja: &'static str,
@@ -173,28 +195,29 @@ impl Block<'_> {
 
     fn json(&self, request_id: &str) -> String {
         let t = self.text();
-        let mut v = serde_json::json!({
-            "reason": self.code(),
-            "message": t.en,
-            "message_ja": t.ja,
-            "action": t.en_do,
-            "request_id": request_id,
-        });
-        if let Block::Policy { deny, profile } = self {
-            v["rule"] = serde_json::Value::from(deny.rule.as_ref());
-            v["profile"] = serde_json::Value::from(profile.name.as_str());
-            v["contact"] = serde_json::Value::from(profile.contact.as_str());
-            if let Some(hours) = &profile.contact_hours {
-                v["contact_hours"] = serde_json::Value::from(hours.as_str());
+        let (policy, retry_at) = match self {
+            Block::Policy { deny, profile } => {
+                (Some((deny, profile)), deny.retry_at.map(|at| at.with_timezone(&profile.timezone).to_rfc3339()))
             }
-            if let Some(at) = deny.retry_at {
-                v["retry_at"] = serde_json::Value::from(at.with_timezone(&profile.timezone).to_rfc3339());
-            }
-        }
-        if let Block::BadRequest(why) = self {
-            v["detail"] = serde_json::Value::from(*why);
-        }
-        v.to_string()
+            _ => (None, None),
+        };
+        let body = JsonBody {
+            reason: self.code(),
+            message: t.en,
+            message_ja: t.ja,
+            action: t.en_do,
+            request_id,
+            rule: policy.map(|(d, _)| d.rule.as_ref()),
+            profile: policy.map(|(_, p)| p.name.as_str()),
+            contact: policy.map(|(_, p)| p.contact.as_str()),
+            contact_hours: policy.and_then(|(_, p)| p.contact_hours.as_deref()),
+            retry_at,
+            detail: match self {
+                Block::BadRequest(why) => Some(why),
+                _ => None,
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
 
     fn html(&self, request_id: &str) -> String {

@@ -8,38 +8,45 @@ use http::request::Parts;
 use sekisho_policy::engine::authorised_method;
 use sekisho_policy::path::{canonical_path, origin_form, OriginForm, PathError, TargetError};
 
-/// Headers a client may never send upstream: the gateway sets or checks them.
-const PROTECTED: [&str; 16] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-uri",
-    "x-forwarded-path",
-    "x-forwarded-server",
-    "x-forwarded-scheme",
-    "forwarded",
-    "x-real-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "device-attestation",
-    "sekisho-user",
-];
+/// Headers a client may never send upstream: the gateway sets or checks
+/// them, or they steer an upstream's routing (`X-Original-URL` and kin).
+fn is_protected(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-uri"
+            | "x-forwarded-path"
+            | "x-forwarded-server"
+            | "x-forwarded-scheme"
+            | "forwarded"
+            | "x-real-ip"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "device-attestation"
+            | "sekisho-user"
+    ) || name.starts_with("sekisho-")
+}
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded either way: the
 /// gateway frames each side's messages itself.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+    )
+}
 
 /// The host the client asked for: `:authority` on HTTP/2 (and an HTTP/1
 /// absolute-form target), else the single `Host` header; both must agree.
@@ -102,8 +109,12 @@ pub fn checked_framing(req: &Parts) -> Result<(), &'static str> {
 
 /// The method the upstream will act on, honouring override headers.
 pub fn effective_method(req: &Parts) -> Result<&str, &'static str> {
-    const OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
-    let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(*h));
+    static OVERRIDES: [HeaderName; 3] = [
+        HeaderName::from_static("x-http-method-override"),
+        HeaderName::from_static("x-http-method"),
+        HeaderName::from_static("x-method-override"),
+    ];
+    let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(h));
     let override_value = match (found.next(), found.next()) {
         (Some(_), Some(_)) => return Err("more than one method override header"),
         (None, _) => None,
@@ -169,27 +180,21 @@ pub fn asks_upgrade(req: &Parts) -> bool {
 }
 
 /// Removes client copies of headers the gateway owns or that steer an
-/// upstream's routing (`X-Original-URL` and kin), hop-by-hop headers and
-/// those the client's `Connection` names, and every header whose name holds
-/// anything but letters, digits and `-`: servers that fold `_` or `.` into
-/// `-` would read `X_HTTP_Method_Override` as a header the gateway never
-/// checked (nginx drops these by default for the same reason). A WebSocket
+/// upstream's routing, hop-by-hop headers and those the client's
+/// `Connection` names, and every header whose name holds anything but
+/// letters, digits and `-`: servers that fold `_` or `.` into `-` would
+/// read `X_HTTP_Method_Override` as a header the gateway never checked
+/// (nginx drops these by default for the same reason). A WebSocket
 /// handshake keeps its `Upgrade` and `Connection: upgrade`.
 pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .collect();
+    let named = connection_tokens(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            PROTECTED.contains(&n)
-                || HOP_BY_HOP.contains(&n)
+            is_protected(n)
+                || is_hop_by_hop(n)
                 || named.contains(name)
-                || n.starts_with("sekisho-")
                 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .cloned()
@@ -206,35 +211,28 @@ pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
 /// Removes the upstream's hop-by-hop headers from its answer (the gateway
 /// frames the answer to the client itself); a 101 keeps its upgrade.
 pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
-    let named: Vec<HeaderName> = headers
+    let named = connection_tokens(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            let kept = switching && (n == "connection" || n == "upgrade");
+            !kept && (is_hop_by_hop(n) || named.contains(name))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// The header names a `Connection` header lists (none when there is none).
+fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .filter(|n| !switching || *n != http::header::UPGRADE)
-        .collect();
-    for name in named {
-        headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
-        if switching && (name == "connection" || name == "upgrade") {
-            continue;
-        }
-        headers.remove(name);
-    }
-}
-
-/// `host` or `host:port` as the upstream expects in `Host`.
-pub fn upstream_authority(u: &sekisho_policy::rules::Upstream) -> String {
-    let default = if u.tls { 443 } else { 80 };
-    let host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
-    if u.port == default {
-        host
-    } else {
-        format!("{host}:{}", u.port)
-    }
-}
-
-pub fn upstream_origin(u: &sekisho_policy::rules::Upstream) -> String {
-    format!("{}://{}", if u.tls { "https" } else { "http" }, upstream_authority(u))
+        .filter(|n| n != http::header::UPGRADE && n != http::header::CONNECTION)
+        .collect()
 }

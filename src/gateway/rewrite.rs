@@ -6,12 +6,10 @@
 use http::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use sekisho_policy::rules::Upstream;
 
-use crate::gateway::request::upstream_origin;
-
 /// Rewrites an absolute `Location` on the upstream origin to the public origin.
 pub fn location(headers: &mut HeaderMap, upstream: &Upstream, public_origin: &str) {
     let Some(loc) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else { return };
-    let origin = upstream_origin(upstream);
+    let origin = upstream.origin();
     let rest = strip_prefix_ci(loc, &origin).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#']));
     if let Some(v) = rest.and_then(|rest| HeaderValue::from_str(&format!("{public_origin}{rest}")).ok()) {
         headers.insert(LOCATION, v);

@@ -25,7 +25,7 @@ use crate::gateway::io::ConnClock;
 use crate::gateway::pages::Block;
 use crate::gateway::request::{
     asks_upgrade, checked_framing, checked_target, content_type, effective_method, is_websocket, joined_header,
-    prefers_html, request_host, single_header, strip_for_upstream, strip_response, upstream_authority,
+    prefers_html, request_host, single_header, strip_for_upstream, strip_response,
 };
 use crate::gateway::upstream::{Target, UPGRADE_IDLE};
 use crate::gateway::Worker;
@@ -272,13 +272,17 @@ async fn forward(
     let body_sent = body.sent.clone();
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = req.method.clone();
-    *upstream_req.uri_mut() = match allowed.target.parse() {
-        Ok(uri) => uri,
-        Err(_) => return page(req, x, Block::BadRequest("the request target is not a URI"), false),
+    // Origin-form as received is forwarded as it is (its bytes were judged);
+    // absolute-form and HTTP/2 targets go on as their origin-form.
+    *upstream_req.uri_mut() = match (req.uri.scheme(), req.uri.authority()) {
+        (None, None) => req.uri.clone(),
+        _ => match allowed.target.parse() {
+            Ok(uri) => uri,
+            Err(_) => return page(req, x, Block::BadRequest("the request target is not a URI"), false),
+        },
     };
     let mut headers = std::mem::take(&mut req.headers);
     strip_for_upstream(&mut headers, websocket);
-    let authority = upstream_authority(&route.upstream);
     if let Ok(v) = HeaderValue::from_str(&allowed.client.to_string()) {
         headers.insert("x-forwarded-for", v);
     }
@@ -286,12 +290,10 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&x.host) {
         headers.insert("x-forwarded-host", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&authority) {
-        headers.insert(http::header::HOST, v);
-    }
+    headers.insert(http::header::HOST, tls.host.clone());
     *upstream_req.headers_mut() = headers;
     let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let target = Target { route, tls, websocket, authority: &authority, body_sent: &body_sent };
+    let target = Target { route, tls, websocket, authority: &tls.authority, body_sent: &body_sent };
     let sent = conn.worker.pool.send(&target, upstream_req).await;
     let end = outcome.borrow().clone();
     let (mut resp, lent) = match (sent, end) {

@@ -186,7 +186,7 @@ impl Guard {
         let rest = &pending[self.scanned..];
         match self.state {
             State::Head => {
-                let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
+                let Some(lf) = memchr::memchr(b'\n', rest) else {
                     self.scanned = pending.len();
                     return self.check_head_size(pending.len() - *released);
                 };
@@ -266,9 +266,7 @@ impl Guard {
             Some(line) => line,
             None => return Err(Violation::LineEnd),
         };
-        if line.contains(&b'\r') {
-            return Err(Violation::LineEnd);
-        }
+        // A CR inside the line is a control byte every line check refuses.
         if line.is_empty() {
             let complete = self.blank_line()?;
             // The next head starts here (the scan shifts it once released).
@@ -308,7 +306,7 @@ impl Guard {
         else {
             return Err(Violation::RequestLine);
         };
-        if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+        if method.is_empty() || !method.iter().all(|b| TCHAR[usize::from(*b)]) {
             return Err(Violation::RequestLine);
         }
         if !target.iter().all(|b| is_target_char(*b)) {
@@ -334,16 +332,20 @@ impl Guard {
         if matches!(line[0], b' ' | b'\t') {
             return Err(Violation::ObsFold);
         }
-        let colon = line.iter().position(|b| *b == b':').ok_or(Violation::HeaderName)?;
+        let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderName)?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        if name.is_empty() || !name.iter().all(|b| TCHAR[usize::from(*b)]) {
             return Err(Violation::HeaderName);
         }
-        if value.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
-            return Err(Violation::ControlByte);
+        if let Some(bad) = value.iter().find(|b| !FIELD_BYTE[usize::from(**b)]) {
+            return Err(if *bad == b'\r' { Violation::LineEnd } else { Violation::ControlByte });
+        }
+        let head = &mut self.head;
+        // Only four names shape the framing; most lines stop here.
+        if !matches!(name.len(), 7 | 10 | 14 | 17) {
+            return Ok(());
         }
         let value = value.trim_ascii();
-        let head = &mut self.head;
         if name.eq_ignore_ascii_case(b"content-length") {
             head.lengths = head.lengths.saturating_add(1);
             head.content_length = decimal(value);
@@ -445,9 +447,32 @@ fn authority_ok(authority: &str) -> bool {
 }
 
 /// `tchar` (RFC 9110 5.6.2): the characters of a method or a header name.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+/// The bytes a field value may hold: visible ASCII, space, tab, and
+/// obs-text (0x80 and up, as UTF-8 in file names arrives); no control byte.
+const FIELD_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b == 0x09 || (b >= 0x20 && b != 0x7f);
+        b += 1;
+    }
+    t
+};
 
 /// The characters of a request target (RFC 3986: unreserved, `%`,
 /// sub-delims, `:` `@` `/` `?`, and `[` `]` for an IPv6 authority). A
