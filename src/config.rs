@@ -200,8 +200,38 @@ pub struct AdminConfig {
     pub bootstrap_token_file: Option<PathBuf>,
     /// Serve the admin API over HTTPS with this certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub console: ConsoleConfig,
     /// The operator accepted plain HTTP on a non-loopback admin address.
     pub insecure_plain_http: bool,
+}
+
+/// The browser console on the admin listener (`/console/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve it at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A session unused for this long ends (signed out).
+    #[serde(default = "default_console_idle")]
+    pub idle_secs: NonZeroU32,
+    /// A session ends this long after sign-in, however busy.
+    #[serde(default = "default_console_max")]
+    pub max_secs: NonZeroU32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { enabled: true, idle_secs: default_console_idle(), max_secs: default_console_max() }
+    }
+}
+
+fn default_console_idle() -> NonZeroU32 {
+    NonZeroU32::new(30 * 60).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_console_max() -> NonZeroU32 {
+    NonZeroU32::new(8 * 60 * 60).unwrap_or(NonZeroU32::MIN)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,6 +442,8 @@ struct RawAdmin {
     bootstrap_token_file: Option<PathBuf>,
     tls: Option<RawAdminTls>,
     #[serde(default)]
+    console: ConsoleConfig,
+    #[serde(default)]
     insecure_plain_http: bool,
 }
 
@@ -525,6 +557,7 @@ impl RawConfig {
                 tokens,
                 bootstrap_token_file: self.admin.bootstrap_token_file.map(at),
                 tls: self.admin.tls.map(|t| (at(t.cert), at(t.key))),
+                console: self.admin.console,
                 insecure_plain_http: self.admin.insecure_plain_http,
             },
             demo_upstream: self.demo.map(|d| d.upstream),

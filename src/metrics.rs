@@ -23,6 +23,14 @@ pub const BLOCK_KINDS: [&str; 7] = [
 const BUCKETS_US: [u64; 12] =
     [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 2_500_000, 10_000_000];
 
+/// Request totals at one moment (see [`Metrics::counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub allowed: u64,
+    /// Every reason code with its total, in a fixed order.
+    pub by_reason: Vec<(&'static str, u64)>,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     allowed: AtomicU64,
@@ -76,6 +84,17 @@ impl Metrics {
         let i = BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(BUCKETS_US.len());
         self.latency[i].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(micros, Relaxed);
+    }
+
+    /// Totals since start by reason (policy denials, then the gateway's
+    /// own blocks), for the console's view of the last hour.
+    pub fn counts(&self) -> Counts {
+        let denied = DenyReason::ALL.iter().map(|r| r.code()).zip(&self.denied);
+        let blocked = BLOCK_KINDS.iter().copied().zip(&self.blocked);
+        Counts {
+            allowed: self.allowed.load(Relaxed),
+            by_reason: denied.chain(blocked).map(|(code, n)| (code, n.load(Relaxed))).collect(),
+        }
     }
 
     /// Prometheus text exposition.

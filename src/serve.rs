@@ -108,6 +108,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), StartError> {
         device_cert_days: config.tls.device_cert_days,
         server_ca_der,
         enrollments: std::sync::Mutex::default(),
+        console: crate::control::console::Console::new(&config.admin.console, config.admin.tls.is_some()),
         health: Arc::default(),
     });
     announce(&config);

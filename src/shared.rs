@@ -83,6 +83,12 @@ impl Shared {
         std::time::Duration::from_millis(now_ms.saturating_sub(self.confirmed_ms.load(Ordering::Acquire)))
     }
 
+    /// When the store last proved readable and the snapshot current.
+    pub fn confirmed_at(&self) -> DateTime<Utc> {
+        let ms = i64::try_from(self.confirmed_ms.load(Ordering::Acquire)).unwrap_or_default();
+        DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
+
     /// The control plane proved the snapshot current just now.
     pub fn confirmed(&self) {
         self.confirmed_ms.store(now_ms(), Ordering::Release);

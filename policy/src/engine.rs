@@ -265,6 +265,12 @@ fn check_login_query(profile: &Profile, user: &str, path: &str, query: Option<&s
     }
 }
 
+/// Whether the profile's terms are in force at `now` (its own date), as
+/// `decide` judges it: for the admin console's rules page.
+pub fn in_force(profile: &Profile, now: DateTime<Utc>) -> bool {
+    check_validity(profile, now.with_timezone(&profile.timezone).date_naive()).is_ok()
+}
+
 fn check_validity(profile: &Profile, today: NaiveDate) -> Result<(), Deny> {
     if profile.valid_from.is_some_and(|from| today < from) {
         return Err(Deny::new(DenyReason::PolicyNotInForce, "profile.valid_from"));

@@ -8,6 +8,7 @@ pub mod body;
 pub mod decision;
 pub mod device;
 pub mod engine;
+pub mod form;
 pub mod holidays;
 pub mod mynumber;
 pub mod path;

@@ -30,12 +30,13 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
-use crate::control::backend::AuditFilter;
-use crate::control::store::{AuditEntry, Change, FlagKind, StoreError};
+use crate::control::audit_search::{Found, Outcome, RequestFilter};
+pub use crate::control::roles::Action;
+use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
-use crate::shared::Shared;
+use crate::shared::{Shared, Snapshot};
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -55,8 +56,35 @@ pub struct Admin {
     /// memory only (the key never touches the disk), each for a day and
     /// handed out once; a restart drops them (issue again).
     pub enrollments: std::sync::Mutex<HashMap<String, PendingEnrollment>>,
+    /// The browser console served at `/console/` (sessions, last hour).
+    pub console: crate::control::console::Console,
     /// The latest in-gateway `doctor` checks, for `/metrics` and the status.
     pub health: Arc<crate::control::doctor::Latest>,
+}
+
+/// A certificate just issued: everything the API answers once. The store
+/// keeps only its fingerprint.
+#[derive(Debug, serde::Serialize)]
+pub struct CertificateIssued {
+    pub device: String,
+    pub renewal: bool,
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    pub ca_pem: String,
+    pub sha256: String,
+    pub pkcs12_base64: Option<String>,
+    pub not_after: NaiveDate,
+    pub enrollment: EnrollmentIssued,
+}
+
+/// The bundle held for its one download, and the password that opens it.
+#[derive(Debug, serde::Serialize)]
+pub struct EnrollmentIssued {
+    pub id: String,
+    pub one_time_password: String,
+    pub expires_at: DateTime<Utc>,
+    pub files: Vec<String>,
+    pub download: String,
 }
 
 /// An enrollment bundle waiting for its one download.
@@ -70,7 +98,7 @@ const ENROLLMENT_HOURS: i64 = 24;
 
 /// An API failure: status and a message for the JSON body.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
@@ -106,6 +134,7 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    tokio::spawn(crate::control::console::sample_every_minute(admin.clone(), shutdown.clone()));
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -162,14 +191,34 @@ where
     }
 }
 
-/// Who is calling, once the token matched.
-struct Caller<'a> {
-    token: &'a AdminToken,
-    source: SocketAddr,
+/// Who acts: a named person with roles, however they proved it (a named
+/// admin token today, a city SSO later). The API and the console both act
+/// through one, so a role means the same on either.
+pub struct Caller<'a> {
+    pub name: &'a str,
+    pub roles: &'a [Role],
+    /// The department a supervisor heads.
+    pub department: Option<&'a str>,
+    pub source: SocketAddr,
+}
+
+impl<'a> Caller<'a> {
+    /// The holder of an admin token, calling from `source`.
+    pub fn token(token: &'a AdminToken, source: SocketAddr) -> Caller<'a> {
+        Caller { name: &token.name, roles: &token.roles, department: token.department.as_deref(), source }
+    }
+
+    /// Whether the caller may take `action` (the one role table).
+    pub fn may(&self, action: Action) -> bool {
+        action.permits(self.roles)
+    }
 }
 
 impl Admin {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if crate::control::console::owns(req.uri().path()) {
+            return crate::control::console::handle(self, req, peer).await;
+        }
         if let Some(secs) = self.limits.admin_locked(peer.ip()) {
             let body = json!({"error": "too many failed authentications from this address"});
             let mut resp = reply(StatusCode::TOO_MANY_REQUESTS, &body, "application/json");
@@ -193,7 +242,7 @@ impl Admin {
                 "application/json",
             );
         };
-        let caller = Caller { token, source: peer };
+        let caller = Caller::token(token, peer);
         if method == Method::GET && path == "/metrics" {
             let age = (Utc::now() - self.shared.snapshot().built_at).num_milliseconds() as f64 / 1000.0;
             let mut text = self.metrics.render(age, self.shared.live_requests());
@@ -233,7 +282,12 @@ impl Admin {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let presented = presented.trim();
+        self.token_matching(presented.trim())
+    }
+
+    /// The admin token whose hash matches `presented`, comparing every
+    /// hash in constant time (the console's sign-in uses it too).
+    pub fn token_matching(&self, presented: &str) -> Option<&AdminToken> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for t in &self.tokens {
@@ -244,146 +298,110 @@ impl Admin {
         found
     }
 
+    /// Parses the request and calls the action; each action checks its
+    /// own role, so the console calling it is refused the same way.
     async fn route(&self, caller: &Caller<'_>, method: &Method, seg: &[&str], query: &str, body: &[u8]) -> ApiResult {
-        use Role::{Applicant, Auditor, GeneralAdmin, Supervisor, SystemManager};
-        let any = &[SystemManager, GeneralAdmin, Auditor][..];
         match (method.as_str(), seg) {
-            ("GET", ["v1", "status"]) => allow(caller, any).map(|()| self.status()),
-            ("GET", ["v1", "users"]) => allow(caller, any).map(|()| self.list_users()),
-            ("PUT", ["v1", "users", id]) => {
-                allow(caller, &[GeneralAdmin])?;
-                self.put_user(caller, id, parse(body)?).await
-            }
+            ("GET", ["v1", "status"]) => self.status(caller),
+            ("GET", ["v1", "users"]) => self.read(caller, Action::ReadState).map(|s| ok(users_json(&s))),
+            ("PUT", ["v1", "users", id]) => self.put_user(caller, id, parse(body)?).await,
             ("POST", ["v1", "users", id, action @ ("suspend" | "restrict")]) => {
-                allow(caller, &[GeneralAdmin])?;
                 let kind = if *action == "suspend" { FlagKind::Suspended } else { FlagKind::Restricted };
-                let input: FlagInput = parse(body)?;
-                let until = input.until.map(|u| u.with_timezone(&Utc));
-                if until.is_some_and(|u| u <= Utc::now()) {
-                    return Err(bad("`until` is already past"));
-                }
-                self.set_flag(caller, id, kind, Some(until), input.reason).await
+                self.flag(caller, id, kind, parse(body)?).await
             }
             ("POST", ["v1", "users", id, action @ ("unsuspend" | "unrestrict")]) => {
-                allow(caller, &[GeneralAdmin])?;
                 let kind = if *action == "unsuspend" { FlagKind::Suspended } else { FlagKind::Restricted };
-                let input: Reason = parse(body)?;
-                self.set_flag(caller, id, kind, None, input.reason).await
+                self.unflag(caller, id, kind, parse::<Reason>(body)?.reason).await
             }
-            ("GET", ["v1", "devices"]) => allow(caller, any).map(|()| self.list_devices()),
-            ("POST", ["v1", "devices", "import"]) => {
-                allow(caller, &[SystemManager])?;
-                self.import_devices(caller, parse(body)?).await
-            }
-            ("POST", ["v1", "devices"]) => {
-                allow(caller, &[SystemManager, GeneralAdmin, Applicant])?;
-                self.file_device(caller, parse(body)?).await
-            }
+            ("GET", ["v1", "devices"]) => self.read(caller, Action::ReadState).map(|s| ok(devices_json(&s))),
+            ("POST", ["v1", "devices", "import"]) => self.import_devices(caller, parse(body)?).await,
+            ("POST", ["v1", "devices"]) => self.file_device(caller, parse(body)?).await,
             ("POST", ["v1", "devices", id, action @ ("approve" | "reject" | "revoke")]) => {
-                let (roles, status) = match *action {
-                    "approve" => (&[SystemManager][..], DeviceStatus::Approved),
-                    "reject" => (&[SystemManager][..], DeviceStatus::Rejected),
-                    _ => (&[SystemManager, GeneralAdmin][..], DeviceStatus::Revoked),
+                let status = match *action {
+                    "approve" => DeviceStatus::Approved,
+                    "reject" => DeviceStatus::Rejected,
+                    _ => DeviceStatus::Revoked,
                 };
-                allow(caller, roles)?;
                 self.device_status(caller, id, status, parse(body)?).await
             }
             ("POST", ["v1", "devices", id, "certificate"]) => {
-                allow(caller, &[SystemManager])?;
-                self.issue_certificate(caller, id, parse(body)?, false).await
+                let issued = self.issue_certificate(caller, id, parse(body)?, false).await?;
+                Ok((StatusCode::CREATED, json!(issued)))
             }
             ("POST", ["v1", "devices", id, "certificate", "renew"]) => {
-                allow(caller, &[SystemManager])?;
                 let input = if body.iter().all(u8::is_ascii_whitespace) { CertInput::default() } else { parse(body)? };
-                self.issue_certificate(caller, id, input, true).await
+                let issued = self.issue_certificate(caller, id, input, true).await?;
+                Ok((StatusCode::CREATED, json!(issued)))
             }
             ("POST", ["v1", "enrollments", id, "download"]) => {
-                allow(caller, &[SystemManager])?;
-                self.download_enrollment(caller, id).await
+                let bundle = self.download_enrollment(caller, id).await?;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let files: serde_json::Map<String, Value> =
+                    bundle.files().into_iter().map(|(name, data)| (name, Value::String(b64.encode(data)))).collect();
+                Ok(ok(json!({"device": bundle.device, "not_after": bundle.not_after, "files_base64": files})))
             }
-            ("POST", ["v1", "emergency-stop"]) => {
-                allow(caller, &[GeneralAdmin])?;
-                self.stop(caller, parse(body)?, true).await
-            }
-            ("POST", ["v1", "emergency-stop", "lift"]) => {
-                allow(caller, &[GeneralAdmin])?;
-                self.stop(caller, parse(body)?, false).await
-            }
-            ("GET", ["v1", "overtime"]) => {
-                allow(caller, &[SystemManager, GeneralAdmin, Auditor, Supervisor])?;
-                Ok(self.list_overtime(caller))
-            }
-            ("POST", ["v1", "overtime"]) => {
-                allow(caller, &[GeneralAdmin, Supervisor])?;
-                self.add_grant(caller, parse(body)?).await
-            }
+            ("POST", ["v1", "emergency-stop"]) => self.stop(caller, parse(body)?, true).await,
+            ("POST", ["v1", "emergency-stop", "lift"]) => self.stop(caller, parse(body)?, false).await,
+            ("GET", ["v1", "overtime"]) => self.overtime(caller).map(|grants| ok(json!({ "grants": grants }))),
+            ("POST", ["v1", "overtime"]) => self.add_grant(caller, parse(body)?).await,
             ("DELETE", ["v1", "overtime", id]) => {
-                allow(caller, &[GeneralAdmin, Supervisor])?;
                 let id = id.parse().map_err(|_| bad(format!("grant id `{id}` is not a number")))?;
-                self.may_withdraw(caller, id)?;
-                self.commit(
-                    caller,
-                    Change::RemoveGrant(id),
-                    "overtime.remove",
-                    &id.to_string(),
-                    &optional_reason(body, "grant withdrawn")?,
-                )
-                .await
+                self.withdraw_grant(caller, id, optional_reason(body)?).await
             }
-            ("GET", ["v1", "maintenance"]) => allow(caller, any).map(|()| self.list_maintenance()),
-            ("POST", ["v1", "maintenance"]) => {
-                allow(caller, &[SystemManager])?;
-                self.add_maintenance(caller, parse(body)?).await
+            ("GET", ["v1", "maintenance"]) => {
+                self.read(caller, Action::ReadState).map(|s| ok(json!({ "windows": &*s.state.maintenance })))
             }
+            ("POST", ["v1", "maintenance"]) => self.add_maintenance(caller, parse(body)?).await,
             ("DELETE", ["v1", "maintenance", id]) => {
-                allow(caller, &[SystemManager])?;
                 let id = id.parse().map_err(|_| bad(format!("maintenance id `{id}` is not a number")))?;
-                self.commit(
-                    caller,
-                    Change::RemoveMaintenance(id),
-                    "maintenance.remove",
-                    &id.to_string(),
-                    &optional_reason(body, "maintenance window cancelled")?,
-                )
-                .await
+                self.remove_maintenance(caller, id, optional_reason(body)?).await
             }
-            ("GET", ["v1", "apps"]) => allow(caller, any).map(|()| self.list_apps()),
-            ("PUT", ["v1", "apps", profile, app]) => {
-                allow(caller, &[SystemManager])?;
-                self.set_app_stage(caller, profile, app, parse(body)?).await
-            }
+            ("GET", ["v1", "apps"]) => self.read(caller, Action::ReadState).map(|s| ok(apps_json(&s))),
+            ("PUT", ["v1", "apps", profile, app]) => self.set_app_stage(caller, profile, app, parse(body)?).await,
             ("POST", ["v1", "apps", profile, app, "reviews"]) => {
-                allow(caller, &[SystemManager])?;
                 self.add_review(caller, profile, app, parse(body)?).await
             }
             ("DELETE", ["v1", "reviews", id]) => {
-                allow(caller, &[SystemManager])?;
                 let id = id.parse().map_err(|_| bad(format!("review id `{id}` is not a number")))?;
-                let reason = optional_reason(body, "review withdrawn")?;
-                self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
+                self.remove_review(caller, id, optional_reason(body)?).await
             }
-            ("POST", ["v1", "rules", "reload"]) => {
-                allow(caller, &[SystemManager])?;
-                self.reload(caller, parse(body)?).await
-            }
-            ("GET", ["v1", "audit"]) => {
-                allow(caller, any)?;
-                self.query_audit(query).await
-            }
+            ("POST", ["v1", "rules", "reload"]) => self.reload(caller, parse(body)?).await,
+            ("GET", ["v1", "audit"]) => self.query_audit(caller, serde_urlencoded_lite(query)?).await,
             _ => Err(ApiError(StatusCode::NOT_FOUND, format!("no route `{method} /{}`", seg.join("/")))),
         }
+    }
+
+    /// The current snapshot, for a caller who may take `action` (a read).
+    pub fn read(&self, caller: &Caller<'_>, action: Action) -> Result<Arc<Snapshot>, ApiError> {
+        allow(caller, action)?;
+        Ok(self.shared.snapshot_full())
     }
 
     fn audit_entry(&self, caller: &Caller<'_>, action: &str, target: &str, reason: &str) -> AuditEntry {
         AuditEntry {
             time: Utc::now(),
-            actor: caller.token.name.clone(),
+            actor: caller.name.to_owned(),
             action: action.to_owned(),
             target: target.to_owned(),
             reason: reason.to_owned(),
             source: caller.source.ip().to_string(),
             approver: None,
         }
+    }
+
+    /// Records an admin action that changes no state (a download, a sign-in).
+    pub async fn record_action(
+        &self,
+        caller: &Caller<'_>,
+        action: &str,
+        target: &str,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        Ok(self.record(self.audit_entry(caller, action, target, reason)).await?)
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.writer.store.record(entry).await
     }
 
     async fn commit(&self, caller: &Caller<'_>, change: Change, action: &str, target: &str, reason: &str) -> ApiResult {
@@ -449,10 +467,11 @@ impl Admin {
         Ok((StatusCode::OK, json!({"ok": true, "action": "device.posture", "target": id})))
     }
 
-    fn status(&self) -> (StatusCode, Value) {
-        let snap = self.shared.snapshot();
+    /// The gateway at a glance: profiles, stops, counts, live requests.
+    pub fn status(&self, caller: &Caller<'_>) -> ApiResult {
+        let snap = self.read(caller, Action::ReadState)?;
         let stops = &snap.state.stops;
-        (
+        Ok((
             StatusCode::OK,
             json!({
                 "profiles": snap.rules.profiles().iter().map(|p| json!({
@@ -470,17 +489,11 @@ impl Admin {
                 "health": self.health.get().as_deref(),
                 "store": self.writer.status(),
             }),
-        )
+        ))
     }
 
-    fn list_users(&self) -> (StatusCode, Value) {
-        let snap = self.shared.snapshot();
-        let mut users: Vec<&sekisho_policy::state::User> = snap.state.users.values().map(|u| &**u).collect();
-        users.sort_by(|a, b| a.id.cmp(&b.id));
-        (StatusCode::OK, json!({ "users": users }))
-    }
-
-    async fn put_user(&self, caller: &Caller<'_>, id: &str, input: UserInput) -> ApiResult {
+    pub async fn put_user(&self, caller: &Caller<'_>, id: &str, input: UserInput) -> ApiResult {
+        allow(caller, Action::PutUser)?;
         check_id(id, "user id")?;
         let snap = self.shared.snapshot();
         if let Some(unknown) = input.profiles.iter().find(|p| snap.rules.profile(p).is_none()) {
@@ -510,6 +523,22 @@ impl Admin {
         self.commit(caller, change, "user.put", id, &reason).await
     }
 
+    /// Suspends or restricts a user (第18条), open-ended or until a time.
+    pub async fn flag(&self, caller: &Caller<'_>, user: &str, kind: FlagKind, input: FlagInput) -> ApiResult {
+        allow(caller, Action::FlagUser)?;
+        let until = input.until.map(|u| u.with_timezone(&Utc));
+        if until.is_some_and(|u| u <= Utc::now()) {
+            return Err(bad("`until` is already past"));
+        }
+        self.set_flag(caller, user, kind, Some(until), input.reason).await
+    }
+
+    /// Lifts a suspension or restriction.
+    pub async fn unflag(&self, caller: &Caller<'_>, user: &str, kind: FlagKind, reason: String) -> ApiResult {
+        allow(caller, Action::FlagUser)?;
+        self.set_flag(caller, user, kind, None, reason).await
+    }
+
     /// Sets (`Some(until)`) or lifts (`None`) a flag; either way the reason
     /// is required and goes into the audit record.
     async fn set_flag(
@@ -531,14 +560,8 @@ impl Admin {
         self.commit(caller, Change::SetFlag { user: user.to_owned(), kind, flag }, action, user, &reason).await
     }
 
-    fn list_devices(&self) -> (StatusCode, Value) {
-        let snap = self.shared.snapshot();
-        let mut devices: Vec<_> = snap.state.devices.values().map(|d| device_json(d)).collect();
-        devices.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        (StatusCode::OK, json!({ "devices": devices }))
-    }
-
-    async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
+    pub async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
+        allow(caller, Action::FileDevice)?;
         let device = input.into_device(DeviceStatus::Pending)?;
         let id = device.id.clone();
         let reason = "registration application filed (様式第1号)";
@@ -548,7 +571,8 @@ impl Admin {
 
     /// Registers devices in bulk, approved (an asset register of city-issued
     /// PCs): all or none, one transaction, one audit record.
-    async fn import_devices(&self, caller: &Caller<'_>, input: ImportInput) -> ApiResult {
+    pub async fn import_devices(&self, caller: &Caller<'_>, input: ImportInput) -> ApiResult {
+        allow(caller, Action::ImportDevices)?;
         let reason = non_empty(input.reason)?;
         if input.devices.is_empty() || input.devices.len() > MAX_IMPORT {
             return Err(bad(format!("give 1 to {MAX_IMPORT} devices per import, not {}", input.devices.len())));
@@ -562,20 +586,21 @@ impl Admin {
 
     /// A registration decision; an approval may record an exception to the
     /// profiles' minimums with its own reason (熊本 第12条第2項).
-    async fn device_status(
+    pub async fn device_status(
         &self,
         caller: &Caller<'_>,
         id: &str,
         status: DeviceStatus,
         input: DecisionInput,
     ) -> ApiResult {
+        allow(caller, if status == DeviceStatus::Revoked { Action::RevokeDevice } else { Action::DecideDevice })?;
         let reason = non_empty(input.reason)?;
         let exception = match input.exception {
             Some(_) if status != DeviceStatus::Approved => {
                 return Err(bad("an `exception` is recorded only with an approval"))
             }
             Some(why) if why.trim().is_empty() => return Err(bad("an `exception` needs its reason")),
-            Some(why) => Some(PostureException { reason: why.trim().to_owned(), approver: caller.token.name.clone() }),
+            Some(why) => Some(PostureException { reason: why.trim().to_owned(), approver: caller.name.to_owned() }),
             None => None,
         };
         let reason = match &exception {
@@ -591,7 +616,14 @@ impl Admin {
     /// answer, for the system manager only, carries the one-time password
     /// and the id of the enrollment bundle (`.mobileconfig`, `.p12`, Android
     /// steps), downloadable once. The store keeps only the fingerprint.
-    async fn issue_certificate(&self, caller: &Caller<'_>, id: &str, input: CertInput, renewal: bool) -> ApiResult {
+    pub async fn issue_certificate(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        input: CertInput,
+        renewal: bool,
+    ) -> Result<CertificateIssued, ApiError> {
+        allow(caller, Action::IssueCertificate)?;
         let ca = self.device_ca.clone().ok_or_else(|| {
             ApiError(StatusCode::CONFLICT, "no device CA is configured ([tls] device_ca_cert)".into())
         })?;
@@ -618,27 +650,24 @@ impl Admin {
             if renewal { ("device.certificate.renew", "renewed") } else { ("device.certificate", "issued") };
         let reason = given_or(input.reason, &format!("certificate {what} for {days} days"));
         self.commit(caller, change, action, id, &reason).await?;
-        let enrollment = self.hold_enrollment(bundle);
-        Ok((
-            StatusCode::CREATED,
-            json!({
-                "device": id,
-                "renewal": renewal,
-                "certificate_pem": issued.certificate_pem,
-                "private_key_pem": issued.private_key_pem,
-                "ca_pem": ca.pem(),
-                "sha256": crate::config::hex(&issued.sha256),
-                "pkcs12_base64": pkcs12,
-                "not_after": issued.not_after,
-                "enrollment": {
-                    "id": enrollment.0,
-                    "one_time_password": otp,
-                    "expires_at": enrollment.1,
-                    "files": files,
-                    "download": format!("POST /v1/enrollments/{}/download", enrollment.0),
-                },
-            }),
-        ))
+        let (enrollment, expires_at) = self.hold_enrollment(bundle);
+        Ok(CertificateIssued {
+            device: id.to_owned(),
+            renewal,
+            certificate_pem: issued.certificate_pem,
+            private_key_pem: issued.private_key_pem,
+            ca_pem: ca.pem().to_owned(),
+            sha256: crate::config::hex(&issued.sha256),
+            pkcs12_base64: pkcs12,
+            not_after: issued.not_after,
+            enrollment: EnrollmentIssued {
+                download: format!("POST /v1/enrollments/{enrollment}/download"),
+                id: enrollment,
+                one_time_password: otp,
+                expires_at,
+                files,
+            },
+        })
     }
 
     /// The device may get a certificate: registered, approved, and for a
@@ -674,7 +703,12 @@ impl Admin {
 
     /// Hands an enrollment bundle out, once: the download is audited first,
     /// and a bundle whose record cannot be written is kept for another try.
-    async fn download_enrollment(&self, caller: &Caller<'_>, id: &str) -> ApiResult {
+    pub async fn download_enrollment(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+    ) -> Result<crate::device::enroll::Bundle, ApiError> {
+        allow(caller, Action::IssueCertificate)?;
         let gone = || {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -691,22 +725,18 @@ impl Admin {
             &taken.bundle.device,
             "enrollment bundle handed out",
         );
-        if let Err(e) = self.writer.store.record(entry).await {
+        if let Err(e) = self.record(entry).await {
             if let Ok(mut pending) = self.enrollments.lock() {
                 pending.insert(id.to_owned(), taken);
             }
             return Err(e.into());
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let files: serde_json::Map<String, Value> =
-            taken.bundle.files().into_iter().map(|(name, data)| (name, Value::String(b64.encode(data)))).collect();
-        Ok((
-            StatusCode::OK,
-            json!({"device": taken.bundle.device, "not_after": taken.bundle.not_after, "files_base64": files}),
-        ))
+        Ok(taken.bundle)
     }
 
-    async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
+    /// Stops (`on`) or resumes everything, or one profile (第6条第4項).
+    pub async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
+        allow(caller, Action::EmergencyStop)?;
         let reason = non_empty(input.reason)?;
         if let Some(p) = &input.profile {
             if self.shared.snapshot().rules.profile(p).is_none() {
@@ -720,25 +750,28 @@ impl Admin {
     }
 
     /// Every grant; a supervisor sees their own department's.
-    fn list_overtime(&self, caller: &Caller<'_>) -> (StatusCode, Value) {
+    pub fn overtime(&self, caller: &Caller<'_>) -> Result<Vec<OvertimeGrant>, ApiError> {
+        allow(caller, Action::ReadOvertime)?;
         let snap = self.shared.snapshot();
-        let sees_all = caller.token.roles.iter().any(|r| *r != Role::Supervisor);
+        let sees_all = caller.roles.iter().any(|r| *r != Role::Supervisor);
         let mut grants: Vec<_> = snap
             .state
             .overtime
             .values()
             .flatten()
             .filter(|g| sees_all || self.check_department(caller, &g.grantee).is_ok())
+            .cloned()
             .collect();
         grants.sort_by_key(|g| g.id);
-        (StatusCode::OK, json!({ "grants": grants }))
+        Ok(grants)
     }
 
     /// Overtime ordered by a supervisor (Abiko 8.(1)) for a person or a
     /// whole department. A `supervisor` token orders it for its own
     /// department's members only, and is recorded as the approver; IT staff
     /// (`general_admin`) record it for anyone, naming the approver.
-    async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
+    pub async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
+        allow(caller, Action::ManageOvertime)?;
         let (start, end) = window(input.start, input.end)?;
         let reason = non_empty(input.reason)?;
         let grantee = match (input.user, input.department) {
@@ -746,15 +779,15 @@ impl Admin {
             (None, Some(d)) if !d.trim().is_empty() => Grantee::Department(d.trim().to_owned()),
             _ => return Err(bad("give exactly one of `user` and `department`")),
         };
-        let approver = match (caller.token.roles.contains(&Role::GeneralAdmin), input.approver) {
+        let approver = match (caller.roles.contains(&Role::GeneralAdmin), input.approver) {
             (true, Some(a)) => non_empty(a)?,
             (true, None) => return Err(bad("`approver`: the supervisor (所属長) who ordered the overtime")),
-            (false, Some(a)) if a.trim() != caller.token.name => {
+            (false, Some(a)) if a.trim() != caller.name => {
                 return Err(bad("a supervisor's grant is recorded with their own name; leave out `approver`"))
             }
             (false, _) => {
                 self.check_department(caller, &grantee)?;
-                caller.token.name.clone()
+                caller.name.to_owned()
             }
         };
         let target = match &grantee {
@@ -772,7 +805,7 @@ impl Admin {
     /// A supervisor acts only within their own department: the department
     /// itself, or a person whose record names it.
     fn check_department(&self, caller: &Caller<'_>, grantee: &Grantee) -> Result<(), ApiError> {
-        let own = caller.token.department.as_deref();
+        let own = caller.department;
         let theirs = match grantee {
             Grantee::Department(d) => Some(d.clone()),
             Grantee::User(u) => {
@@ -791,16 +824,24 @@ impl Admin {
                 StatusCode::FORBIDDEN,
                 format!(
                     "supervisor `{}` orders overtime for their own department (`{}`) only",
-                    caller.token.name,
+                    caller.name,
                     own.unwrap_or("-")
                 ),
             )),
         }
     }
 
+    /// Withdraws an overtime grant; `reason` may be empty (one is derived).
+    pub async fn withdraw_grant(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
+        allow(caller, Action::ManageOvertime)?;
+        self.may_withdraw(caller, id)?;
+        let reason = given_or(reason, "grant withdrawn");
+        self.commit(caller, Change::RemoveGrant(id), "overtime.remove", &id.to_string(), &reason).await
+    }
+
     /// Only IT staff, or the supervisor of the grant's department, withdraw it.
     fn may_withdraw(&self, caller: &Caller<'_>, id: i64) -> Result<(), ApiError> {
-        if caller.token.roles.contains(&Role::GeneralAdmin) {
+        if caller.roles.contains(&Role::GeneralAdmin) {
             return Ok(());
         }
         let snap = self.shared.snapshot();
@@ -809,13 +850,6 @@ impl Admin {
             Some(g) => self.check_department(caller, &g.grantee),
             None => Err(ApiError(StatusCode::NOT_FOUND, format!("overtime grant `{id}` does not exist"))),
         }
-    }
-
-    fn list_apps(&self) -> (StatusCode, Value) {
-        let snap = self.shared.snapshot();
-        let mut stages: Vec<&AppStage> = snap.state.apps.stages.values().collect();
-        stages.sort_by(|a, b| (&a.profile, a.app).cmp(&(&b.profile, b.app)));
-        (StatusCode::OK, json!({ "stages": stages, "reviews": snap.state.apps.reviews }))
     }
 
     /// The profile and app of a register path, both checked.
@@ -829,7 +863,8 @@ impl Admin {
     }
 
     /// Registers an app as in development or in operation (Abiko 10.).
-    async fn set_app_stage(&self, caller: &Caller<'_>, profile: &str, app: &str, input: StageInput) -> ApiResult {
+    pub async fn set_app_stage(&self, caller: &Caller<'_>, profile: &str, app: &str, input: StageInput) -> ApiResult {
+        allow(caller, Action::ManageApps)?;
         let (profile, app) = self.app_key(profile, app)?;
         let reason = non_empty(input.reason)?;
         let target = format!("{profile}/{app}");
@@ -838,7 +873,8 @@ impl Admin {
     }
 
     /// Records a review: app, what was reviewed, by whom, when (Abiko 10.).
-    async fn add_review(&self, caller: &Caller<'_>, profile: &str, app: &str, input: ReviewInput) -> ApiResult {
+    pub async fn add_review(&self, caller: &Caller<'_>, profile: &str, app: &str, input: ReviewInput) -> ApiResult {
+        allow(caller, Action::ManageApps)?;
         let (profile, app) = self.app_key(profile, app)?;
         let (reviewer, note) = (non_empty(input.reviewer)?, non_empty(input.note)?);
         let token_sha256 = match (input.token_sha256, input.subject) {
@@ -868,12 +904,15 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
-    fn list_maintenance(&self) -> (StatusCode, Value) {
-        let snap = self.shared.snapshot();
-        (StatusCode::OK, json!({ "windows": &*snap.state.maintenance }))
+    /// Withdraws a review from the register; `reason` may be empty.
+    pub async fn remove_review(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
+        allow(caller, Action::ManageApps)?;
+        let reason = given_or(reason, "review withdrawn");
+        self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
     }
 
-    async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
+    pub async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
+        allow(caller, Action::ManageMaintenance)?;
         let (start, end) = window(input.start, input.end)?;
         let reason = non_empty(input.reason)?;
         let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
@@ -882,8 +921,16 @@ impl Admin {
         Ok((StatusCode::CREATED, v))
     }
 
+    /// Cancels a maintenance window; `reason` may be empty.
+    pub async fn remove_maintenance(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
+        allow(caller, Action::ManageMaintenance)?;
+        let reason = given_or(reason, "maintenance window cancelled");
+        self.commit(caller, Change::RemoveMaintenance(id), "maintenance.remove", &id.to_string(), &reason).await
+    }
+
     /// A rules revision (Abiko 13.) names who approved it and why.
-    async fn reload(&self, caller: &Caller<'_>, input: ReloadInput) -> ApiResult {
+    pub async fn reload(&self, caller: &Caller<'_>, input: ReloadInput) -> ApiResult {
+        allow(caller, Action::ReloadRules)?;
         let (reason, approver) = (non_empty(input.reason)?, non_empty(input.approver)?);
         let mut entry = self.audit_entry(caller, "rules.reload", &self.rules_dir.display().to_string(), &reason);
         entry.approver = Some(approver);
@@ -897,42 +944,84 @@ impl Admin {
         }
     }
 
-    async fn query_audit(&self, query: &str) -> ApiResult {
-        let q: AuditQuery = serde_urlencoded_lite(query)?;
+    /// `GET /v1/audit`: the admin trail (`kind=admin`) or the request
+    /// decisions (`kind=requests`), filtered, newest first, paged.
+    async fn query_audit(&self, caller: &Caller<'_>, q: AuditQuery) -> ApiResult {
         let limit = q.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(bad(format!("`limit` must be 1 to 1000, not `{limit}`")));
         }
+        let skip = q.offset.unwrap_or(0);
+        let utc = |t: Option<DateTime<FixedOffset>>| t.map(|t| t.with_timezone(&Utc));
         match q.kind.as_deref().unwrap_or("admin") {
             "admin" => {
-                let filter = AuditFilter {
-                    target: q.target.clone().or_else(|| q.user.clone()),
-                    action: q.action.clone(),
+                let filter = AdminFilter {
+                    target: q.target.or(q.user),
+                    action: q.action,
+                    actor: q.actor,
+                    since: utc(q.since),
+                    until: utc(q.until),
+                    skip,
                     limit,
                 };
-                let records = self.writer.store.audit(filter).await?;
-                Ok((StatusCode::OK, json!({ "records": records })))
+                let records = self.admin_records(caller, &filter).await?;
+                Ok(ok(json!({ "records": records })))
             }
             "requests" => {
-                let records = self
-                    .audit
-                    .query(q.user.as_deref(), q.reason.as_deref(), limit as usize)
-                    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("audit log unreadable: {e}")))?;
-                Ok((StatusCode::OK, json!({ "records": records })))
+                let filter = RequestFilter {
+                    user: q.user,
+                    device: q.device,
+                    reason: q.reason,
+                    profile: q.profile,
+                    decision: q.decision,
+                    request_id: q.request_id,
+                    since: q.since,
+                    until: q.until,
+                };
+                let found = self.request_records(caller, filter, skip as usize, limit as usize).await?;
+                Ok(ok(json!({ "records": found.records, "more": found.more, "cut_short": found.cut_short })))
             }
             other => Err(bad(format!("`kind` must be `admin` or `requests`, not `{other}`"))),
         }
     }
+
+    /// The admin audit trail, for a caller who may read it.
+    pub async fn admin_records(&self, caller: &Caller<'_>, filter: &AdminFilter) -> Result<Vec<AuditRecord>, ApiError> {
+        allow(caller, Action::ReadAudit)?;
+        Ok(self.writer.store.audit(filter.clone()).await?)
+    }
+
+    /// Request decisions from the audit log, for a caller who may read them.
+    pub async fn request_records(
+        &self,
+        caller: &Caller<'_>,
+        filter: RequestFilter,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Found, ApiError> {
+        allow(caller, Action::ReadAudit)?;
+        let path = self.audit.path().to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            crate::control::audit_search::search(&path, &filter, skip, limit, AUDIT_SCAN_BYTES)
+        })
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "audit log search failed".into()))?;
+        found.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("audit log unreadable: {e}")))
+    }
 }
 
-fn allow(caller: &Caller<'_>, roles: &[Role]) -> Result<(), ApiError> {
-    if caller.token.roles.iter().any(|r| roles.contains(r)) {
+/// How much of the request audit log one search reads, from its end.
+const AUDIT_SCAN_BYTES: u64 = 256 << 20;
+
+/// The role check every action starts with (the table is `roles::Action`).
+fn allow(caller: &Caller<'_>, action: Action) -> Result<(), ApiError> {
+    if caller.may(action) {
         return Ok(());
     }
-    let needed: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
+    let needed: Vec<_> = action.roles().iter().map(|r| r.as_str()).collect();
     Err(ApiError(
         StatusCode::FORBIDDEN,
-        format!("token `{}` lacks the role for this action (needs one of: {})", caller.token.name, needed.join(", ")),
+        format!("`{}` lacks the role for this action (needs one of: {})", caller.name, needed.join(", ")),
     ))
 }
 
@@ -940,12 +1029,12 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-/// The reason in an optional body, or `derived` when none was given.
-fn optional_reason(body: &[u8], derived: &str) -> Result<String, ApiError> {
+/// The reason in an optional body, if one was given.
+fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(derived.to_owned());
+        return Ok(None);
     }
-    parse::<Reason>(body).map(|r| given_or(Some(r.reason), derived))
+    parse::<Reason>(body).map(|r| Some(r.reason))
 }
 
 /// The caller's reason when it says something, else one the API derives,
@@ -1003,6 +1092,28 @@ fn window(
     Ok((start, end))
 }
 
+fn ok(value: Value) -> (StatusCode, Value) {
+    (StatusCode::OK, value)
+}
+
+fn users_json(snap: &Snapshot) -> Value {
+    let mut users: Vec<&sekisho_policy::state::User> = snap.state.users.values().map(|u| &**u).collect();
+    users.sort_by(|a, b| a.id.cmp(&b.id));
+    json!({ "users": users })
+}
+
+fn devices_json(snap: &Snapshot) -> Value {
+    let mut devices: Vec<_> = snap.state.devices.values().map(|d| device_json(d)).collect();
+    devices.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    json!({ "devices": devices })
+}
+
+fn apps_json(snap: &Snapshot) -> Value {
+    let mut stages: Vec<&AppStage> = snap.state.apps.stages.values().collect();
+    stages.sort_by(|a, b| (&a.profile, a.app).cmp(&(&b.profile, b.app)));
+    json!({ "stages": stages, "reviews": snap.state.apps.reviews })
+}
+
 fn device_json(d: &Device) -> Value {
     json!({
         "id": d.id, "owner": d.owner, "kind": d.kind, "ownership": d.ownership, "os": d.os,
@@ -1043,8 +1154,8 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
         let v = sekisho_policy::body::percent_decode(v.as_bytes())
             .ok_or_else(|| bad(format!("query value for `{k}` is not valid percent-encoding")))?;
         let value = match k {
-            "limit" => {
-                v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`limit` must be a number, not `{v}`")))?
+            "limit" | "offset" => {
+                v.parse::<u32>().map(Value::from).map_err(|_| bad(format!("`{k}` must be a number, not `{v}`")))?
             }
             _ => Value::String(v),
         };
@@ -1055,87 +1166,87 @@ fn serde_urlencoded_lite<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserInput {
-    display_name: String,
-    role: String,
-    profiles: Vec<String>,
+pub struct UserInput {
+    pub display_name: String,
+    pub role: String,
+    pub profiles: Vec<String>,
     /// 所属: whose supervisor orders this person's overtime.
-    department: Option<String>,
+    pub department: Option<String>,
     /// A named working-hours schedule of one of the profiles (Abiko 8.).
-    schedule: Option<String>,
-    reason: Option<String>,
+    pub schedule: Option<String>,
+    pub reason: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FlagInput {
-    reason: String,
-    until: Option<DateTime<FixedOffset>>,
+pub struct FlagInput {
+    pub reason: String,
+    pub until: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Reason {
-    reason: String,
+pub struct Reason {
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StageInput {
-    stage: Stage,
-    reason: String,
+pub struct StageInput {
+    pub stage: Stage,
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReviewInput {
-    subject: Subject,
+pub struct ReviewInput {
+    pub subject: Subject,
     /// Who reviewed (行政管理課, or the technical staff it appointed).
-    reviewer: String,
+    pub reviewer: String,
     /// When; today (Asia/Tokyo) if absent.
-    reviewed_on: Option<NaiveDate>,
+    pub reviewed_on: Option<NaiveDate>,
     /// What was reviewed.
-    note: String,
+    pub note: String,
     /// An `api_token` review of one token only: its SHA-256.
-    token_sha256: Option<String>,
+    pub token_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecisionInput {
-    reason: String,
+pub struct DecisionInput {
+    pub reason: String,
     /// Approve although the device is below the profiles' minimums (OS
     /// family or version, signature age), for this reason.
-    exception: Option<String>,
+    pub exception: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReloadInput {
+pub struct ReloadInput {
     /// Who approved the revision (Abiko 13.: the 統括情報責任者).
-    approver: String,
-    reason: String,
+    pub approver: String,
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeviceInput {
-    id: String,
-    owner: String,
-    kind: DeviceKind,
-    ownership: Ownership,
-    os: Os,
-    os_version: Version,
-    security_software: Option<SecurityInput>,
-    key_alg: String,
-    public_key: String,
+pub struct DeviceInput {
+    pub id: String,
+    pub owner: String,
+    pub kind: DeviceKind,
+    pub ownership: Ownership,
+    pub os: Os,
+    pub os_version: Version,
+    pub security_software: Option<SecurityInput>,
+    pub key_alg: String,
+    pub public_key: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SecurityInput {
-    name: String,
-    updated: NaiveDate,
+pub struct SecurityInput {
+    pub name: String,
+    pub updated: NaiveDate,
 }
 
 impl DeviceInput {
@@ -1165,9 +1276,9 @@ const MAX_IMPORT: usize = 4000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ImportInput {
-    reason: String,
-    devices: Vec<DeviceInput>,
+pub struct ImportInput {
+    pub reason: String,
+    pub devices: Vec<DeviceInput>,
 }
 
 #[derive(Deserialize)]
@@ -1178,51 +1289,59 @@ struct PostureInput {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct CertInput {
-    days: Option<u32>,
-    reason: Option<String>,
+pub struct CertInput {
+    pub days: Option<u32>,
+    pub reason: Option<String>,
     /// When given, the answer also carries a PKCS#12 file (base64) protected by it.
-    pkcs12_password: Option<String>,
+    pub pkcs12_password: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StopInput {
-    profile: Option<String>,
-    reason: String,
+pub struct StopInput {
+    pub profile: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantInput {
+pub struct GrantInput {
     /// One person, or
-    user: Option<String>,
+    pub user: Option<String>,
     /// every member of a department.
-    department: Option<String>,
-    profile: Option<String>,
+    pub department: Option<String>,
+    pub profile: Option<String>,
     /// The supervisor who ordered it; a supervisor's own token records itself.
-    approver: Option<String>,
-    reason: String,
-    start: DateTime<FixedOffset>,
-    end: DateTime<FixedOffset>,
+    pub approver: Option<String>,
+    pub reason: String,
+    pub start: DateTime<FixedOffset>,
+    pub end: DateTime<FixedOffset>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaintenanceInput {
-    profile: Option<String>,
-    reason: String,
-    start: DateTime<FixedOffset>,
-    end: DateTime<FixedOffset>,
+pub struct MaintenanceInput {
+    pub profile: Option<String>,
+    pub reason: String,
+    pub start: DateTime<FixedOffset>,
+    pub end: DateTime<FixedOffset>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
-    kind: Option<String>,
-    user: Option<String>,
-    target: Option<String>,
-    action: Option<String>,
-    reason: Option<String>,
-    limit: Option<u32>,
+pub struct AuditQuery {
+    pub kind: Option<String>,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    pub device: Option<String>,
+    pub profile: Option<String>,
+    pub decision: Option<Outcome>,
+    pub request_id: Option<String>,
+    pub since: Option<DateTime<FixedOffset>>,
+    pub until: Option<DateTime<FixedOffset>>,
+    pub offset: Option<u32>,
+    pub limit: Option<u32>,
 }

@@ -11,8 +11,6 @@
 //! fields below.
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,31 +146,6 @@ impl AuditLog {
         if let Some(w) = writer {
             let _ = w.join();
         }
-    }
-
-    /// The newest records (up to `limit`) matching the filters, newest first,
-    /// from the last 16 MiB of the active file.
-    pub fn query(
-        &self,
-        user: Option<&str>,
-        reason: Option<&str>,
-        limit: usize,
-    ) -> std::io::Result<Vec<RequestRecord<'static>>> {
-        let mut file = File::open(&self.path)?;
-        let len = file.metadata()?.len();
-        let start = len.saturating_sub(16 << 20);
-        file.seek(SeekFrom::Start(start))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        let lines = text.lines().skip(usize::from(start > 0));
-        let mut found: Vec<RequestRecord<'static>> = lines
-            .filter_map(|l| serde_json::from_str::<RequestRecord<'_>>(l).ok().map(RequestRecord::into_owned))
-            .filter(|r| user.is_none_or(|u| r.user.as_deref() == Some(u)))
-            .filter(|r| reason.is_none_or(|x| r.reason.as_deref() == Some(x)))
-            .collect();
-        found.reverse();
-        found.truncate(limit);
-        Ok(found)
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use std::collections::VecDeque;
 
 use crate::config::{PgConfig, StoreConfig};
-use crate::control::store::{AuditEntry, AuditRecord, Change, Store, StoreError};
+use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, Store, StoreError};
 
 /// Where in the store's history a state is. PostgreSQL: the number of the
 /// last change-log entry applied and that entry's random tag, so a
@@ -95,14 +95,6 @@ impl Wake {
     }
 }
 
-/// Which admin audit records to read (newest first).
-#[derive(Debug, Clone)]
-pub struct AuditFilter {
-    pub target: Option<String>,
-    pub action: Option<String>,
-    pub limit: u32,
-}
-
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// `sqlite` or `postgres`, for the status page and metrics.
@@ -113,7 +105,8 @@ pub trait Backend: Send + Sync {
     async fn commit(&self, change: Change, audit: AuditEntry) -> Result<Committed, StoreError>;
     /// Records an admin action that changes no state (a rules reload).
     async fn record(&self, audit: AuditEntry) -> Result<(), StoreError>;
-    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Admin audit records matching `filter`, newest first.
+    async fn audit(&self, filter: AdminFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// Walks the admin records' hash chain in id order: how many were
     /// checked, or the first record that does not follow from the one before.
     async fn verify_audit_chain(&self) -> Result<Result<u64, i64>, StoreError>;
@@ -217,9 +210,9 @@ impl Backend for Store {
         blocking(move || store.record(&audit)).await
     }
 
-    async fn audit(&self, f: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit(&self, f: AdminFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let store = self.clone();
-        blocking(move || store.audit(f.target.as_deref(), f.action.as_deref(), f.limit)).await
+        blocking(move || store.audit(&f)).await
     }
 
     async fn verify_audit_chain(&self) -> Result<Result<u64, i64>, StoreError> {

@@ -5,12 +5,15 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_search;
 pub mod backend;
 pub mod chain;
+pub mod console;
 pub mod doctor;
 pub mod doctor_certs;
 pub mod follower;
 pub mod postgres;
+pub mod roles;
 pub mod store;
 pub mod trail;
 pub mod trail_writer;

@@ -351,19 +351,20 @@ impl Store {
         Ok(Ok(n))
     }
 
-    /// Admin audit records, newest first.
-    pub fn audit(
-        &self,
-        target: Option<&str>,
-        action: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    /// Admin audit records matching `filter`, newest first.
+    pub fn audit(&self, filter: &AdminFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
-             WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) ORDER BY id DESC LIMIT ?3",
+             WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR actor = ?3)
+               AND (?4 IS NULL OR time >= ?4) AND (?5 IS NULL OR time < ?5)
+             ORDER BY id DESC LIMIT ?6 OFFSET ?7",
         )?;
-        let rows = stmt.query_map(params![target, action, limit], |r| {
+        // Times are stored as RFC 3339 in UTC, which sort as they read.
+        let utc = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
+        let f = filter;
+        let args = params![f.target, f.action, f.actor, utc(f.since), utc(f.until), f.limit, f.skip];
+        let rows = stmt.query_map(args, |r| {
             Ok(AuditRecord {
                 id: r.get(0)?,
                 entry: AuditEntryOwned {
@@ -379,6 +380,22 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+/// Which admin audit records to read (every field given must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminFilter {
+    pub target: Option<String>,
+    pub action: Option<String>,
+    /// Who acted (the admin's name).
+    pub actor: Option<String>,
+    /// From this instant, inclusive.
+    pub since: Option<DateTime<Utc>>,
+    /// Until this instant, exclusive.
+    pub until: Option<DateTime<Utc>>,
+    /// Newer matches to pass over (paging).
+    pub skip: u32,
+    pub limit: u32,
 }
 
 pub(crate) fn require_reason(audit: &AuditEntry) -> Result<(), StoreError> {

@@ -204,7 +204,12 @@ fn a_failed_change_writes_nothing_not_even_its_audit_record() {
     let again = store.commit(Change::FileDevice(Box::new(device("d1", "u1"))), &entry("device.apply"));
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(matches!(store.commit(Change::RemoveGrant(42), &entry("overtime.remove")), Err(StoreError::NotFound(_))));
-    let actions: Vec<_> = store.audit(None, None, 100).unwrap().into_iter().map(|r| r.entry.action).collect();
+    let actions: Vec<_> = store
+        .audit(&AdminFilter { limit: 100, ..AdminFilter::default() })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
     assert_eq!(actions, ["device.apply", "user.put"], "only the committed changes are audited");
 }
 
@@ -225,7 +230,7 @@ fn an_admin_record_without_a_reason_is_refused_and_nothing_is_written() {
     assert!(matches!(store.commit(change, &blank), Err(StoreError::NoReason(_))));
     assert!(matches!(store.record(&blank), Err(StoreError::NoReason(_))));
     assert!(store.load().unwrap().users.is_empty(), "the change was not written");
-    assert!(store.audit(None, None, 10).unwrap().is_empty(), "nor its record");
+    assert!(store.audit(&AdminFilter { limit: 10, ..AdminFilter::default() }).unwrap().is_empty(), "nor its record");
 }
 
 #[test]
@@ -244,7 +249,8 @@ fn an_approver_is_kept_with_its_record_and_old_stores_gain_the_column() {
     let mut e = entry("rules.reload");
     e.approver = Some("統括情報責任者 山田".into());
     store.record(&e).unwrap();
-    let got = store.audit(None, Some("rules.reload"), 1).unwrap();
+    let got =
+        store.audit(&AdminFilter { action: Some("rules.reload".into()), limit: 1, ..AdminFilter::default() }).unwrap();
     assert_eq!(got[0].entry.approver.as_deref(), Some("統括情報責任者 山田"));
     assert_eq!(got[0].entry.reason, "r");
 }

@@ -24,6 +24,8 @@ use sekisho_policy::state::SecuritySoftware;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+pub mod console;
+
 pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
 pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
 pub const GENERAL_TOKEN: &str = "general-token-0123456789abcdef";

@@ -261,8 +261,8 @@ async fn verify(source: &Store, to: &PgStore) -> Result<(), StoreError> {
     if !same {
         return Err(StoreError::Schema("the copy reads back differently from the source; it was not verified".into()));
     }
-    let all = crate::control::backend::AuditFilter { target: None, action: None, limit: u32::MAX };
-    let want = source.audit(None, None, u32::MAX)?;
+    let all = crate::control::store::AdminFilter { limit: u32::MAX, ..Default::default() };
+    let want = source.audit(&all)?;
     let got = to.audit(all).await?;
     if want != got {
         return Err(StoreError::Schema(format!(

@@ -6,10 +6,10 @@ use sekisho_policy::state::State;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 
-use crate::control::backend::{AuditFilter, Position, Since};
+use crate::control::backend::{Position, Since};
 use crate::control::store::{
-    AuditEntryOwned, AuditRecord, Change, DeviceText, GrantText, ReviewText, StateRows, StoreError, DEVICE_COLUMNS,
-    REVIEW_COLUMNS,
+    AdminFilter, AuditEntryOwned, AuditRecord, Change, DeviceText, GrantText, ReviewText, StateRows, StoreError,
+    DEVICE_COLUMNS, REVIEW_COLUMNS,
 };
 
 /// Entries read per query while catching up.
@@ -168,14 +168,17 @@ pub fn follow(at: Position, entries: &[Entry]) -> Option<(Vec<Change>, Position)
     Some((changes, position))
 }
 
-/// Admin audit records, newest first.
-pub async fn audit(client: &mut Client, f: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+/// Admin audit records, newest first. Times are stored as RFC 3339 in UTC,
+/// which sort as they read (as in the SQLite store).
+pub async fn audit(client: &mut Client, f: AdminFilter) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = client
         .query(
             "SELECT id, time, actor, action, target, reason, source, approver FROM admin_audit
              WHERE ($1::text IS NULL OR target = $1) AND ($2::text IS NULL OR action = $2)
-             ORDER BY id DESC LIMIT $3",
-            &[&f.target, &f.action, &i64::from(f.limit)],
+               AND ($3::text IS NULL OR actor = $3)
+               AND ($4::text IS NULL OR time >= $4) AND ($5::text IS NULL OR time < $5)
+             ORDER BY id DESC LIMIT $6 OFFSET $7",
+            &[&f.target, &f.action, &f.actor, &utc(f.since), &utc(f.until), &i64::from(f.limit), &i64::from(f.skip)],
         )
         .await?;
     rows.iter()
@@ -224,3 +227,8 @@ pub async fn verify_audit_chain(client: &mut Client) -> Result<Result<u64, i64>,
 #[cfg(test)]
 #[path = "load_tests.rs"]
 mod tests;
+
+/// An instant as the admin records store it.
+fn utc(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+}

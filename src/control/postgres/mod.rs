@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::config::{PasswordSource, PgConfig};
-use crate::control::backend::{AuditFilter, Backend, Carried, Committed, Position, Since, Wake};
-use crate::control::store::{AuditEntry, AuditRecord, Change, StoreError};
+use crate::control::backend::{Backend, Carried, Committed, Position, Since, Wake};
+use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, StoreError};
 
 pub use copy::{copy_from_sqlite, CopyReport};
 pub use schema::VERSION as SCHEMA_VERSION;
@@ -191,7 +191,7 @@ impl Backend for PgStore {
         self.call(self.config.timeout, move |client| Box::pin(write::record(client, audit.clone()))).await
     }
 
-    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit(&self, filter: AdminFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.call(self.config.timeout, move |client| Box::pin(load::audit(client, filter.clone()))).await
     }
 
