@@ -8,7 +8,7 @@
 //! test says so and lets Playwright present it instead.
 //! Screenshots go to `target/browser-screenshots/`. Skipped, with a message
 //! on stderr, where Chromium or playwright-core is not installed
-//! (`.ci/run` installs both).
+//! (`scripts/test` installs both).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
 

@@ -2,7 +2,7 @@
 //! package: every asset `cargo deb` would install exists, configuration
 //! and rules are conffiles, the shipped configuration and rules load, and
 //! `systemd-analyze verify` accepts the unit (with ExecStart pointing at
-//! the binary under test). systemd-analyze must be installed (`.ci/run`
+//! the binary under test). systemd-analyze must be installed (`scripts/test`
 //! installs the `systemd` package); without it this test fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
@@ -85,7 +85,7 @@ fn the_unit_is_hardened_and_systemd_analyze_accepts_it() {
     let out = Command::new("systemd-analyze")
         .args(["verify", path.to_str().unwrap()])
         .output()
-        .expect("systemd-analyze is required (apt-get install systemd; .ci/run does)");
+        .expect("systemd-analyze is required (apt-get install systemd; scripts/test does)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && !text.contains("sekisho.service:"), "{text}");
 }

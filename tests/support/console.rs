@@ -127,12 +127,12 @@ pub struct Chromium {
 
 impl Chromium {
     /// Starts the browser; fails (never skips) when Chromium or
-    /// playwright-core is missing: `.ci/run` installs both.
+    /// playwright-core is missing: `scripts/test` installs both.
     pub fn start() -> Chromium {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         assert!(
             std::path::Path::new("/usr/bin/chromium").exists() && dir.join("node_modules/playwright-core").exists(),
-            "the console browser test needs Debian's chromium and `npm ci` in tests/browser (.ci/run does both); \
+            "the console browser test needs Debian's chromium and `npm ci` in tests/browser (scripts/test does both); \
              set SEKISHO_SKIP_BROWSER=1 at build time to mark it ignored instead"
         );
         let mut child = std::process::Command::new("node")

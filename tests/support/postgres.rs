@@ -262,7 +262,7 @@ fn find_bin() -> PathBuf {
         Some((_, bin)) => bin,
         None => panic!(
             "PostgreSQL could not be started: no /usr/lib/postgresql/*/bin/initdb. \
-             Install Debian's `postgresql` package (`.ci/run` does), or build the tests with \
+             Install Debian's `postgresql` package (`scripts/test` does), or build the tests with \
              SEKISHO_SKIP_POSTGRES=1 to mark them ignored"
         ),
     }
