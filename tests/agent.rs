@@ -216,7 +216,7 @@ struct Agent {
 
 impl Agent {
     fn start(gw: &Gateway, key: &Path, dir: &Path) -> Agent {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
             .args(["agent", "proxy", "--listen", &addr.to_string(), "--gateway", &gw.https.to_string()])
             .args(["--gateway-ca", gw.path("certs/dev-ca.pem").to_str().unwrap()])

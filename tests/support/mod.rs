@@ -33,8 +33,25 @@ pub const APPLICANT_TOKEN: &str = "applicant-token-0123456789abcdef";
 /// The head of 総務課 (a `supervisor` token with its department).
 pub const SUPERVISOR_TOKEN: &str = "supervisor-token-0123456789abcdef";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port nothing listens on, taken below the kernel's ephemeral
+/// range: a port from `bind(0)` can be handed to some client's outgoing
+/// connection before the gateway binds it ("address already in use" in CI).
+/// One counter per test process keeps parallel tests apart.
+pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000, low.saturating_sub(10_000).max(1000));
+    let start = std::process::id() * 131;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(first + (start + n) % span).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One request an upstream received, as it saw it.
@@ -476,13 +493,29 @@ impl Gateway {
             gw.own_cluster = Some(cluster);
         }
         gw.write_files(gateway_lines, &extra_config);
+        // Another process on the machine may still take a port first; pick
+        // fresh ones and try again rather than fail the test.
+        for _ in 0..3 {
+            match gw.try_spawn().await {
+                Ok(()) => return gw,
+                Err(log) if log.contains("Address already in use") => {
+                    (gw.https, gw.http, gw.admin) = (port(0), port(1), port(2));
+                    gw.write_config(gateway_lines, &extra_config);
+                }
+                Err(log) => panic!("gateway did not start: {log}"),
+            }
+        }
         gw.spawn().await;
         gw
     }
 
     fn write_files(&self, gateway_lines: &str, extra_config: &str) {
+        self.write_config(gateway_lines, extra_config);
+        self.write_rest();
+    }
+
+    fn write_config(&self, gateway_lines: &str, extra_config: &str) {
         let d = self.dir.path();
-        std::fs::create_dir_all(d.join("rules")).unwrap();
         let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
         let config = format!(
             r#"
@@ -523,6 +556,11 @@ tokens = [
             supervisor = hash(SUPERVISOR_TOKEN),
         );
         std::fs::write(d.join("sekisho.toml"), config + extra_config).unwrap();
+    }
+
+    fn write_rest(&self) {
+        let d = self.dir.path();
+        std::fs::create_dir_all(d.join("rules")).unwrap();
         write_certs(&d.join("certs"));
         let ca = Command::new(env!("CARGO_BIN_EXE_sekisho")).current_dir(d).args(["ca", "init"]).output().unwrap();
         assert!(ca.status.success(), "{}", String::from_utf8_lossy(&ca.stderr));
@@ -628,6 +666,13 @@ ownership = ["personal"]
 
     /// Starts the binary and waits until the admin API and listeners answer.
     pub async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("gateway did not start: {log}");
+        }
+    }
+
+    /// [`Gateway::spawn`], with the log as the error when the gateway exits.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
             .current_dir(self.dir.path())
@@ -644,10 +689,10 @@ ownership = ["personal"]
                 && (self.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await.0 == 200
                     || self.admin_tls() && tokio::net::TcpStream::connect(self.admin).await.is_ok());
             if up {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gateway exited with {status}: {}", self.log());
+                return Err(format!("gateway exited with {status}: {}", self.log()));
             }
             assert!(Instant::now() < deadline, "gateway did not start: {}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;

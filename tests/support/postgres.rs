@@ -7,7 +7,6 @@
 //! clear message; `SEKISHO_SKIP_POSTGRES=1` at build time marks these
 //! tests ignored instead (see `build.rs`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -41,7 +40,7 @@ impl Cluster {
         let bin = find_bin();
         let as_user = is_root().then_some("nobody");
         let dir = tempfile::Builder::new().prefix("sekisho-pg").tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = super::free_port();
         let cluster = Cluster { port, dir, bin, as_user, tls };
         std::fs::write(cluster.path("pwfile"), PASSWORD).unwrap();
         std::fs::write(cluster.password_file(), format!("{PASSWORD}\n")).unwrap();
