@@ -62,21 +62,6 @@ pub fn ensure_dev_certs(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     Ok(true)
 }
 
-/// Checks that the certificate chain and key parse before pingora loads them.
-pub fn check_pem(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
-    let certs = read(cert)?;
-    let first = rustls_pemfile::certs(&mut certs.as_slice()).next();
-    if !matches!(first, Some(Ok(_))) {
-        return Err(TlsError::NoCertificate(cert.display().to_string()));
-    }
-    let keys = read(key)?;
-    match rustls_pemfile::private_key(&mut keys.as_slice()) {
-        Ok(Some(_)) => Ok(()),
-        _ => Err(TlsError::NoKey(key.display().to_string())),
-    }
-}
-
 /// Writes a file atomically (temp file, fsync, rename) with `mode`.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let err = |e| TlsError::Write(path.display().to_string(), e);

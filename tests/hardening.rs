@@ -192,8 +192,8 @@ async fn when_the_audit_log_cannot_be_written_requests_are_refused() {
     assert_eq!(up.seen().len(), 0, "no refused request reached the upstream");
 }
 
-/// Slowloris: a header trickled a byte at a time, each byte well inside
-/// pingora's 60 s per-read timeout, is cut at the whole-header deadline; a
+/// Slowloris: a header trickled a byte about every 300 ms, so that no
+/// per-read timeout would ever fire, is cut at the whole-header deadline; a
 /// client that is merely slow between requests is not.
 #[tokio::test]
 async fn slow_header_is_cut_at_the_deadline() {
@@ -371,9 +371,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Upgrading the binary under load: the new process takes the listening
-/// sockets over (pingora's fd hand-over) and the old one drains, so no
-/// connection is refused and no request fails; an admin change made on the
-/// old process while the new one was starting is not lost.
+/// sockets over (passed on `data/upgrade.sock`, `src/handover.rs`) and the
+/// old one drains, so no connection is refused and no request fails; an
+/// admin change made on the old process while the new one was starting is
+/// not lost.
 #[tokio::test]
 async fn a_graceful_upgrade_under_load_refuses_no_connection() {
     let up = Upstream::start().await;

@@ -1,6 +1,6 @@
 //! Response headers the gateway adds on its own account, computed from
-//! plain values so any HTTP stack can call them (today's pingora filters,
-//! the hyper request path). No I/O, no state.
+//! plain values (`service::handle` adds them to every answer it gives, its
+//! block pages included). No I/O, no state.
 
 use sekisho_policy::Profile;
 
