@@ -500,6 +500,35 @@ async fn suspending_a_user_ends_their_streaming_download_over_http2() {
     assert!(cut.elapsed() < Duration::from_secs(1));
 }
 
+/// An HTTP/2 client that grants no flow-control window holds its stream
+/// open without the gateway ever polling the answer again; a suspension
+/// must still end it (here by closing the connection), and the exchange
+/// is audited.
+#[tokio::test]
+async fn suspending_a_user_ends_their_http2_stream_even_when_it_is_stalled_on_flow_control() {
+    let (_up, _ws, gw) = setup().await;
+    let rita = gw.enrol("rita", Enrol::default()).await;
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    let (mut client, conn) = gw.h2(builder).await;
+    let req = http::Request::get(format!("https://app.localhost:{}/big", gw.https.port()))
+        .header("device-attestation", rita.token("app.localhost").as_str())
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the answer's head needs no window");
+    // Nothing more can flow: hyper now waits for window, not on the body.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!conn.is_finished());
+
+    gw.admin("POST", "/v1/users/rita/suspend", json!({"reason": "紛失"})).await;
+    let ended = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    assert!(ended.is_ok(), "the stalled stream's connection was still open 2 s after the suspension");
+    let lines = gw.audit_lines("rita").await;
+    assert!(lines.iter().any(|l| l["path"] == "/big"), "the cut exchange is audited: {lines:?}");
+}
+
 #[tokio::test]
 async fn the_admin_api_can_serve_https_and_the_cli_speaks_it() {
     let up = Upstream::start().await;

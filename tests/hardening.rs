@@ -318,23 +318,7 @@ async fn an_http2_rapid_reset_flood_is_cut_off() {
     let token = p.token("app.localhost");
     let rss_before = rss_kib(gw.pid());
 
-    let ca = std::fs::read(gw.path("certs/dev-ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("app.localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
-    let (mut client, conn) = h2::client::handshake(tls).await.unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = gw.h2(h2::client::Builder::new()).await;
 
     const FLOOD: usize = 20_000;
     let mut sent = 0;

@@ -244,7 +244,7 @@ async fn http2_requests_with_a_foreign_scheme_are_refused() {
     let (up, _ws, gw) = setup("").await;
     let p = gw.enrol("h2scheme", Enrol::default()).await;
     let t = p.token("app.localhost");
-    let mut client = h2_client(&gw).await;
+    let (mut client, _conn) = gw.h2(h2::client::Builder::new()).await;
     let uri = format!("ftp://app.localhost:{}/x", gw.https.port());
     let req = http::Request::get(uri).header("device-attestation", t.as_str()).body(()).unwrap();
     let (resp, _) = client.send_request(req, true).unwrap();
@@ -252,27 +252,6 @@ async fn http2_requests_with_a_foreign_scheme_are_refused() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["sekisho-deny-reason"], "bad_request");
     assert!(up.seen().is_empty());
-}
-
-async fn h2_client(gw: &Gateway) -> h2::client::SendRequest<bytes::Bytes> {
-    let ca = std::fs::read(gw.path("certs/dev-ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("app.localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    client.ready().await.unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {

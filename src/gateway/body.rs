@@ -84,6 +84,14 @@ impl Recheck {
         sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
     }
 
+    /// The same judgement without consuming the change (for the connection's
+    /// watcher, which must not hide a change from the exchange itself).
+    pub fn withdrawn_now(&self) -> Option<Deny> {
+        let snap = self.worker.gateway.shared.snapshot();
+        sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
+            .err()
+    }
+
     /// A future that completes when access is withdrawn (for waiting exchanges).
     pub fn withdrawn(self: &Rc<Self>) -> Pin<Box<dyn Future<Output = Deny>>> {
         let me = self.clone();

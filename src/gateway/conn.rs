@@ -118,7 +118,7 @@ async fn serve(
     let acceptor = match (&gateway.tls, tls) {
         (Some(acceptor), true) => acceptor.clone(),
         _ => {
-            let conn = Rc::new(Conn { worker, clock, peer, tls: false, client_cert: None });
+            let conn = Rc::new(Conn::new(worker, clock, peer, false, None));
             return http1(conn, tcp, socket, drain).await;
         }
     };
@@ -134,7 +134,7 @@ async fn serve(
     let session = &stream.get_ref().1;
     let cert = session.peer_certificates().and_then(|c| c.first()).map(|c| <[u8; 32]>::from(Sha256::digest(c)));
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let conn = Rc::new(Conn { worker, clock, peer, tls: true, client_cert: cert });
+    let conn = Rc::new(Conn::new(worker, clock, peer, true, cert));
     if h2 {
         http2(conn, stream, socket, drain).await;
     } else {
@@ -191,6 +191,7 @@ async fn http1<S>(
     let seen = conn.clock.clone();
     let io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
         .on_cut(on_cut(&worker, socket));
+    let watched = conn.clone();
     let service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -203,6 +204,8 @@ async fn http1<S>(
     tokio::pin!(conn);
     tokio::select! {
         _ = &mut conn => {}
+        // Dropping the connection closes it and ends its exchanges.
+        () = watched.withdrawn() => {}
         _ = drain.wait_for(|d| *d) => {
             // A connection accepted just before the drain may hold a request
             // not read yet: give it a moment to begin, so it is answered
@@ -232,6 +235,7 @@ async fn http2<S>(
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let io = ClientIo::http2(stream, conn.clock.clone(), deadlines(&conn.worker)).on_cut(on_cut(&conn.worker, socket));
+    let watched = conn.clone();
     let service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
@@ -243,6 +247,8 @@ async fn http2<S>(
     tokio::pin!(conn);
     tokio::select! {
         _ = &mut conn => {}
+        // Dropping the connection closes it and ends its streams.
+        () = watched.withdrawn() => {}
         _ = drain.wait_for(|d| *d) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

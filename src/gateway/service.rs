@@ -41,7 +41,58 @@ pub struct Conn {
     pub tls: bool,
     /// SHA-256 of the client certificate the TLS layer verified, if any.
     pub client_cert: Option<[u8; 32]>,
+    /// The allowed exchanges in flight on this connection, so that a change
+    /// that withdraws one can end the connection when hyper no longer polls
+    /// the exchange's bodies (an HTTP/2 stream without flow-control window).
+    pub exchanges: std::cell::RefCell<Vec<std::rc::Weak<Recheck>>>,
 }
+
+impl Conn {
+    pub fn new(
+        worker: Rc<Worker>,
+        clock: Arc<ConnClock>,
+        peer: SocketAddr,
+        tls: bool,
+        client_cert: Option<[u8; 32]>,
+    ) -> Conn {
+        Conn { worker, clock, peer, tls, client_cert, exchanges: std::cell::RefCell::default() }
+    }
+
+    /// Completes once a committed change has withdrawn an exchange in flight
+    /// here and that exchange has not ended by itself a moment later (a
+    /// body that is polled cuts itself, with its own reason). The caller
+    /// then closes the connection.
+    pub async fn withdrawn(&self) {
+        let mut changes = self.worker.gateway.shared.changes();
+        loop {
+            if changes.changed().await.is_err() {
+                // The gateway is shutting down: nothing will change any more.
+                std::future::pending::<()>().await;
+            }
+            if self.any_withdrawn() {
+                tokio::time::sleep(SELF_CUT_GRACE).await;
+                if self.any_withdrawn() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn track(&self, recheck: &Rc<Recheck>) {
+        let mut live = self.exchanges.borrow_mut();
+        live.retain(|r| r.strong_count() > 0);
+        live.push(Rc::downgrade(recheck));
+    }
+
+    fn any_withdrawn(&self) -> bool {
+        let live = self.exchanges.borrow();
+        live.iter().filter_map(std::rc::Weak::upgrade).any(|r| r.withdrawn_now().is_some())
+    }
+}
+
+/// How long an exchange whose access was withdrawn has to end itself before
+/// its connection is closed under it.
+const SELF_CUT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What an allowed request needs to be forwarded.
 struct Allowed {
@@ -232,6 +283,7 @@ async fn forward(
         device: allowed.device,
         generation: std::cell::Cell::new(gateway.shared.generation.load(std::sync::atomic::Ordering::Acquire)),
     });
+    conn.track(&recheck);
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
     let inspection = match allowed.inspect {
         Some(inspect) if http_body::Body::is_end_stream(&body) => {

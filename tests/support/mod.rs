@@ -775,6 +775,32 @@ ownership = ["personal"]
         self.client_builder().identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap()).build().unwrap()
     }
 
+    /// A raw HTTP/2 connection to the HTTPS listener (ALPN `h2`, the
+    /// development CA trusted), with the client settings of `builder`, and
+    /// the task that drives it (it ends when the connection does).
+    pub async fn h2(
+        &self,
+        builder: h2::client::Builder,
+    ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+        let ca = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("app.localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (client, conn) = builder.handshake(tls).await.unwrap();
+        (client.ready().await.unwrap(), tokio::spawn(conn))
+    }
+
     /// A client that trusts the gateway's development CA and resolves every
     /// test host to the gateway's HTTPS listener.
     pub fn client(&self) -> reqwest::Client {
