@@ -147,17 +147,20 @@ pub async fn serve(
         while open.try_join_next().is_some() {}
         let (admin, tls, shutdown) = (admin.clone(), tls.clone(), shutdown.clone());
         open.spawn(async move {
+            let used = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = used.clone();
             let service = hyper::service::service_fn(move |req| {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
             match tls {
-                None => serve_one(hyper_util::rt::TokioIo::new(stream), service, shutdown).await,
+                None => serve_one(hyper_util::rt::TokioIo::new(stream), service, shutdown, &used).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
                     if let Ok(Ok(tls_stream)) = handshake {
-                        serve_one(hyper_util::rt::TokioIo::new(tls_stream), service, shutdown).await;
+                        serve_one(hyper_util::rt::TokioIo::new(tls_stream), service, shutdown, &used).await;
                     }
                 }
             }
@@ -170,9 +173,16 @@ pub async fn serve(
             .await;
 }
 
-/// One admin connection; on shutdown it finishes the request in hand and closes.
-async fn serve_one<I, S>(io: I, service: S, mut shutdown: tokio::sync::watch::Receiver<bool>)
-where
+/// One admin connection; on shutdown it finishes the request in hand and
+/// closes. A connection accepted just before the shutdown (during an
+/// upgrade's hand-over) gets a moment for its first request, so that
+/// request is answered rather than its connection closed unread.
+async fn serve_one<I, S>(
+    io: I,
+    service: S,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    used: &std::sync::atomic::AtomicBool,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -185,11 +195,21 @@ where
     tokio::select! {
         _ = &mut conn => {}
         () = stopping => {
+            let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+            while !used.load(std::sync::atomic::Ordering::Relaxed) && tokio::time::Instant::now() < first {
+                tokio::select! {
+                    _ = &mut conn => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+            }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
 }
+
+/// How long a stopping admin API waits for a fresh connection's first request.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Who acts: a named person with roles, however they proved it (a named
 /// admin token today, a city SSO later). The API and the console both act
