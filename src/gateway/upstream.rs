@@ -102,7 +102,15 @@ impl Pool {
         req: Request<ReqBody>,
     ) -> Result<(Response<Incoming>, Option<Lent>), UpstreamError> {
         let name = &target.route.upstream.host;
-        let addr = self.resolve(name, target.route.upstream.port).await?;
+        // The rare paths (a DNS lookup, a new connection with its TLS
+        // handshake) are boxed: inline, their state would size every
+        // request's future, which is moved per request and which hyper keeps
+        // for the connection's life.
+        let port = target.route.upstream.port;
+        let addr = match self.cached(name, port) {
+            Some(addr) => addr,
+            None => Box::pin(self.resolve(name, port)).await?,
+        };
         let key = (addr, target.tls.pool);
         let timeout = Duration::from_secs(u64::from(target.route.timeout_secs.get()));
         let exchange = async {
@@ -115,7 +123,7 @@ impl Pool {
                 },
                 None => req,
             };
-            let sender = self.connect(target, addr).await?;
+            let sender = Box::pin(self.connect(target, addr)).await?;
             match try_send(sender, req, target).await {
                 Ok(done) => Ok(done),
                 Err(Retry::Again(_)) => {
@@ -207,16 +215,18 @@ impl Pool {
         http1(TokioIo::new(tls), name).await
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
+    /// An address literal, or a name resolved within `DNS_TTL`.
+    fn cached(&self, host: &str, port: u16) -> Option<SocketAddr> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Some(SocketAddr::new(ip, port));
         }
+        let dns = self.dns.borrow();
+        let (addr, at) = dns.get(&(host.to_owned(), port))?;
+        (at.elapsed() < DNS_TTL).then_some(*addr)
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
         let key = (host.to_owned(), port);
-        if let Some((addr, at)) = self.dns.borrow().get(&key) {
-            if at.elapsed() < DNS_TTL {
-                return Ok(*addr);
-            }
-        }
         let addr = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| UpstreamError::Resolve(host.to_owned(), e))?
