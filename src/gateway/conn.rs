@@ -122,7 +122,24 @@ async fn serve(
             return http1(conn, tcp, socket, drain).await;
         }
     };
-    let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
+    // Boxed: inline, the TLS and HTTP/2 states would size every plain
+    // connection's task too, for its whole life.
+    Box::pin(serve_tls(worker, tcp, acceptor, socket, clock, peer, drain)).await;
+}
+
+/// A TLS connection: the handshake within its deadline, then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    worker: Rc<Worker>,
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: Option<socket2::Socket>,
+    clock: Arc<ConnClock>,
+    peer: SocketAddr,
+    drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let gateway = worker.gateway.clone();
+    let stream = match tokio::time::timeout(gateway.settings.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         // A client that is not speaking TLS, or gave up: nothing to answer.
         Ok(Err(_)) => return,
