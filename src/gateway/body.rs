@@ -114,8 +114,10 @@ impl Recheck {
 pub struct ReqBody {
     inner: Incoming,
     profile: std::sync::Arc<Profile>,
-    scanner: Option<Scanner>,
-    inspection: Option<Inspection>,
+    // Boxed: only some profiles use them, and every request's future
+    // carries this body (inside its `Request`) several times over.
+    scanner: Option<Box<Scanner>>,
+    inspection: Option<Box<Inspection>>,
     /// A low-confidence number passed: recorded (without the number).
     pub note: Rc<Cell<Option<&'static str>>>,
     /// When the whole body had been handed on: the upstream's time to
@@ -143,9 +145,9 @@ impl ReqBody {
         let sent = Rc::new(Cell::new(http_body::Body::is_end_stream(&inner).then(Instant::now)));
         ReqBody {
             inner,
-            scanner: sekisho_policy::engine::body_scanner(&profile),
+            scanner: sekisho_policy::engine::body_scanner(&profile).map(Box::new),
             profile,
-            inspection,
+            inspection: inspection.map(Box::new),
             note: Rc::default(),
             sent,
             held: BytesMut::new(),

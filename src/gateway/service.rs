@@ -125,7 +125,9 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
         crate::gateway::headers::hsts(x.profile.as_deref(), conn.tls).and_then(|v| HeaderValue::from_str(v).ok());
     let mut resp = match verdict {
         Err(refusal) => refuse(&parts, x, &refusal),
-        Ok(allowed) => forward(&conn, &mut parts, body, x, allowed, &snap).await,
+        // Boxed: only an allowed request needs the forwarding state, and
+        // hyper keeps a box the size of this future for the connection's life.
+        Ok(allowed) => Box::pin(forward(&conn, &mut parts, body, x, allowed, &snap)).await,
     };
     if let Some(v) = hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);

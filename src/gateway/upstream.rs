@@ -113,7 +113,9 @@ impl Pool {
         };
         let key = (addr, target.tls.pool);
         let timeout = Duration::from_secs(u64::from(target.route.timeout_secs.get()));
-        let exchange = async {
+        // Pinned here, in this frame: moved into `answer_within`, it would
+        // take its size twice in every request's future.
+        let exchange = std::pin::pin!(async {
             let req = match self.checkout(key, target.websocket) {
                 Some(sender) => match try_send(sender, req, target).await {
                     Ok(done) => return Ok(done),
@@ -131,7 +133,7 @@ impl Pool {
                 }
                 Err(Retry::Failed(e)) => Err(UpstreamError::Exchange(name.clone(), e)),
             }
-        };
+        });
         let (resp, sender) = answer_within(exchange, timeout, target.body_sent)
             .await
             .ok_or_else(|| UpstreamError::AnswerTimeout(name.clone()))??;
@@ -242,15 +244,14 @@ impl Pool {
 /// idle deadline governs (a slow client is its fault, answered 408, never
 /// the upstream's 504).
 async fn answer_within<F: std::future::Future>(
-    exchange: F,
+    mut exchange: std::pin::Pin<&mut F>,
     timeout: Duration,
     body_sent: &std::cell::Cell<Option<Instant>>,
 ) -> Option<F::Output> {
-    tokio::pin!(exchange);
     loop {
         let deadline = body_sent.get().unwrap_or_else(Instant::now) + timeout;
         tokio::select! {
-            out = &mut exchange => return Some(out),
+            out = exchange.as_mut() => return Some(out),
             () = tokio::time::sleep_until(deadline) => {
                 if body_sent.get().is_some_and(|at| at + timeout <= Instant::now()) {
                     return None;
