@@ -208,6 +208,11 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 "#;
 
 /// Columns added after the first release: (table, column, type).
+/// A revoked device registered with this key, if any (熊本 第17条).
+const REVOKED_WITH_KEY: &str = "SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'";
+
+const DEVICES_BY_KEY: &str = "CREATE INDEX IF NOT EXISTS devices_by_key ON devices (public_key);";
+
 const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("devices", "cert_sha256", "TEXT"),
     ("devices", "posture_at", "INTEGER"),
@@ -261,6 +266,9 @@ impl Store {
         if !grants_v2 {
             conn.execute_batch(OVERTIME_V2)?;
         }
+        // Every registration looks for a revoked device with the same key
+        // (熊本 第17条): without this index a bulk import is quadratic.
+        conn.execute_batch(DEVICES_BY_KEY)?;
         chain_unchained(&mut conn)?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -680,11 +688,7 @@ pub(crate) fn device_refusal(id: &str, status: Option<String>, what: &str) -> St
 /// the key of a revoked device (第17条: a lost device's key is never trusted again).
 fn insert_device(tx: &rusqlite::Transaction<'_>, d: &Device) -> Result<(), StoreError> {
     require_user(tx, &d.owner)?;
-    let revoked: Option<String> = tx
-        .query_row("SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'", [d.key.to_b64()], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let revoked: Option<String> = tx.query_row(REVOKED_WITH_KEY, [d.key.to_b64()], |r| r.get(0)).optional()?;
     if let Some(old) = revoked {
         return Err(revoked_key(&d.id, &old));
     }

@@ -193,6 +193,29 @@ fn applied_state_matches_what_a_reopened_store_loads() {
     assert!(state.stops.global.is_none());
 }
 
+/// The key check runs for every device a bulk import registers: a table
+/// scan there made importing a million devices quadratic (found by
+/// `DEVICES=1 bench/run.sh`).
+#[test]
+fn the_revoked_key_check_uses_an_index_on_old_and_new_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let store = Store::open(&path).unwrap();
+    let plan = |store: &Store| {
+        let conn = store.conn.lock().unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {REVOKED_WITH_KEY}")).unwrap();
+        let rows = stmt.query_map(["k"], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    assert!(plan(&store).contains("USING INDEX devices_by_key"), "{}", plan(&store));
+    // A store written by an earlier version, without the index, gets it at open.
+    store.conn.lock().unwrap().execute_batch("DROP INDEX devices_by_key").unwrap();
+    assert!(!plan(&store).contains("devices_by_key"));
+    drop(store);
+    let reopened = Store::open(&path).unwrap();
+    assert!(plan(&reopened).contains("USING INDEX devices_by_key"), "{}", plan(&reopened));
+}
+
 #[test]
 fn a_failed_change_writes_nothing_not_even_its_audit_record() {
     let dir = tempfile::tempdir().unwrap();
