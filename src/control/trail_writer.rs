@@ -267,8 +267,15 @@ impl Trail {
         let dir = parent(&self.settings.path);
         let (stem, keep) = (stem(&self.settings.path), self.settings.keep.clone());
         let spawned = std::thread::Builder::new().name("sekisho-audit-gzip".into()).spawn(move || {
-            let leftovers = compress.into_iter().chain(if keep.compress { uncompressed(&dir, &stem) } else { vec![] });
-            for file in leftovers {
+            // One helper at a time: two (rotations in quick succession) both
+            // listing the leftovers would write the same `.gz.tmp` at once
+            // and could rename a corrupt archive over a removed original.
+            let _one = COMPRESSING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut files = if keep.compress { uncompressed(&dir, &stem) } else { Vec::new() };
+            if let Some(c) = compress.filter(|c| !files.contains(c)) {
+                files.push(c);
+            }
+            for file in files {
                 if let Err(e) = gzip(&file) {
                     log::error!("audit log: compressing `{}` failed, it stays uncompressed: {e}", file.display());
                 }
@@ -388,6 +395,9 @@ fn uncompressed(dir: &Path, stem: &str) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Held by the compression helper for its whole pass.
+static COMPRESSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `file` to `file.gz` (written beside, fsynced, renamed), then removes `file`.
 fn gzip(file: &Path) -> std::io::Result<()> {
