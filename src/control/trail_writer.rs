@@ -272,7 +272,8 @@ impl Trail {
             // and could rename a corrupt archive over a removed original.
             let _one = COMPRESSING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut files = if keep.compress { uncompressed(&dir, &stem) } else { Vec::new() };
-            if let Some(c) = compress.filter(|c| !files.contains(c)) {
+            // Gone already: an earlier helper took it among its leftovers.
+            if let Some(c) = compress.filter(|c| !files.contains(c) && c.exists()) {
                 files.push(c);
             }
             for file in files {
