@@ -207,7 +207,6 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 );
 "#;
 
-/// Columns added after the first release: (table, column, type).
 /// A revoked device registered with this key, if any (熊本 第17条).
 const REVOKED_WITH_KEY: &str = "SELECT id FROM devices WHERE public_key = ?1 AND status = 'revoked'";
 
@@ -216,6 +215,7 @@ const REVOKED_WITH_KEY: &str = "SELECT id FROM devices WHERE public_key = ?1 AND
 const DEVICES_BY_KEY: &str =
     "CREATE INDEX IF NOT EXISTS revoked_devices_by_key ON devices (public_key) WHERE status = 'revoked';";
 
+/// Columns added after the first release: (table, column, type).
 const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("devices", "cert_sha256", "TEXT"),
     ("devices", "posture_at", "INTEGER"),

@@ -80,16 +80,14 @@ impl Recheck {
             return Ok(());
         }
         self.generation.set(now);
-        let snap = shared.snapshot();
-        sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
+        self.judge_now()
     }
 
-    /// The same judgement without consuming the change (for the connection's
-    /// watcher, which must not hide a change from the exchange itself).
-    pub fn withdrawn_now(&self) -> Option<Deny> {
+    /// The judgement itself, without consuming the change (the connection's
+    /// watcher calls it too, and must not hide a change from the exchange).
+    pub fn judge_now(&self) -> Result<(), Deny> {
         let snap = self.worker.gateway.shared.snapshot();
         sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
-            .err()
     }
 
     /// A future that completes when access is withdrawn (for waiting exchanges).

@@ -44,7 +44,7 @@ pub struct Conn {
     /// The allowed exchanges in flight on this connection, so that a change
     /// that withdraws one can end the connection when hyper no longer polls
     /// the exchange's bodies (an HTTP/2 stream without flow-control window).
-    pub exchanges: std::cell::RefCell<Vec<std::rc::Weak<Recheck>>>,
+    exchanges: std::cell::RefCell<Vec<std::rc::Weak<Recheck>>>,
 }
 
 impl Conn {
@@ -86,7 +86,7 @@ impl Conn {
 
     fn any_withdrawn(&self) -> bool {
         let live = self.exchanges.borrow();
-        live.iter().filter_map(std::rc::Weak::upgrade).any(|r| r.withdrawn_now().is_some())
+        live.iter().filter_map(std::rc::Weak::upgrade).any(|r| r.judge_now().is_err())
     }
 }
 
