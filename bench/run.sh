@@ -12,6 +12,7 @@
 #   DEVICES=1 bench/run.sh               # requests/s and memory as registered devices
 #                                        # grow from 100 to 1,000,000 instead
 #   PROFILE=1 bench/run.sh               # perf samples of the full-rules path instead
+#   SYSCALLS=1 bench/run.sh              # system calls and context switches per request
 #   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
 #                                        # of nginx's closed-loop peak (PCTS, PEAK)
 #
@@ -112,11 +113,34 @@ if [ "${PROFILE:-0}" = 1 ]; then
   # samples of the gateway under wrk load (no hardware counters needed).
   # PROFILE_BARE=1 profiles the bare data path instead, for comparison.
   if [ "${PROFILE_BARE:-0}" = 1 ]; then target=$BARE; port=19004; else target=$SEKISHO; port=19003; fi
-  BENCH_TOKEN="$TOKEN" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > /dev/null & WRK=$!
+  BENCH_TOKEN="$TOKEN" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk.out" & WRK=$!
   sleep 1
   perf record -q -e cpu-clock -F 2999 -g -p "$target" -o "$RUN/perf.data" -- sleep "$DURATION" 2>/dev/null
   wait "$WRK"
+  n=$(grep '^RESULT' "$RUN/wrk.out" | sed 's/.*requests=\([0-9]*\).*/\1/')
+  echo "$((n / (DURATION + 2))) requests/s; perf data in $RUN/perf.data"
   perf report -q -i "$RUN/perf.data" --no-children --percent-limit 0.7 --stdio -g none | head -60
+  exit 0
+fi
+
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  # System calls and context switches per request, by name, for each proxy
+  # under the same wrk load (perf's raw_syscalls tracepoint): counts, not
+  # times, so they repeat on a busy machine.
+  for c in "nginx|$NGINX|19001|" "bare hyper|$BARE|19004|" "sekisho full|$SEKISHO|19003|$TOKEN" "nginx+lua|$LUA|19005|$TOKEN"; do
+    IFS='|' read -r name pid port tok <<< "$c"
+    pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
+    BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk-sys.out" & WRK=$!
+    sleep 1
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$RUN/stat.out" -- sleep "$DURATION"
+    perf trace -s -p "$pids" -o "$RUN/trace.out" -- sleep 1 2>/dev/null || true
+    wait "$WRK"
+    n=$(grep '^RESULT' "$RUN/wrk-sys.out" | sed 's/.*requests=\([0-9]*\).*/\1/')
+    rate=$(( n / (DURATION + 2) ))
+    sys=$(awk -F, '/sys_enter/ {print $1}' "$RUN/stat.out"); cs=$(awk -F, '/context-switches/ {print $1}' "$RUN/stat.out")
+    python3 -c 'import sys; s, c, r, d = map(float, sys.argv[2:]); print(f"{sys.argv[1]:14s} {s / (r * d):6.2f} syscalls/req  {c / (r * d):6.3f} context switches/req")' "$name" "$sys" "$cs" "$rate" "$DURATION"
+    grep -E '^ +[a-z_0-9]+ +[0-9]+' "$RUN/trace.out" | awk '{print "    " $1, $2}' | sort -k2 -n -r | head -8
+  done
   exit 0
 fi
 

@@ -6,7 +6,7 @@
 //! reopening after an external logrotate (SIGUSR1), signed digests of
 //! rotated files, gzip (on a helper thread) and retention. Closing the log
 //! drains the queue first, so no line is lost on shutdown or rotation.
-//! Values are JSON-escaped by serde, so client text cannot forge a line. It
+//! Values are JSON-escaped (`audit_json.rs`), so client text cannot forge a line. It
 //! must never receive a token, key or My Number: callers pass only the
 //! fields below.
 
@@ -105,7 +105,7 @@ impl AuditLog {
     /// Queues one record. When the queue is full (the disk stalls) the
     /// request waits for room rather than losing the line.
     pub fn record(&self, record: &RequestRecord<'_>) {
-        let Ok(mut line) = serde_json::to_string(record) else { return };
+        let mut line = crate::control::audit_json::to_line(record);
         while !self.closed.load(Ordering::Acquire) {
             match self.queue.push(line) {
                 Ok(()) => return,

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_json;
 pub mod audit_search;
 pub mod backend;
 pub mod chain;

@@ -16,13 +16,6 @@ use crate::gateway::io::ConnClock;
 use crate::gateway::Gateway;
 use crate::shared::LiveRequest;
 
-/// Japan Standard Time: Asia/Tokyo has kept +09:00 without daylight
-/// saving since 1951, so a fixed offset gives the same local times as the
-/// zone database, for a fraction of the work per line.
-fn jst() -> chrono::FixedOffset {
-    chrono::FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc))
-}
-
 pub struct Exchange {
     gateway: Arc<Gateway>,
     clock: Arc<ConnClock>,
@@ -122,7 +115,7 @@ impl Drop for Exchange {
         let gateway = &self.gateway;
         gateway.metrics.latency(micros);
         let record = RequestRecord {
-            time: chrono::Utc::now().with_timezone(&jst()).to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+            time: crate::control::audit_json::jst_time(chrono::Utc::now()),
             request_id: Cow::Borrowed(&self.id),
             user: self.user.as_deref().map(Cow::Borrowed),
             device: self.device.as_deref().map(Cow::Borrowed),

@@ -3,7 +3,7 @@
 //! what could be read two ways (the answer is a 400 with the detail); none
 //! of it decides access: that is `decide`'s. It must never log header values.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{AsHeaderName, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use sekisho_policy::engine::authorised_method;
 use sekisho_policy::path::{canonical_path, origin_form, OriginForm, PathError, TargetError};
@@ -124,7 +124,7 @@ pub fn effective_method(req: &Parts) -> Result<&str, &'static str> {
 }
 
 /// Every value of `name`, joined by `,` when there are several.
-pub fn joined_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<std::borrow::Cow<'h, str>> {
+pub fn joined_header<'h>(headers: &'h HeaderMap, name: impl AsHeaderName) -> Option<std::borrow::Cow<'h, str>> {
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let first = values.next()?;
     match values.next() {
@@ -145,7 +145,7 @@ pub fn joined_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<std::borr
 pub struct Repeated;
 
 /// The single value of `name`; `Err` when it was sent more than once.
-pub fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Repeated> {
+pub fn single_header(headers: &HeaderMap, name: impl AsHeaderName) -> Result<Option<&HeaderValue>, Repeated> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (Some(_), Some(_)) => Err(Repeated),

@@ -6,12 +6,14 @@
 use http::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use sekisho_policy::rules::Upstream;
 
-/// Rewrites an absolute `Location` on the upstream origin to the public origin.
-pub fn location(headers: &mut HeaderMap, upstream: &Upstream, public_origin: &str) {
+/// Rewrites an absolute `Location` on the upstream origin to the public
+/// origin (`public_host` over https when `tls`, else http).
+pub fn location(headers: &mut HeaderMap, upstream: &Upstream, tls: bool, public_host: &str) {
     let Some(loc) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else { return };
     let origin = upstream.origin();
     let rest = strip_prefix_ci(loc, &origin).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#']));
-    if let Some(v) = rest.and_then(|rest| HeaderValue::from_str(&format!("{public_origin}{rest}")).ok()) {
+    let scheme = if tls { "https" } else { "http" };
+    if let Some(v) = rest.and_then(|rest| HeaderValue::from_str(&format!("{scheme}://{public_host}{rest}")).ok()) {
         headers.insert(LOCATION, v);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -31,7 +31,13 @@ use crate::gateway::upstream::{Target, UPGRADE_IDLE};
 use crate::gateway::Worker;
 use crate::shared::Snapshot;
 
-const ATTESTATION: &str = "device-attestation";
+// Header names as constants: a `&str` name is parsed again on every use.
+static ATTESTATION: HeaderName = HeaderName::from_static("device-attestation");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static REQUEST_ID: HeaderName = HeaderName::from_static("sekisho-request-id");
+static DENY_REASON: HeaderName = HeaderName::from_static("sekisho-deny-reason");
 
 /// One client connection, as each of its requests sees it.
 pub struct Conn {
@@ -152,9 +158,11 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
     let route_index = profile.routes.iter().position(|r| std::ptr::eq(r, route)).unwrap_or_default();
     checked_framing(req).map_err(Refusal::BadRequest)?;
     let target = checked_target(req).map_err(Refusal::BadRequest)?;
-    x.path = target.path.to_owned();
+    if x.path != target.path {
+        x.path = target.path.to_owned();
+    }
     let method = effective_method(req).map_err(Refusal::BadRequest)?;
-    let forwarded = joined_header(&req.headers, "x-forwarded-for");
+    let forwarded = joined_header(&req.headers, &X_FORWARDED_FOR);
     let client = client_addr(&profile.network, conn.peer.ip(), forwarded.as_deref());
     let client_ip = match client {
         ClientAddr::Known(ip) => ip,
@@ -162,7 +170,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
     };
     x.client = Some(client_ip);
     gateway.limits.client(client_ip).map_err(Refusal::RateLimited)?;
-    let token = single_header(&req.headers, ATTESTATION)
+    let token = single_header(&req.headers, &ATTESTATION)
         .map_err(|_| Refusal::BadRequest("more than one Device-Attestation header"))?;
     let verified = token.map(|v| gateway.shared.tokens.verify(v.to_str().unwrap_or_default(), &snap.state));
     let attestation = match verified.as_deref() {
@@ -242,9 +250,9 @@ fn page(req: &Parts, mut x: Exchange, block: Block<'_>, close: bool) -> Response
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("sekisho-deny-reason", HeaderValue::from_static(answer.code));
+    h.insert(&DENY_REASON, HeaderValue::from_static(answer.code));
     if let Some(id) = id {
-        h.insert("sekisho-request-id", id);
+        h.insert(&REQUEST_ID, id);
     }
     if let Some(secs) = answer.retry_after_secs {
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -337,14 +345,21 @@ async fn forward(
     };
     let mut headers = std::mem::take(&mut req.headers);
     strip_for_upstream(&mut headers, websocket);
-    if let Ok(v) = HeaderValue::from_str(&allowed.client.to_string()) {
-        headers.insert("x-forwarded-for", v);
+    let mut client = String::with_capacity(16);
+    crate::control::audit_json::push_ip(&mut client, allowed.client);
+    if let Ok(v) = HeaderValue::try_from(client) {
+        headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(&x.host) {
-        headers.insert("x-forwarded-host", v);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    // The client's Host (already read as `x.host`) names the public host;
+    // HTTP/2 names it in `:authority` instead.
+    let public_host = match headers.insert(http::header::HOST, tls.host.clone()) {
+        Some(v) if v.as_bytes() == x.host.as_bytes() => Ok(v),
+        _ => HeaderValue::from_str(&x.host),
+    };
+    if let Ok(v) = public_host {
+        headers.insert(&X_FORWARDED_HOST, v);
     }
-    headers.insert(http::header::HOST, tls.host.clone());
     *upstream_req.headers_mut() = headers;
     let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let target = Target { route, tls, websocket, authority: &tls.authority, body_sent: &body_sent };
@@ -383,8 +398,8 @@ async fn forward(
     x.status = resp.status().as_u16();
     let switching = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_response(resp.headers_mut(), switching);
-    if let Some(public) = (route.upstream.host != x.host).then(|| public_origin(conn.tls, &x.host)) {
-        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, &public);
+    if route.upstream.host != x.host {
+        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, conn.tls, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
     }
     if asks_upgrade(req) && !switching {
@@ -392,7 +407,7 @@ async fn forward(
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Ok(id) = HeaderValue::from_str(&x.id) {
-        resp.headers_mut().insert("sekisho-request-id", id);
+        resp.headers_mut().insert(&REQUEST_ID, id);
     }
     if switching {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -412,8 +427,4 @@ fn policy_page(req: &Parts, x: Exchange, deny: &Deny, close: bool) -> Response<R
         Some(profile) => page(req, x, Block::Policy { deny, profile }, close),
         None => page(req, x, Block::UnknownHost, close),
     }
-}
-
-fn public_origin(tls: bool, host: &str) -> String {
-    format!("{}://{host}", if tls { "https" } else { "http" })
 }
