@@ -345,6 +345,9 @@ async fn forward(
     };
     let mut headers = std::mem::take(&mut req.headers);
     strip_for_upstream(&mut headers, websocket);
+    // Room for the four headers below at once: the map hyper parsed is
+    // sized to the client's headers, and growing it rehashes them all.
+    let _ = headers.try_reserve(4);
     let mut client = String::with_capacity(16);
     crate::control::audit_json::push_ip(&mut client, allowed.client);
     if let Ok(v) = HeaderValue::try_from(client) {
@@ -398,6 +401,7 @@ async fn forward(
     x.status = resp.status().as_u16();
     let switching = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_response(resp.headers_mut(), switching);
+    let _ = resp.headers_mut().try_reserve(2);
     if route.upstream.host != x.host {
         crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, conn.tls, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);

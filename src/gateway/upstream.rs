@@ -7,8 +7,8 @@
 //! verification, and never reuses a connection across routes that differ
 //! in name or trust.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -72,12 +72,16 @@ pub struct Lent {
     sender: hyper::client::conn::http1::SendRequest<ReqBody>,
 }
 
-/// One worker thread's upstream connections.
+/// One worker thread's upstream connections. Keyed by the configured
+/// upstreams (never by client input), so the maps use a fast hash rather
+/// than a DoS-resistant one: each request looks up two of them.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<Key, Vec<(Http1Sender, Instant)>>>,
-    http2: RefCell<HashMap<Key, hyper::client::conn::http2::SendRequest<ReqBody>>>,
-    dns: RefCell<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    idle: RefCell<FxHashMap<Key, Vec<(Http1Sender, Instant)>>>,
+    http2: RefCell<FxHashMap<Key, hyper::client::conn::http2::SendRequest<ReqBody>>>,
+    /// Resolved upstream names: a handful, looked up per request without
+    /// building a key.
+    dns: RefCell<Vec<(String, u16, SocketAddr, Instant)>>,
 }
 
 /// Where one exchange goes.
@@ -223,18 +227,19 @@ impl Pool {
             return Some(SocketAddr::new(ip, port));
         }
         let dns = self.dns.borrow();
-        let (addr, at) = dns.get(&(host.to_owned(), port))?;
+        let (_, _, addr, at) = dns.iter().find(|(h, p, _, _)| h == host && *p == port)?;
         (at.elapsed() < DNS_TTL).then_some(*addr)
     }
 
     async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
-        let key = (host.to_owned(), port);
         let addr = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| UpstreamError::Resolve(host.to_owned(), e))?
             .next()
             .ok_or_else(|| UpstreamError::Resolve(host.to_owned(), std::io::ErrorKind::NotFound.into()))?;
-        self.dns.borrow_mut().insert(key, (addr, Instant::now()));
+        let mut dns = self.dns.borrow_mut();
+        dns.retain(|(h, p, _, _)| !(h == host && *p == port));
+        dns.push((host.to_owned(), port, addr, Instant::now()));
         Ok(addr)
     }
 }

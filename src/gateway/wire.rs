@@ -337,8 +337,8 @@ impl Guard {
         if name.is_empty() || !name.iter().all(|b| TCHAR[usize::from(*b)]) {
             return Err(Violation::HeaderName);
         }
-        if let Some(bad) = value.iter().find(|b| !FIELD_BYTE[usize::from(**b)]) {
-            return Err(if *bad == b'\r' { Violation::LineEnd } else { Violation::ControlByte });
+        if let Some(bad) = first_bad_field_byte(value) {
+            return Err(if bad == b'\r' { Violation::LineEnd } else { Violation::ControlByte });
         }
         let head = &mut self.head;
         // Only four names shape the framing; most lines stop here.
@@ -474,12 +474,53 @@ const FIELD_BYTE: [bool; 256] = {
     t
 };
 
+/// The first byte of a field value that may not appear in one (a control
+/// byte other than HTAB, or DEL), if any. Eight bytes at a time: a value
+/// is mostly a long token that needs no byte-by-byte look.
+fn first_bad_field_byte(value: &[u8]) -> Option<u8> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let byte_wise = |bytes: &[u8]| bytes.iter().copied().find(|b| !FIELD_BYTE[usize::from(*b)]);
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
+        // Exact as a yes/no (Bit Twiddling Hacks, `hasless`): is any byte
+        // below 0x20, or is any byte 0x7f? HTAB also says yes; the byte
+        // look below lets it through.
+        let low = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let del = x ^ (ONES * 0x7f);
+        let del = del.wrapping_sub(ONES) & !del & HIGHS;
+        if low | del != 0 {
+            if let Some(bad) = byte_wise(word) {
+                return Some(bad);
+            }
+        }
+    }
+    byte_wise(words.remainder())
+}
+
 /// The characters of a request target (RFC 3986: unreserved, `%`,
 /// sub-delims, `:` `@` `/` `?`, and `[` `]` for an IPv6 authority). A
 /// fragment, a space, quotes, `<>\^{|}` and anything outside ASCII are refused.
 fn is_target_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?[]".contains(&b)
+    TARGET_CHAR[usize::from(b)]
 }
+
+const TARGET_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let extra = b"-._~%!$&'()*+,;=:@/?[]";
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 #[path = "wire_tests.rs"]

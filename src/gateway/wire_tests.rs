@@ -193,4 +193,18 @@ proptest! {
             prop_assert!(http::Uri::try_from(target.as_str()).is_ok());
         }
     }
+
+    /// The word-at-a-time check finds the same first bad byte as a byte-by-byte look.
+    #[test]
+    fn field_bytes_are_checked_as_byte_by_byte(
+        value in proptest::collection::vec(prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>(), 1 => Just(0x7fu8), 1 => Just(b'\t')], 0..80),
+    ) {
+        let slow = value.iter().copied().find(|b| !FIELD_BYTE[usize::from(*b)]);
+        prop_assert_eq!(first_bad_field_byte(&value), slow);
+    }
+
+    #[test]
+    fn target_chars_are_the_listed_ones(b in any::<u8>()) {
+        prop_assert_eq!(is_target_char(b), b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?[]".contains(&b));
+    }
 }
