@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,12 +25,21 @@ def rss_kib(pid):
     return total
 
 
-def idle_cost(port, pid, host):
-    """KiB per idle keep-alive connection that has served one request."""
+def idle_cost(port, pid, host, tls=False, since=None):
+    """KiB per idle keep-alive connection that has served one request (over
+    TLS when asked: a full handshake each, no session resumption). The
+    allocator keeps what earlier connections freed, and new ones reuse it;
+    `since` (the process's memory before any of them) measures from there
+    instead, which is right when these connections need at least as much."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     before = rss_kib(pid)
     socks = []
     for _ in range(IDLE):
         s = socket.create_connection(("127.0.0.1", port))
+        if tls:
+            s = context.wrap_socket(s, server_hostname=host)
         s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         s.recv(65536)
         socks.append(s)
@@ -37,7 +47,7 @@ def idle_cost(port, pid, host):
     after = rss_kib(pid)
     for s in socks:
         s.close()
-    return (after - before) / IDLE
+    return (after - (before if since is None else since)) / IDLE
 
 
 def admin(path, token):
@@ -105,9 +115,12 @@ load.wait()
 acks = [a for _, a, _ in samples]
 denies = [d for _, _, d in samples if d is not None]
 statuses = sorted({st for st, _, _ in samples})
+sek_start = rss_kib(SEKISHO_PID)
 sek = idle_cost(19003, SEKISHO_PID, "bench.localhost")
 ngx = idle_cost(19001, NGINX_PID, "bench.localhost")
 bare = idle_cost(19004, BARE_PID, "bench.localhost")
+sek_tls = idle_cost(19443, SEKISHO_PID, "bench.localhost", tls=True, since=sek_start)
+ngx_tls = idle_cost(19441, NGINX_PID, "bench.localhost", tls=True)
 print("| measure | value |")
 print("| --- | ---: |")
 print(f"| suspension: admin answer (commit + fsync + swap), under load, {SAMPLES} samples | p50 {pct(acks, 50):.1f} ms, p99 {pct(acks, 99):.1f} ms, max {max(acks):.1f} ms (HTTP {statuses}) |")
@@ -115,3 +128,5 @@ print(f"| suspension: sent → first denied request of that user, under load, {l
 print(f"| memory per idle keep-alive connection, sekisho ({IDLE} conns) | {sek:.1f} KiB |")
 print(f"| memory per idle keep-alive connection, bare hyper ({IDLE} conns) | {bare:.1f} KiB |")
 print(f"| memory per idle keep-alive connection, nginx ({IDLE} conns) | {ngx:.1f} KiB |")
+print(f"| memory per idle keep-alive TLS connection, sekisho ({IDLE} conns) | {sek_tls:.1f} KiB |")
+print(f"| memory per idle keep-alive TLS connection, nginx ({IDLE} conns) | {ngx_tls:.1f} KiB |")
