@@ -55,12 +55,14 @@ async fn a_system_manager_runs_the_gateway_from_the_browser() {
     // A councillor's phone: application (様式第1号) → approval → certificate, downloaded once.
     b.submit("nav a[href='/console/devices']");
     b.submit("a[href='/console/apply']");
+    // Updated today: a fixed date would one day be older than the rules allow.
+    let updated = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let form = [
         ("#a-owner", "giin"),
         ("#a-id", "giin-smartphone"),
         ("#a-version", "17.4"),
         ("#a-sw", "ウイルスバスター"),
-        ("#a-sw-date", "2026-11-20"),
+        ("#a-sw-date", updated.as_str()),
     ];
     for (field, value) in form {
         b.fill(field, value);

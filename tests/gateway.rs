@@ -815,7 +815,11 @@ async fn abiko_13_every_admin_write_records_a_reason_and_a_reload_its_approver()
     call("POST", "/v1/emergency-stop");
     gw.admin("POST", "/v1/emergency-stop/lift", json!({"reason": "復旧"})).await;
     call("POST", "/v1/emergency-stop/lift");
-    let (start, end) = ("2026-12-01T18:00:00+09:00", "2026-12-01T20:00:00+09:00");
+    // An evening a month ahead: a fixed date would one day be today, and
+    // a maintenance window then in force would block the test's requests.
+    let day = (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+    let (start, end) = (format!("{day}T18:00:00+09:00"), format!("{day}T20:00:00+09:00"));
+    let (start, end) = (start.as_str(), end.as_str());
     let grant = gw
         .admin(
             "POST",

@@ -432,7 +432,11 @@ async fn admin_tour(gw: &Gateway) -> Vec<(String, u16, Value)> {
                "security_software": {"name": "Defender", "updated": "2026-11-20"}})
     };
     let until = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
-    let (start, end) = ("2026-12-01T18:00:00+09:00", "2026-12-01T21:00:00+09:00");
+    // An evening a month ahead: a fixed date would one day be today, and
+    // a maintenance window then in force would block the test's requests.
+    let day = (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+    let (start, end) = (format!("{day}T18:00:00+09:00"), format!("{day}T21:00:00+09:00"));
+    let (start, end) = (start.as_str(), end.as_str());
     let calls: Vec<(&str, String, Value)> = vec![
         ("PUT", "/v1/users/u1".into(), json!({"display_name": "議員 一", "role": "councillor", "profiles": ["app"]})),
         ("PUT", "/v1/users/u2".into(), json!({"display_name": "職員 二", "role": "staff", "profiles": ["app", "ws"]})),

@@ -277,7 +277,7 @@ impl Body for ReqBody {
 /// The answer's body on its way to the client.
 pub struct ResBody {
     kind: Kind,
-    exchange: Option<Exchange>,
+    exchange: Option<Box<Exchange>>,
 }
 
 enum Kind {
@@ -308,7 +308,7 @@ impl Drop for Streamed {
 
 impl ResBody {
     /// The gateway's own answer (a page or JSON), audited when written.
-    pub fn full(bytes: Bytes, exchange: Exchange) -> ResBody {
+    pub fn full(bytes: Bytes, exchange: Box<Exchange>) -> ResBody {
         ResBody { kind: Kind::Full(Some(bytes)), exchange: Some(exchange) }
     }
 
@@ -324,7 +324,7 @@ impl ResBody {
         lent: Option<Lent>,
         recheck: Option<Rc<Recheck>>,
         read_timeout: Duration,
-        exchange: Exchange,
+        exchange: Box<Exchange>,
     ) -> ResBody {
         let streamed = Streamed { inner, worker, lent, recheck, withdrawn: None, read_timeout, timer: None };
         ResBody { kind: Kind::Upstream(Box::new(streamed)), exchange: Some(exchange) }

@@ -38,11 +38,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(gateway: Arc<Gateway>, clock: Arc<ConnClock>, method: http::Method) -> Exchange {
+    /// Boxed: the exchange travels with the answer (inside its body), and
+    /// the answer is moved several times per request.
+    pub fn new(gateway: Arc<Gateway>, clock: Arc<ConnClock>, method: http::Method) -> Box<Exchange> {
         clock.request_started();
         let id = gateway.request_id();
         let live = gateway.shared.live_request();
-        Exchange {
+        Box::new(Exchange {
             gateway,
             clock,
             _live: live,
@@ -60,7 +62,7 @@ impl Exchange {
             rule: None,
             status: 0,
             upstream_status: None,
-        }
+        })
     }
 
     /// A policy denial.

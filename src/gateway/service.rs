@@ -220,7 +220,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
 }
 
 /// Writes the block page or JSON, with the request id, and audits it.
-fn refuse(req: &Parts, mut x: Exchange, refusal: &Refusal) -> Response<ResBody> {
+fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResBody> {
     let profile = x.profile.clone();
     let block = match (refusal, profile.as_deref()) {
         (Refusal::Policy(deny), Some(profile)) => Block::Policy { deny, profile },
@@ -241,7 +241,7 @@ fn refuse(req: &Parts, mut x: Exchange, refusal: &Refusal) -> Response<ResBody> 
 }
 
 /// Renders `block` as the answer to `req`.
-fn page(req: &Parts, mut x: Exchange, block: Block<'_>, close: bool) -> Response<ResBody> {
+fn page(req: &Parts, mut x: Box<Exchange>, block: Block<'_>, close: bool) -> Response<ResBody> {
     let answer = block.render(prefers_html(&req.headers), &x.id, Utc::now());
     x.status = answer.status;
     let id = HeaderValue::from_str(&x.id).ok();
@@ -273,7 +273,7 @@ async fn forward(
     conn: &Rc<Conn>,
     req: &mut Parts,
     body: Incoming,
-    mut x: Exchange,
+    mut x: Box<Exchange>,
     allowed: Allowed,
     snap: &Snapshot,
 ) -> Response<ResBody> {
@@ -425,7 +425,7 @@ async fn forward(
     Response::from_parts(head, body)
 }
 
-fn policy_page(req: &Parts, x: Exchange, deny: &Deny, close: bool) -> Response<ResBody> {
+fn policy_page(req: &Parts, x: Box<Exchange>, deny: &Deny, close: bool) -> Response<ResBody> {
     let profile = x.profile.clone();
     match profile.as_deref() {
         Some(profile) => page(req, x, Block::Policy { deny, profile }, close),

@@ -19,7 +19,13 @@ use crate::gateway::body::Recheck;
 use crate::gateway::exchange::Exchange;
 
 /// Runs the tunnel on this worker once both sides have switched.
-pub fn spawn(client: Option<OnUpgrade>, upstream: OnUpgrade, recheck: Rc<Recheck>, idle: Duration, mut x: Exchange) {
+pub fn spawn(
+    client: Option<OnUpgrade>,
+    upstream: OnUpgrade,
+    recheck: Rc<Recheck>,
+    idle: Duration,
+    mut x: Box<Exchange>,
+) {
     tokio::task::spawn_local(async move {
         let Some(client) = client else { return };
         let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else { return };
