@@ -99,9 +99,10 @@ pub fn jst_time(now: chrono::DateTime<chrono::Utc>) -> String {
         let mut out = String::with_capacity(32);
         out.push_str(prefix);
         out.push('.');
-        let digits = itoa::Buffer::new().format(micros).len();
-        out.extend(std::iter::repeat_n('0', 6 - digits));
-        out.push_str(itoa::Buffer::new().format(micros));
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(micros);
+        out.extend(std::iter::repeat_n('0', 6 - digits.len()));
+        out.push_str(digits);
         out.push_str("+09:00");
         out
     })
