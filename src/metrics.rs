@@ -40,6 +40,7 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     header_timeouts: AtomicU64,
     slow_readers: AtomicU64,
+    stalled_streams: AtomicU64,
     latency: [AtomicU64; BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -74,6 +75,10 @@ impl Metrics {
     /// A client that read its answers slower than the minimum rate was cut.
     pub fn slow_reader(&self) {
         self.slow_readers.fetch_add(1, Relaxed);
+    }
+
+    pub fn stalled_stream(&self) {
+        self.stalled_streams.fetch_add(1, Relaxed);
     }
 
     pub fn header_timeout(&self) {
@@ -125,6 +130,8 @@ impl Metrics {
         let _ = writeln!(out, "sekisho_header_timeouts_total {}", self.header_timeouts.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_slow_readers_total Connections cut for reading answers slower than the minimum rate.\n# TYPE sekisho_slow_readers_total counter");
         let _ = writeln!(out, "sekisho_slow_readers_total {}", self.slow_readers.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_stalled_streams_total HTTP/2 streams reset for taking answers slower than the minimum rate.\n# TYPE sekisho_stalled_streams_total counter");
+        let _ = writeln!(out, "sekisho_stalled_streams_total {}", self.stalled_streams.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_request_duration_seconds Time from request header to audit.\n# TYPE sekisho_request_duration_seconds histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS_US.iter().zip(&self.latency) {

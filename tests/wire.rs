@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{Enrol, Gateway, Upstream, WsUpstream};
@@ -175,6 +177,18 @@ async fn a_slow_request_body_is_answered_408_not_504() {
 
 #[tokio::test]
 async fn a_slow_reader_is_cut_and_costs_bounded_memory() {
+    slow_readers_are_cut(false).await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_over_tls_is_cut_and_costs_bounded_memory() {
+    slow_readers_are_cut(true).await;
+}
+
+/// Twenty clients read a 32 MiB answer at 640 bytes a second, far below
+/// the minimum rate: each is cut within a few windows, and the gateway
+/// holds little of what it could not send.
+async fn slow_readers_are_cut(tls: bool) {
     let limits =
         "\n[limits]\nmin_send_rate = 1000000\nsend_window_secs = 1\nper_client_rps = 100000\nper_user_rps = 100000\n";
     let (_up, _ws, gw) = setup(limits).await;
@@ -182,14 +196,15 @@ async fn a_slow_reader_is_cut_and_costs_bounded_memory() {
     let t = p.token("app.localhost");
     let rss_before = rss_kib(gw.pid());
     let mut readers = Vec::new();
+    let listener = if tls { gw.https } else { gw.http };
     for _ in 0..20 {
-        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(listener).await.unwrap();
+        let mut s: Box<dyn Stream> = if tls { Box::new(gw.tls_over(tcp, b"http/1.1").await) } else { Box::new(tcp) };
         let req = format!("GET /big HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         readers.push(tokio::spawn(async move {
             let started = Instant::now();
             let mut buf = [0u8; 64];
-            // Reads 640 bytes a second, far below the minimum rate.
             loop {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => return started.elapsed(),
@@ -206,7 +221,7 @@ async fn a_slow_reader_is_cut_and_costs_bounded_memory() {
     // Within a few windows the gateway holds none of these connections
     // (what the kernel already queued at the client is the client's).
     let deadline = Instant::now() + Duration::from_secs(8);
-    let port = format!("127.0.0.1:{}", gw.http.port());
+    let port = format!("127.0.0.1:{}", listener.port());
     loop {
         let ss = std::process::Command::new("ss").args(["-tnH", "state", "established"]).output().unwrap();
         let held = String::from_utf8_lossy(&ss.stdout)
@@ -226,6 +241,9 @@ async fn a_slow_reader_is_cut_and_costs_bounded_memory() {
     assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB for 20 slow readers");
     assert!(gw.admin_metrics().await.contains("sekisho_slow_readers_total 20"));
 }
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 
 #[tokio::test]
 async fn a_silent_tls_client_is_cut_at_the_handshake_deadline() {
@@ -252,6 +270,206 @@ async fn http2_requests_with_a_foreign_scheme_are_refused() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["sekisho-deny-reason"], "bad_request");
     assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn an_http2_stream_the_client_stops_reading_is_reset_alone_and_frees_its_upstream() {
+    let (up, _ws, gw) = setup("\n[limits]\nsend_window_secs = 1\n").await;
+    let p = gw.enrol("stalled", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let get = |path: &str| {
+        let uri = format!("https://app.localhost:{}{path}", gw.https.port());
+        http::Request::get(uri).header("device-attestation", t.as_str()).body(()).unwrap()
+    };
+    // No window for any stream: nothing of an answer but its head can flow.
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    let (mut client, conn) = gw.h2(builder).await;
+    let (resp, _) = client.send_request(get("/big"), true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(connections_to(up.addr), 1, "the waiting answer holds its upstream connection");
+    let started = Instant::now();
+    let mut body = resp.into_body();
+    let end =
+        tokio::time::timeout(Duration::from_secs(6), body.data()).await.expect("the stalled stream was open 6 s on");
+    let reset = end.expect("the stream was reset, not ended").unwrap_err();
+    assert_eq!(reset.reason(), Some(h2::Reason::CANCEL));
+    assert!(started.elapsed() >= Duration::from_millis(900), "reset after {:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while connections_to(up.addr) > 0 {
+        assert!(Instant::now() < deadline, "the reset stream's upstream connection is still open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The stream alone: its connection serves the next request.
+    assert!(!conn.is_finished(), "the whole connection was closed");
+    let mut client = client.ready().await.unwrap();
+    let (next, _) = client.send_request(get("/portal"), true).unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), next).await.unwrap().unwrap();
+    assert_eq!(next.status(), 200);
+    assert!(gw.admin_metrics().await.contains("sekisho_stalled_streams_total 1"));
+    let lines = gw.audit_lines("stalled").await;
+    assert!(lines.iter().any(|l| l["path"] == "/big"), "the reset stream is audited: {lines:?}");
+}
+
+#[tokio::test]
+async fn an_http2_stream_waiting_on_a_slow_upstream_is_not_a_slow_reader() {
+    let (_up, _ws, gw) = setup("\n[limits]\nsend_window_secs = 1\n").await;
+    let p = gw.enrol("patient", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let (mut client, _conn) = gw.h2(h2::client::Builder::new()).await;
+    let uri = format!("https://app.localhost:{}/trickle", gw.https.port());
+    let req = http::Request::get(uri).header("device-attestation", t.as_str()).body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let mut body = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap().into_body();
+    // About 70 bytes a second, far below the minimum rate: the upstream's
+    // pace, which the client takes as it comes.
+    let started = Instant::now();
+    let mut got = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let chunk = body.data().await.expect("the stream ended early").expect("the stream was reset");
+        got += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert!(got > 100, "only {got} bytes in 3 s");
+    assert!(gw.admin_metrics().await.contains("sekisho_stalled_streams_total 0"));
+}
+
+#[tokio::test]
+async fn an_http2_stream_its_client_reads_slowly_but_above_the_minimum_rate_is_not_cut() {
+    // Floor: 1 KiB a second. The client takes 8 KiB a second through a
+    // 4 KiB window, while the upstream sends 32 MiB as fast as it can.
+    let (_up, _ws, gw) = setup("\n[limits]\nsend_window_secs = 1\n").await;
+    let p = gw.enrol("sipper", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(4096);
+    let (mut client, _conn) = gw.h2(builder).await;
+    let uri = format!("https://app.localhost:{}/big", gw.https.port());
+    let req = http::Request::get(uri).header("device-attestation", t.as_str()).body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let mut body = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap().into_body();
+    let started = Instant::now();
+    let mut got = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let chunk = body.data().await.expect("the stream ended early").expect("the stream was reset");
+        got += chunk.len();
+        tokio::time::sleep(Duration::from_millis(chunk.len() as u64 * 1000 / 8192)).await;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    assert!(got >= 16 * 1024, "only {got} bytes in 4 s");
+    assert!(gw.admin_metrics().await.contains("sekisho_stalled_streams_total 0"));
+}
+
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_its_socket_is_cut_as_a_slow_reader() {
+    // Over TLS the gateway's writes are accepted into the TLS layer and the
+    // stall shows when it flushes: the socket rule must judge that too.
+    let (_up, _ws, gw) = setup("\n[limits]\nsend_window_secs = 1\n").await;
+    let p = gw.enrol("stopper", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let rate = Arc::new(AtomicUsize::new(usize::MAX));
+    // A fixed receive buffer: loopback's autotuned one would hold the whole answer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = socket.connect(gw.https).await.unwrap();
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(16 << 20).initial_connection_window_size(64 << 20);
+    let (mut client, conn) = gw.h2_over(builder, Throttled::new(tcp, rate.clone())).await;
+    let uri = format!("https://app.localhost:{}/big", gw.https.port());
+    let req = http::Request::get(uri).header("device-attestation", t.as_str()).body(()).unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    rate.store(0, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.admin_metrics().await.contains("sekisho_slow_readers_total 1") {
+        assert!(Instant::now() < deadline, "a client that reads nothing was not cut in 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Reading again, the client finds its connection gone.
+    rate.store(usize::MAX, Ordering::Relaxed);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the cut connection was still open");
+    let metrics = gw.admin_metrics().await;
+    // The stream waited behind a full socket: the connection's rule, not the stream's.
+    assert!(metrics.contains("sekisho_stalled_streams_total 0"), "{metrics}");
+}
+
+/// A client socket whose reads take at most `per_sec` bytes a second (none
+/// at 0), as a slow or stalled network would deliver them.
+struct Throttled {
+    inner: tokio::net::TcpStream,
+    per_sec: Arc<AtomicUsize>,
+    wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Throttled {
+    fn new(inner: tokio::net::TcpStream, per_sec: Arc<AtomicUsize>) -> Throttled {
+        Throttled { inner, per_sec, wait: None }
+    }
+}
+
+impl tokio::io::AsyncRead for Throttled {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future as _;
+        let this = &mut *self;
+        loop {
+            if let Some(wait) = &mut this.wait {
+                std::task::ready!(wait.as_mut().poll(cx));
+                this.wait = None;
+            }
+            if this.per_sec.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            this.wait = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+        }
+        let per_sec = this.per_sec.load(Ordering::Relaxed) as u64;
+        let mut small = [0u8; 256];
+        let mut part = tokio::io::ReadBuf::new(&mut small[..buf.remaining().min(256)]);
+        std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+        let n = part.filled().len();
+        buf.put_slice(part.filled());
+        let pause = Duration::from_micros((n as u64).saturating_mul(1_000_000) / per_sec);
+        this.wait = Some(Box::pin(tokio::time::sleep(pause)));
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Throttled {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Established connections whose far end is `addr` (the gateway's side of
+/// its upstream connections).
+fn connections_to(addr: std::net::SocketAddr) -> usize {
+    let ss = std::process::Command::new("ss").args(["-tnH", "state", "established"]).output().unwrap();
+    let addr = addr.to_string();
+    String::from_utf8_lossy(&ss.stdout).lines().filter(|l| l.split_whitespace().nth(3) == Some(addr.as_str())).count()
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -23,6 +23,7 @@ use sekisho_policy::{Deny, Profile};
 use tokio::time::{Instant, Sleep};
 
 use crate::gateway::exchange::Exchange;
+use crate::gateway::stall;
 use crate::gateway::upstream::Lent;
 use crate::gateway::Worker;
 
@@ -294,6 +295,22 @@ struct Streamed {
     /// The upstream must send each next chunk within this (the route's timeout).
     read_timeout: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// On HTTP/2, the upstream's bytes go on in pieces of at most this
+    /// (`stall`); what is left of the last chunk waits in `rest`.
+    piece: Option<usize>,
+    rest: Bytes,
+}
+
+impl Streamed {
+    /// The next piece to hand on: what is left of the last chunk first,
+    /// else `data`, cut to the piece size on HTTP/2.
+    fn next_piece(&mut self, data: Bytes) -> Bytes {
+        let mut data = if self.rest.is_empty() { data } else { std::mem::take(&mut self.rest) };
+        if let Some(piece) = self.piece.filter(|p| data.len() > *p) {
+            self.rest = data.split_off(piece);
+        }
+        data
+    }
 }
 
 impl Drop for Streamed {
@@ -309,6 +326,8 @@ impl Drop for Streamed {
 impl ResBody {
     /// The gateway's own answer (a page or JSON), audited when written.
     pub fn full(bytes: Bytes, exchange: Box<Exchange>) -> ResBody {
+        // A page is small: it goes as one piece.
+        let _ = stall::body_ready();
         ResBody { kind: Kind::Full(Some(bytes)), exchange: Some(exchange) }
     }
 
@@ -326,7 +345,18 @@ impl ResBody {
         read_timeout: Duration,
         exchange: Box<Exchange>,
     ) -> ResBody {
-        let streamed = Streamed { inner, worker, lent, recheck, withdrawn: None, read_timeout, timer: None };
+        let piece = stall::body_ready();
+        let streamed = Streamed {
+            inner,
+            worker,
+            lent,
+            recheck,
+            withdrawn: None,
+            read_timeout,
+            timer: None,
+            piece,
+            rest: Bytes::new(),
+        };
         ResBody { kind: Kind::Upstream(Box::new(streamed)), exchange: Some(exchange) }
     }
 
@@ -342,7 +372,43 @@ impl Body for ResBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // Over HTTP/2 the stream's watcher learns whether the client takes
+        // what is handed (`stall`); over HTTP/1 the socket tells.
+        stall::body_polled();
+        let polled = self.poll_inner(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            stall::body_handed(frame.data_ref().map_or(0, Bytes::len));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(s) => s.rest.is_empty() && s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(s) => {
+                let inner = s.inner.size_hint();
+                let rest = s.rest.len() as u64;
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(rest));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(rest));
+                }
+                hint
+            }
+        }
+    }
+}
+
+impl ResBody {
+    fn poll_inner(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let s = match &mut this.kind {
             Kind::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -351,6 +417,9 @@ impl Body for ResBody {
         if let Some(Err(deny)) = s.recheck.as_ref().map(|r| r.still_allowed()) {
             return this.cut(deny);
         }
+        if !s.rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(s.next_piece(Bytes::new())))));
+        }
         match Pin::new(&mut s.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = &mut s.timer {
@@ -358,7 +427,7 @@ impl Body for ResBody {
                 }
                 // Upstream trailers are not forwarded: hop by hop, like the framing.
                 match frame.into_data() {
-                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(s.next_piece(data))))),
                     Err(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::new())))),
                 }
             }
@@ -388,20 +457,6 @@ impl Body for ResBody {
                 }
                 Poll::Pending
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(b) => b.is_none(),
-            Kind::Upstream(s) => s.inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(s) => s.inner.size_hint(),
         }
     }
 }

@@ -15,11 +15,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::gateway::exchange::Exchange;
-use crate::gateway::io::{ClientIo, ConnClock, Cut, Deadlines};
+use crate::gateway::io::{ClientIo, ConnClock, Counted, Cut, Deadlines};
 use crate::gateway::pages::Block;
 use crate::gateway::service::{handle, Conn};
 use crate::gateway::wire::Violation;
-use crate::gateway::{Gateway, LocalExec, Worker};
+use crate::gateway::{stall, Gateway, Worker};
 
 /// Runs the worker's accept loops until drained, then waits (up to the
 /// grace period) for its open connections to finish.
@@ -115,6 +115,7 @@ async fn serve(
     let _ = tcp.set_nodelay(true);
     let socket = handle_of(&tcp);
     let clock = Arc::new(ConnClock::new());
+    let tcp = Counted::new(tcp, clock.clone());
     let acceptor = match (&gateway.tls, tls) {
         (Some(acceptor), true) => acceptor.clone(),
         _ => {
@@ -131,7 +132,7 @@ async fn serve(
 /// HTTP/1.1 as ALPN chose.
 async fn serve_tls(
     worker: Rc<Worker>,
-    tcp: tokio::net::TcpStream,
+    tcp: Counted<tokio::net::TcpStream>,
     acceptor: tokio_rustls::TlsAcceptor,
     socket: Option<socket2::Socket>,
     clock: Arc<ConnClock>,
@@ -251,10 +252,17 @@ async fn http2<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let io = ClientIo::http2(stream, conn.clock.clone(), deadlines(&conn.worker)).on_cut(on_cut(&conn.worker, socket));
+    let deadlines = deadlines(&conn.worker);
+    let io = ClientIo::http2(stream, conn.clock.clone(), deadlines).on_cut(on_cut(&conn.worker, socket));
+    let exec = stall::StreamExec {
+        window: deadlines.send_window,
+        floor: deadlines.send_floor(),
+        clock: conn.clock.clone(),
+        metrics: conn.worker.gateway.metrics.clone(),
+    };
     let watched = conn.clone();
     let service = service_fn(move |req| handle(conn.clone(), req));
-    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    let mut builder = hyper::server::conn::http2::Builder::new(exec);
     builder
         .max_concurrent_streams(128)
         .max_header_list_size(64 * 1024)

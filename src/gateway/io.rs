@@ -8,7 +8,8 @@
 //! from its first byte for later ones), an idle keep-alive connection closed
 //! after `keepalive`, and a client that reads the answers slower than the
 //! minimum rate cut, so a slow reader holds no more than the server's
-//! bounded buffers. It never changes a byte that passes.
+//! bounded buffers (its bytes counted below TLS by [`Counted`]). It never
+//! changes a byte that passes.
 
 use std::future::Future as _;
 use std::io;
@@ -36,6 +37,13 @@ pub struct ConnClock {
     /// milliseconds after `base`.
     idle_since_ms: AtomicU64,
     base: Instant,
+    /// Bytes the client's TCP socket took, counted below TLS ([`Counted`]).
+    sent: AtomicU64,
+    /// Times a write found the TCP socket full, and whether the last one
+    /// did: HTTP/2's per-stream watcher leaves a window in which the socket
+    /// was full to the slow-reader rule.
+    write_waits: AtomicU64,
+    full: AtomicBool,
 }
 
 impl ConnClock {
@@ -45,6 +53,9 @@ impl ConnClock {
             used: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             base: Instant::now(),
+            sent: AtomicU64::new(0),
+            write_waits: AtomicU64::new(0),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -64,6 +75,31 @@ impl ConnClock {
             let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.idle_since_ms.store(ms, Relaxed);
         }
+    }
+
+    /// How many times a write has found the TCP socket full so far, and
+    /// whether the last write did.
+    pub fn socket_full(&self) -> (u64, bool) {
+        (self.write_waits.load(Relaxed), self.full.load(Relaxed))
+    }
+
+    /// Counts a write to the TCP socket: the bytes it took, or that it was full.
+    pub fn note_write(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.sent.fetch_add(*n as u64, Relaxed);
+                self.full.store(false, Relaxed);
+            }
+            Poll::Pending => {
+                self.write_waits.fetch_add(1, Relaxed);
+                self.full.store(true, Relaxed);
+            }
+            Poll::Ready(Err(_)) => {}
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Relaxed)
     }
 
     fn busy(&self) -> bool {
@@ -90,6 +126,13 @@ pub struct Deadlines {
     /// second over each window of this length.
     pub send_window: Duration,
     pub min_send_rate: u64,
+}
+
+impl Deadlines {
+    /// The bytes a stalled writer must have moved over each `send_window`.
+    pub fn send_floor(&self) -> u64 {
+        self.min_send_rate.saturating_mul(self.send_window.as_secs().max(1))
+    }
 }
 
 /// Why a connection was closed by its own deadlines.
@@ -123,8 +166,7 @@ pub struct ClientIo<S> {
     /// from the connection's start, bytes or not.
     first: bool,
     read_timer: Option<(Instant, Pin<Box<Sleep>>)>,
-    /// Bytes accepted by the socket so far, and the stall window, if one runs.
-    sent: u64,
+    /// The stall window, if one runs, and the bytes sent when it began.
     stall: Option<(u64, Pin<Box<Sleep>>)>,
     on_cut: Option<Box<dyn FnOnce(Cut) + Send>>,
 }
@@ -153,7 +195,6 @@ impl<S> ClientIo<S> {
             head_since: Instant::now(),
             first: true,
             read_timer: None,
-            sent: 0,
             stall: None,
             on_cut: None,
         }
@@ -345,23 +386,24 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
 }
 
 impl<S> ClientIo<S> {
-    /// Tracks a stalled write: over each window the socket must have taken
-    /// at least `min_send_rate` bytes a second.
-    fn wait_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// Tracks a stalled write or flush: over each window the TCP socket
+    /// must have taken at least `min_send_rate` bytes a second. Counted
+    /// below TLS, so a flush of TLS records that drains slowly still counts.
+    fn wait_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let window = self.deadlines.send_window;
-        let floor = self.deadlines.min_send_rate.saturating_mul(window.as_secs().max(1));
+        let floor = self.deadlines.send_floor();
+        let sent = self.clock.sent();
         loop {
-            let (start, timer) = self
-                .stall
-                .get_or_insert_with(|| (self.sent, Box::pin(tokio::time::sleep_until(Instant::now() + window))));
+            let (start, timer) =
+                self.stall.get_or_insert_with(|| (sent, Box::pin(tokio::time::sleep_until(Instant::now() + window))));
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if self.sent - *start < floor {
-                return Poll::Ready(Err(self.cut(Cut::SlowReader)));
+            if sent.saturating_sub(*start) < floor {
+                return Poll::Ready(self.cut(Cut::SlowReader));
             }
             // Enough moved: judge the next window.
-            *start = self.sent;
+            *start = sent;
             timer.as_mut().reset(Instant::now() + window);
         }
     }
@@ -371,12 +413,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                this.sent += n as u64;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.wait_write(cx),
+            Poll::Pending => this.wait_write(cx).map(Err),
+            done => done,
         }
     }
 
@@ -387,12 +425,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                this.sent += n as u64;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.wait_write(cx),
+            Poll::Pending => this.wait_write(cx).map(Err),
+            done => done,
         }
     }
 
@@ -400,8 +434,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         self.inner.is_write_vectored()
     }
 
+    /// Over TLS a stalled reader shows here: the records are written, the
+    /// socket does not take them.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.wait_write(cx).map(Err),
+            done => done,
+        }
     }
 
     /// The gateway's answer to a violation goes out last, after the
@@ -418,6 +458,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         this.answer = None;
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// The client's TCP socket, counting what the kernel took and how often it
+/// was full (into the connection's [`ConnClock`]). It sits below TLS, so the
+/// slow-reader rules judge bytes that really left, not records queued.
+pub struct Counted<S> {
+    inner: S,
+    clock: Arc<ConnClock>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, clock: Arc<ConnClock>) -> Counted<S> {
+        Counted { inner, clock }
+    }
+
+    fn count(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.clock.note_write(&written);
+        written
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.count(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod pages;
 pub mod request;
 pub mod rewrite;
 pub mod service;
+pub mod stall;
 pub mod tunnel;
 pub mod upstream;
 pub mod wire;

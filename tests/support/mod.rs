@@ -782,6 +782,30 @@ ownership = ["personal"]
         &self,
         builder: h2::client::Builder,
     ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        self.h2_over(builder, tcp).await
+    }
+
+    /// [`Gateway::h2`] over a connection the test made (a throttled one, say).
+    pub async fn h2_over<S>(
+        &self,
+        builder: h2::client::Builder,
+        tcp: S,
+    ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let tls = self.tls_over(tcp, b"h2").await;
+        let (client, conn) = builder.handshake(tls).await.unwrap();
+        (client.ready().await.unwrap(), tokio::spawn(conn))
+    }
+
+    /// A TLS session to the HTTPS listener over `tcp`, as `app.localhost`,
+    /// offering the ALPN protocol `alpn` (the development CA trusted).
+    pub async fn tls_over<S>(&self, tcp: S, alpn: &[u8]) -> tokio_rustls::client::TlsStream<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let ca = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut ca.as_slice()) {
@@ -793,12 +817,9 @@ ownership = ["personal"]
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
         let name = rustls::pki_types::ServerName::try_from("app.localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
-        let (client, conn) = builder.handshake(tls).await.unwrap();
-        (client.ready().await.unwrap(), tokio::spawn(conn))
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
     }
 
     /// A client that trusts the gateway's development CA and resolves every
