@@ -12,6 +12,7 @@
 #   DEVICES=1 bench/run.sh               # requests/s and memory as registered devices
 #                                        # grow from 100 to 1,000,000 instead
 #   PROFILE=1 bench/run.sh               # perf samples of the full-rules path instead
+#                                        # (PROFILE_DENY=1: the deny path; PROFILE_BARE=1: bare hyper)
 #   SYSCALLS=1 bench/run.sh              # system calls and context switches per request
 #   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
 #                                        # of nginx's closed-loop peak (PCTS, PEAK)
@@ -111,9 +112,11 @@ fi
 if [ "${PROFILE:-0}" = 1 ]; then
   # Where sekisho's CPU goes on the full-rules path: perf's cpu-clock
   # samples of the gateway under wrk load (no hardware counters needed).
-  # PROFILE_BARE=1 profiles the bare data path instead, for comparison.
+  # PROFILE_BARE=1 profiles the bare data path instead, for comparison;
+  # PROFILE_DENY=1 the deny path (no attestation: the block page).
   if [ "${PROFILE_BARE:-0}" = 1 ]; then target=$BARE; port=19004; else target=$SEKISHO; port=19003; fi
-  BENCH_TOKEN="$TOKEN" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk.out" & WRK=$!
+  tok=$TOKEN; [ "${PROFILE_DENY:-0}" = 1 ] && tok=
+  BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk.out" & WRK=$!
   sleep 1
   perf record -q -e cpu-clock -F 2999 -g -p "$target" -o "$RUN/perf.data" -- sleep "$DURATION" 2>/dev/null
   wait "$WRK"

@@ -348,6 +348,106 @@ async fn an_http2_rapid_reset_flood_is_cut_off() {
     assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
 }
 
+/// A CONTINUATION flood (CVE-2024-27316 and kin): a header block that never
+/// ends, sent as fast as the client can. The gateway ends the connection
+/// well before it has read the flood, holds no lasting memory for it, the
+/// upstream sees nothing, and others are served.
+#[tokio::test]
+async fn an_http2_continuation_flood_is_cut_off() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("flood", Enrol::default()).await;
+    let rss_before = rss_kib(gw.pid());
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let tls = gw.tls_over(tcp, b"h2").await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    // :method GET, :scheme https, :path /, :authority app.localhost; no END_HEADERS.
+    let mut first = vec![0x82, 0x87, 0x84, 0x41, 13];
+    first.extend_from_slice(b"app.localhost");
+    start.extend(frame(0x1, 0x1, 1, &first));
+    writer.write_all(&start).await.unwrap();
+    let continuation = frame(0x9, 0, 1, &flood_block(16_000));
+    let flood = tokio::spawn(async move {
+        let mut sent = 0usize;
+        // Up to 64 MiB of one header block, until the gateway stops reading.
+        while sent < 64 << 20 {
+            let write = writer.write_all(&continuation);
+            match tokio::time::timeout(Duration::from_secs(2), write).await {
+                Ok(Ok(())) => sent += continuation.len(),
+                _ => break,
+            }
+        }
+        sent
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was still open 10 s into the flood");
+    let sent = flood.await.unwrap();
+    assert!(sent < 64 << 20, "the gateway read the whole 64 MiB block");
+    assert!(frame_types(&got).contains(&0x7), "the connection ended without a GOAWAY: {got:?}");
+    assert!(up.seen().is_empty(), "the flooded request reached the upstream");
+    assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+    let grown = rss_kib(gw.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
+}
+
+/// A header list over the gateway's 64 KiB limit is refused before the
+/// service: nothing reaches the upstream, and the connection serves on.
+#[tokio::test]
+async fn an_http2_header_list_over_the_limit_is_refused() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("bulky", Enrol::default()).await;
+    let token = p.token("app.localhost");
+    let (client, _conn) = gw.h2(h2::client::Builder::new()).await;
+    let mut client = client.ready().await.unwrap();
+    let uri = format!("https://app.localhost:{}/bulky", gw.https.port());
+    let mut req = http::Request::get(&uri).header("device-attestation", token.as_str());
+    for i in 0..20 {
+        req = req.header(format!("x-bulk-{i}"), "b".repeat(4000));
+    }
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let refused = match tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap() {
+        Ok(resp) => resp.status() == 431,
+        Err(e) => e.is_reset(),
+    };
+    assert!(refused, "an 80 KiB header list was neither answered 431 nor reset");
+    assert!(up.seen().is_empty(), "the oversized request reached the upstream");
+    let mut client = client.ready().await.unwrap();
+    let ok = http::Request::get(&uri).header("device-attestation", token.as_str()).body(()).unwrap();
+    let (resp, _) = client.send_request(ok, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200, "the connection serves on");
+}
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The types of the whole frames in `bytes`.
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+/// About `size` bytes of HPACK literals (`x-flood: aaa…`, never indexed).
+fn flood_block(size: usize) -> Vec<u8> {
+    let mut one = vec![0x00, 7];
+    one.extend_from_slice(b"x-flood");
+    one.push(100);
+    one.extend_from_slice(&[b'a'; 100]);
+    one.iter().copied().cycle().take(size / one.len() * one.len()).collect()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
