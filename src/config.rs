@@ -26,6 +26,10 @@ pub struct Config {
     /// Requests are refused (503) once the state could not be confirmed
     /// against the store for this long.
     pub state_max_age: std::time::Duration,
+    /// Requests in flight (downloads, WebSockets) are judged again at least
+    /// this often, so hours that end or a maintenance window that begins
+    /// end them too, not only an administrator's change.
+    pub rejudge: std::time::Duration,
     pub limits: Limits,
     /// Names this gateway in every audit line (`[gateway] replica_id`,
     /// default the host name), so files of several gateways can be merged.
@@ -417,6 +421,8 @@ struct RawGateway {
     keepalive_secs: u64,
     #[serde(default = "default_state_max_age")]
     state_max_age_secs: std::num::NonZeroU32,
+    #[serde(default = "default_rejudge")]
+    rejudge_secs: std::num::NonZeroU32,
     replica_id: Option<String>,
 }
 
@@ -501,6 +507,10 @@ fn default_state_max_age() -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
+fn default_rejudge() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
 impl RawConfig {
     fn convert(self, base: &Path) -> Result<Config, String> {
         let g = self.gateway;
@@ -543,6 +553,7 @@ impl RawConfig {
             audit_log: at(g.audit_log),
             keepalive_secs: g.keepalive_secs,
             state_max_age: std::time::Duration::from_secs(g.state_max_age_secs.get().into()),
+            rejudge: std::time::Duration::from_secs(g.rejudge_secs.get().into()),
             limits: self.limits,
             tls: TlsConfig {
                 cert: at(self.tls.cert),

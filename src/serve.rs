@@ -137,6 +137,7 @@ fn settings(config: &Config) -> Settings {
         handshake_timeout: header,
         body_idle: Duration::from_secs(config.limits.body_idle_secs.get().into()),
         state_max_age: config.state_max_age,
+        rejudge: config.rejudge,
         min_send_rate: config.limits.min_send_rate.get().into(),
         send_window: Duration::from_secs(config.limits.send_window_secs.get().into()),
         connections_per_client: config.limits.connections_per_client.get(),

@@ -310,6 +310,50 @@ async fn suspending_a_user_cuts_their_open_websocket_within_a_second() {
     assert!(cut.elapsed() < Duration::from_secs(1));
 }
 
+/// Time alone withdraws access too: a maintenance window announced for a
+/// moment later ends an open WebSocket when it begins, with no further
+/// change (so do the end of working hours and of an overtime grant; the
+/// engine's table test covers those, `policy/src/engine_tests.rs`).
+#[tokio::test]
+async fn a_maintenance_window_that_begins_ends_an_open_websocket() {
+    let up = Upstream::start().await;
+    let ws_up = WsUpstream::start().await;
+    let gw = Gateway::start_tuned(&up, &ws_up, "rejudge_secs = 1", "").await;
+    let mia = gw.enrol("mia", Enrol::default()).await;
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://ws.localhost:{}/chat",
+        gw.http.port()
+    ))
+    .unwrap();
+    request.headers_mut().insert("device-attestation", mia.token("ws.localhost").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    ws.send("hello".into()).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "hello");
+
+    let start = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let end = start + chrono::Duration::hours(1);
+    let window = json!({"reason": "定期保守", "start": start.to_rfc3339(), "end": end.to_rfc3339()});
+    gw.admin("POST", "/v1/maintenance", window).await;
+    ws.send("still here".into()).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "still here", "announced, not begun");
+    let ended = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the WebSocket was still open 5 s after the window began");
+    let late = chrono::Utc::now() - start;
+    assert!(late >= chrono::Duration::zero(), "ended {late} before the window began");
+    let lines = gw.audit_lines("mia").await;
+    let cut = lines.iter().find(|l| l["path"] == "/chat").unwrap();
+    assert_eq!((cut["decision"].as_str(), cut["reason"].as_str()), (Some("cut"), Some("maintenance")), "{cut}");
+}
+
 #[tokio::test]
 async fn a_committed_suspension_survives_kill_9() {
     let (_up, _ws, mut gw) = setup().await;

@@ -475,8 +475,9 @@ fn check_path(route: &Route, path: &str) -> Result<(), Deny> {
 }
 
 /// Whether an allowed request may go on (a long download, a WebSocket)
-/// after the state changed: the emergency stops, maintenance, the device's
-/// status and the user's suspension, as `decide` would judge them now.
+/// after the state changed or time passed: the emergency stops,
+/// maintenance, the device's status, the user's suspension and their
+/// permitted hours (with overtime granted), as `decide` would judge them now.
 pub fn still_allowed(
     profile: &Profile,
     state: &State,
@@ -489,13 +490,13 @@ pub fn still_allowed(
         Some(DeviceStatus::Approved) => {}
         _ => return Err(Deny::new(DenyReason::DeviceRevoked, "device was revoked")),
     }
-    match state.users.get(user) {
-        Some(u) => match u.suspended.as_ref().filter(|f| f.active_at(now)) {
-            Some(flag) => Err(Deny::new(DenyReason::UserSuspended, format!("suspension: {}", flag.reason))),
-            None => Ok(()),
-        },
-        None => Err(Deny::new(DenyReason::UserNotPermitted, "user is not registered")),
+    let Some(u) = state.users.get(user) else {
+        return Err(Deny::new(DenyReason::UserNotPermitted, "user is not registered"));
+    };
+    if let Some(flag) = u.suspended.as_ref().filter(|f| f.active_at(now)) {
+        return Err(Deny::new(DenyReason::UserSuspended, format!("suspension: {}", flag.reason)));
     }
+    check_hours(profile, state, u, now).map(|_| ())
 }
 
 /// Domain-wide administration only for the roles the profile names.

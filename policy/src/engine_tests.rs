@@ -276,6 +276,40 @@ fn emergency_stops_and_maintenance_block_everyone() {
 }
 
 #[test]
+fn an_exchange_in_flight_ends_with_the_hours_overtime_or_maintenance_that_bound_it() {
+    let mut w = world();
+    let still = |w: &World, now| still_allowed(&w.profile, &w.state, "u1", "d1", now).err().map(|d| d.reason);
+    assert_eq!(still(&w, jst(2026, 11, 24, 17, 14, 59)), None);
+    assert_eq!(still(&w, jst(2026, 11, 24, 17, 15, 0)), Some(DenyReason::OutsideHours));
+    assert_eq!(still(&w, jst(2026, 11, 23, 10, 0, 0)), Some(DenyReason::Holiday), "勤労感謝の日");
+
+    let grant = OvertimeGrant {
+        id: 1,
+        grantee: Grantee::User("u1".into()),
+        profile: None,
+        approver: "課長".into(),
+        reason: "議会対応".into(),
+        start: jst(2026, 11, 28, 9, 0, 0),
+        end: jst(2026, 11, 28, 12, 0, 0),
+    };
+    Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
+    assert_eq!(still(&w, jst(2026, 11, 28, 11, 59, 59)), None);
+    assert_eq!(still(&w, jst(2026, 11, 28, 12, 0, 0)), Some(DenyReason::OutsideHours));
+
+    let start = tuesday() + chrono::Duration::minutes(5);
+    let window = MaintenanceWindow {
+        id: 1,
+        profile: None,
+        reason: "upgrade".into(),
+        start,
+        end: start + chrono::Duration::hours(1),
+    };
+    Arc::make_mut(&mut w.state.maintenance).push(window);
+    assert_eq!(still(&w, tuesday()), None, "announced, not begun");
+    assert_eq!(still(&w, start), Some(DenyReason::Maintenance));
+}
+
+#[test]
 fn only_trusted_networks_pass() {
     let w = world();
     for (addr, want) in [

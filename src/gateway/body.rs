@@ -70,17 +70,23 @@ pub struct Recheck {
     pub user: String,
     pub device: String,
     pub generation: Cell<u64>,
+    /// When time alone calls for the next judgement (`Settings::rejudge`).
+    pub next: Cell<Instant>,
 }
 
 impl Recheck {
-    /// `Err` once a committed change withdrew this exchange's access.
+    /// `Err` once a committed change or the passing time (hours that
+    /// ended, a maintenance window that began) withdrew this exchange's
+    /// access. Judged on a change, and at most every `rejudge` otherwise.
     pub fn still_allowed(&self) -> Result<(), Deny> {
         let shared = &self.worker.gateway.shared;
         let now = shared.generation.load(std::sync::atomic::Ordering::Acquire);
-        if now == self.generation.get() {
+        let at = Instant::now();
+        if now == self.generation.get() && at < self.next.get() {
             return Ok(());
         }
         self.generation.set(now);
+        self.next.set(at + self.worker.gateway.settings.rejudge);
         self.judge_now()
     }
 
@@ -91,18 +97,21 @@ impl Recheck {
         sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
     }
 
-    /// A future that completes when access is withdrawn (for waiting exchanges).
+    /// A future that completes when access is withdrawn (for waiting
+    /// exchanges): on a committed change, or when `rejudge` has passed.
     pub fn withdrawn(self: &Rc<Self>) -> Pin<Box<dyn Future<Output = Deny>>> {
         let me = self.clone();
         let mut changes = self.worker.gateway.shared.changes();
         Box::pin(async move {
+            let mut open = true;
             loop {
                 if let Err(deny) = me.still_allowed() {
                     return deny;
                 }
-                if changes.changed().await.is_err() {
-                    // The gateway is shutting down: nothing will change any more.
-                    std::future::pending::<()>().await;
+                tokio::select! {
+                    // Closed when the gateway shuts down: time still passes.
+                    changed = changes.changed(), if open => open = changed.is_ok(),
+                    () = tokio::time::sleep_until(me.next.get()) => {}
                 }
             }
         })

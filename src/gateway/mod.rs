@@ -56,6 +56,9 @@ pub struct Settings {
     /// A client sending a request body must send its next chunk within this.
     pub body_idle: Duration,
     pub state_max_age: Duration,
+    /// Exchanges in flight are judged again at least this often (hours end,
+    /// maintenance begins), besides on every committed change.
+    pub rejudge: Duration,
     /// A client must read answers at least this fast (bytes per second,
     /// judged over `send_window`) or it is cut.
     pub min_send_rate: u64,

@@ -64,16 +64,19 @@ impl Conn {
         Conn { worker, clock, peer, tls, client_cert, exchanges: std::cell::RefCell::default() }
     }
 
-    /// Completes once a committed change has withdrawn an exchange in flight
+    /// Completes once a committed change (or time: hours that end, a
+    /// maintenance window that begins) has withdrawn an exchange in flight
     /// here and that exchange has not ended by itself a moment later (a
     /// body that is polled cuts itself, with its own reason). The caller
     /// then closes the connection.
     pub async fn withdrawn(&self) {
         let mut changes = self.worker.gateway.shared.changes();
+        let mut open = true;
         loop {
-            if changes.changed().await.is_err() {
-                // The gateway is shutting down: nothing will change any more.
-                std::future::pending::<()>().await;
+            let every = self.worker.gateway.settings.rejudge;
+            tokio::select! {
+                changed = changes.changed(), if open => open = changed.is_ok(),
+                () = tokio::time::sleep(every) => {}
             }
             if self.any_withdrawn() {
                 tokio::time::sleep(SELF_CUT_GRACE).await;
@@ -292,6 +295,7 @@ async fn forward(
         user: allowed.user,
         device: allowed.device,
         generation: std::cell::Cell::new(gateway.shared.generation.load(std::sync::atomic::Ordering::Acquire)),
+        next: std::cell::Cell::new(tokio::time::Instant::now() + gateway.settings.rejudge),
     });
     conn.track(&recheck);
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
