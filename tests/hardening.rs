@@ -419,6 +419,35 @@ async fn an_http2_header_list_over_the_limit_is_refused() {
     assert_eq!(resp.await.unwrap().status(), 200, "the connection serves on");
 }
 
+/// An HTTP/2 connection that never sends a request is closed at the idle
+/// limit (`keepalive_secs`, 5 s here), whatever frames it sends meanwhile.
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed_at_the_idle_limit_whatever_it_sends() {
+    let (_up, _ws, gw) = setup().await;
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let tls = gw.tls_over(tcp, b"h2").await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    writer.write_all(&start).await.unwrap();
+    let started = std::time::Instant::now();
+    let pinger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if writer.write_all(&frame(0x6, 0, 0, &[0; 8])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(12), reader.read_to_end(&mut got)).await;
+    pinger.abort();
+    assert!(closed.is_ok(), "a connection pinging without requests was open after 12 s");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(4500) && after < Duration::from_secs(9), "closed after {after:?}");
+    assert!(frame_types(&got).iter().filter(|t| **t == 0x6).count() >= 5, "its pings were answered meanwhile");
+}
+
 /// An HTTP/2 frame: length, type, flags, stream id, payload.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
