@@ -13,6 +13,7 @@ pub mod conn;
 pub mod exchange;
 pub mod headers;
 pub mod io;
+pub mod page_cache;
 pub mod pages;
 pub mod request;
 pub mod rewrite;

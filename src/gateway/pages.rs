@@ -155,13 +155,29 @@ impl Block<'_> {
 
     /// Renders the answer; HTML when the client prefers it, JSON otherwise.
     pub fn render(&self, html: bool, request_id: &str, now: DateTime<Utc>) -> Answer {
-        let body = if html { self.html(request_id) } else { self.json(request_id) };
+        let fresh = |id: &str| if html { self.html(id) } else { self.json(id) };
+        let body = match self {
+            Block::Policy { deny, profile } => {
+                super::page_cache::body(deny, profile, html, request_id, fresh).unwrap_or_else(|| fresh(request_id))
+            }
+            _ => fresh(request_id),
+        };
         Answer {
             status: self.status(),
             code: self.code(),
             content_type: if html { "text/html; charset=utf-8" } else { "application/json" },
             body,
             retry_after_secs: self.retry_after(now),
+        }
+    }
+
+    /// The body as rendered without the cache.
+    #[cfg(test)]
+    pub fn fresh_body(&self, html: bool, request_id: &str) -> String {
+        if html {
+            self.html(request_id)
+        } else {
+            self.json(request_id)
         }
     }
 
