@@ -55,14 +55,21 @@ pub fn seal(prev: &Link, seq: u64, replica: &str, object: &str) -> (String, Link
         content.push(',');
     }
     content.push_str("\"replica\":");
-    content.push_str(&serde_json::to_string(replica).unwrap_or_else(|_| "\"\"".into()));
+    // A host name needs no escaping: quoted as it is, without serde's pass.
+    if replica.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        content.push('"');
+        content.push_str(replica);
+        content.push('"');
+    } else {
+        content.push_str(&serde_json::to_string(replica).unwrap_or_else(|_| "\"\"".into()));
+    }
     content.push_str(",\"seq\":");
     let _ = std::fmt::Write::write_fmt(&mut content, format_args!("{seq}"));
     content.push('}');
     let chain = link(prev, content.as_bytes());
     content.pop();
     content.push_str(",\"chain\":\"");
-    content.push_str(&crate::config::hex(&chain));
+    crate::config::push_hex(&mut content, &chain);
     content.push_str("\"}");
     (content, chain)
 }

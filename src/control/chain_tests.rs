@@ -111,4 +111,12 @@ proptest! {
         let meta: Meta = serde_json::from_str(&opened.content).unwrap();
         prop_assert_eq!(meta.seq, Some(seq));
     }
+
+    /// The replica is written as serde_json writes it, whatever its characters.
+    #[test]
+    fn the_replica_is_quoted_as_json(replica in prop_oneof![".{0,24}", "[ -~]{0,24}"]) {
+        let (line, _) = seal(&GENESIS, 7, &replica, r#"{"a":1}"#);
+        let expected = format!("\"replica\":{},", serde_json::to_string(&replica).unwrap());
+        prop_assert!(line.contains(&expected), "{} lacks {}", line, expected);
+    }
 }
