@@ -10,10 +10,10 @@
 //! connection. The body hands the upstream's bytes on in pieces of about
 //! one window's floor (h2 takes a whole chunk whatever the window, and the
 //! body is polled again only once that went out), so a stream read at the
-//! minimum rate shows a piece's progress each window. Two waits are never judged here: a body waiting on its upstream
-//! (the route's timeout), and a window in which the socket itself was full
-//! (the connection's slow-reader rule in `io`, which then judges every
-//! stream at once).
+//! minimum rate shows a piece's progress each window. Two waits are never
+//! judged here: a body waiting on its upstream (the route's timeout), and a
+//! window in which the TCP socket was full (the connection's slow-reader
+//! rule in `io`, which then judges every stream at once).
 //!
 //! It owns no exchange and writes no audit line (dropping the stream drops
 //! its exchange, which does).
