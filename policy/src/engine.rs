@@ -475,9 +475,10 @@ fn check_path(route: &Route, path: &str) -> Result<(), Deny> {
 }
 
 /// Whether an allowed request may go on (a long download, a WebSocket)
-/// after the state changed or time passed: the emergency stops,
-/// maintenance, the device's status, the user's suspension and their
-/// permitted hours (with overtime granted), as `decide` would judge them now.
+/// after the state changed or time passed: the terms' validity period, the
+/// emergency stops, maintenance, the device's status, the user's suspension
+/// and their permitted hours (with overtime granted), as `decide` would
+/// judge them now.
 pub fn still_allowed(
     profile: &Profile,
     state: &State,
@@ -485,6 +486,7 @@ pub fn still_allowed(
     device: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Deny> {
+    check_validity(profile, now.with_timezone(&profile.timezone).date_naive())?;
     check_stops(profile, state, now)?;
     match state.devices.get(device).map(|d| d.status) {
         Some(DeviceStatus::Approved) => {}

@@ -276,12 +276,14 @@ fn emergency_stops_and_maintenance_block_everyone() {
 }
 
 #[test]
-fn an_exchange_in_flight_ends_with_the_hours_overtime_or_maintenance_that_bound_it() {
+fn an_exchange_in_flight_ends_with_the_terms_hours_overtime_or_maintenance_that_bound_it() {
     let mut w = world();
     let still = |w: &World, now| still_allowed(&w.profile, &w.state, "u1", "d1", now).err().map(|d| d.reason);
     assert_eq!(still(&w, jst(2026, 11, 24, 17, 14, 59)), None);
     assert_eq!(still(&w, jst(2026, 11, 24, 17, 15, 0)), Some(DenyReason::OutsideHours));
     assert_eq!(still(&w, jst(2026, 11, 23, 10, 0, 0)), Some(DenyReason::Holiday), "勤労感謝の日");
+    assert_eq!(still(&w, jst(2030, 3, 29, 10, 0, 0)), None);
+    assert_eq!(still(&w, jst(2030, 4, 1, 10, 0, 0)), Some(DenyReason::PolicyNotInForce), "the terms ended");
 
     let grant = OvertimeGrant {
         id: 1,
