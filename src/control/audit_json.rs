@@ -117,7 +117,7 @@ fn optional(out: &mut String, value: Option<&str>) {
 
 /// A JSON string. Most values need no escape and are copied as they are;
 /// any other goes through serde_json, the one escaper the trail trusts.
-fn string(out: &mut String, value: &str) {
+pub fn string(out: &mut String, value: &str) {
     if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(value);

@@ -55,14 +55,7 @@ pub fn seal(prev: &Link, seq: u64, replica: &str, object: &str) -> (String, Link
         content.push(',');
     }
     content.push_str("\"replica\":");
-    // A host name needs no escaping: quoted as it is, without serde's pass.
-    if replica.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-        content.push('"');
-        content.push_str(replica);
-        content.push('"');
-    } else {
-        content.push_str(&serde_json::to_string(replica).unwrap_or_else(|_| "\"\"".into()));
-    }
+    crate::control::audit_json::string(&mut content, replica);
     content.push_str(",\"seq\":");
     let _ = std::fmt::Write::write_fmt(&mut content, format_args!("{seq}"));
     content.push('}');

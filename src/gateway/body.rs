@@ -101,20 +101,37 @@ impl Recheck {
     /// exchanges): on a committed change, or when `rejudge` has passed.
     pub fn withdrawn(self: &Rc<Self>) -> Pin<Box<dyn Future<Output = Deny>>> {
         let me = self.clone();
-        let mut changes = self.worker.gateway.shared.changes();
+        let mut moments = Moments::new(&self.worker.gateway.shared);
         Box::pin(async move {
-            let mut open = true;
             loop {
                 if let Err(deny) = me.still_allowed() {
                     return deny;
                 }
-                tokio::select! {
-                    // Closed when the gateway shuts down: time still passes.
-                    changed = changes.changed(), if open => open = changed.is_ok(),
-                    () = tokio::time::sleep_until(me.next.get()) => {}
-                }
+                moments.next(me.next.get()).await;
             }
         })
+    }
+}
+
+/// The moments to judge exchanges in flight again: each committed change,
+/// and the time given.
+pub struct Moments {
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// The channel closes when the gateway shuts down; time still passes.
+    open: bool,
+}
+
+impl Moments {
+    pub fn new(shared: &crate::shared::Shared) -> Moments {
+        Moments { changes: shared.changes(), open: true }
+    }
+
+    /// Waits for the next committed change, or until `at`.
+    pub async fn next(&mut self, at: Instant) {
+        tokio::select! {
+            changed = self.changes.changed(), if self.open => self.open = changed.is_ok(),
+            () = tokio::time::sleep_until(at) => {}
+        }
     }
 }
 

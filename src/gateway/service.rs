@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::{Decision, Deny, Profile};
 
-use crate::gateway::body::{BodyEnd, Inspection, Recheck, ReqBody, ResBody};
+use crate::gateway::body::{BodyEnd, Inspection, Moments, Recheck, ReqBody, ResBody};
 use crate::gateway::exchange::Exchange;
 use crate::gateway::io::ConnClock;
 use crate::gateway::pages::Block;
@@ -70,14 +70,9 @@ impl Conn {
     /// body that is polled cuts itself, with its own reason). The caller
     /// then closes the connection.
     pub async fn withdrawn(&self) {
-        let mut changes = self.worker.gateway.shared.changes();
-        let mut open = true;
+        let mut moments = Moments::new(&self.worker.gateway.shared);
         loop {
-            let every = self.worker.gateway.settings.rejudge;
-            tokio::select! {
-                changed = changes.changed(), if open => open = changed.is_ok(),
-                () = tokio::time::sleep(every) => {}
-            }
+            moments.next(tokio::time::Instant::now() + self.worker.gateway.settings.rejudge).await;
             if self.any_withdrawn() {
                 tokio::time::sleep(SELF_CUT_GRACE).await;
                 if self.any_withdrawn() {

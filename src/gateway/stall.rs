@@ -66,22 +66,20 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for StreamExec {
 /// stream waits on the client's window. On a watched stream, the most the
 /// body should hand over at once.
 pub fn body_ready() -> Option<usize> {
-    let mut piece = None;
     with_current(|p| {
         p.waiting.set(true);
-        piece = Some(p.piece);
-    });
-    piece
+        p.piece
+    })
 }
 
 /// The answer's body is being polled: whatever it handed before was taken.
 pub fn body_polled() {
-    with_current(|p| p.waiting.set(false));
+    let _ = with_current(|p| p.waiting.set(false));
 }
 
 /// The answer's body handed `bytes` on; it waits until polled again.
 pub fn body_handed(bytes: usize) {
-    with_current(|p| {
+    let _ = with_current(|p| {
         p.waiting.set(true);
         p.handed.set(p.handed.get().saturating_add(bytes as u64));
     });
@@ -92,14 +90,14 @@ thread_local! {
     static CURRENT: Cell<Option<Rc<Progress>>> = const { Cell::new(None) };
 }
 
-fn with_current(f: impl FnOnce(&Progress)) {
+/// `f` on the progress of the stream being polled, if this is one.
+fn with_current<R>(f: impl FnOnce(&Progress) -> R) -> Option<R> {
     CURRENT.with(|c| {
         let current = c.take();
-        if let Some(p) = current.as_deref() {
-            f(p);
-        }
+        let r = current.as_deref().map(f);
         c.set(current);
-    });
+        r
+    })
 }
 
 /// What one stream's answer body has done.
