@@ -12,8 +12,8 @@ use chrono::Timelike;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
-    reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN, GENERAL_TOKEN,
-    ROOT_TOKEN, SUPERVISOR_TOKEN,
+    closed_within, reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN,
+    GENERAL_TOKEN, ROOT_TOKEN, SUPERVISOR_TOKEN,
 };
 
 async fn setup() -> (Upstream, WsUpstream, Gateway) {
@@ -283,30 +283,12 @@ async fn an_overtime_grant_opens_a_closed_profile_for_one_user() {
 async fn suspending_a_user_cuts_their_open_websocket_within_a_second() {
     let (_up, _ws, gw) = setup().await;
     let ivan = gw.enrol("ivan", Enrol::default()).await;
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://ws.localhost:{}/chat",
-        gw.http.port()
-    ))
-    .unwrap();
-    request.headers_mut().insert("device-attestation", ivan.token("ws.localhost").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    ws.send("hello".into()).await.unwrap();
-    let echo = ws.next().await.unwrap().unwrap();
-    assert_eq!(echo.to_text().unwrap(), "hello");
+    let mut ws = gw.websocket(&ivan).await;
 
     gw.admin("POST", "/v1/users/ivan/suspend", json!({"reason": "情報漏えいの疑い"})).await;
     let cut = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(m)) if !m.is_close() => continue,
-                _ => return,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the idle WebSocket was still open a second after the suspension");
+    let ended = closed_within(&mut ws, Duration::from_secs(1)).await;
+    assert!(ended, "the idle WebSocket was still open a second after the suspension");
     assert!(cut.elapsed() < Duration::from_secs(1));
 }
 
@@ -320,16 +302,7 @@ async fn a_maintenance_window_that_begins_ends_an_open_websocket() {
     let ws_up = WsUpstream::start().await;
     let gw = Gateway::start_tuned(&up, &ws_up, "rejudge_secs = 1", "").await;
     let mia = gw.enrol("mia", Enrol::default()).await;
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://ws.localhost:{}/chat",
-        gw.http.port()
-    ))
-    .unwrap();
-    request.headers_mut().insert("device-attestation", mia.token("ws.localhost").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    ws.send("hello".into()).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "hello");
+    let mut ws = gw.websocket(&mia).await;
 
     let start = chrono::Utc::now() + chrono::Duration::seconds(3);
     let end = start + chrono::Duration::hours(1);
@@ -337,16 +310,8 @@ async fn a_maintenance_window_that_begins_ends_an_open_websocket() {
     gw.admin("POST", "/v1/maintenance", window).await;
     ws.send("still here".into()).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "still here", "announced, not begun");
-    let ended = tokio::time::timeout(Duration::from_secs(8), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(m)) if !m.is_close() => continue,
-                _ => return,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the WebSocket was still open 5 s after the window began");
+    let ended = closed_within(&mut ws, Duration::from_secs(8)).await;
+    assert!(ended, "the WebSocket was still open 5 s after the window began");
     let late = chrono::Utc::now() - start;
     assert!(late >= chrono::Duration::zero(), "ended {late} before the window began");
     let lines = gw.audit_lines("mia").await;

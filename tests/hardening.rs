@@ -357,16 +357,11 @@ async fn an_http2_continuation_flood_is_cut_off() {
     let (up, _ws, gw) = setup().await;
     let p = gw.enrol("flood", Enrol::default()).await;
     let rss_before = rss_kib(gw.pid());
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let tls = gw.tls_over(tcp, b"h2").await;
-    let (mut reader, mut writer) = tokio::io::split(tls);
-    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(frame(0x4, 0, 0, &[]));
+    let (mut reader, mut writer) = raw_h2(&gw).await;
     // :method GET, :scheme https, :path /, :authority app.localhost; no END_HEADERS.
     let mut first = vec![0x82, 0x87, 0x84, 0x41, 13];
     first.extend_from_slice(b"app.localhost");
-    start.extend(frame(0x1, 0x1, 1, &first));
-    writer.write_all(&start).await.unwrap();
+    writer.write_all(&frame(0x1, 0x1, 1, &first)).await.unwrap();
     let continuation = frame(0x9, 0, 1, &flood_block(16_000));
     let flood = tokio::spawn(async move {
         let mut sent = 0usize;
@@ -424,12 +419,7 @@ async fn an_http2_header_list_over_the_limit_is_refused() {
 #[tokio::test]
 async fn an_http2_connection_without_requests_is_closed_at_the_idle_limit_whatever_it_sends() {
     let (_up, _ws, gw) = setup().await;
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    let tls = gw.tls_over(tcp, b"h2").await;
-    let (mut reader, mut writer) = tokio::io::split(tls);
-    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    start.extend(frame(0x4, 0, 0, &[]));
-    writer.write_all(&start).await.unwrap();
+    let (mut reader, mut writer) = raw_h2(&gw).await;
     let started = std::time::Instant::now();
     let pinger = tokio::spawn(async move {
         loop {
@@ -446,6 +436,22 @@ async fn an_http2_connection_without_requests_is_closed_at_the_idle_limit_whatev
     let after = started.elapsed();
     assert!(after >= Duration::from_millis(4500) && after < Duration::from_secs(9), "closed after {after:?}");
     assert!(frame_types(&got).iter().filter(|t| **t == 0x6).count() >= 5, "its pings were answered meanwhile");
+}
+
+/// A TLS connection speaking HTTP/2 frame by frame: the preface and an
+/// empty SETTINGS are sent.
+async fn raw_h2(
+    gw: &Gateway,
+) -> (
+    tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    let (reader, mut writer) = tokio::io::split(gw.tls_over(tcp, b"h2").await);
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(frame(0x4, 0, 0, &[]));
+    writer.write_all(&start).await.unwrap();
+    (reader, writer)
 }
 
 /// An HTTP/2 frame: length, type, flags, stream id, payload.

@@ -11,10 +11,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::postgres::{eventually, Cluster};
-use support::{reason, Enrol, Gateway, Person, Upstream, WsUpstream, AUDITOR_TOKEN, ROOT_TOKEN};
+use support::{closed_within, reason, Enrol, Gateway, Person, Upstream, WsUpstream, AUDITOR_TOKEN, ROOT_TOKEN};
 
 /// The heavy tests of this file run one at a time: three gateways and a
 /// database each are enough for two cores.
@@ -57,33 +56,6 @@ async fn until_verdict(gw: &Gateway, who: &Person, want: Option<&str>, limit: Du
     start.elapsed()
 }
 
-async fn open_websocket(gw: &Gateway, who: &Person) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://ws.localhost:{}/chat",
-        gw.http.port()
-    ))
-    .unwrap();
-    request.headers_mut().insert("device-attestation", who.token("ws.localhost").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    ws.send("hello".into()).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "hello");
-    ws
-}
-
-async fn closed_within(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, limit: Duration) -> bool {
-    tokio::time::timeout(limit, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(m)) if !m.is_close() => continue,
-                _ => return,
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 #[cfg_attr(skip_postgres, ignore = "SEKISHO_SKIP_POSTGRES=1: PostgreSQL tests not run")]
 #[tokio::test]
 async fn a_change_through_any_replica_is_enforced_by_all_and_cuts_their_connections() {
@@ -95,7 +67,7 @@ async fn a_change_through_any_replica_is_enforced_by_all_and_cuts_their_connecti
     for gw in [b, c] {
         until_verdict(gw, &aoi, None, Duration::from_secs(2)).await;
     }
-    let mut socket = open_websocket(c, &aoi).await;
+    let mut socket = c.websocket(&aoi).await;
 
     // Suspended through A: denied on B and C, and C cuts the open WebSocket.
     a.admin("POST", "/v1/users/aoi/suspend", json!({"reason": "端末紛失"})).await;

@@ -161,6 +161,20 @@ impl World {
     fn user(&mut self) -> &mut User {
         Arc::make_mut(self.state.users.get_mut("u1").unwrap())
     }
+
+    /// Overtime for u1 on Saturday 2026-11-28, 09:00–12:00 Tokyo.
+    fn grant_saturday_overtime(&mut self) {
+        let grant = OvertimeGrant {
+            id: 1,
+            grantee: Grantee::User("u1".into()),
+            profile: None,
+            approver: "課長".into(),
+            reason: "議会対応".into(),
+            start: jst(2026, 11, 28, 9, 0, 0),
+            end: jst(2026, 11, 28, 12, 0, 0),
+        };
+        Arc::make_mut(&mut self.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
+    }
 }
 
 #[test]
@@ -228,16 +242,7 @@ fn a_denial_outside_hours_says_when_access_opens_next() {
 fn an_overtime_grant_opens_the_profile_only_while_it_runs() {
     let mut w = world();
     let saturday = jst(2026, 11, 28, 10, 0, 0);
-    let grant = OvertimeGrant {
-        id: 1,
-        grantee: Grantee::User("u1".into()),
-        profile: None,
-        approver: "課長".into(),
-        reason: "議会対応".into(),
-        start: jst(2026, 11, 28, 9, 0, 0),
-        end: jst(2026, 11, 28, 12, 0, 0),
-    };
-    Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
+    w.grant_saturday_overtime();
     let d = w.decide_with(&claims(saturday), "GET", "10.1.2.3", saturday);
     assert!(matches!(d, Decision::Allow(Allow { basis: Basis::Overtime, .. })));
     assert_eq!(w.reason_at(jst(2026, 11, 28, 12, 0, 0)), Some(DenyReason::OutsideHours));
@@ -285,16 +290,7 @@ fn an_exchange_in_flight_ends_with_the_terms_hours_overtime_or_maintenance_that_
     assert_eq!(still(&w, jst(2030, 3, 29, 10, 0, 0)), None);
     assert_eq!(still(&w, jst(2030, 4, 1, 10, 0, 0)), Some(DenyReason::PolicyNotInForce), "the terms ended");
 
-    let grant = OvertimeGrant {
-        id: 1,
-        grantee: Grantee::User("u1".into()),
-        profile: None,
-        approver: "課長".into(),
-        reason: "議会対応".into(),
-        start: jst(2026, 11, 28, 9, 0, 0),
-        end: jst(2026, 11, 28, 12, 0, 0),
-    };
-    Arc::make_mut(&mut w.state.overtime).insert(Grantee::User("u1".into()), vec![grant]);
+    w.grant_saturday_overtime();
     assert_eq!(still(&w, jst(2026, 11, 28, 11, 59, 59)), None);
     assert_eq!(still(&w, jst(2026, 11, 28, 12, 0, 0)), Some(DenyReason::OutsideHours));
 

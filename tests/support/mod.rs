@@ -775,6 +775,21 @@ ownership = ["personal"]
         self.client_builder().identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap()).build().unwrap()
     }
 
+    /// A WebSocket to `ws.localhost/chat` as `who`, its echo checked once.
+    pub async fn websocket(&self, who: &Person) -> WebSocket {
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://ws.localhost:{}/chat",
+            self.http.port()
+        ))
+        .unwrap();
+        request.headers_mut().insert("device-attestation", who.token("ws.localhost").parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+        ws.send("hello".into()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "hello");
+        ws
+    }
+
     /// A raw HTTP/2 connection to the HTTPS listener (ALPN `h2`, the
     /// development CA trusted), with the client settings of `builder`, and
     /// the task that drives it (it ends when the connection does).
@@ -1033,4 +1048,21 @@ fn write_certs(dir: &Path) {
 /// The reason header of a response.
 pub fn reason(resp: &reqwest::Response) -> Option<String> {
     resp.headers().get("sekisho-deny-reason").map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A client WebSocket over plain TCP.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Whether the gateway closed `ws` within `limit` (messages before the close are read past).
+pub async fn closed_within(ws: &mut WebSocket, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if !m.is_close() => continue,
+                _ => return,
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
