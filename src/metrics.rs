@@ -3,7 +3,7 @@
 //! never allocate on the request path.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use sekisho_policy::DenyReason;
 
@@ -41,6 +41,7 @@ pub struct Metrics {
     header_timeouts: AtomicU64,
     slow_readers: AtomicU64,
     stalled_streams: AtomicU64,
+    parked: AtomicI64,
     latency: [AtomicU64; BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -71,7 +72,6 @@ impl Metrics {
         self.connections_refused.fetch_add(1, Relaxed)
     }
 
-    /// A request header missed its deadline (slowloris).
     /// A client that read its answers slower than the minimum rate was cut.
     pub fn slow_reader(&self) {
         self.slow_readers.fetch_add(1, Relaxed);
@@ -81,6 +81,12 @@ impl Metrics {
         self.stalled_streams.fetch_add(1, Relaxed);
     }
 
+    /// An idle connection parked (+1) or woke or closed (-1).
+    pub fn parked(&self, change: i64) {
+        self.parked.fetch_add(change, Relaxed);
+    }
+
+    /// A request header missed its deadline (slowloris).
     pub fn header_timeout(&self) {
         self.header_timeouts.fetch_add(1, Relaxed);
     }
@@ -132,6 +138,8 @@ impl Metrics {
         let _ = writeln!(out, "sekisho_slow_readers_total {}", self.slow_readers.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_stalled_streams_total HTTP/2 streams reset for taking answers slower than the minimum rate.\n# TYPE sekisho_stalled_streams_total counter");
         let _ = writeln!(out, "sekisho_stalled_streams_total {}", self.stalled_streams.load(Relaxed));
+        let _ = writeln!(out, "# HELP sekisho_parked_connections Idle HTTP/1 connections holding no HTTP buffers until their next request.\n# TYPE sekisho_parked_connections gauge");
+        let _ = writeln!(out, "sekisho_parked_connections {}", self.parked.load(Relaxed));
         let _ = writeln!(out, "# HELP sekisho_request_duration_seconds Time from request header to audit.\n# TYPE sekisho_request_duration_seconds histogram");
         let mut cumulative = 0;
         for (b, n) in BUCKETS_US.iter().zip(&self.latency) {

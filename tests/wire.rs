@@ -242,6 +242,104 @@ async fn slow_readers_are_cut(tls: bool) {
     assert!(gw.admin_metrics().await.contains("sekisho_slow_readers_total 20"));
 }
 
+/// An idle HTTP/1 connection is parked (its server and buffers freed) and
+/// serves its next requests on the same socket, plain and over TLS: a
+/// head split across the wake, and two pipelined after another park.
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_serves_its_next_requests_on_the_same_socket() {
+    let (up, _ws, gw) = setup("").await;
+    let p = gw.enrol("parker", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    parks_and_wakes(&gw, tcp, &t, "plain").await;
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    parks_and_wakes(&gw, gw.tls_over(tcp, b"http/1.1").await, &t, "tls").await;
+    let paths: Vec<_> = gw.audit_lines("parker").await.iter().map(|l| l["path"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<_> =
+        ["plain", "tls"].iter().flat_map(|k| ["one", "two", "three", "four"].map(|n| format!("/{k}/{n}"))).collect();
+    assert_eq!(paths, expected);
+    assert_eq!(up.seen().len(), 8);
+}
+
+async fn parks_and_wakes<S: Stream>(gw: &Gateway, mut s: S, t: &str, kind: &str) {
+    let get = |n: &str| format!("GET /{kind}/{n} HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
+    s.write_all(get("one").as_bytes()).await.unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"), "{kind}");
+    parked_connections_reach(gw, 1).await;
+    // The first bytes wake the connection; the rest of the head follows.
+    let two = get("two");
+    s.write_all(&two.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&two.as_bytes()[10..]).await.unwrap();
+    assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"), "{kind}: a head split across the wake");
+    parked_connections_reach(gw, 1).await;
+    s.write_all((get("three") + &get("four")).as_bytes()).await.unwrap();
+    for n in ["three", "four"] {
+        assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"), "{kind}: pipelined {n} after a park");
+    }
+}
+
+/// A parked connection is still closed at the idle limit (`keepalive_secs`,
+/// 5 s in the harness), and a head begun after it woke is held to the
+/// header deadline.
+#[tokio::test]
+async fn a_parked_connection_keeps_the_idle_limit_and_the_header_deadline() {
+    let (_up, _ws, gw) = setup("\n[limits]\nheader_timeout_secs = 2\n").await;
+    let p = gw.enrol("dozer", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    let get = format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\n\r\n");
+    let mut idle = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    idle.write_all(get.as_bytes()).await.unwrap();
+    read_answer(&mut idle).await;
+    let answered = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    slow.write_all(get.as_bytes()).await.unwrap();
+    read_answer(&mut slow).await;
+    parked_connections_reach(&gw, 2).await;
+    slow.write_all(&get.as_bytes()[..20]).await.unwrap();
+    let begun = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), slow.read_to_end(&mut rest)).await.unwrap().unwrap_or(0);
+    let cut = begun.elapsed();
+    assert!(cut >= Duration::from_millis(1900) && cut < Duration::from_secs(4), "head cut after {cut:?}, deadline 2 s");
+    assert!(gw.admin_metrics().await.contains("sekisho_header_timeouts_total 1"));
+    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await.unwrap().unwrap();
+    let closed = answered.elapsed();
+    assert!(closed >= Duration::from_millis(4800) && closed < Duration::from_secs(8), "idle closed after {closed:?}");
+    parked_connections_reach(&gw, 0).await;
+}
+
+/// Reads one answer whose body has a `Content-Length`.
+async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = header(&text, "content-length").expect("a content-length").parse().unwrap();
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("an answer in 5 s").unwrap();
+        assert!(n > 0, "closed before the whole answer: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Waits (up to 3 s) for the gateway's parked connections to number `n`.
+async fn parked_connections_reach(gw: &Gateway, n: u32) {
+    let want = format!("sekisho_parked_connections {n}\n");
+    for _ in 0..30 {
+        if gw.admin_metrics().await.contains(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("parked connections never reached {n}: {}", gw.admin_metrics().await);
+}
+
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 

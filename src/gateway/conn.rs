@@ -207,10 +207,10 @@ async fn http1<S>(
     };
     let limits = worker.gateway.settings.wire;
     let seen = conn.clock.clone();
-    let io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
+    let mut io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
         .on_cut(on_cut(&worker, socket));
     let watched = conn.clone();
-    let service = service_fn(move |req| handle(conn.clone(), req));
+    let mut service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .half_close(true)
@@ -218,26 +218,66 @@ async fn http1<S>(
         .header_read_timeout(None)
         .max_headers(worker.gateway.settings.wire.max_headers + 8)
         .max_buf_size(worker.gateway.settings.wire.max_head_bytes * 2);
-    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = &mut conn => {}
-        // Dropping the connection closes it and ends its exchanges.
-        () = watched.withdrawn() => {}
-        _ = drain.wait_for(|d| *d) => {
-            // A connection accepted just before the drain may hold a request
-            // not read yet: give it a moment to begin, so it is answered
-            // rather than closed unanswered.
-            let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
-            while !seen.used() && tokio::time::Instant::now() < first {
-                tokio::select! {
-                    _ = &mut conn => return,
-                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+    loop {
+        // Boxed, so that a parked connection frees the server with its buffers.
+        let mut server = Box::new(builder.serve_connection(TokioIo::new(io), service).with_upgrades());
+        tokio::select! {
+            _ = &mut *server => {}
+            // Dropping the connection closes it and ends its exchanges.
+            () = watched.withdrawn() => return,
+            _ = drain.wait_for(|d| *d) => {
+                // A connection accepted just before the drain may hold a request
+                // not read yet: give it a moment to begin, so it is answered
+                // rather than closed unanswered.
+                let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+                while !seen.used() && tokio::time::Instant::now() < first {
+                    tokio::select! {
+                        _ = &mut *server => return,
+                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                }
+                std::pin::Pin::new(&mut *server).graceful_shutdown();
+                let _ = server.await;
+                return;
+            }
+        }
+        // Upgraded (the tunnel owns the stream now), or closed for good.
+        let Some(parts) = server.into_parts() else { return };
+        io = parts.io.into_inner();
+        if !io.parked() {
+            return;
+        }
+        io.unread(&parts.read_buf);
+        service = parts.service;
+        // The server's read buffer goes with it (`read_buf` shares it).
+        drop(parts.read_buf);
+        let _parked = Parked::count(&worker);
+        tokio::select! {
+            woke = std::future::poll_fn(|cx| io.poll_unpark(cx)) => {
+                if !matches!(woke, Ok(true)) {
+                    return;
                 }
             }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            () = watched.withdrawn() => return,
+            _ = drain.wait_for(|d| *d) => return,
         }
+    }
+}
+
+/// Counts a parked connection in the metrics until dropped.
+struct Parked(Arc<crate::metrics::Metrics>);
+
+impl Parked {
+    fn count(worker: &Worker) -> Parked {
+        let metrics = worker.gateway.metrics.clone();
+        metrics.parked(1);
+        Parked(metrics)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.parked(-1);
     }
 }
 

@@ -10,6 +10,11 @@
 //! minimum rate cut, so a slow reader holds no more than the server's
 //! bounded buffers (its bytes counted below TLS by [`Counted`]). It never
 //! changes a byte that passes.
+//!
+//! An HTTP/1 connection idle for [`PARK_AFTER`] is parked: the server is
+//! told the stream ended (it has no request and no unread byte then), its
+//! buffers are freed, and the socket waits with none until the client's
+//! next bytes start a new server over the same stream ([`ClientIo::poll_unpark`]).
 
 use std::future::Future as _;
 use std::io;
@@ -24,6 +29,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::gateway::wire::{Guard, Limits, Scan, Violation};
+
+/// How long an HTTP/1 connection waits idle before it is parked: long
+/// enough that a busy client's next request finds its server still there,
+/// short enough that thousands of idle browsers hold no HTTP buffers.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// What the connection tells its socket and learns from it.
 #[derive(Debug)]
@@ -166,6 +176,9 @@ pub struct ClientIo<S> {
     /// from the connection's start, bytes or not.
     first: bool,
     read_timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Idle this long, an HTTP/1 connection is parked (see the module).
+    park_after: Option<Duration>,
+    parked: bool,
     /// The stall window, if one runs, and the bytes sent when it began.
     stall: Option<(u64, Pin<Box<Sleep>>)>,
     on_cut: Option<Box<dyn FnOnce(Cut) + Send>>,
@@ -177,6 +190,7 @@ impl<S> ClientIo<S> {
         let mut io = ClientIo::http2(inner, clock, deadlines);
         io.guard = Some(Guard::new(limits));
         io.last_word = Some(last_word);
+        io.park_after = Some(PARK_AFTER);
         io
     }
 
@@ -195,6 +209,8 @@ impl<S> ClientIo<S> {
             head_since: Instant::now(),
             first: true,
             read_timer: None,
+            park_after: None,
+            parked: false,
             stall: None,
             on_cut: None,
         }
@@ -208,6 +224,25 @@ impl<S> ClientIo<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The server was told the stream ended because the connection idled
+    /// (not because the client closed it): the socket is open and waits.
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Bytes a parked server had read but not used (none in practice: it
+    /// parks only with an empty buffer) are the first the next one reads.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut pending = BytesMut::with_capacity(bytes.len() + self.pending.len());
+        pending.extend_from_slice(bytes);
+        pending.extend_from_slice(&self.pending);
+        self.pending = pending;
+        self.ready += bytes.len();
     }
 
     fn cut(&mut self, why: Cut) -> io::Error {
@@ -232,25 +267,32 @@ impl<S> ClientIo<S> {
     }
 
     /// Which read deadline runs now, if any.
-    fn read_deadline(&self) -> Option<(Instant, Cut)> {
+    fn read_deadline(&self) -> Option<(Instant, Due)> {
         if self.clock.busy() {
             return None;
         }
-        let idle = (self.clock.idle_since() + self.deadlines.keepalive, Cut::Idle);
+        let idle_since = self.clock.idle_since();
+        let idle = (idle_since + self.deadlines.keepalive, Due::Cut(Cut::Idle));
         match &self.guard {
             None => Some(idle),
             Some(g) if g.in_head() && (self.first || !self.pending.is_empty()) => {
-                Some((self.head_since + self.deadlines.header, Cut::HeaderTimeout))
+                Some((self.head_since + self.deadlines.header, Due::Cut(Cut::HeaderTimeout)))
             }
-            Some(g) if g.in_head() => Some(idle),
+            Some(g) if g.in_head() => match self.park_after {
+                Some(after) if !self.parked && after < self.deadlines.keepalive => {
+                    Some((idle_since + after, Due::Park))
+                }
+                _ => Some(idle),
+            },
             // Inside a body: its deadline belongs to the request.
             Some(_) => None,
         }
     }
 
-    /// On a read that would wait: `Pending`, or the deadline's error.
+    /// On a read that would wait: `Pending`, the end of the stream (the
+    /// connection parks), or the deadline's error.
     fn wait_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some((at, why)) = self.read_deadline() else { return Poll::Pending };
+        let Some((at, due)) = self.read_deadline() else { return Poll::Pending };
         match &mut self.read_timer {
             Some((set, timer)) if *set == at => {
                 if timer.as_mut().poll(cx).is_pending() {
@@ -273,8 +315,21 @@ impl<S> ClientIo<S> {
                 }
             }
         }
-        Poll::Ready(Err(self.cut(why)))
+        match due {
+            Due::Cut(why) => Poll::Ready(Err(self.cut(why))),
+            Due::Park => {
+                self.parked = true;
+                Poll::Ready(Ok(()))
+            }
+        }
     }
+}
+
+/// What a read deadline brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Cut(Cut),
+    Park,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
@@ -362,10 +417,22 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
 
     /// Reads more of a held head into the pending buffer and scans it.
     fn read_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Read>> {
-        self.pending.reserve(4096);
-        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
-            Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
-            Poll::Ready(r) => r?,
+        let n = if self.pending.is_empty() {
+            // A parked connection: nothing is reserved until bytes come.
+            let mut first = [0u8; 2048];
+            let mut buf = ReadBuf::new(&mut first);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
+                Poll::Ready(r) => r?,
+            }
+            self.pending.extend_from_slice(buf.filled());
+            buf.filled().len()
+        } else {
+            self.pending.reserve(4096);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
+                Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
+                Poll::Ready(r) => r?,
+            }
         };
         if n == 0 {
             // The client went away in the middle of a head: nothing of it
@@ -382,6 +449,21 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
             }
         }
         Poll::Ready(Ok(Read::Held))
+    }
+
+    /// A parked connection waits for the client's next bytes with no
+    /// server behind it: `true` once they came (the next server reads
+    /// them), `false` if the client closed; the idle deadline still runs.
+    pub fn poll_unpark(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        match ready!(self.read_pending(cx))? {
+            Read::Eof => Poll::Ready(Ok(false)),
+            Read::Held | Read::Released => {
+                // The first bytes of a new head: its deadline starts now.
+                self.head_since = Instant::now();
+                self.parked = false;
+                Poll::Ready(Ok(true))
+            }
+        }
     }
 }
 
@@ -448,6 +530,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     /// answers to the requests before it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.parked {
+            // The server ends, the connection does not.
+            return Poll::Ready(Ok(()));
+        }
         while let Some(answer) = this.answer.as_mut().filter(|a| !a.is_empty()) {
             let n = ready!(Pin::new(&mut this.inner).poll_write(cx, answer))?;
             if n == 0 {
