@@ -116,11 +116,21 @@ if [ "${PROFILE:-0}" = 1 ]; then
   # PROFILE_DENY=1 the deny path (no attestation: the block page).
   if [ "${PROFILE_BARE:-0}" = 1 ]; then target=$BARE; port=19004; else target=$SEKISHO; port=19003; fi
   tok=$TOKEN; [ "${PROFILE_DENY:-0}" = 1 ] && tok=
-  BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk.out" & WRK=$!
+  if [ "${PROFILE_H2:-0}" = 1 ]; then
+    # HTTP/2 over TLS, as the h2 case loads it.
+    $LOAD_CPU h2load -c"$CONNS" -m10 -t2 -D"$((DURATION + 2))" -H ":authority: bench.localhost" -H "device-attestation: $TOKEN" \
+      https://127.0.0.1:19443/ > "$RUN/h2load.out" 2>&1 & WRK=$!
+  else
+    BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk.out" & WRK=$!
+  fi
   sleep 1
   perf record -q -e cpu-clock -F 2999 -g -p "$target" -o "$RUN/perf.data" -- sleep "$DURATION" 2>/dev/null
   wait "$WRK"
-  n=$(grep '^RESULT' "$RUN/wrk.out" | sed 's/.*requests=\([0-9]*\).*/\1/')
+  if [ "${PROFILE_H2:-0}" = 1 ]; then
+    n=$(sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p' "$RUN/h2load.out")
+  else
+    n=$(grep '^RESULT' "$RUN/wrk.out" | sed 's/.*requests=\([0-9]*\).*/\1/')
+  fi
   echo "$((n / (DURATION + 2))) requests/s; perf data in $RUN/perf.data"
   perf report -q -i "$RUN/perf.data" --no-children --percent-limit 0.7 --stdio -g none | head -60
   exit 0
