@@ -292,6 +292,32 @@ async fn suspending_a_user_cuts_their_open_websocket_within_a_second() {
     assert!(cut.elapsed() < Duration::from_secs(1));
 }
 
+/// A request still waiting for its upstream when its user is suspended is
+/// answered at once with the block page that says why (403
+/// `user_suspended`, audited as cut), not dropped with its connection and
+/// not left to the upstream.
+#[tokio::test]
+async fn a_request_waiting_on_its_upstream_when_the_user_is_suspended_gets_the_block_page() {
+    let (up, _ws, gw) = setup().await;
+    let kate = gw.enrol("kate", Enrol::default()).await;
+    let started = Instant::now();
+    let (resp, ()) = tokio::join!(gw.get_as(&kate, "app.localhost", "/slow/stall"), async {
+        // The upstream holds its answer for 3 s.
+        while up.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gw.admin("POST", "/v1/users/kate/suspend", json!({"reason": "端末紛失"})).await;
+    });
+    assert_eq!(resp.status(), 403);
+    assert_eq!(reason(&resp).as_deref(), Some("user_suspended"));
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("user_suspended") || page.contains("停止"), "{page}");
+    let lines = gw.audit_lines("kate").await;
+    let line = lines.iter().find(|l| l["path"] == "/slow/stall").expect("an audit line for the request");
+    assert_eq!((line["decision"].as_str(), line["reason"].as_str()), (Some("cut"), Some("user_suspended")));
+}
+
 /// Time alone withdraws access too: a maintenance window announced for a
 /// moment later ends an open WebSocket when it begins, with no further
 /// change (so do the end of working hours and of an overtime grant; the

@@ -8,7 +8,7 @@
 //! done (or dropped) the exchange is audited and a pooled connection goes
 //! back. No byte is altered; none of a refused body reaches the upstream.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -72,6 +72,9 @@ pub struct Recheck {
     pub generation: Cell<u64>,
     /// When time alone calls for the next judgement (`Settings::rejudge`).
     pub next: Cell<Instant>,
+    /// The connection's watcher found access withdrawn: the denial, and the
+    /// task waiting for it ([`Recheck::signalled`]).
+    pub signal: RefCell<(Option<Deny>, Option<std::task::Waker>)>,
 }
 
 impl Recheck {
@@ -95,6 +98,37 @@ impl Recheck {
     pub fn judge_now(&self) -> Result<(), Deny> {
         let snap = self.worker.gateway.shared.snapshot();
         sekisho_policy::engine::still_allowed(&self.profile, &snap.state, &self.user, &self.device, chrono::Utc::now())
+    }
+
+    /// Tells the exchange that a change withdrew its access (the
+    /// connection's watcher judged it), so that a wait for the upstream
+    /// ends with the block page rather than with the connection.
+    pub fn signal(&self, deny: Deny) {
+        let waiting = {
+            let mut signal = self.signal.borrow_mut();
+            signal.0 = Some(deny);
+            signal.1.take()
+        };
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+    }
+
+    /// Completes once [`Recheck::signal`] was called. It costs nothing but
+    /// a waker while it waits: no timer, no subscription.
+    pub fn signalled(&self) -> impl Future<Output = Deny> + '_ {
+        std::future::poll_fn(|cx| {
+            let mut signal = self.signal.borrow_mut();
+            match signal.0.take() {
+                Some(deny) => Poll::Ready(deny),
+                None => {
+                    if !signal.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        signal.1 = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
     }
 
     /// A future that completes when access is withdrawn (for waiting

@@ -88,9 +88,19 @@ impl Conn {
         live.push(Rc::downgrade(recheck));
     }
 
+    /// Whether a change withdrew an exchange in flight here; each one
+    /// withdrawn is told ([`Recheck::signal`]), so that one still waiting
+    /// for its upstream answers with the block page within the grace.
     fn any_withdrawn(&self) -> bool {
-        let live = self.exchanges.borrow();
-        live.iter().filter_map(std::rc::Weak::upgrade).any(|r| r.judge_now().is_err())
+        let live: Vec<_> = self.exchanges.borrow().iter().filter_map(std::rc::Weak::upgrade).collect();
+        let mut any = false;
+        for r in live {
+            if let Err(deny) = r.judge_now() {
+                r.signal(deny);
+                any = true;
+            }
+        }
+        any
     }
 }
 
@@ -291,6 +301,7 @@ async fn forward(
         device: allowed.device,
         generation: std::cell::Cell::new(gateway.shared.generation.load(std::sync::atomic::Ordering::Acquire)),
         next: std::cell::Cell::new(tokio::time::Instant::now() + gateway.settings.rejudge),
+        signal: std::cell::RefCell::default(),
     });
     conn.track(&recheck);
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
@@ -365,7 +376,15 @@ async fn forward(
     *upstream_req.headers_mut() = headers;
     let client_upgrade = if websocket { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let target = Target { route, tls, websocket, authority: &tls.authority, body_sent: &body_sent };
-    let sent = conn.worker.pool.send(&target, upstream_req).await;
+    let sent = tokio::select! {
+        biased;
+        sent = conn.worker.pool.send(&target, upstream_req) => sent,
+        // Withdrawn while the upstream thinks: the client learns why.
+        deny = recheck.signalled() => {
+            x.cut(&deny);
+            return policy_page(req, x, &deny, true);
+        }
+    };
     let end = outcome.borrow().clone();
     let (mut resp, lent) = match (sent, end) {
         (_, BodyEnd::Refused(deny)) => {
