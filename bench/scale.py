@@ -13,6 +13,8 @@ import time
 
 RUN, TOKEN2, SEKISHO_PID, NGINX_PID, BARE_PID = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 IDLE = int(os.environ.get("IDLE_CONNS", "2000"))
+# Seconds between batches of 100 idle connections (0: all at once).
+PACE = float(os.environ.get("IDLE_PACE", "0"))
 
 
 def rss_kib(pid):
@@ -40,7 +42,10 @@ def idle_cost(port, pid, host, tls=False, since=None):
     context.verify_mode = ssl.CERT_NONE
     before = rss_kib(pid)
     socks = []
-    for _ in range(IDLE):
+    for i in range(IDLE):
+        if PACE and i and i % 100 == 0:
+            # Idle connections gather over time, not all in one instant.
+            time.sleep(PACE)
         s = socket.create_connection(("127.0.0.1", port))
         if tls:
             s = context.wrap_socket(s, server_hostname=host)
