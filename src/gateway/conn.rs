@@ -251,16 +251,24 @@ async fn http1<S>(
         service = parts.service;
         // The server's read buffer goes with it (`read_buf` shares it).
         drop(parts.read_buf);
-        let _parked = Parked::count(&worker);
-        tokio::select! {
-            woke = std::future::poll_fn(|cx| io.poll_unpark(cx)) => {
-                if !matches!(woke, Ok(true)) {
-                    return;
-                }
-            }
-            () = watched.withdrawn() => return,
-            _ = drain.wait_for(|d| *d) => return,
+        if !wake(&mut io, &worker, &mut drain).await {
+            return;
         }
+    }
+}
+
+/// A parked connection waits with no server for the client's next bytes
+/// (`true`), its close, the idle limit or the drain. Nothing is in flight
+/// on it, so no change can withdraw anything while it waits.
+async fn wake<S: AsyncRead + Unpin>(
+    io: &mut ClientIo<S>,
+    worker: &Worker,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let _parked = Parked::count(worker);
+    tokio::select! {
+        woke = std::future::poll_fn(|cx| io.poll_unpark(cx)) => matches!(woke, Ok(true)),
+        _ = drain.wait_for(|d| *d) => false,
     }
 }
 
