@@ -715,14 +715,7 @@ async fn an_idle_websocket_outlives_the_routes_request_timeout() {
     gw.write_rules("ws.toml", &rules.replace(&upstream_line, &format!("{upstream_line}\ntimeout_secs = 1")));
     gw.reload().await;
     let jun = gw.enrol("jun", Enrol::default()).await;
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://ws.localhost:{}/chat",
-        gw.http.port()
-    ))
-    .unwrap();
-    request.headers_mut().insert("device-attestation", jun.token("ws.localhost").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    let (mut socket, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let mut socket = gw.websocket(&jun).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     socket.send("まだいますか".into()).await.unwrap();
     let echo = tokio::time::timeout(Duration::from_secs(2), socket.next()).await.unwrap().unwrap().unwrap();

@@ -176,8 +176,7 @@ pub struct ClientIo<S> {
     /// from the connection's start, bytes or not.
     first: bool,
     read_timer: Option<(Instant, Pin<Box<Sleep>>)>,
-    /// Idle this long, an HTTP/1 connection is parked (see the module).
-    park_after: Option<Duration>,
+    /// Told the server the stream ended, having idled [`PARK_AFTER`].
     parked: bool,
     /// The stall window, if one runs, and the bytes sent when it began.
     stall: Option<(u64, Pin<Box<Sleep>>)>,
@@ -190,7 +189,6 @@ impl<S> ClientIo<S> {
         let mut io = ClientIo::http2(inner, clock, deadlines);
         io.guard = Some(Guard::new(limits));
         io.last_word = Some(last_word);
-        io.park_after = Some(PARK_AFTER);
         io
     }
 
@@ -209,7 +207,6 @@ impl<S> ClientIo<S> {
             head_since: Instant::now(),
             first: true,
             read_timer: None,
-            park_after: None,
             parked: false,
             stall: None,
             on_cut: None,
@@ -278,12 +275,11 @@ impl<S> ClientIo<S> {
             Some(g) if g.in_head() && (self.first || !self.pending.is_empty()) => {
                 Some((self.head_since + self.deadlines.header, Due::Cut(Cut::HeaderTimeout)))
             }
-            Some(g) if g.in_head() => match self.park_after {
-                Some(after) if !self.parked && after < self.deadlines.keepalive => {
-                    Some((idle_since + after, Due::Park))
-                }
-                _ => Some(idle),
-            },
+            // Idle between HTTP/1 requests: parked first, then closed.
+            Some(g) if g.in_head() && !self.parked && PARK_AFTER < self.deadlines.keepalive => {
+                Some((idle_since + PARK_AFTER, Due::Park))
+            }
+            Some(g) if g.in_head() => Some(idle),
             // Inside a body: its deadline belongs to the request.
             Some(_) => None,
         }

@@ -92,9 +92,9 @@ impl Conn {
     /// withdrawn is told ([`Recheck::signal`]), so that one still waiting
     /// for its upstream answers with the block page within the grace.
     fn any_withdrawn(&self) -> bool {
-        let live: Vec<_> = self.exchanges.borrow().iter().filter_map(std::rc::Weak::upgrade).collect();
+        let live = self.exchanges.borrow();
         let mut any = false;
-        for r in live {
+        for r in live.iter().filter_map(std::rc::Weak::upgrade) {
             if let Err(deny) = r.judge_now() {
                 r.signal(deny);
                 any = true;
