@@ -64,14 +64,14 @@ mkdir -p "$RUN/data"
 wait_port() { for _ in $(seq "${WAIT_TRIES:-100}"); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
 
 $LOAD_CPU nginx -c "$RUN/upstream.conf" -p "$RUN" & PIDS+=($!)
-# CALLGRIND=1: sekisho runs under callgrind (instructions are counted, not
-# timed, so the figure repeats on a busy machine).
-WRAP=(); [ "${CALLGRIND:-0}" = 1 ] && WAIT_TRIES=900 && WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$RUN/callgrind.out" -q)
+# CALLGRIND=1: sekisho and bare hyper run under callgrind (instructions are
+# counted, not timed, so the figure repeats on a busy machine).
+WRAP=(); [ "${CALLGRIND:-0}" = 1 ] && WAIT_TRIES=900 && WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$RUN/callgrind-%p.out" -q)
 $PROXY_CPU "${WRAP[@]}" "$ROOT/target/release/sekisho" --config "$RUN/sekisho.toml" > "$RUN/sekisho.log" 2>&1 & SEKISHO=$!; PIDS+=($SEKISHO)
 wait_port 19000; wait_port 19003; wait_port 19090
 $PROXY_CPU nginx -c "$RUN/nginx-proxy.conf" -p "$RUN" & NGINX=$!; PIDS+=($NGINX)
 $PROXY_CPU haproxy -f "$RUN/haproxy.cfg" -q & HAPROXY=$!; PIDS+=($HAPROXY)
-$PROXY_CPU "$ROOT/target/release/bare-hyper" "$WORKERS" > "$RUN/bare.log" 2>&1 & BARE=$!; PIDS+=($BARE)
+$PROXY_CPU "${WRAP[@]}" "$ROOT/target/release/bare-hyper" "$WORKERS" > "$RUN/bare.log" 2>&1 & BARE=$!; PIDS+=($BARE)
 wait_port 19001; wait_port 19002; wait_port 19004
 
 # A staff member with an approved PC, an overtime grant for holidays, and one token for the run.
@@ -92,19 +92,21 @@ status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.localhost' -H "D
 [ "$status" = 200 ] || { echo "the Lua peer refused the bench token ($status)"; cat "$RUN/nginx-lua-error.log"; exit 1; }
 
 if [ "${CALLGRIND:-0}" = 1 ]; then
-  # Instructions per request on the full-rules and deny paths: counting is
+  # Instructions per request on the full-rules and deny paths, and on bare
+  # hyper's proxying and own 403 (the floors under each): counting is
   # switched on only around each load, and divided by the requests served.
-  for c in "full rules|$TOKEN" "deny|"; do
-    IFS='|' read -r name tok <<< "$c"
-    callgrind_control -i on "$SEKISHO" > /dev/null
-    res=$(BENCH_TOKEN="$tok" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$BENCH/wrk.lua" http://127.0.0.1:19003/ | grep '^RESULT')
-    callgrind_control -i off "$SEKISHO" > /dev/null
-    callgrind_control -d "$name" "$SEKISHO" > /dev/null
+  for c in "sekisho full rules|$SEKISHO|19003/|$TOKEN" "sekisho deny|$SEKISHO|19003/|" \
+    "bare hyper|$BARE|19004/|" "bare hyper answering 403 itself|$BARE|19004/deny|"; do
+    IFS='|' read -r name pid port tok <<< "$c"
+    callgrind_control -i on "$pid" > /dev/null
+    res=$(BENCH_TOKEN="$tok" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port" | grep '^RESULT')
+    callgrind_control -i off "$pid" > /dev/null
+    callgrind_control -d "$name" "$pid" > /dev/null
     n=$(echo "$res" | sed 's/.*requests=\([0-9]*\).*/\1/')
-    f=$(ls -t "$RUN"/callgrind.out* | head -1)
+    f=$(ls -t "$RUN"/callgrind-"$pid".out* | head -1)
     total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "sekisho $name: $((total / n)) instructions per request ($n requests; $f)"
-    callgrind_control -z "$SEKISHO" > /dev/null
+    echo "$name: $((total / n)) instructions per request ($n requests; $f)"
+    callgrind_control -z "$pid" > /dev/null
   done
   exit 0
 fi
@@ -140,10 +142,11 @@ if [ "${SYSCALLS:-0}" = 1 ]; then
   # System calls and context switches per request, by name, for each proxy
   # under the same wrk load (perf's raw_syscalls tracepoint): counts, not
   # times, so they repeat on a busy machine.
-  for c in "nginx|$NGINX|19001|" "bare hyper|$BARE|19004|" "sekisho full|$SEKISHO|19003|$TOKEN" "nginx+lua|$LUA|19005|$TOKEN"; do
+  for c in "nginx|$NGINX|19001/|" "bare hyper|$BARE|19004/|" "sekisho full|$SEKISHO|19003/|$TOKEN" "nginx+lua|$LUA|19005/|$TOKEN" \
+    "sekisho deny|$SEKISHO|19003/|" "bare hyper 403|$BARE|19004/deny|" "nginx 403|$NGINX|19001/deny|"; do
     IFS='|' read -r name pid port tok <<< "$c"
     pids=$(echo "$pid" $(pgrep -P "$pid" || true) | tr ' ' ',')
-    BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port/" > "$RUN/wrk-sys.out" & WRK=$!
+    BENCH_TOKEN="$tok" $LOAD_CPU wrk -t2 -c"$CONNS" -d"$((DURATION + 2))s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port" > "$RUN/wrk-sys.out" & WRK=$!
     sleep 1
     perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pids" -o "$RUN/stat.out" -- sleep "$DURATION"
     perf trace -s -p "$pids" -o "$RUN/trace.out" -- sleep 1 2>/dev/null || true
@@ -279,6 +282,8 @@ CASES=(
   "nginx+lua peer (same checks)|$LUA|wrk|http://127.0.0.1:19005/|token"
   "sekisho full rules|$SEKISHO|wrk|http://127.0.0.1:19003/|token"
   "sekisho deny (block page)|$SEKISHO|wrk|http://127.0.0.1:19003/|"
+  "nginx answering 403 itself|$NGINX|wrk|http://127.0.0.1:19001/deny|"
+  "bare hyper answering 403 itself|$BARE|wrk|http://127.0.0.1:19004/deny|"
   "nginx TLS|$NGINX|wrk|https://127.0.0.1:19441/|"
   "sekisho TLS full rules|$SEKISHO|wrk|https://127.0.0.1:19443/|token"
   "nginx h2 TLS|$NGINX|h2load|https://127.0.0.1:19441/|"

@@ -2,12 +2,17 @@
 //! runtime and one SO_REUSEPORT listener per thread, forward everything to
 //! the bench upstream on 127.0.0.1:19000 over a per-thread keep-alive pool.
 //! Threads from argv[1]. No checks, no audit, no headers added.
+//!
+//! `GET /deny` is answered here, not forwarded: a fixed 403 of the size and
+//! headers of sekisho's JSON block page, the floor under sekisho's deny path.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
@@ -19,6 +24,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const UPSTREAM: ([u8; 4], u16) = ([127, 0, 0, 1], 19000);
 
 type Pool = Rc<RefCell<Vec<SendRequest<Incoming>>>>;
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// sekisho's answer to a request without attestation, byte for byte.
+const DENY_BODY: &str = include_str!("deny.json");
 
 fn main() {
     let threads: usize = std::env::args().nth(1).and_then(|t| t.parse().ok()).unwrap_or(1);
@@ -52,7 +61,10 @@ fn worker() {
     });
 }
 
-async fn forward(pool: Pool, req: Request<Incoming>) -> Result<Response<Incoming>, Infallible> {
+async fn forward(pool: Pool, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.uri().path() == "/deny" {
+        return Ok(deny());
+    }
     let ready = {
         let mut p = pool.borrow_mut();
         p.retain(|s| !s.is_closed());
@@ -73,5 +85,17 @@ async fn forward(pool: Pool, req: Request<Incoming>) -> Result<Response<Incoming
     // Back to the pool at once: it is taken again only once ready (its
     // answer's body read), as sekisho's pool gives it back at the body's end.
     pool.borrow_mut().push(sender);
-    Ok(resp)
+    Ok(resp.map(BodyExt::boxed_unsync))
+}
+
+fn deny() -> Response<Body> {
+    let body = Full::new(Bytes::from_static(DENY_BODY.trim_end().as_bytes())).map_err(|e| match e {});
+    Response::builder()
+        .status(403)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("sekisho-deny-reason", "attestation_missing")
+        .header("sekisho-request-id", "ff2d0e2e00-1")
+        .body(BodyExt::boxed_unsync(body))
+        .unwrap()
 }
