@@ -86,6 +86,48 @@ async fn a_person_signs_in_with_their_own_token_and_every_page_names_them_and_ca
 }
 
 #[tokio::test]
+async fn the_dashboards_self_check_says_what_to_do_in_the_consoles_language() {
+    // The test gateway's upstream is plain HTTP and it names no NTP server:
+    // two warnings from the in-gateway `doctor`, each with a next step.
+    let (_up, _ws, gw) = setup_with("").await;
+    let mut c = Console::new(&gw);
+    c.sign_in(ROOT_TOKEN).await;
+    let mut page = c.get("/console/").await;
+    for _ in 0..50 {
+        if !page.body.contains("自己診断はまだ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = c.get("/console/").await;
+    }
+    for japanese in [
+        "接続先",
+        "同じホスト上のサービスでない限り、接続先は https:// にしてください",
+        "時刻",
+        "[clock] に市の NTP サーバーを設定し",
+    ] {
+        assert!(page.body.contains(japanese), "`{japanese}` on the Japanese dashboard: {}", page.body);
+    }
+    assert!(!page.body.contains("use an https:// upstream"), "no English step on the Japanese dashboard");
+
+    let switched = c.get("/console/lang?to=en&back=/console/").await;
+    let lang = switched.header("set-cookie").and_then(|v| v.split(';').next()).unwrap().to_owned();
+    let both = format!("{}; {lang}", c.cookie.clone().unwrap());
+    let english = c.send("GET", "/console/", None, None, Some(&both)).await;
+    assert!(english.body.contains("Next step: use an https:// upstream unless it is on this host"), "{}", english.body);
+    assert!(!english.body.contains("接続先は https://"), "no Japanese step on the English dashboard");
+
+    // The admin API and the CLI keep the English words.
+    let (_, status) = gw.admin_call("GET", "/v1/status", ROOT_TOKEN, None).await;
+    let findings = status["health"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["next_step"] == "use an https:// upstream unless it is on this host"),
+        "{status}"
+    );
+    assert!(findings.iter().any(|f| f["level"] == "ok" && f["next_step"] == ""), "{status}");
+}
+
+#[tokio::test]
 async fn failed_sign_ins_share_the_admin_apis_lockout() {
     let (_up, _ws, gw) = setup_with("\n[limits]\nadmin_failures_per_minute = 3\n").await;
     let mut c = Console::new(&gw);

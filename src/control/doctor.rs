@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::Config;
+pub use crate::control::doctor_steps::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,11 +32,18 @@ pub struct Finding {
     /// What was checked (a file, an upstream, a server).
     pub subject: String,
     pub message: String,
-    /// What to do about it (empty when all is well).
-    pub next_step: String,
+    /// What to do about it (none when all is well).
+    #[serde(serialize_with = "step_text")]
+    pub next_step: Option<Step>,
     /// A number for `/metrics` (days to expiry, offset seconds, free bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+}
+
+/// `next_step` stays a string in the admin API: the English words, empty
+/// when nothing is to be done.
+fn step_text<S: serde::Serializer>(step: &Option<Step>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(step.map_or("", Step::en))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,14 +72,14 @@ impl Report {
         level: Level,
         subject: impl Into<String>,
         message: impl Into<String>,
-        next: &str,
+        next: Option<Step>,
     ) {
         self.findings.push(Finding {
             check,
             level,
             subject: subject.into(),
             message: message.into(),
-            next_step: next.to_owned(),
+            next_step: next,
             value: None,
         });
     }
@@ -92,8 +100,8 @@ impl Report {
                 Level::Error => "[FAIL]",
             };
             out.push_str(&format!("{tag} {}: {}: {}\n", f.check, f.subject, f.message));
-            if !f.next_step.is_empty() {
-                out.push_str(&format!("       next: {}\n", f.next_step));
+            if let Some(step) = f.next_step {
+                out.push_str(&format!("       next: {}\n", step.en()));
             }
         }
         out
@@ -149,17 +157,11 @@ pub async fn run(config_path: &Path) -> Report {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            r.push(
-                "config",
-                Level::Error,
-                config_path.display().to_string(),
-                e.to_string(),
-                "fix the file; `sekisho check-config` shows the same error",
-            );
+            r.push("config", Level::Error, config_path.display().to_string(), e.to_string(), Some(Step::FixConfig));
             return r;
         }
     };
-    r.push("config", Level::Ok, config_path.display().to_string(), "valid", "");
+    r.push("config", Level::Ok, config_path.display().to_string(), "valid", None);
     check_admin(&config, &mut r);
     check_rules(&config, &mut r);
     check_certificates(&config, &mut r);
@@ -188,14 +190,14 @@ fn check_admin(config: &Config, r: &mut Report) {
     let subject = format!("admin API {}", a.listen);
     match (a.listen.ip().is_loopback(), a.tls.is_some()) {
         (true, _) | (false, true) => {
-            r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, "")
+            r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, None)
         }
         (false, false) => r.push(
             "admin",
             Level::Warn,
             subject,
             "plain HTTP on a network address (insecure_plain_http = true)",
-            "make sure a TLS proxy on this host is the only way to reach it, or add [admin.tls]",
+            Some(Step::AdminBehindTls),
         ),
     }
 }
@@ -204,15 +206,9 @@ fn check_rules(config: &Config, r: &mut Report) {
     let subject = config.rules_dir.display().to_string();
     match crate::shared::load_rules(&config.rules_dir) {
         Ok((rules, _)) => {
-            r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), "")
+            r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), None)
         }
-        Err(e) => r.push(
-            "rules",
-            Level::Error,
-            subject,
-            e.to_string(),
-            "fix the rules file; a reload would be refused the same way",
-        ),
+        Err(e) => r.push("rules", Level::Error, subject, e.to_string(), Some(Step::FixRules)),
     }
 }
 
@@ -242,39 +238,18 @@ fn check_certificates(config: &Config, r: &mut Report) {
     for (role, cert, key) in certificate_files(config) {
         let subject = format!("{role} {}", cert.display());
         match crate::control::doctor_certs::inspect(&cert, key.as_deref()) {
-            Err(e) => r.push(
-                "certificate",
-                Level::Error,
-                subject,
-                e,
-                "put the PEM chain (and key) where [tls] says, readable by the gateway",
-            ),
+            Err(e) => r.push("certificate", Level::Error, subject, e, Some(Step::PlaceCertificate)),
             Ok(chain) => {
                 for problem in &chain.problems {
-                    r.push(
-                        "certificate",
-                        Level::Error,
-                        subject.clone(),
-                        problem.clone(),
-                        "install the matching key, or the full chain (leaf first, then intermediates)",
-                    );
+                    r.push("certificate", Level::Error, subject.clone(), problem.clone(), Some(Step::MatchKeyOrChain));
                 }
                 if let Some(note) = &chain.note {
-                    r.push(
-                        "certificate",
-                        Level::Warn,
-                        subject.clone(),
-                        note.clone(),
-                        "make sure every client trusts that issuer, or add the intermediate to the file",
-                    );
+                    r.push("certificate", Level::Warn, subject.clone(), note.clone(), Some(Step::TrustIssuer));
                 }
                 let (level, next) = match chain.days_left {
-                    d if d < 0 => (Level::Error, "renew it now: clients refuse an expired certificate"),
-                    d if d <= WARN_DAYS => (
-                        Level::Warn,
-                        "renew it from the issuing CA, replace the file, and restart or upgrade the gateway",
-                    ),
-                    _ => (Level::Ok, ""),
+                    d if d < 0 => (Level::Error, Some(Step::RenewNow)),
+                    d if d <= WARN_DAYS => (Level::Warn, Some(Step::RenewSoon)),
+                    _ => (Level::Ok, None),
                 };
                 r.push(
                     "certificate",
@@ -296,20 +271,12 @@ fn check_store(config: &Config, r: &mut Report) {
     };
     let subject = path.display().to_string();
     if !path.exists() {
-        r.push("store", Level::Warn, subject, "no store yet", "it is created at the gateway's first start");
+        r.push("store", Level::Warn, subject, "no store yet", Some(Step::StoreAtFirstStart));
         return;
     }
     let store = match crate::control::store::Store::open_read_only(&path) {
         Ok(s) => s,
-        Err(e) => {
-            return r.push(
-                "store",
-                Level::Error,
-                subject,
-                e.to_string(),
-                "check the file's owner and mode (the gateway's user must read and write it)",
-            )
-        }
+        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), Some(Step::StoreFileMode)),
     };
     match store.load_versioned() {
         Ok((state, _)) => r.push(
@@ -317,28 +284,20 @@ fn check_store(config: &Config, r: &mut Report) {
             Level::Ok,
             subject.clone(),
             format!("readable: {} user(s), {} device(s)", state.users.len(), state.devices.len()),
-            "",
+            None,
         ),
-        Err(e) => {
-            return r.push(
-                "store",
-                Level::Error,
-                subject,
-                e.to_string(),
-                "restore the store from backup; the gateway refuses requests while it cannot read it",
-            )
-        }
+        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), Some(Step::RestoreStore)),
     }
     match store.verify_audit_chain() {
-        Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), ""),
+        Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
         Ok(Err(id)) => r.push(
             "store",
             Level::Error,
             subject,
             format!("admin audit record {id} breaks the hash chain"),
-            "treat the store as tampered with: compare with a backup and tell the auditor",
+            Some(Step::StoreTampered),
         ),
-        Err(e) => r.push("store", Level::Error, subject, e.to_string(), "check the store file"),
+        Err(e) => r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckStoreFile)),
     }
 }
 
@@ -355,25 +314,25 @@ fn check_postgres(pg: &crate::config::PgConfig, r: &mut Report) {
     });
     match checked {
         Ok((users, devices, chain)) => {
-            r.push("store", Level::Ok, subject.clone(), format!("readable: {users} user(s), {devices} device(s)"), "");
+            r.push(
+                "store",
+                Level::Ok,
+                subject.clone(),
+                format!("readable: {users} user(s), {devices} device(s)"),
+                None,
+            );
             match chain {
-                Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), ""),
+                Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
                 Err(id) => r.push(
                     "store",
                     Level::Error,
                     subject,
                     format!("admin audit record {id} breaks the hash chain"),
-                    "treat the database as tampered with: compare with a backup and tell the auditor",
+                    Some(Step::DatabaseTampered),
                 ),
             }
         }
-        Err(e) => r.push(
-            "store",
-            Level::Error,
-            subject,
-            e.to_string(),
-            "check that the database is up, the URL and password source are right, and its TLS CA matches",
-        ),
+        Err(e) => r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckDatabase)),
     }
 }
 
@@ -383,13 +342,15 @@ fn check_audit_log(config: &Config, r: &mut Report) {
     let subject = log.display().to_string();
     let probe = dir.join(format!(".sekisho-doctor-{}", std::process::id()));
     match std::fs::write(&probe, b"probe").and_then(|()| std::fs::remove_file(&probe)) {
-        Ok(()) => r.push("audit_log", Level::Ok, subject.clone(), format!("directory {} writable", dir.display()), ""),
+        Ok(()) => {
+            r.push("audit_log", Level::Ok, subject.clone(), format!("directory {} writable", dir.display()), None)
+        }
         Err(e) => r.push(
             "audit_log",
             Level::Error,
             subject.clone(),
             format!("cannot write in {}: {e}", dir.display()),
-            "give the gateway's user write access (ReadWritePaths in the unit); it refuses requests it cannot record",
+            Some(Step::AuditLogWritable),
         ),
     }
     if let Ok(s) = rustix::fs::statvfs(dir) {
@@ -399,31 +360,23 @@ fn check_audit_log(config: &Config, r: &mut Report) {
             f if f < WARN_FREE_BYTES => Level::Warn,
             _ => Level::Ok,
         };
-        let next = if level == Level::Ok {
-            ""
-        } else {
-            "free space or lower [audit] retention_days; at 0 bytes the gateway refuses all requests"
-        };
+        let next = if level == Level::Ok { None } else { Some(Step::AuditDiskSpace) };
         r.push("audit_log", level, subject.clone(), format!("{} MiB free", free >> 20), next);
         r.with_value(free as f64);
     }
     let key = &config.audit.signing_key;
     match crate::control::chain::read_key(key) {
-        Ok(_) => r.push("audit_log", Level::Ok, key.display().to_string(), "signing key readable", ""),
+        Ok(_) => r.push("audit_log", Level::Ok, key.display().to_string(), "signing key readable", None),
         Err(_) if !key.exists() => r.push(
             "audit_log",
             Level::Warn,
             key.display().to_string(),
             "no signing key yet",
-            "it is created at the gateway's first start; then export it: sekisho audit public-key",
+            Some(Step::SigningKeyAtFirstStart),
         ),
-        Err(e) => r.push(
-            "audit_log",
-            Level::Error,
-            key.display().to_string(),
-            e.to_string(),
-            "restore the key from backup, or move it aside to start a new one (tell the auditors the new public key)",
-        ),
+        Err(e) => {
+            r.push("audit_log", Level::Error, key.display().to_string(), e.to_string(), Some(Step::RestoreSigningKey))
+        }
     }
 }
 
@@ -445,7 +398,7 @@ async fn check_clock(config: &Config, r: &mut Report) {
             Level::Warn,
             "ntp",
             "no [clock] ntp_server: the offset is not measured",
-            "set the city's NTP server under [clock], and keep chrony or systemd-timesyncd running (timedatectl)",
+            Some(Step::SetNtpServer),
         );
         return;
     };
@@ -455,11 +408,7 @@ async fn check_clock(config: &Config, r: &mut Report) {
     match measured {
         Ok(Ok(o)) => {
             let level = if o.offset_secs.abs() > max { Level::Error } else { Level::Ok };
-            let next = if level == Level::Ok {
-                ""
-            } else {
-                "fix time sync (chronyc tracking / timedatectl timesync-status): hours and token times are judged on this clock"
-            };
+            let next = if level == Level::Ok { None } else { Some(Step::FixTimeSync) };
             r.push(
                 "clock",
                 level,
@@ -469,14 +418,10 @@ async fn check_clock(config: &Config, r: &mut Report) {
             );
             r.with_value(o.offset_secs);
         }
-        Ok(Err(e)) => r.push(
-            "clock",
-            Level::Warn,
-            server,
-            format!("offset not measured: {e}"),
-            "check that UDP 123 to the NTP server is open from this host",
-        ),
-        Err(_) => r.push("clock", Level::Warn, server, "offset not measured", ""),
+        Ok(Err(e)) => {
+            r.push("clock", Level::Warn, server, format!("offset not measured: {e}"), Some(Step::OpenNtpPort))
+        }
+        Err(_) => r.push("clock", Level::Warn, server, "offset not measured", None),
     }
 }
 

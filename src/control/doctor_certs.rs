@@ -11,7 +11,7 @@ use std::time::Duration;
 use sekisho_policy::rules::Upstream;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
-use crate::control::doctor::Level;
+use crate::control::doctor::{Level, Step};
 
 /// What `inspect` found in one PEM file.
 pub struct Chain {
@@ -97,50 +97,30 @@ fn key_matches(chain: &[rustls::pki_types::CertificateDer<'static>], key: &Path)
 }
 
 /// One connection to the upstream as the gateway would make it.
-pub async fn probe_upstream(up: &Upstream, tls: Option<Arc<rustls::ClientConfig>>) -> (Level, String, &'static str) {
+pub async fn probe_upstream(up: &Upstream, tls: Option<Arc<rustls::ClientConfig>>) -> (Level, String, Option<Step>) {
     let addr = format!("{}:{}", up.host, up.port);
     let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
     let tcp = match connect {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return (
-                Level::Error,
-                format!("cannot connect: {e}"),
-                "check DNS, routing and the firewall from this host to the SaaS",
-            )
-        }
-        Err(_) => {
-            return (
-                Level::Error,
-                "no connection within 5 s".into(),
-                "check routing and the firewall from this host to the SaaS",
-            )
-        }
+        Ok(Err(e)) => return (Level::Error, format!("cannot connect: {e}"), Some(Step::UpstreamUnreachable)),
+        Err(_) => return (Level::Error, "no connection within 5 s".into(), Some(Step::UpstreamSilent)),
     };
     if !up.tls {
-        return (
-            Level::Warn,
-            "reachable over plain HTTP (no TLS)".into(),
-            "use an https:// upstream unless it is on this host",
-        );
+        return (Level::Warn, "reachable over plain HTTP (no TLS)".into(), Some(Step::UpstreamPlainHttp));
     }
     let Some(config) = tls else {
-        return (Level::Error, "no TLS material for this route".into(), "fix the route's ca_file");
+        return (Level::Error, "no TLS material for this route".into(), Some(Step::FixRouteCaFile));
     };
     let connector = tokio_rustls::TlsConnector::from(config);
     let Ok(name) = rustls::pki_types::ServerName::try_from(up.host.clone()) else {
-        return (Level::Error, "the upstream host is not a valid TLS name".into(), "fix the route's upstream");
+        return (Level::Error, "the upstream host is not a valid TLS name".into(), Some(Step::FixRouteUpstream));
     };
     match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
         Ok(Ok(tls)) => {
             let version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-            (Level::Ok, format!("TLS verified for `{}` ({version})", up.host), "")
+            (Level::Ok, format!("TLS verified for `{}` ({version})", up.host), None)
         }
-        Ok(Err(e)) => (
-            Level::Error,
-            format!("TLS failed: {e}"),
-            "the upstream's certificate must be valid for its name and trusted (the bundled web roots, or the route's ca_file)",
-        ),
-        Err(_) => (Level::Error, "no TLS handshake within 5 s".into(), "check that nothing on the path intercepts TLS"),
+        Ok(Err(e)) => (Level::Error, format!("TLS failed: {e}"), Some(Step::UpstreamCertificate)),
+        Err(_) => (Level::Error, "no TLS handshake within 5 s".into(), Some(Step::TlsIntercepted)),
     }
 }

@@ -12,6 +12,7 @@ pub mod chain;
 pub mod console;
 pub mod doctor;
 pub mod doctor_certs;
+pub mod doctor_steps;
 pub mod follower;
 pub mod postgres;
 pub mod roles;

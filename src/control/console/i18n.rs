@@ -112,6 +112,27 @@ impl Lang {
         }
     }
 
+    /// A self-check (`sekisho doctor`) by its name, as the dashboard lists it.
+    pub fn check(self, check: &str) -> &'static str {
+        match check {
+            "config" => self.t("設定ファイル", "Configuration"),
+            "admin" => self.t("管理 API", "Admin API"),
+            "rules" => self.t("ルール", "Rules"),
+            "certificate" => self.t("証明書", "Certificate"),
+            "store" => self.t("管理データ", "Store"),
+            "audit_log" => self.t("監査ログ", "Audit log"),
+            "upstream" => self.t("接続先", "Upstream"),
+            "clock" => self.t("時刻", "Clock"),
+            _ => self.t("その他", "Other"),
+        }
+    }
+
+    /// What the self-check says to do.
+    pub fn step(self, step: crate::control::doctor::Step) -> &'static str {
+        let (ja, en) = step.words();
+        self.t(ja, en)
+    }
+
     /// A user's role as the rules name it (`councillor`), in words where
     /// the documents have them.
     pub fn user_role(self, role: &str) -> &str {
