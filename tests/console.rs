@@ -128,6 +128,25 @@ async fn the_dashboards_self_check_says_what_to_do_in_the_consoles_language() {
 }
 
 #[tokio::test]
+async fn reasons_the_gateway_wrote_itself_read_in_japanese_and_a_persons_own_words_as_written() {
+    let (_up, _ws, gw) = setup_with("").await;
+    // No reason given: the API writes one ("created"); then a person's own.
+    gw.admin("PUT", "/v1/users/giin", json!({"display_name": "議員", "role": "councillor", "profiles": ["app"]})).await;
+    gw.admin("POST", "/v1/users/giin/suspend", json!({"reason": "created a mess"})).await;
+    let mut c = Console::new(&gw);
+    c.sign_in(ROOT_TOKEN).await;
+    let page = c.get("/console/audit?kind=admin").await;
+    for japanese in ["新規登録", "管理トークンでコンソールにサインイン"] {
+        assert!(page.body.contains(japanese), "`{japanese}` in the Japanese trail: {}", page.body);
+    }
+    assert!(page.body.contains("created a mess"), "a person's words as written");
+    assert!(!page.body.contains("<td>created</td>") && !page.body.contains("signed in to the console"), "{}", page.body);
+
+    let (_, trail) = gw.admin_call("GET", "/v1/audit?action=user.put", ROOT_TOKEN, None).await;
+    assert_eq!(trail["records"][0]["reason"], "created", "the record keeps the words as written: {trail}");
+}
+
+#[tokio::test]
 async fn failed_sign_ins_share_the_admin_apis_lockout() {
     let (_up, _ws, gw) = setup_with("\n[limits]\nadmin_failures_per_minute = 3\n").await;
     let mut c = Console::new(&gw);

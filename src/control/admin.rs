@@ -31,6 +31,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
 use crate::control::audit_search::{Found, Outcome, RequestFilter};
+use crate::control::reasons;
 pub use crate::control::roles::Action;
 use crate::control::store::{AdminFilter, AuditEntry, AuditRecord, Change, FlagKind, StoreError};
 use crate::control::writer::{RulesReloadError, Writer};
@@ -522,7 +523,7 @@ impl Admin {
         if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
             return Err(bad("`role` and `display_name` must not be empty"));
         }
-        let derived = if snap.state.users.contains_key(id) { "updated" } else { "created" };
+        let derived = if snap.state.users.contains_key(id) { reasons::UPDATED } else { reasons::CREATED };
         let reason = given_or(input.reason, derived);
         let department = input.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
         if let Some(s) = &input.schedule {
@@ -584,7 +585,7 @@ impl Admin {
         allow(caller, Action::FileDevice)?;
         let device = input.into_device(DeviceStatus::Pending)?;
         let id = device.id.clone();
-        let reason = "registration application filed (様式第1号)";
+        let reason = reasons::DEVICE_FILED;
         let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, reason).await?;
         Ok((StatusCode::CREATED, v))
     }
@@ -666,9 +667,8 @@ impl Admin {
             .map_err(failed)?;
         let files: Vec<String> = bundle.files().into_iter().map(|(name, _)| name).collect();
         let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256, renewal };
-        let (action, what) =
-            if renewal { ("device.certificate.renew", "renewed") } else { ("device.certificate", "issued") };
-        let reason = given_or(input.reason, &format!("certificate {what} for {days} days"));
+        let action = if renewal { "device.certificate.renew" } else { "device.certificate" };
+        let reason = given_or(input.reason, &reasons::certificate(renewal, days));
         self.commit(caller, change, action, id, &reason).await?;
         let (enrollment, expires_at) = self.hold_enrollment(bundle);
         Ok(CertificateIssued {
@@ -739,12 +739,8 @@ impl Admin {
         if taken.expires <= Utc::now() {
             return Err(gone());
         }
-        let entry = self.audit_entry(
-            caller,
-            "device.enrollment.download",
-            &taken.bundle.device,
-            "enrollment bundle handed out",
-        );
+        let entry =
+            self.audit_entry(caller, "device.enrollment.download", &taken.bundle.device, reasons::BUNDLE_HANDED_OUT);
         if let Err(e) = self.record(entry).await {
             if let Ok(mut pending) = self.enrollments.lock() {
                 pending.insert(id.to_owned(), taken);
@@ -855,7 +851,7 @@ impl Admin {
     pub async fn withdraw_grant(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
         allow(caller, Action::ManageOvertime)?;
         self.may_withdraw(caller, id)?;
-        let reason = given_or(reason, "grant withdrawn");
+        let reason = given_or(reason, reasons::GRANT_WITHDRAWN);
         self.commit(caller, Change::RemoveGrant(id), "overtime.remove", &id.to_string(), &reason).await
     }
 
@@ -927,7 +923,7 @@ impl Admin {
     /// Withdraws a review from the register; `reason` may be empty.
     pub async fn remove_review(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
         allow(caller, Action::ManageApps)?;
-        let reason = given_or(reason, "review withdrawn");
+        let reason = given_or(reason, reasons::REVIEW_WITHDRAWN);
         self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
     }
 
@@ -944,7 +940,7 @@ impl Admin {
     /// Cancels a maintenance window; `reason` may be empty.
     pub async fn remove_maintenance(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
         allow(caller, Action::ManageMaintenance)?;
-        let reason = given_or(reason, "maintenance window cancelled");
+        let reason = given_or(reason, reasons::MAINTENANCE_CANCELLED);
         self.commit(caller, Change::RemoveMaintenance(id), "maintenance.remove", &id.to_string(), &reason).await
     }
 

@@ -15,6 +15,7 @@ pub mod doctor_certs;
 pub mod doctor_steps;
 pub mod follower;
 pub mod postgres;
+pub mod reasons;
 pub mod roles;
 pub mod store;
 pub mod trail;

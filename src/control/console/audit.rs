@@ -339,7 +339,7 @@ fn admin_table(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
                         td { (r.entry.actor) }
                         td { (ctx.lang.action(&r.entry.action)) br; code { (r.entry.action) } }
                         td { code { (r.entry.target) } }
-                        td { (r.entry.reason) }
+                        td { (ctx.lang.admin_reason(&r.entry.reason)) }
                         td { (r.entry.approver.as_deref().unwrap_or("—")) }
                         td.mono { (r.entry.source) }
                     }

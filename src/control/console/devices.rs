@@ -178,7 +178,7 @@ fn history(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
         @if records.is_empty() { p { (ctx.t("記録はありません。", "No records.")) } }
         @else {
             ul { @for r in records {
-                li { (super::audit::local(&r.entry.time)) " · " code { (r.entry.action) } " · " (r.entry.actor) " · " (r.entry.reason) }
+                li { (super::audit::local(&r.entry.time)) " · " code { (r.entry.action) } " · " (r.entry.actor) " · " (ctx.lang.admin_reason(&r.entry.reason)) }
             } }
         }
     }

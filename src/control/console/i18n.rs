@@ -112,6 +112,15 @@ impl Lang {
         }
     }
 
+    /// An admin record's reason as the console shows it: the words the
+    /// control plane wrote itself in this language, a person's as written.
+    pub fn admin_reason(self, reason: &str) -> std::borrow::Cow<'_, str> {
+        match (self, crate::control::reasons::japanese(reason)) {
+            (Lang::Ja, Some(ja)) => std::borrow::Cow::Owned(ja),
+            _ => std::borrow::Cow::Borrowed(reason),
+        }
+    }
+
     /// A self-check (`sekisho doctor`) by its name, as the dashboard lists it.
     pub fn check(self, check: &str) -> &'static str {
         match check {

@@ -77,7 +77,7 @@ fn reload_list(ctx: &Ctx, reloads: &[AuditRecord]) -> Markup {
         @else {
             ul { @for r in reloads {
                 li {
-                    (super::audit::local(&r.entry.time)) " · " (r.entry.actor) " · " (r.entry.reason)
+                    (super::audit::local(&r.entry.time)) " · " (r.entry.actor) " · " (ctx.lang.admin_reason(&r.entry.reason))
                     " · " (ctx.t("承認:", "approved by:")) " " (r.entry.approver.as_deref().unwrap_or(ctx.t("記録なし（シグナルによる再読み込み）", "none (reloaded by a signal)")))
                 }
             } }

@@ -66,7 +66,7 @@ pub async fn post(admin: &Admin, req: Request<Incoming>, peer: SocketAddr, lang:
     };
     let caller = Caller::token(token, peer);
     let person = Person::from_token(token);
-    let reason = format!("signed in to the console with an {}", person.how.as_str());
+    let reason = crate::control::reasons::signed_in(person.how.as_str());
     admin.record_action(&caller, "console.signin", &token.name, &reason).await?;
     let id = admin.console.sessions.start(person);
     Ok(Reply::Go { to: "/console/".into(), cookie: Some(session_cookie(admin.console.secure, Some(&id))) })
