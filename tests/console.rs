@@ -140,7 +140,11 @@ async fn reasons_the_gateway_wrote_itself_read_in_japanese_and_a_persons_own_wor
         assert!(page.body.contains(japanese), "`{japanese}` in the Japanese trail: {}", page.body);
     }
     assert!(page.body.contains("created a mess"), "a person's words as written");
-    assert!(!page.body.contains("<td>created</td>") && !page.body.contains("signed in to the console"), "{}", page.body);
+    assert!(
+        !page.body.contains("<td>created</td>") && !page.body.contains("signed in to the console"),
+        "{}",
+        page.body
+    );
 
     let (_, trail) = gw.admin_call("GET", "/v1/audit?action=user.put", ROOT_TOKEN, None).await;
     assert_eq!(trail["records"][0]["reason"], "created", "the record keeps the words as written: {trail}");
