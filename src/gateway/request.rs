@@ -187,15 +187,14 @@ pub fn asks_upgrade(req: &Parts) -> bool {
 /// (nginx drops these by default for the same reason). A WebSocket
 /// handshake keeps its `Upgrade` and `Connection: upgrade`.
 pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
-    let named = connection_tokens(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
             is_protected(n)
                 || is_hop_by_hop(n)
-                || named.contains(name)
                 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || named_by_connection(headers, n)
         })
         .cloned()
         .collect();
@@ -211,13 +210,12 @@ pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
 /// Removes the upstream's hop-by-hop headers from its answer (the gateway
 /// frames the answer to the client itself); a 101 keeps its upgrade.
 pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
-    let named = connection_tokens(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
             let kept = switching && (n == "connection" || n == "upgrade");
-            !kept && (is_hop_by_hop(n) || named.contains(name))
+            !kept && (is_hop_by_hop(n) || named_by_connection(headers, n))
         })
         .cloned()
         .collect();
@@ -226,13 +224,77 @@ pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
     }
 }
 
-/// The header names a `Connection` header lists (none when there is none).
-fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .filter(|n| n != http::header::UPGRADE && n != http::header::CONNECTION)
-        .collect()
+/// Whether a `Connection` header lists `name` (a lowercase header name),
+/// `upgrade` and `connection` themselves aside. Compared in place: the
+/// tokens are not collected or parsed into names on every request.
+fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    name != "upgrade"
+        && name != "connection"
+        && headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::{strip_for_upstream, strip_response};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(http::HeaderName::as_str).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn an_answer_loses_its_hop_by_hop_headers_and_those_its_connection_names() {
+        let answer = [
+            ("connection", "keep-alive, X-Internal"),
+            ("connection", " x-second "),
+            ("keep-alive", "timeout=5"),
+            ("x-internal", "1"),
+            ("x-second", "2"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/plain"),
+            ("x-kept", "3"),
+        ];
+        let mut h = headers(&answer);
+        strip_response(&mut h, false);
+        assert_eq!(names(&h), ["content-type", "x-kept"]);
+
+        let mut switching = headers(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("x-kept", "1")]);
+        strip_response(&mut switching, true);
+        assert_eq!(names(&switching), ["connection", "upgrade", "x-kept"]);
+    }
+
+    #[test]
+    fn a_request_loses_hop_by_hop_headers_those_its_connection_names_and_odd_names() {
+        let request = [
+            ("connection", "close, X-Hop, Upgrade"),
+            ("x-hop", "1"),
+            ("te", "trailers"),
+            ("x_method_override", "DELETE"),
+            ("accept", "*/*"),
+            ("x-kept", "2"),
+        ];
+        let mut h = headers(&request);
+        strip_for_upstream(&mut h, false);
+        assert_eq!(names(&h), ["accept", "x-kept"]);
+
+        let mut websocket = headers(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("x-kept", "1")]);
+        strip_for_upstream(&mut websocket, true);
+        assert_eq!(names(&websocket), ["connection", "upgrade", "x-kept"]);
+        assert_eq!(websocket.get("connection").map(HeaderValue::as_bytes), Some(&b"upgrade"[..]));
+    }
 }
