@@ -529,6 +529,29 @@ async fn a_graceful_upgrade_under_load_refuses_no_connection() {
             (ok, failed)
         }));
     }
+    // One keep-alive client busy across the upgrade (a request every 20 ms,
+    // never idle long enough to be parked): the draining process answers
+    // it and says `Connection: close`, rather than holding it until its
+    // grace ends and dropping it.
+    let keep_alive = {
+        let (addr, request) = (gw.http, request.replace("Connection: close", "Connection: keep-alive"));
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut answers = 0u32;
+            loop {
+                s.write_all(request.as_bytes()).await.unwrap();
+                let answer = support::raw::read_answer(&mut s).await;
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                answers += 1;
+                if support::raw::header(&answer, "connection") == Some("close") {
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).await.unwrap();
+                    return answers;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut old = gw.upgrade().await;
     // Written through the old process after the new one loaded its state.
@@ -563,6 +586,8 @@ async fn a_graceful_upgrade_under_load_refuses_no_connection() {
         &failures[..failures.len().min(5)]
     );
     assert!(served > 50, "only {served} requests ran across the upgrade");
+    let kept = tokio::time::timeout(Duration::from_secs(5), keep_alive).await.expect("the keep-alive client ended");
+    assert!(kept.unwrap() > 5, "the keep-alive connection was told to close by a drained process");
 
     // The new process owns the admin API and saw the late change.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::raw::{header, read_answer};
 use support::{Enrol, Gateway, Upstream, WsUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,14 +30,6 @@ async fn exchange(gw: &Gateway, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
-    let head = answer.split("\r\n\r\n").next()?;
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// The audit line carrying `id`, waiting briefly for the writer.
@@ -307,25 +300,6 @@ async fn a_parked_connection_keeps_the_idle_limit_and_the_header_deadline() {
     let closed = answered.elapsed();
     assert!(closed >= Duration::from_millis(4800) && closed < Duration::from_secs(8), "idle closed after {closed:?}");
     parked_connections_reach(&gw, 0).await;
-}
-
-/// Reads one answer whose body has a `Content-Length`.
-async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = header(&text, "content-length").expect("a content-length").parse().unwrap();
-            if got.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        let n =
-            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("an answer in 5 s").unwrap();
-        assert!(n > 0, "closed before the whole answer: {text}");
-        got.extend_from_slice(&buf[..n]);
-    }
 }
 
 /// Waits (up to 3 s) for the gateway's parked connections to number `n`.

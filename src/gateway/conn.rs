@@ -206,7 +206,6 @@ async fn http1<S>(
         Box::new(move |v: Violation, line: Option<(&[u8], &[u8])>| refuse_wire(&gateway, &clock, peer, v, line))
     };
     let limits = worker.gateway.settings.wire;
-    let seen = conn.clock.clone();
     let mut io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
         .on_cut(on_cut(&worker, socket));
     let watched = conn.clone();
@@ -219,26 +218,31 @@ async fn http1<S>(
         .max_headers(worker.gateway.settings.wire.max_headers + 8)
         .max_buf_size(worker.gateway.settings.wire.max_head_bytes * 2);
     loop {
+        if *drain.borrow() {
+            watched.draining.set(true);
+        }
         // Boxed, so that a parked connection frees the server with its buffers.
         let mut server = Box::new(builder.serve_connection(TokioIo::new(io), service).with_upgrades());
-        tokio::select! {
-            _ = &mut *server => {}
+        let mut outside = Outside::watch(&watched, &drain);
+        let ending = tokio::select! {
+            _ = &mut *server => None,
+            ending = outside.ending() => Some(ending),
+        };
+        drop(outside);
+        match ending {
+            None => {}
             // Dropping the connection closes it and ends its exchanges.
-            () = watched.withdrawn() => return,
-            _ = drain.wait_for(|d| *d) => {
-                // A connection accepted just before the drain may hold a request
-                // not read yet: give it a moment to begin, so it is answered
-                // rather than closed unanswered.
-                let first = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
-                while !seen.used() && tokio::time::Instant::now() < first {
-                    tokio::select! {
-                        _ = &mut *server => return,
-                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                    }
+            Some(Ending::Withdrawn) => return,
+            Some(Ending::Drain) => {
+                // From now on each answer closes the connection. One idle
+                // at the drain may have its next request on the way: it has
+                // a moment to arrive and be answered, not meet a closed socket.
+                watched.draining.set(true);
+                if tokio::time::timeout(DRAIN_LINGER, &mut *server).await.is_err() {
+                    std::pin::Pin::new(&mut *server).graceful_shutdown();
+                    let _ = server.await;
+                    return;
                 }
-                std::pin::Pin::new(&mut *server).graceful_shutdown();
-                let _ = server.await;
-                return;
             }
         }
         // Upgraded (the tunnel owns the stream now), or closed for good.
@@ -259,16 +263,28 @@ async fn http1<S>(
 
 /// A parked connection waits with no server for the client's next bytes
 /// (`true`), its close, the idle limit or the drain. Nothing is in flight
-/// on it, so no change can withdraw anything while it waits.
+/// on it, so no change can withdraw anything while it waits. Once the
+/// worker drains, the next bytes have [`DRAIN_LINGER`] to come.
 async fn wake<S: AsyncRead + Unpin>(
     io: &mut ClientIo<S>,
     worker: &Worker,
     drain: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     let _parked = Parked::count(worker);
-    tokio::select! {
-        woke = std::future::poll_fn(|cx| io.poll_unpark(cx)) => matches!(woke, Ok(true)),
-        _ = drain.wait_for(|d| *d) => false,
+    let woke = if *drain.borrow() {
+        None
+    } else {
+        tokio::select! {
+            woke = std::future::poll_fn(|cx| io.poll_unpark(cx)) => Some(matches!(woke, Ok(true))),
+            _ = drain.wait_for(|d| *d) => None,
+        }
+    };
+    match woke {
+        Some(woke) => woke,
+        None => {
+            let next = tokio::time::timeout(DRAIN_LINGER, std::future::poll_fn(|cx| io.poll_unpark(cx))).await;
+            matches!(next, Ok(Ok(true)))
+        }
     }
 }
 
@@ -289,15 +305,13 @@ impl Drop for Parked {
     }
 }
 
-/// How long a draining worker waits for a fresh connection's first request.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long a draining worker waits for an idle HTTP/1 connection's next
+/// request (or a fresh one's first) before closing it: a request already
+/// on its way is answered, with `Connection: close`, rather than lost.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
-async fn http2<S>(
-    conn: Rc<Conn>,
-    stream: S,
-    socket: Option<socket2::Socket>,
-    mut drain: tokio::sync::watch::Receiver<bool>,
-) where
+async fn http2<S>(conn: Rc<Conn>, stream: S, socket: Option<socket2::Socket>, drain: tokio::sync::watch::Receiver<bool>)
+where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let deadlines = deadlines(&conn.worker);
@@ -318,14 +332,61 @@ async fn http2<S>(
         .max_local_error_reset_streams(Some(128));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let mut outside = Outside::watch(&watched, &drain);
     tokio::select! {
         _ = &mut conn => {}
-        // Dropping the connection closes it and ends its streams.
-        () = watched.withdrawn() => {}
-        _ = drain.wait_for(|d| *d) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        ending = outside.ending() => match ending {
+            // Dropping the connection closes it and ends its streams.
+            Ending::Withdrawn => {}
+            Ending::Drain => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        },
+    }
+}
+
+/// What ends a connection from outside while it serves: a change that
+/// withdrew an exchange in flight ([`Conn::withdrawn`]), or the worker's
+/// drain. Watched on a task of its own, woken only by a change, its
+/// re-judging tick or the drain: in the connection's own select it was
+/// polled on every read and write, and each poll took the shared change
+/// channel's lock. Aborted when dropped (the server ended, or parked).
+struct Outside {
+    task: tokio::task::JoinHandle<()>,
+    ended: tokio::sync::oneshot::Receiver<Ending>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Withdrawn,
+    Drain,
+}
+
+impl Outside {
+    fn watch(conn: &Rc<Conn>, drain: &tokio::sync::watch::Receiver<bool>) -> Outside {
+        let (tell, ended) = tokio::sync::oneshot::channel();
+        let (conn, mut drain) = (conn.clone(), drain.clone());
+        let task = tokio::task::spawn_local(async move {
+            let ending = tokio::select! {
+                () = conn.withdrawn() => Ending::Withdrawn,
+                _ = drain.wait_for(|d| *d) => Ending::Drain,
+            };
+            let _ = tell.send(ending);
+        });
+        Outside { task, ended }
+    }
+
+    /// Completes once the connection must end. A watcher that died without
+    /// a word (it cannot, short of a panic) ends it too: fail closed.
+    async fn ending(&mut self) -> Ending {
+        (&mut self.ended).await.unwrap_or(Ending::Withdrawn)
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

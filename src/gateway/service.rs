@@ -47,6 +47,9 @@ pub struct Conn {
     pub tls: bool,
     /// SHA-256 of the client certificate the TLS layer verified, if any.
     pub client_cert: Option<[u8; 32]>,
+    /// HTTP/1 only: the worker drains, and each answer from now on closes
+    /// the connection.
+    pub draining: std::cell::Cell<bool>,
     /// The allowed exchanges in flight on this connection, so that a change
     /// that withdraws one can end the connection when hyper no longer polls
     /// the exchange's bodies (an HTTP/2 stream without flow-control window).
@@ -61,7 +64,15 @@ impl Conn {
         tls: bool,
         client_cert: Option<[u8; 32]>,
     ) -> Conn {
-        Conn { worker, clock, peer, tls, client_cert, exchanges: std::cell::RefCell::default() }
+        Conn {
+            worker,
+            clock,
+            peer,
+            tls,
+            client_cert,
+            draining: std::cell::Cell::new(false),
+            exchanges: std::cell::RefCell::default(),
+        }
     }
 
     /// Completes once a committed change (or time: hours that end, a
@@ -145,6 +156,10 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
     };
     if let Some(v) = hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
+    }
+    // Not on a 101: the connection is the tunnel's now.
+    if conn.draining.get() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
 }
