@@ -102,19 +102,24 @@ async fn the_dashboards_self_check_says_what_to_do_in_the_consoles_language() {
     }
     for japanese in [
         "接続先",
+        "暗号化なしの HTTP で接続しています（TLS なし）",
         "同じホスト上のサービスでない限り、接続先は https:// にしてください",
         "時刻",
+        "[clock] ntp_server が未設定のため、時刻のずれを測っていません",
         "[clock] に市の NTP サーバーを設定し",
     ] {
         assert!(page.body.contains(japanese), "`{japanese}` on the Japanese dashboard: {}", page.body);
     }
-    assert!(!page.body.contains("use an https:// upstream"), "no English step on the Japanese dashboard");
+    for english in ["use an https:// upstream", "reachable over plain HTTP", "the offset is not measured"] {
+        assert!(!page.body.contains(english), "no English `{english}` on the Japanese dashboard");
+    }
 
     let switched = c.get("/console/lang?to=en&back=/console/").await;
     let lang = switched.header("set-cookie").and_then(|v| v.split(';').next()).unwrap().to_owned();
     let both = format!("{}; {lang}", c.cookie.clone().unwrap());
     let english = c.send("GET", "/console/", None, None, Some(&both)).await;
     assert!(english.body.contains("Next step: use an https:// upstream unless it is on this host"), "{}", english.body);
+    assert!(english.body.contains("reachable over plain HTTP (no TLS)"), "{}", english.body);
     assert!(!english.body.contains("接続先は https://"), "no Japanese step on the English dashboard");
 
     // The admin API and the CLI keep the English words.

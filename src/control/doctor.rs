@@ -32,6 +32,12 @@ pub struct Finding {
     /// What was checked (a file, an upstream, a server).
     pub subject: String,
     pub message: String,
+    /// The message in Japanese, for the console (the CLI and the admin API
+    /// speak English); set on what the dashboard shows, the warnings and
+    /// errors, and framing any detail from the system (an OS or TLS error)
+    /// that stays as it came.
+    #[serde(skip)]
+    pub message_ja: Option<String>,
     /// What to do about it (none when all is well).
     #[serde(serialize_with = "step_text")]
     pub next_step: Option<Step>,
@@ -80,8 +86,16 @@ impl Report {
             subject: subject.into(),
             message: message.into(),
             next_step: next,
+            message_ja: None,
             value: None,
         });
+    }
+
+    /// The last finding's message in Japanese.
+    fn ja(&mut self, text: impl Into<String>) {
+        if let Some(f) = self.findings.last_mut() {
+            f.message_ja = Some(text.into());
+        }
     }
 
     fn with_value(&mut self, value: f64) {
@@ -158,6 +172,7 @@ pub async fn run(config_path: &Path) -> Report {
         Ok(c) => c,
         Err(e) => {
             r.push("config", Level::Error, config_path.display().to_string(), e.to_string(), Some(Step::FixConfig));
+            r.ja(format!("設定ファイルに誤りがあります: {e}"));
             return r;
         }
     };
@@ -192,13 +207,16 @@ fn check_admin(config: &Config, r: &mut Report) {
         (true, _) | (false, true) => {
             r.push("admin", Level::Ok, subject, if a.tls.is_some() { "HTTPS" } else { "loopback only" }, None)
         }
-        (false, false) => r.push(
-            "admin",
-            Level::Warn,
-            subject,
-            "plain HTTP on a network address (insecure_plain_http = true)",
-            Some(Step::AdminBehindTls),
-        ),
+        (false, false) => {
+            r.push(
+                "admin",
+                Level::Warn,
+                subject,
+                "plain HTTP on a network address (insecure_plain_http = true)",
+                Some(Step::AdminBehindTls),
+            );
+            r.ja("ネットワーク上のアドレスで暗号化なしの HTTP を受けています（insecure_plain_http = true）");
+        }
     }
 }
 
@@ -208,7 +226,10 @@ fn check_rules(config: &Config, r: &mut Report) {
         Ok((rules, _)) => {
             r.push("rules", Level::Ok, subject, format!("{} profile(s) load", rules.profiles().len()), None)
         }
-        Err(e) => r.push("rules", Level::Error, subject, e.to_string(), Some(Step::FixRules)),
+        Err(e) => {
+            r.push("rules", Level::Error, subject, e.to_string(), Some(Step::FixRules));
+            r.ja(format!("ルールファイルを読み込めません: {e}"));
+        }
     }
 }
 
@@ -238,13 +259,18 @@ fn check_certificates(config: &Config, r: &mut Report) {
     for (role, cert, key) in certificate_files(config) {
         let subject = format!("{role} {}", cert.display());
         match crate::control::doctor_certs::inspect(&cert, key.as_deref()) {
-            Err(e) => r.push("certificate", Level::Error, subject, e, Some(Step::PlaceCertificate)),
+            Err(e) => {
+                r.push("certificate", Level::Error, subject, e.clone(), Some(Step::PlaceCertificate));
+                r.ja(format!("証明書を読めません: {e}"));
+            }
             Ok(chain) => {
                 for problem in &chain.problems {
                     r.push("certificate", Level::Error, subject.clone(), problem.clone(), Some(Step::MatchKeyOrChain));
+                    r.ja(format!("鍵または証明書チェーンに問題があります: {problem}"));
                 }
                 if let Some(note) = &chain.note {
                     r.push("certificate", Level::Warn, subject.clone(), note.clone(), Some(Step::TrustIssuer));
+                    r.ja(format!("ファイルにはサーバー証明書しかなく、中間証明書がありません: {note}"));
                 }
                 let (level, next) = match chain.days_left {
                     d if d < 0 => (Level::Error, Some(Step::RenewNow)),
@@ -258,6 +284,12 @@ fn check_certificates(config: &Config, r: &mut Report) {
                     format!("{}; {} day(s) to expiry ({})", chain.summary, chain.days_left, chain.not_after),
                     next,
                 );
+                if level != Level::Ok {
+                    r.ja(match chain.days_left {
+                        d if d < 0 => format!("{}: 有効期限が切れています（{}）", chain.summary, chain.not_after),
+                        d => format!("{}: 有効期限まで {d} 日（{}）", chain.summary, chain.not_after),
+                    });
+                }
                 r.with_value(chain.days_left as f64);
             }
         }
@@ -272,11 +304,15 @@ fn check_store(config: &Config, r: &mut Report) {
     let subject = path.display().to_string();
     if !path.exists() {
         r.push("store", Level::Warn, subject, "no store yet", Some(Step::StoreAtFirstStart));
+        r.ja("管理データはまだ作成されていません");
         return;
     }
     let store = match crate::control::store::Store::open_read_only(&path) {
         Ok(s) => s,
-        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), Some(Step::StoreFileMode)),
+        Err(e) => {
+            r.push("store", Level::Error, subject, e.to_string(), Some(Step::StoreFileMode));
+            return r.ja(format!("管理データを開けません: {e}"));
+        }
     };
     match store.load_versioned() {
         Ok((state, _)) => r.push(
@@ -286,18 +322,27 @@ fn check_store(config: &Config, r: &mut Report) {
             format!("readable: {} user(s), {} device(s)", state.users.len(), state.devices.len()),
             None,
         ),
-        Err(e) => return r.push("store", Level::Error, subject, e.to_string(), Some(Step::RestoreStore)),
+        Err(e) => {
+            r.push("store", Level::Error, subject, e.to_string(), Some(Step::RestoreStore));
+            return r.ja(format!("管理データを読めません: {e}"));
+        }
     }
     match store.verify_audit_chain() {
         Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
-        Ok(Err(id)) => r.push(
-            "store",
-            Level::Error,
-            subject,
-            format!("admin audit record {id} breaks the hash chain"),
-            Some(Step::StoreTampered),
-        ),
-        Err(e) => r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckStoreFile)),
+        Ok(Err(id)) => {
+            r.push(
+                "store",
+                Level::Error,
+                subject,
+                format!("admin audit record {id} breaks the hash chain"),
+                Some(Step::StoreTampered),
+            );
+            r.ja(format!("管理操作の記録 {id} でハッシュの連鎖が切れています"));
+        }
+        Err(e) => {
+            r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckStoreFile));
+            r.ja(format!("管理操作の記録を検証できません: {e}"));
+        }
     }
 }
 
@@ -323,16 +368,22 @@ fn check_postgres(pg: &crate::config::PgConfig, r: &mut Report) {
             );
             match chain {
                 Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
-                Err(id) => r.push(
-                    "store",
-                    Level::Error,
-                    subject,
-                    format!("admin audit record {id} breaks the hash chain"),
-                    Some(Step::DatabaseTampered),
-                ),
+                Err(id) => {
+                    r.push(
+                        "store",
+                        Level::Error,
+                        subject,
+                        format!("admin audit record {id} breaks the hash chain"),
+                        Some(Step::DatabaseTampered),
+                    );
+                    r.ja(format!("管理操作の記録 {id} でハッシュの連鎖が切れています"));
+                }
             }
         }
-        Err(e) => r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckDatabase)),
+        Err(e) => {
+            r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckDatabase));
+            r.ja(format!("データベースを読めません: {e}"));
+        }
     }
 }
 
@@ -345,13 +396,16 @@ fn check_audit_log(config: &Config, r: &mut Report) {
         Ok(()) => {
             r.push("audit_log", Level::Ok, subject.clone(), format!("directory {} writable", dir.display()), None)
         }
-        Err(e) => r.push(
-            "audit_log",
-            Level::Error,
-            subject.clone(),
-            format!("cannot write in {}: {e}", dir.display()),
-            Some(Step::AuditLogWritable),
-        ),
+        Err(e) => {
+            r.push(
+                "audit_log",
+                Level::Error,
+                subject.clone(),
+                format!("cannot write in {}: {e}", dir.display()),
+                Some(Step::AuditLogWritable),
+            );
+            r.ja(format!("{} に書き込めません: {e}", dir.display()));
+        }
     }
     if let Ok(s) = rustix::fs::statvfs(dir) {
         let free = s.f_bavail.saturating_mul(s.f_frsize);
@@ -362,20 +416,22 @@ fn check_audit_log(config: &Config, r: &mut Report) {
         };
         let next = if level == Level::Ok { None } else { Some(Step::AuditDiskSpace) };
         r.push("audit_log", level, subject.clone(), format!("{} MiB free", free >> 20), next);
+        if level != Level::Ok {
+            r.ja(format!("空き容量が少なくなっています（残り {} MiB）", free >> 20));
+        }
         r.with_value(free as f64);
     }
     let key = &config.audit.signing_key;
+    let shown = key.display().to_string();
     match crate::control::chain::read_key(key) {
-        Ok(_) => r.push("audit_log", Level::Ok, key.display().to_string(), "signing key readable", None),
-        Err(_) if !key.exists() => r.push(
-            "audit_log",
-            Level::Warn,
-            key.display().to_string(),
-            "no signing key yet",
-            Some(Step::SigningKeyAtFirstStart),
-        ),
+        Ok(_) => r.push("audit_log", Level::Ok, shown, "signing key readable", None),
+        Err(_) if !key.exists() => {
+            r.push("audit_log", Level::Warn, shown, "no signing key yet", Some(Step::SigningKeyAtFirstStart));
+            r.ja("署名鍵はまだ作成されていません");
+        }
         Err(e) => {
-            r.push("audit_log", Level::Error, key.display().to_string(), e.to_string(), Some(Step::RestoreSigningKey))
+            r.push("audit_log", Level::Error, shown, e.to_string(), Some(Step::RestoreSigningKey));
+            r.ja(format!("署名鍵を読めません: {e}"));
         }
     }
 }
@@ -385,9 +441,12 @@ async fn check_upstreams(config: &Config, r: &mut Report) {
     for route in rules.profiles().iter().flat_map(|p| &p.routes) {
         // The same trust the gateway uses for this route.
         let tls = trust.route(&route.host).map(|t| t.http1.clone());
-        let (level, message, next) = crate::control::doctor_certs::probe_upstream(&route.upstream, tls).await;
+        let probe = crate::control::doctor_certs::probe_upstream(&route.upstream, tls).await;
         let subject = format!("{} -> {}:{}", route.host, route.upstream.host, route.upstream.port);
-        r.push("upstream", level, subject, message, next);
+        r.push("upstream", probe.level, subject, probe.message, probe.next);
+        if let Some(ja) = probe.message_ja {
+            r.ja(ja);
+        }
     }
 }
 
@@ -400,6 +459,7 @@ async fn check_clock(config: &Config, r: &mut Report) {
             "no [clock] ntp_server: the offset is not measured",
             Some(Step::SetNtpServer),
         );
+        r.ja("[clock] ntp_server が未設定のため、時刻のずれを測っていません");
         return;
     };
     let max = f64::from(config.clock.max_offset_ms) / 1000.0;
@@ -416,12 +476,19 @@ async fn check_clock(config: &Config, r: &mut Report) {
                 format!("offset {:+.3} s (allowed ±{max} s), round trip {:.3} s", o.offset_secs, o.round_trip_secs),
                 next,
             );
+            if level != Level::Ok {
+                r.ja(format!("時刻が {:+.3} 秒ずれています（許容 ±{max} 秒）", o.offset_secs));
+            }
             r.with_value(o.offset_secs);
         }
         Ok(Err(e)) => {
-            r.push("clock", Level::Warn, server, format!("offset not measured: {e}"), Some(Step::OpenNtpPort))
+            r.push("clock", Level::Warn, server, format!("offset not measured: {e}"), Some(Step::OpenNtpPort));
+            r.ja(format!("時刻のずれを測れません: {e}"));
         }
-        Err(_) => r.push("clock", Level::Warn, server, "offset not measured", None),
+        Err(_) => {
+            r.push("clock", Level::Warn, server, "offset not measured", None);
+            r.ja("時刻のずれを測れません");
+        }
     }
 }
 

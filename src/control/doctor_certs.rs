@@ -96,31 +96,89 @@ fn key_matches(chain: &[rustls::pki_types::CertificateDer<'static>], key: &Path)
     certified.keys_match().map_err(|e| format!("the key `{}` does not belong to the certificate: {e}", key.display()))
 }
 
+/// What one probe of an upstream found, in both of the console's languages.
+pub struct Probe {
+    pub level: Level,
+    pub message: String,
+    pub message_ja: Option<String>,
+    pub next: Option<Step>,
+}
+
+impl Probe {
+    fn bad(level: Level, message: impl Into<String>, ja: impl Into<String>, next: Step) -> Probe {
+        Probe { level, message: message.into(), message_ja: Some(ja.into()), next: Some(next) }
+    }
+}
+
 /// One connection to the upstream as the gateway would make it.
-pub async fn probe_upstream(up: &Upstream, tls: Option<Arc<rustls::ClientConfig>>) -> (Level, String, Option<Step>) {
+pub async fn probe_upstream(up: &Upstream, tls: Option<Arc<rustls::ClientConfig>>) -> Probe {
     let addr = format!("{}:{}", up.host, up.port);
     let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await;
     let tcp = match connect {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return (Level::Error, format!("cannot connect: {e}"), Some(Step::UpstreamUnreachable)),
-        Err(_) => return (Level::Error, "no connection within 5 s".into(), Some(Step::UpstreamSilent)),
+        Ok(Err(e)) => {
+            return Probe::bad(
+                Level::Error,
+                format!("cannot connect: {e}"),
+                format!("接続できません: {e}"),
+                Step::UpstreamUnreachable,
+            )
+        }
+        Err(_) => {
+            return Probe::bad(
+                Level::Error,
+                "no connection within 5 s",
+                "5 秒以内に接続できません",
+                Step::UpstreamSilent,
+            )
+        }
     };
     if !up.tls {
-        return (Level::Warn, "reachable over plain HTTP (no TLS)".into(), Some(Step::UpstreamPlainHttp));
+        return Probe::bad(
+            Level::Warn,
+            "reachable over plain HTTP (no TLS)",
+            "暗号化なしの HTTP で接続しています（TLS なし）",
+            Step::UpstreamPlainHttp,
+        );
     }
     let Some(config) = tls else {
-        return (Level::Error, "no TLS material for this route".into(), Some(Step::FixRouteCaFile));
+        return Probe::bad(
+            Level::Error,
+            "no TLS material for this route",
+            "このルートの TLS 設定がありません",
+            Step::FixRouteCaFile,
+        );
     };
     let connector = tokio_rustls::TlsConnector::from(config);
     let Ok(name) = rustls::pki_types::ServerName::try_from(up.host.clone()) else {
-        return (Level::Error, "the upstream host is not a valid TLS name".into(), Some(Step::FixRouteUpstream));
+        return Probe::bad(
+            Level::Error,
+            "the upstream host is not a valid TLS name",
+            "接続先のホスト名が TLS の名前として正しくありません",
+            Step::FixRouteUpstream,
+        );
     };
     match tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
         Ok(Ok(tls)) => {
             let version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-            (Level::Ok, format!("TLS verified for `{}` ({version})", up.host), None)
+            Probe {
+                level: Level::Ok,
+                message: format!("TLS verified for `{}` ({version})", up.host),
+                message_ja: None,
+                next: None,
+            }
         }
-        Ok(Err(e)) => (Level::Error, format!("TLS failed: {e}"), Some(Step::UpstreamCertificate)),
-        Err(_) => (Level::Error, "no TLS handshake within 5 s".into(), Some(Step::TlsIntercepted)),
+        Ok(Err(e)) => Probe::bad(
+            Level::Error,
+            format!("TLS failed: {e}"),
+            format!("TLS 接続に失敗しました: {e}"),
+            Step::UpstreamCertificate,
+        ),
+        Err(_) => Probe::bad(
+            Level::Error,
+            "no TLS handshake within 5 s",
+            "5 秒以内に TLS 接続が確立しません",
+            Step::TlsIntercepted,
+        ),
     }
 }

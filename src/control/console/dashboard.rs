@@ -213,7 +213,7 @@ fn doctor(ctx: &Ctx, report: Option<&crate::control::doctor::Report>) -> Markup 
             ul { @for f in problems {
                 li {
                     @match f.level { Level::Error => { span.badge.bad { (ctx.t("異常", "error")) } } _ => { span.badge.wait { (ctx.t("注意", "warning")) } } }
-                    " " strong { (ctx.lang.check(f.check)) } " " code { (f.check) } " " (f.subject) ": " (f.message)
+                    " " strong { (ctx.lang.check(f.check)) } " " code { (f.check) } " " (f.subject) ": " (ctx.lang.finding(f))
                     @if let Some(step) = f.next_step { br; span.hint { (ctx.t("対処:", "Next step:")) " " (ctx.lang.step(step)) } }
                 }
             } }

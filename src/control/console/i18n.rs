@@ -136,6 +136,14 @@ impl Lang {
         }
     }
 
+    /// What the self-check found, in this language where it has the words.
+    pub fn finding(self, f: &crate::control::doctor::Finding) -> &str {
+        match (self, &f.message_ja) {
+            (Lang::Ja, Some(ja)) => ja,
+            _ => &f.message,
+        }
+    }
+
     /// What the self-check says to do.
     pub fn step(self, step: crate::control::doctor::Step) -> &'static str {
         let (ja, en) = step.words();
