@@ -7,6 +7,7 @@
 //! status. It reads and probes; it never changes the configuration, the
 //! store or the trail, and it never runs on the request path.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,17 +329,7 @@ fn check_store(config: &Config, r: &mut Report) {
         }
     }
     match store.verify_audit_chain() {
-        Ok(Ok(n)) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
-        Ok(Err(id)) => {
-            r.push(
-                "store",
-                Level::Error,
-                subject,
-                format!("admin audit record {id} breaks the hash chain"),
-                Some(Step::StoreTampered),
-            );
-            r.ja(format!("管理操作の記録 {id} でハッシュの連鎖が切れています"));
-        }
+        Ok(chain) => audit_chain(r, subject, chain, Step::StoreTampered),
         Err(e) => {
             r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckStoreFile));
             r.ja(format!("管理操作の記録を検証できません: {e}"));
@@ -366,23 +357,29 @@ fn check_postgres(pg: &crate::config::PgConfig, r: &mut Report) {
                 format!("readable: {users} user(s), {devices} device(s)"),
                 None,
             );
-            match chain {
-                Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
-                Err(id) => {
-                    r.push(
-                        "store",
-                        Level::Error,
-                        subject,
-                        format!("admin audit record {id} breaks the hash chain"),
-                        Some(Step::DatabaseTampered),
-                    );
-                    r.ja(format!("管理操作の記録 {id} でハッシュの連鎖が切れています"));
-                }
-            }
+            audit_chain(r, subject, chain, Step::DatabaseTampered);
         }
         Err(e) => {
             r.push("store", Level::Error, subject, e.to_string(), Some(Step::CheckDatabase));
             r.ja(format!("データベースを読めません: {e}"));
+        }
+    }
+}
+
+/// The store's admin audit chain: intact (with its length), or the first
+/// record that breaks it.
+fn audit_chain(r: &mut Report, subject: String, chain: Result<impl Display, impl Display>, tampered: Step) {
+    match chain {
+        Ok(n) => r.push("store", Level::Ok, subject, format!("admin audit chain intact ({n} record(s))"), None),
+        Err(id) => {
+            r.push(
+                "store",
+                Level::Error,
+                subject,
+                format!("admin audit record {id} breaks the hash chain"),
+                Some(tampered),
+            );
+            r.ja(format!("管理操作の記録 {id} でハッシュの連鎖が切れています"));
         }
     }
 }

@@ -357,7 +357,6 @@ struct Outside {
     ended: tokio::sync::oneshot::Receiver<Ending>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Ending {
     Withdrawn,
     Drain,
