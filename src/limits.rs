@@ -5,7 +5,6 @@
 //! its limit is answered 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +18,8 @@ pub struct Limiters {
     by_client: DefaultKeyedRateLimiter<IpAddr>,
     /// Keyed by a hash of the user id so the request path allocates no key.
     by_user: DefaultKeyedRateLimiter<u64>,
+    /// Hashes user ids for `by_user` (seeded at random per process).
+    user_keys: sekisho_policy::state::Hasher,
     admin_failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Addresses locked out of the admin API, until when. Admin path only.
     admin_locked: Mutex<HashMap<IpAddr, Instant>>,
@@ -32,6 +33,7 @@ impl Limiters {
         Limiters {
             by_client: RateLimiter::keyed(burst(limits.per_client_rps)),
             by_user: RateLimiter::keyed(burst(limits.per_user_rps)),
+            user_keys: sekisho_policy::state::Hasher::default(),
             admin_failures: RateLimiter::keyed(Quota::per_minute(limits.admin_failures_per_minute)),
             admin_locked: Mutex::new(HashMap::new()),
         }
@@ -43,9 +45,7 @@ impl Limiters {
     }
 
     pub fn user(&self, user: &str) -> Result<(), u64> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        user.hash(&mut h);
-        self.by_user.check_key(&h.finish()).map_err(wait_secs)
+        self.by_user.check_key(&self.user_keys.hash_one(user)).map_err(wait_secs)
     }
 
     /// Counts one failed admin authentication; past the limit the address

@@ -4,7 +4,6 @@
 //! instead of silently losing the listener. Private keys are written 0600
 //! and never logged.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
@@ -188,7 +187,7 @@ pub fn server_config(cert: &Path, key: &Path, device_ca: Option<&Path>) -> Resul
 /// Certificate and name verification are never turned off.
 #[derive(Default)]
 pub struct UpstreamTls {
-    by_host: HashMap<String, RouteTls>,
+    by_host: sekisho_policy::state::Map<String, RouteTls>,
 }
 
 /// One route's upstream material. `pool` tells connections apart: routes
@@ -210,7 +209,7 @@ static NEXT_POOL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 impl UpstreamTls {
     /// Loads every route's material; `ca_file` is relative to `rules_dir`.
     pub fn load(rules: &sekisho_policy::Rules, rules_dir: &Path) -> Result<UpstreamTls, String> {
-        let mut by_host = HashMap::new();
+        let mut by_host = sekisho_policy::state::Map::default();
         for profile in rules.profiles() {
             for route in &profile.routes {
                 let roots = match &route.ca_file {

@@ -18,12 +18,13 @@ use toml::Spanned;
 
 use crate::device::{DeviceKind, Os, Ownership, Version};
 use crate::schedule::{ClosedDates, Window};
+use crate::state::{Hasher, Map};
 
 /// Every profile, and which public host goes to which profile and route.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     profiles: Vec<Arc<Profile>>,
-    hosts: HashMap<String, (usize, usize)>,
+    hosts: Map<String, (usize, usize)>,
 }
 
 /// One municipality's rules for one service (one rules file).
@@ -46,12 +47,12 @@ pub struct Profile {
     pub hours: Hours,
     /// Named working-hours schedules (Abiko 8.: each person's regular
     /// hours), each with its own holidays and closed dates.
-    pub schedules: HashMap<String, Hours>,
+    pub schedules: Map<String, Hours>,
     pub network: Network,
     pub attestation: AttestationRules,
     pub devices: DeviceRules,
     /// Device kinds and ownership allowed per user role; a role not listed may not use the profile.
-    pub roles: HashMap<String, RoleRules>,
+    pub roles: Map<String, RoleRules>,
     /// Paths only some roles may use (customisation, plugins, deploys).
     pub admin_paths: Vec<AdminPaths>,
     /// Reviewed integration tokens; any other token is refused.
@@ -845,8 +846,8 @@ fn convert_schedules(
     raw: HashMap<String, Spanned<RawSchedule>>,
     overtime_grants: bool,
     err: &ErrAt<'_>,
-) -> Result<HashMap<String, Hours>, RulesError> {
-    let mut out = HashMap::with_capacity(raw.len());
+) -> Result<Map<String, Hours>, RulesError> {
+    let mut out = Map::with_capacity_and_hasher(raw.len(), Hasher::default());
     for (name, s) in raw {
         let span = s.span();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {

@@ -187,20 +187,9 @@ pub fn asks_upgrade(req: &Parts) -> bool {
 /// (nginx drops these by default for the same reason). A WebSocket
 /// handshake keeps its `Upgrade` and `Connection: upgrade`.
 pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            is_protected(n)
-                || is_hop_by_hop(n)
-                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                || named_by_connection(headers, n)
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+    strip(headers, |n| {
+        is_protected(n) || is_hop_by_hop(n) || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
     if websocket {
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -210,31 +199,29 @@ pub fn strip_for_upstream(headers: &mut HeaderMap, websocket: bool) {
 /// Removes the upstream's hop-by-hop headers from its answer (the gateway
 /// frames the answer to the client itself); a 101 keeps its upgrade.
 pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            let kept = switching && (n == "connection" || n == "upgrade");
-            !kept && (is_hop_by_hop(n) || named_by_connection(headers, n))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
+    strip(headers, |n| !(switching && (n == "connection" || n == "upgrade")) && is_hop_by_hop(n));
 }
 
-/// Whether a `Connection` header lists `name` (a lowercase header name),
-/// `upgrade` and `connection` themselves aside. Compared in place: the
-/// tokens are not collected or parsed into names on every request.
-fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
-    name != "upgrade"
-        && name != "connection"
-        && headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+/// Removes every header `doomed` names and every header a `Connection`
+/// header lists (`upgrade` and `connection` themselves aside: `doomed`
+/// decides those). `Connection` is looked up once, and its tokens are
+/// compared in place: nothing is parsed or collected on every request
+/// but the names to remove.
+fn strip(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let connection = headers.get_all(http::header::CONNECTION);
+    let listed = |name: &str| {
+        name != "upgrade"
+            && name != "connection"
+            && connection
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let names: Vec<HeaderName> =
+        headers.keys().filter(|name| doomed(name.as_str()) || listed(name.as_str())).cloned().collect();
+    for name in names {
+        headers.remove(&name);
+    }
 }
 
 #[cfg(test)]
