@@ -2,7 +2,8 @@
 //! concurrent load rotates its log by size and reopens it after a
 //! logrotate-style rename (SIGUSR1), and afterwards every request is in the
 //! trail exactly once, `sekisho audit verify` passes, `sekisho audit query`
-//! finds a person's records as CSV, and a removed line is caught.
+//! finds a person's records as CSV, and a removed line is caught; a gateway
+//! stopped under load has written a line for every answer it gave.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step is a failed test")]
 
@@ -107,6 +108,88 @@ async fn nothing_is_lost_across_rotations_and_a_reopen_under_load() {
     let (ok, out, _) = sekisho(gw.dir.path(), &["audit", "verify"]);
     assert!(!ok, "{out}");
     assert!(out.contains("audit.jsonl:3: seq jumps"), "{out}");
+}
+
+/// SIGTERM while clients keep sending and one request waits on its
+/// upstream: the gateway stops accepting, answers what it holds (the
+/// waiting request too), drains the audit queue and exits 0. Afterwards the trail
+/// has one line for every answer a client received, none twice and none for
+/// a request no one was answered, and its chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_stopped_under_load_leaves_one_line_for_every_answer() {
+    let upstream = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let mut gw = Gateway::start_with(&upstream, &ws, "\n[limits]\nper_user_rps = 100000\n").await;
+    let tanaka = gw.enrol("tanaka", Enrol::default()).await;
+
+    const CLIENTS: usize = 8;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let client = if c % 2 == 0 { gw.client() } else { gw.http1_client() };
+        let (url, token) = (gw.url("app.localhost", "/"), tanaka.token("app.localhost"));
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            // Until the gateway is gone: a refused or closed connection ends
+            // the client, an answer of any status is counted.
+            for i in 0..20_000 {
+                let mut req = client.get(format!("{url}c{c}/{i}"));
+                if i % 3 != 0 {
+                    req = req.header("device-attestation", &token);
+                }
+                let Ok(resp) = req.send().await else { break };
+                let id = resp.headers().get("sekisho-request-id").map(|v| v.to_str().unwrap().to_owned());
+                ids.push(id.unwrap_or_else(|| panic!("an answer without a request id: {}", resp.status())));
+                if resp.bytes().await.is_err() {
+                    break;
+                }
+            }
+            ids
+        }));
+    }
+    // Stop once the clients are well under way, with one request held by
+    // its upstream (3 s, inside the 5 s the drain grants) at that moment.
+    let trail = gw.path("data/audit.jsonl");
+    while std::fs::read_to_string(&trail).unwrap_or_default().lines().count() < 600 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut held = Vec::new();
+    for (client, path) in [(gw.client(), "/held/h2/stall"), (gw.http1_client(), "/held/h1/stall")] {
+        let req = client.get(gw.url("app.localhost", path)).header("device-attestation", tanaka.token("app.localhost"));
+        held.push((path, tokio::spawn(req.send())));
+        while !upstream.seen().iter().any(|s| s.path == path) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    gw.stop().await;
+    let mut answered = Vec::new();
+    for (path, held) in held {
+        let held = held.await.unwrap().unwrap_or_else(|e| panic!("{path}, in flight at the stop: {e}"));
+        let version = if path.contains("h2") { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        assert_eq!((held.status().as_u16(), held.version()), (200, version), "{path}");
+        answered.push(held.headers()["sekisho-request-id"].to_str().unwrap().to_owned());
+    }
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(answered.len() >= 600, "{}", answered.len());
+
+    let (ok, out, err) = sekisho(gw.dir.path(), &["audit", "query"]);
+    assert!(ok, "{err}");
+    let written: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: HashSet<&String> = written.iter().collect();
+    assert_eq!(unique.len(), written.len(), "a request written twice");
+    let answered: HashSet<&String> = answered.iter().collect();
+    let unwritten: Vec<_> = answered.difference(&unique).collect();
+    assert!(unwritten.is_empty(), "{} answers without a line, e.g. {:?}", unwritten.len(), &unwritten[..1]);
+    let unanswered: Vec<_> = unique.difference(&answered).collect();
+    assert!(unanswered.is_empty(), "{} lines for requests no client was answered: {unanswered:?}", unanswered.len());
+
+    let (ok, out, err) = sekisho(gw.dir.path(), &["audit", "verify"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok: request trail intact"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

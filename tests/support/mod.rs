@@ -844,6 +844,11 @@ ownership = ["personal"]
         self.client_builder().build().unwrap()
     }
 
+    /// As [`Gateway::client`], speaking only HTTP/1.1 (over TLS too).
+    pub fn http1_client(&self) -> reqwest::Client {
+        self.client_builder().http1_only().build().unwrap()
+    }
+
     fn client_builder(&self) -> reqwest::ClientBuilder {
         let ca = std::fs::read(self.path("certs/dev-ca.pem")).unwrap();
         let mut b = reqwest::Client::builder()
