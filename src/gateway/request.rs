@@ -9,27 +9,16 @@ use sekisho_policy::engine::authorised_method;
 use sekisho_policy::path::{canonical_path, origin_form, OriginForm, PathError, TargetError};
 
 /// Headers a client may never send upstream: the gateway sets or checks
-/// them, or they steer an upstream's routing (`X-Original-URL` and kin).
+/// them, or they steer an upstream's routing or vouch for the client
+/// (`X-Original-URL` and kin; `X-Forwarded-User`, `X-Forwarded-Client-Cert`
+/// and the rest of `X-Forwarded-*`, which some upstreams trust from their
+/// proxy). Only the gateway's own `X-Forwarded-For`, `-Proto` and `-Host`
+/// go on, set after this.
 fn is_protected(name: &str) -> bool {
-    matches!(
-        name,
-        "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-uri"
-            | "x-forwarded-path"
-            | "x-forwarded-server"
-            | "x-forwarded-scheme"
-            | "forwarded"
-            | "x-real-ip"
-            | "x-original-url"
-            | "x-original-uri"
-            | "x-rewrite-url"
-            | "device-attestation"
-            | "sekisho-user"
-    ) || name.starts_with("sekisho-")
+    matches!(name, "forwarded" | "x-real-ip" | "x-rewrite-url" | "device-attestation")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-original-")
+        || name.starts_with("sekisho-")
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded either way: the
@@ -283,5 +272,28 @@ mod tests {
         strip_for_upstream(&mut websocket, true);
         assert_eq!(names(&websocket), ["connection", "upgrade", "x-kept"]);
         assert_eq!(websocket.get("connection").map(HeaderValue::as_bytes), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn a_request_loses_every_header_that_would_vouch_for_the_client_or_steer_the_upstream() {
+        let request = [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-user", "mayor"),
+            ("x-forwarded-client-cert", "Hash=00"),
+            ("x-forwarded-email", "mayor@city.example"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-original-url", "/admin"),
+            ("x-original-host", "admin.localhost"),
+            ("x-rewrite-url", "/admin"),
+            ("device-attestation", "token"),
+            ("sekisho-user", "mayor"),
+            ("sekisho-request-id", "forged"),
+            ("x-forwarded", "kept: not a prefix of anything the gateway owns"),
+            ("x-kept", "1"),
+        ];
+        let mut h = headers(&request);
+        strip_for_upstream(&mut h, false);
+        assert_eq!(names(&h), ["x-forwarded", "x-kept"]);
     }
 }
