@@ -292,6 +292,11 @@ async fn header_aliases_and_routing_overrides_never_reach_the_upstream() {
         "X-Rewrite-URL: /admin",
         "X-Forwarded-Prefix: /admin",
         "X-Forwarded-Uri: /admin",
+        // Identity some upstreams trust from their proxy.
+        "X-Forwarded-User: mayor",
+        "X-Forwarded-Email: mayor@city.example",
+        "X-Forwarded-Client-Cert: Hash=00",
+        "X-Original-Host: admin.localhost",
     ];
     let request = format!(
         "GET /x HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-Kept: yes\r\n{}\r\n\r\n",
