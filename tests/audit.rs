@@ -23,6 +23,16 @@ fn sekisho(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The request id of every line in the trail (active, rotated, compressed
+/// and renamed files), as `sekisho audit query` reads them.
+fn trail_ids(dir: &std::path::Path) -> Vec<String> {
+    let (ok, out, err) = sekisho(dir, &["audit", "query"]);
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_is_lost_across_rotations_and_a_reopen_under_load() {
     let upstream = Upstream::start().await;
@@ -80,13 +90,8 @@ async fn nothing_is_lost_across_rotations_and_a_reopen_under_load() {
     assert!(!gw.log().contains("compressing"), "{}", gw.log());
 
     // Every request exactly once across active, rotated, compressed and renamed files.
-    let (ok, out, err) = sekisho(gw.dir.path(), &["audit", "query"]);
-    assert!(ok, "{err}");
-    let ids: Vec<String> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), WORKERS * EACH, "{err}");
+    let ids = trail_ids(gw.dir.path());
+    assert_eq!(ids.len(), WORKERS * EACH);
     assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), sent);
 
     let (ok, out, err) = sekisho(gw.dir.path(), &["audit", "verify"]);
@@ -173,12 +178,7 @@ async fn a_gateway_stopped_under_load_leaves_one_line_for_every_answer() {
     }
     assert!(answered.len() >= 600, "{}", answered.len());
 
-    let (ok, out, err) = sekisho(gw.dir.path(), &["audit", "query"]);
-    assert!(ok, "{err}");
-    let written: Vec<String> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
-        .collect();
+    let written = trail_ids(gw.dir.path());
     let unique: HashSet<&String> = written.iter().collect();
     assert_eq!(unique.len(), written.len(), "a request written twice");
     let answered: HashSet<&String> = answered.iter().collect();
