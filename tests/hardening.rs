@@ -443,6 +443,143 @@ async fn an_http2_connection_without_requests_is_closed_at_the_idle_limit_whatev
     assert!(frame_types(&got).iter().filter(|t| **t == 0x6).count() >= 5, "its pings were answered meanwhile");
 }
 
+/// Malformed HTTP/2 (RFC 9113's connection errors): each ends its
+/// connection with a GOAWAY naming the error, nothing reaches the
+/// upstream, and the gateway serves the next client.
+#[tokio::test]
+async fn malformed_http2_frames_end_the_connection_with_the_error_named() {
+    const PROTOCOL_ERROR: u32 = 0x1;
+    const FLOW_CONTROL_ERROR: u32 = 0x3;
+    const FRAME_SIZE_ERROR: u32 = 0x6;
+    // RFC 9113 4.3 asks for COMPRESSION_ERROR (0x9) on a field block that
+    // does not decode; h2 0.4 says PROTOCOL_ERROR (`codec/framed_read.rs`).
+    // Either way the connection ends, which is what matters here. The same
+    // for a SETTINGS value out of range (RFC 9113 6.5.2: FLOW_CONTROL_ERROR
+    // for an initial window past 2^31-1).
+    const HPACK_ERROR: u32 = PROTOCOL_ERROR;
+    const BAD_SETTING: u32 = PROTOCOL_ERROR;
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("frames", Enrol::default()).await;
+    let token = p.token("app.localhost");
+    // With the token where h2 must refuse the stream itself; without it
+    // where an earlier stream is opened (the gateway denies it, 403).
+    let request = |stream: u32, end_stream: bool, token: Option<&str>| {
+        let flags = if end_stream { 0x5 } else { 0x4 };
+        frame(0x1, flags, stream, &request_block(token))
+    };
+    let cases: [(&str, Vec<u8>, u32); 9] = [
+        // Indexed field 63: past the static table, and the dynamic one is empty.
+        ("an HPACK index past both tables", frame(0x1, 0x5, 1, &[0xbf]), HPACK_ERROR),
+        // A Huffman string of one byte that is all padding but not EOS-shaped.
+        ("a Huffman string with bad padding", frame(0x1, 0x5, 1, &[0x00, 0x81, 0x00, 0x01, b'a']), HPACK_ERROR),
+        ("DATA on a stream never opened", frame(0x0, 0x1, 3, b"GET /admin"), PROTOCOL_ERROR),
+        ("HEADERS on a server's (even) stream id", request(2, true, Some(&token)), PROTOCOL_ERROR),
+        (
+            "a stream id that goes back",
+            [request(5, false, None), request(3, true, Some(&token))].concat(),
+            PROTOCOL_ERROR,
+        ),
+        ("a connection window past 2^31-1", frame(0x8, 0, 0, &0x7fff_ffffu32.to_be_bytes()), FLOW_CONTROL_ERROR),
+        ("SETTINGS_ENABLE_PUSH = 2", frame(0x4, 0, 0, &[0, 2, 0, 0, 0, 2]), PROTOCOL_ERROR),
+        ("SETTINGS_INITIAL_WINDOW_SIZE past 2^31-1", frame(0x4, 0, 0, &[0, 4, 0x80, 0, 0, 0]), BAD_SETTING),
+        (
+            "a frame over the 16 KiB maximum",
+            [request(1, false, None), frame(0x0, 0x1, 1, &[b'x'; 20_000])].concat(),
+            FRAME_SIZE_ERROR,
+        ),
+    ];
+    for (name, bytes, code) in cases {
+        let (mut reader, mut writer) = raw_h2(&gw).await;
+        writer.write_all(&bytes).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{name}: the connection was still open after 5 s: {}", String::from_utf8_lossy(&got));
+        assert_eq!(goaway_code(&got), Some(code), "{name}: frames {:?}", frame_types(&got));
+    }
+    assert!(up.seen().is_empty(), "a malformed request reached the upstream: {:?}", up.seen());
+    assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+}
+
+/// Control frames sent without reading the answers (SETTINGS and PING each
+/// oblige an acknowledgement): the gateway stops reading instead of
+/// queueing acknowledgements, stays small, and ends the connection (the
+/// idle limit or the slow-reader floor, whichever comes first; 5 s and
+/// 12.6 s here).
+#[tokio::test]
+async fn http2_settings_and_ping_floods_stop_being_read_and_are_cut() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("pings", Enrol::default()).await;
+    let rss_before = rss_kib(gw.pid());
+    let gw = &gw;
+    let flood = |one: Vec<u8>| async move {
+        let (reader, mut writer) = raw_h2(gw).await;
+        let burst = one.repeat(4096);
+        let (mut sent, mut stalled, started) = (0usize, None, std::time::Instant::now());
+        // Frames (an acknowledgement each) and nothing read, until the
+        // gateway ends the connection or 60 s pass.
+        while started.elapsed() < Duration::from_secs(60) && sent < 256 << 20 {
+            match tokio::time::timeout(Duration::from_secs(1), writer.write_all(&burst)).await {
+                Ok(Ok(())) => sent += burst.len(),
+                Ok(Err(_)) => return (sent, stalled, Some(started.elapsed())),
+                Err(_) => stalled = stalled.or(Some(sent)),
+            }
+        }
+        drop(reader);
+        (sent, stalled, None)
+    };
+    let settings = flood(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    let ping = flood(frame(0x6, 0, 0, &[7; 8]));
+    let (settings, ping) = tokio::join!(settings, ping);
+    for (name, (sent, stalled, cut)) in [("SETTINGS", settings), ("PING", ping)] {
+        let stalled = stalled.unwrap_or_else(|| panic!("{name}: the gateway read all {sent} bytes of frames"));
+        assert!(stalled < 64 << 20, "{name}: the gateway read {stalled} bytes before it stopped reading");
+        assert!(cut.is_some(), "{name}: the connection was still open after 60 s");
+    }
+    let grown = rss_kib(gw.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
+    assert!(up.seen().is_empty());
+    assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+}
+
+/// An HPACK block for `GET https://app.localhost/`, with the token if
+/// given; literals without indexing (no dynamic table state).
+fn request_block(token: Option<&str>) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x84, 0x41, 13];
+    block.extend_from_slice(b"app.localhost");
+    let Some(token) = token else { return block };
+    block.extend_from_slice(&[0x00, 18]);
+    block.extend_from_slice(b"device-attestation");
+    let len = token.len();
+    assert!(len < 127 + 128 * 128, "token too long for this encoder");
+    // An HPACK integer with a 7-bit prefix.
+    match len {
+        0..127 => block.push(len as u8),
+        _ => {
+            let rest = len - 127;
+            block.extend_from_slice(&[0x7f]);
+            if rest >= 128 {
+                block.extend_from_slice(&[(rest % 128) as u8 | 0x80, (rest / 128) as u8]);
+            } else {
+                block.push(rest as u8);
+            }
+        }
+    }
+    block.extend_from_slice(token.as_bytes());
+    block
+}
+
+/// The error code of the first GOAWAY in `bytes`.
+fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        if bytes[3] == 0x7 && bytes.len() >= 9 + 8 {
+            return Some(u32::from_be_bytes([bytes[13], bytes[14], bytes[15], bytes[16]]));
+        }
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    None
+}
+
 /// A TLS connection speaking HTTP/2 frame by frame: the preface and an
 /// empty SETTINGS are sent.
 async fn raw_h2(
@@ -674,6 +811,63 @@ async fn hop_by_hop_tricks_change_nothing_upstream() {
     assert!(matches!(status, 200 | 400 | 411), "HTTP/1.0 body without length answered {status}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.seen().iter().all(|s| s.path != "/smuggled"), "a body became a request: {:?}", up.seen());
+}
+
+/// Bytes a client sends right behind a WebSocket upgrade request, before any
+/// answer: when the upgrade is refused (by the rules or by the upstream)
+/// they are never read as a request and the connection ends after the one
+/// answer; when it is accepted they reach the upstream as the tunnel's
+/// first bytes.
+#[tokio::test]
+async fn bytes_behind_an_upgrade_request_are_tunnel_bytes_or_nothing() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("early", Enrol::default()).await;
+    let (app, ws) = (p.token("app.localhost"), p.token("ws.localhost"));
+    let upgrade = |host: &str, path: &str, token: Option<&str>| {
+        let token = token.map(|t| format!("Device-Attestation: {t}\r\n")).unwrap_or_default();
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{token}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    };
+    let h2c = format!("GET /h2c HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {app}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+    // Bare LF line ends: the wire guard would refuse this as a request.
+    let smuggled = format!("GET /smuggled HTTP/1.1\nHost: app.localhost\nDevice-Attestation: {app}\n\n");
+    for (name, head, status) in [
+        ("refused by the rules", upgrade("app.localhost", "/denied", None), "403"),
+        ("refused by the upstream", upgrade("app.localhost", "/no-ws", Some(&app)), "200"),
+        ("h2c, forwarded as a plain request", h2c, "200"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(format!("{head}{smuggled}").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{name}: the connection was still open after 5 s: {}", String::from_utf8_lossy(&got));
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{name}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{name}: more than one answer: {text}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.seen().iter().all(|s| s.path != "/smuggled"), "early bytes became a request: {:?}", up.seen());
+
+    // Accepted: a masked text frame sent with the head comes back echoed.
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"early".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    let mut bytes = upgrade("ws.localhost", "/chat", Some(&ws)).into_bytes();
+    bytes.extend_from_slice(&frame);
+    s.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while !got.windows(7).any(|w| w == [0x81, 5, b'e', b'a', b'r', b'l', b'y']) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(echoed.is_ok(), "no echo of the early frame: {}", String::from_utf8_lossy(&got));
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&got));
 }
 
 /// The state is confirmed against the store every second: a change another

@@ -143,6 +143,8 @@ enum Refusal {
 /// The hyper service: every request of the connection comes here.
 pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    // Read now: forwarding takes the headers.
+    let upgrade = asks_upgrade(&parts);
     let mut x = Exchange::new(conn.worker.gateway.clone(), conn.clock.clone(), parts.method.clone());
     let snap = conn.worker.gateway.shared.snapshot_full();
     let verdict = judge(&conn, &parts, &snap, &mut x);
@@ -157,8 +159,12 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
     if let Some(v) = hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
     }
-    // Not on a 101: the connection is the tunnel's now.
-    if conn.draining.get() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+    // After an upgrade request the wire guard takes the connection's further
+    // bytes for a tunnel's and no longer checks them, so any answer but the
+    // switch ends the connection: bytes the client sent behind the request
+    // are never read as a request of their own. Not on a 101: the
+    // connection is the tunnel's now.
+    if (upgrade || conn.draining.get()) && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
@@ -258,9 +264,8 @@ fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResB
         (_, b) => x.blocked(b.code(), None),
     }
     // A refused request's body is never read: the connection cannot be
-    // reused, and an upgrade request leaves the stream in an unknown state.
-    let close = has_body(req) || asks_upgrade(req);
-    page(req, x, block, close)
+    // reused (an upgrade request's connection is closed by `handle`).
+    page(req, x, block, has_body(req))
 }
 
 /// Renders `block` as the answer to `req`.
@@ -438,10 +443,6 @@ async fn forward(
     if route.upstream.host != x.host {
         crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, conn.tls, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
-    }
-    if asks_upgrade(req) && !switching {
-        // The client may already be speaking another protocol: end here.
-        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Ok(id) = HeaderValue::from_str(&x.id) {
         resp.headers_mut().insert(&REQUEST_ID, id);
