@@ -47,7 +47,12 @@ if [ "${OPENLOOP:-0}" = 1 ]; then (cd "$BENCH/openloop" && CARGO_TARGET_DIR="$RO
 
 RUN=$(mktemp -d /tmp/sekisho-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# The audit trail is never rotated in a run (bench/sekisho.toml): a 5-round
+# run leaves gigabytes of it, removed at the end (KEEP_AUDIT=1 keeps it).
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  [ "${KEEP_AUDIT:-0}" = 1 ] || rm -f "$RUN"/data/audit.jsonl* "$RUN"/nginx-lua-audit.jsonl
+}
 trap cleanup EXIT
 
 if [ "$PIN" = 1 ]; then PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; else PROXY_CPU=""; LOAD_CPU=""; fi
@@ -108,6 +113,15 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     echo "$name: $((total / n)) instructions per request ($n requests; $f)"
     callgrind_control -z "$pid" > /dev/null
   done
+  # HTTP/2 over TLS, as the h2 case loads it (TLS and h2 framing included).
+  callgrind_control -i on "$SEKISHO" > /dev/null
+  out=$($LOAD_CPU h2load -c8 -m10 -t1 -D"$DURATION" -H ":authority: bench.localhost" -H "device-attestation: $TOKEN" https://127.0.0.1:19443/ 2>&1)
+  callgrind_control -i off "$SEKISHO" > /dev/null
+  callgrind_control -d "sekisho h2 TLS full rules" "$SEKISHO" > /dev/null
+  n=$(echo "$out" | sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p')
+  f=$(ls -t "$RUN"/callgrind-"$SEKISHO".out* | head -1)
+  total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "sekisho h2 TLS full rules: $((total / n)) instructions per request ($n requests; $f)"
   exit 0
 fi
 

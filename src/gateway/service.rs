@@ -272,7 +272,7 @@ fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResB
 fn page(req: &Parts, mut x: Box<Exchange>, block: Block<'_>, close: bool) -> Response<ResBody> {
     let answer = block.render(prefers_html(&req.headers), &x.id, Utc::now());
     x.status = answer.status;
-    let id = HeaderValue::from_str(&x.id).ok();
+    let id = request_id(&x.id);
     let mut resp = Response::new(ResBody::full(Bytes::from(answer.body), x));
     *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
     let h = resp.headers_mut();
@@ -289,6 +289,17 @@ fn page(req: &Parts, mut x: Box<Exchange>, block: Block<'_>, close: bool) -> Res
         h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// The request id as a header value, marked sensitive: a value that never
+/// repeats gains nothing from HTTP/2's header table, and indexing one per
+/// answer evicted the answer's other fields from it, so each answer paid
+/// to encode and send them in full again (HPACK "never indexed", RFC 7541
+/// 6.2.3; no effect on HTTP/1).
+fn request_id(id: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(id).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 fn has_body(req: &Parts) -> bool {
@@ -444,7 +455,7 @@ async fn forward(
         crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, conn.tls, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
     }
-    if let Ok(id) = HeaderValue::from_str(&x.id) {
+    if let Some(id) = request_id(&x.id) {
         resp.headers_mut().insert(&REQUEST_ID, id);
     }
     if switching {
