@@ -1,6 +1,7 @@
 //! Micro benches of the request path's pieces (issue 4): `decide()` over a
 //! realistic state, token verification cold and cached, the My Number scan
-//! per MiB, and the in-memory half of an admin commit. Run with
+//! per MiB, the in-memory half of an admin commit, and the admin token
+//! check (right, wrong and nearly right tokens). Run with
 //! `cargo bench --bench micro`; compare against the targets in
 //! bench/README.md (decide and a cached token check under 1 µs each).
 
@@ -209,5 +210,34 @@ fn audit_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(micro, audit_benches, benches);
+/// The admin token check (`AdminToken::matching`) for a right token, a
+/// wrong one, and one that differs from a right one only in its last
+/// character: the three take the same time, so timing says nothing of how
+/// close a guess came. A longer guess takes longer (its SHA-256), which
+/// tells the guesser only what it already knows.
+fn admin_token_benches(c: &mut Criterion) {
+    use sekisho::config::AdminToken;
+    use sha2::Digest as _;
+    let secret = |i: usize| format!("{i:02}{}", "s3kr1t-admin-token-".repeat(3));
+    let tokens: Vec<AdminToken> = (0..5)
+        .map(|i| AdminToken {
+            name: format!("admin{i}"),
+            roles: Vec::new(),
+            sha256: sha2::Sha256::digest(secret(i).as_bytes()).into(),
+            department: None,
+        })
+        .collect();
+    let right = secret(2);
+    let mut near = right.clone();
+    near.pop();
+    near.push('?');
+    let wrong = "x".repeat(right.len());
+    for (name, presented) in [("right", &right), ("wrong", &wrong), ("right but the last character", &near)] {
+        c.bench_function(&format!("admin token: {name}"), |b| {
+            b.iter(|| black_box(AdminToken::matching(black_box(&tokens), black_box(presented)).is_some()))
+        });
+    }
+}
+
+criterion_group!(micro, audit_benches, admin_token_benches, benches);
 criterion_main!(micro);

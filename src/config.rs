@@ -247,6 +247,25 @@ pub struct AdminToken {
     pub department: Option<String>,
 }
 
+impl AdminToken {
+    /// The token among `tokens` whose hash matches `presented`. Every hash
+    /// is compared, each in constant time, against the SHA-256 of what was
+    /// presented: how long it takes says nothing of how close a guess came
+    /// (`cargo bench --bench micro -- "admin token"` measures it).
+    pub fn matching<'a>(tokens: &'a [AdminToken], presented: &str) -> Option<&'a AdminToken> {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for t in tokens {
+            if bool::from(t.sha256.ct_eq(&hash)) {
+                found = Some(t);
+            }
+        }
+        found
+    }
+}
+
 /// Admin roles after 熊本市議会基準 第5条–第7条.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

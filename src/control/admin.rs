@@ -25,8 +25,6 @@ use sekisho_policy::state::{
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::{AdminToken, Role};
 use crate::control::audit::AuditLog;
@@ -309,14 +307,7 @@ impl Admin {
     /// The admin token whose hash matches `presented`, comparing every
     /// hash in constant time (the console's sign-in uses it too).
     pub fn token_matching(&self, presented: &str) -> Option<&AdminToken> {
-        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for t in &self.tokens {
-            if bool::from(t.sha256.ct_eq(&hash)) {
-                found = Some(t);
-            }
-        }
-        found
+        AdminToken::matching(&self.tokens, presented)
     }
 
     /// Parses the request and calls the action; each action checks its
