@@ -267,6 +267,7 @@ impl Trail {
         let dir = parent(&self.settings.path);
         let (stem, keep) = (stem(&self.settings.path), self.settings.keep.clone());
         let spawned = std::thread::Builder::new().name("sekisho-audit-gzip".into()).spawn(move || {
+            yield_to_requests();
             // One helper at a time: two (rotations in quick succession) both
             // listing the leftovers would write the same `.gz.tmp` at once
             // and could rename a corrupt archive over a removed original.
@@ -397,6 +398,18 @@ fn uncompressed(dir: &Path, stem: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Lowers the calling thread to the lowest CPU priority (nice 19). A
+/// rotation comes when the trail grows fastest, that is at peak load, and
+/// its gzip (about 1.9 µs of CPU per audit line, bench/README.md) would
+/// otherwise take its share of the cores from the workers then; at nice 19
+/// it gets what they leave (Linux's nice is per thread). On failure the
+/// helper runs at the normal priority.
+fn yield_to_requests() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        log::warn!("audit log: the compression helper keeps the normal priority: {e}");
+    }
+}
+
 /// Held by the compression helper for its whole pass.
 static COMPRESSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -484,4 +497,24 @@ fn today() -> NaiveDate {
 
 fn jst_date(rfc3339: &str) -> Option<NaiveDate> {
     chrono::DateTime::parse_from_rfc3339(rfc3339).ok().map(|t| t.with_timezone(&chrono_tz::Asia::Tokyo).date_naive())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The compression helper's thread runs at nice 19, as the kernel
+    /// reports it.
+    #[test]
+    fn the_compression_helper_yields_the_cpu_to_requests() {
+        let nice = std::thread::spawn(|| {
+            super::yield_to_requests();
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            // Field 19 (nice), counted from field 3, the first after the
+            // command name's closing parenthesis.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice, 19);
+    }
 }
