@@ -63,6 +63,8 @@ render haproxy.cfg haproxy.cfg
 render nginx-lua.conf nginx-lua.conf
 render sekisho.toml sekisho.toml
 sed -i 's#^\[tls\]#[tls]\ngenerate_dev_certs = true#' "$RUN/sekisho.toml"
+# ROTATE_BYTES=67108864: rotate the audit trail (and gzip it) inside the run.
+[ -n "${ROTATE_BYTES:-}" ] && sed -i "s#^rotate_bytes = .*#rotate_bytes = $ROTATE_BYTES#" "$RUN/sekisho.toml"
 cp -r "$BENCH/rules" "$RUN/rules"
 mkdir -p "$RUN/data"
 
