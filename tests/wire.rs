@@ -89,9 +89,17 @@ async fn chunk_extensions_with_control_bytes_and_trailers_are_refused() {
         let answer = exchange(&gw, format!("{head}{body}").as_bytes()).await;
         assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400 "), "{name}: {answer}");
         assert!(!answer.contains("HTTP/1.1 200"), "{name}: a refused body was answered as a success");
+        assert!(answer.matches("HTTP/1.1 ").count() <= 1, "{name}: two answers to one request: {answer}");
     }
     // Whatever reached the upstream before the refusal never completed.
     assert!(up.seen().iter().all(|s| !s.complete), "{:?}", up.seen());
+    // A request the rules refuse by its head keeps that one answer when its
+    // body then breaks a wire rule: no second answer, no second audit line.
+    let denied =
+        "POST /upload HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x01b\r\nx\r\n0\r\n\r\n";
+    let answer = exchange(&gw, denied.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "two answers to one request: {answer}");
 }
 
 #[tokio::test]

@@ -255,10 +255,13 @@ impl<S> ClientIo<S> {
     }
 
     /// Stops reading at a violation: the refused head stays unread and the
-    /// gateway's answer waits for the shutdown.
-    fn refuse(&mut self, v: Violation, head: &[u8]) {
+    /// gateway's answer waits for the shutdown. A violation inside a body
+    /// gets no answer of its own: the server answers that request (its
+    /// body ends there) and the connection closes after it.
+    fn refuse(&mut self, v: Violation, head: &[u8], mid_message: bool) {
         self.stopped = true;
-        if let Some(render) = self.last_word.take() {
+        let render = self.last_word.take();
+        if let Some(render) = render.filter(|_| !mid_message) {
             self.answer = Some(render(v, request_line(head)));
         }
     }
@@ -391,11 +394,12 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
             Scan::Release(n) => (n, None),
             Scan::Stop(n, v) => (n, Some(v)),
         };
+        let mid_message = guard.refused_mid_message();
         if pass < got {
             let held = new[pass..].to_vec();
             buf.set_filled(before + pass);
             match stop {
-                Some(v) => self.refuse(v, &held),
+                Some(v) => self.refuse(v, &held, mid_message),
                 None => {
                     // The first bytes of a new head: its deadline starts now
                     // (the first request's ran from the connection's start).
@@ -406,7 +410,7 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
                 }
             }
         } else if let Some(v) = stop {
-            self.refuse(v, &[]);
+            self.refuse(v, &[], mid_message);
         }
         Poll::Ready(Ok(if pass > 0 { Read::Released } else { Read::Held }))
     }
@@ -441,7 +445,8 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
             Scan::Stop(n, v) => {
                 self.ready = n;
                 let held = self.pending[n..].to_vec();
-                self.refuse(v, &held);
+                let mid_message = guard.refused_mid_message();
+                self.refuse(v, &held, mid_message);
             }
         }
         Poll::Ready(Ok(Read::Held))

@@ -94,6 +94,8 @@ pub struct Guard {
     /// Pending bytes already checked (they start at the first unreleased byte).
     scanned: usize,
     head: HeadScan,
+    /// The violation came inside a body, after its head went to the server.
+    mid_message: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +141,14 @@ struct HeadScan {
 
 impl Guard {
     pub fn new(limits: Limits) -> Guard {
-        Guard { limits, state: State::Head, scanned: 0, head: HeadScan::default() }
+        Guard { limits, state: State::Head, scanned: 0, head: HeadScan::default(), mid_message: false }
+    }
+
+    /// Whether the violation found came inside a request's body: the server
+    /// already has that request's head and answers it itself (its body
+    /// ends there), so the gateway must not answer it a second time.
+    pub fn refused_mid_message(&self) -> bool {
+        self.mid_message
     }
 
     /// Whether the stream sits between messages: nothing of a next request
@@ -168,6 +177,7 @@ impl Guard {
             match self.step(pending, &mut released) {
                 Ok(()) => {}
                 Err(v) => {
+                    self.mid_message = !matches!(self.state, State::Head);
                     self.state = State::Failed(v);
                     break Scan::Stop(released, v);
                 }

@@ -208,3 +208,19 @@ proptest! {
         prop_assert_eq!(is_target_char(b), b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/?[]".contains(&b));
     }
 }
+
+#[test]
+fn a_violation_says_whether_its_request_head_already_went_on() {
+    let mid = |input: &str| {
+        let mut guard = Guard::new(Limits::default());
+        assert!(matches!(guard.scan(input.as_bytes()), Scan::Stop(..)), "{input:?} was not refused");
+        guard.refused_mid_message()
+    };
+    // In a head: nothing of the request reached the server.
+    assert!(!mid("GET / HTTP/1.1\nHost: x\n\n"));
+    assert!(!mid("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    assert!(!mid(&format!("{GET}GET / HTTP/1.1\r\nX: a\x01\r\n\r\n")));
+    // In a body: the head went on, and the server answers that request.
+    assert!(mid("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x01b\r\nx\r\n0\r\n\r\n"));
+    assert!(mid("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Late: 1\r\n\r\n"));
+}
