@@ -2,7 +2,8 @@
 //! client sends passes the wire [`Guard`] first: a request head reaches the
 //! server only once it is known to be well-formed, and after a violation
 //! the server reads the end of the stream while the gateway keeps its own
-//! last word (a 400 page, written once the answers before it are out).
+//! last word (a 400 page, written once the answers before it are out; none
+//! for a violation inside a body, whose request the server answers).
 //! Deadlines live here too: the whole request head within
 //! `header_timeout` (from the connection's start for the first request,
 //! from its first byte for later ones), an idle keep-alive connection closed
