@@ -498,6 +498,18 @@ async fn malformed_http2_frames_end_the_connection_with_the_error_named() {
     }
     assert!(up.seen().is_empty(), "a malformed request reached the upstream: {:?}", up.seen());
     assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+    // The hand-encoded request with its token is itself well formed and
+    // allowed: the cases above were refused for their one fault.
+    let (mut reader, mut writer) = raw_h2(&gw).await;
+    writer.write_all(&request(1, true, Some(&token))).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !frame_types(&got).contains(&0x1) {
+        let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed without an answer: frames {:?}", frame_types(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(up.seen().len(), 2, "{:?}", up.seen());
 }
 
 /// Control frames sent without reading the answers (SETTINGS and PING each
@@ -549,19 +561,17 @@ fn request_block(token: Option<&str>) -> Vec<u8> {
     let Some(token) = token else { return block };
     block.extend_from_slice(&[0x00, 18]);
     block.extend_from_slice(b"device-attestation");
-    let len = token.len();
-    assert!(len < 127 + 128 * 128, "token too long for this encoder");
-    // An HPACK integer with a 7-bit prefix.
-    match len {
-        0..127 => block.push(len as u8),
-        _ => {
-            let rest = len - 127;
-            block.extend_from_slice(&[0x7f]);
-            if rest >= 128 {
-                block.extend_from_slice(&[(rest % 128) as u8 | 0x80, (rest / 128) as u8]);
-            } else {
-                block.push(rest as u8);
+    // The length as an HPACK integer with a 7-bit prefix (RFC 7541 5.1).
+    match token.len() {
+        len @ 0..127 => block.push(len as u8),
+        len => {
+            block.push(0x7f);
+            let mut rest = len - 127;
+            while rest >= 128 {
+                block.push((rest % 128) as u8 | 0x80);
+                rest /= 128;
             }
+            block.push(rest as u8);
         }
     }
     block.extend_from_slice(token.as_bytes());
