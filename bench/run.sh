@@ -102,28 +102,29 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   # Instructions per request on the full-rules and deny paths, and on bare
   # hyper's proxying and own 403 (the floors under each): counting is
   # switched on only around each load, and divided by the requests served.
+  # count NAME PID LOAD...: instructions per request while LOAD runs (wrk's
+  # RESULT line or h2load's summary gives the requests served).
+  count() {
+    local name=$1 pid=$2; shift 2
+    callgrind_control -i on "$pid" > /dev/null
+    local out; out=$("$@" 2>&1)
+    callgrind_control -i off "$pid" > /dev/null
+    callgrind_control -d "$name" "$pid" > /dev/null
+    local n; n=$(echo "$out" | sed -n -e 's/^RESULT.*requests=\([0-9]*\).*/\1/p' \
+      -e 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p')
+    local f; f=$(ls -t "$RUN"/callgrind-"$pid".out* | head -1)
+    local total; total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "$name: $((total / n)) instructions per request ($n requests; $f)"
+    callgrind_control -z "$pid" > /dev/null
+  }
   for c in "sekisho full rules|$SEKISHO|19003/|$TOKEN" "sekisho deny|$SEKISHO|19003/|" \
     "bare hyper|$BARE|19004/|" "bare hyper answering 403 itself|$BARE|19004/deny|"; do
     IFS='|' read -r name pid port tok <<< "$c"
-    callgrind_control -i on "$pid" > /dev/null
-    res=$(BENCH_TOKEN="$tok" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port" | grep '^RESULT')
-    callgrind_control -i off "$pid" > /dev/null
-    callgrind_control -d "$name" "$pid" > /dev/null
-    n=$(echo "$res" | sed 's/.*requests=\([0-9]*\).*/\1/')
-    f=$(ls -t "$RUN"/callgrind-"$pid".out* | head -1)
-    total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "$name: $((total / n)) instructions per request ($n requests; $f)"
-    callgrind_control -z "$pid" > /dev/null
+    BENCH_TOKEN="$tok" count "$name" "$pid" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$BENCH/wrk.lua" "http://127.0.0.1:$port"
   done
   # HTTP/2 over TLS, as the h2 case loads it (TLS and h2 framing included).
-  callgrind_control -i on "$SEKISHO" > /dev/null
-  out=$($LOAD_CPU h2load -c8 -m10 -t1 -D"$DURATION" -H ":authority: bench.localhost" -H "device-attestation: $TOKEN" https://127.0.0.1:19443/ 2>&1)
-  callgrind_control -i off "$SEKISHO" > /dev/null
-  callgrind_control -d "sekisho h2 TLS full rules" "$SEKISHO" > /dev/null
-  n=$(echo "$out" | sed -n 's/^requests: [0-9]* total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1/p')
-  f=$(ls -t "$RUN"/callgrind-"$SEKISHO".out* | head -1)
-  total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  echo "sekisho h2 TLS full rules: $((total / n)) instructions per request ($n requests; $f)"
+  count "sekisho h2 TLS full rules" "$SEKISHO" $LOAD_CPU h2load -c8 -m10 -t1 -D"$DURATION" \
+    -H ":authority: bench.localhost" -H "device-attestation: $TOKEN" https://127.0.0.1:19443/
   exit 0
 fi
 
