@@ -399,6 +399,19 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
         )
         .await;
     assert_eq!(status, 400, "unknown profiles are refused");
+    for typo in ["satff", " staff", "Staff"] {
+        let (status, body) = gw
+            .admin_call(
+                "PUT",
+                "/v1/users/x",
+                ROOT_TOKEN,
+                Some(json!({"display_name": "x", "role": typo, "profiles": ["app"]})),
+            )
+            .await;
+        assert_eq!(status, 400, "a role no profile of the user's defines is refused: {typo:?} {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(&format!("role `{typo}`")) && error.contains("`staff`"), "{body}");
+    }
     assert_eq!(gw.admin_call("DELETE", "/v1/status", ROOT_TOKEN, None).await.0, 405, "a known path, another method");
     assert_eq!(gw.admin_call("GET", "/v1/nothing", ROOT_TOKEN, None).await.0, 404);
     assert_eq!(gw.admin_call("GET", "/v1/audit?limit=5000", ROOT_TOKEN, None).await.0, 400, "limit over 1000");

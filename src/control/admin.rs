@@ -22,6 +22,7 @@ use sekisho_policy::state::{
     AppStage, Device, Flag, Grantee, MaintenanceWindow, OvertimeGrant, PostureException, Review, SecuritySoftware,
     Stage, Stop, Subject,
 };
+use sekisho_policy::Profile;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -514,6 +515,7 @@ impl Admin {
         if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
             return Err(bad("`role` and `display_name` must not be empty"));
         }
+        check_role(&input.role, &input.profiles, &snap)?;
         let derived = if snap.state.users.contains_key(id) { reasons::UPDATED } else { reasons::CREATED };
         let reason = given_or(input.reason, derived);
         let department = input.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
@@ -1081,6 +1083,23 @@ fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
         | ["v1", "rules", "reload"] => "POST",
         _ => return None,
     })
+}
+
+/// A user's role must be one a profile of theirs defines: the engine
+/// refuses every request of a user whose role no profile lists, so a typo
+/// here (`satff`, ` staff`) would lock them out with nothing said. A user
+/// with no profiles uses nothing yet; their role is checked when profiles
+/// are given.
+fn check_role(role: &str, profiles: &[String], snap: &Snapshot) -> Result<(), ApiError> {
+    let mine: Vec<&Profile> = profiles.iter().filter_map(|p| snap.rules.profile(p)).map(|p| &**p).collect();
+    if mine.is_empty() || mine.iter().any(|p| p.roles.contains_key(role)) {
+        return Ok(());
+    }
+    let mut defined: Vec<&str> = mine.iter().flat_map(|p| p.roles.keys().map(String::as_str)).collect();
+    defined.sort_unstable();
+    defined.dedup();
+    let defined = defined.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
+    Err(bad(format!("role `{role}` is not defined in any of the user's profiles (they define {defined})")))
 }
 
 fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
