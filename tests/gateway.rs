@@ -419,6 +419,14 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
     assert_eq!(status, 404);
     let (status, _) = gw.admin_call("POST", "/v1/users/ghost/suspend", ROOT_TOKEN, Some(json!({"reason": " "}))).await;
     assert_eq!(status, 400, "a suspension needs a reason");
+    let local =
+        json!({"user": "ghost", "reason": "r", "start": "2026-12-02T18:00:00", "end": "2026-12-02T20:00:00+09:00"});
+    let (status, body) = gw.admin_call("POST", "/v1/overtime", ROOT_TOKEN, Some(local)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`2026-12-02T18:00:00` is not a time with its UTC offset"),
+        "{body}"
+    );
     let (_, users) = gw.admin_call("GET", "/v1/users", ROOT_TOKEN, None).await;
     assert_eq!(users["users"].as_array().unwrap().len(), 0, "no refused write left anything behind");
     let (status, metrics) = gw.admin_call("GET", "/metrics", AUDITOR_TOKEN, None).await;

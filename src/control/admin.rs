@@ -1102,6 +1102,30 @@ fn check_role(role: &str, profiles: &[String], snap: &Snapshot) -> Result<(), Ap
     Err(bad(format!("role `{role}` is not defined in any of the user's profiles (they define {defined})")))
 }
 
+/// Times in the API's input: RFC 3339 with an offset (as chrono reads it,
+/// which also takes a space for the `T`). A time without one
+/// (`2026-12-02T18:00:00`) is ambiguous between Japan and UTC, so it is
+/// refused, with an error that shows the form (chrono's own said only
+/// "premature end of input").
+mod rfc3339 {
+    use chrono::{DateTime, FixedOffset};
+    use serde::{Deserialize as _, Deserializer};
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<FixedOffset>, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|t| parse(&t)).transpose()
+    }
+
+    fn parse<E: serde::de::Error>(text: &str) -> Result<DateTime<FixedOffset>, E> {
+        text.trim().parse::<DateTime<FixedOffset>>().map_err(|_| {
+            E::custom(format!("`{text}` is not a time with its UTC offset, such as `2026-12-02T18:00:00+09:00`"))
+        })
+    }
+}
+
 fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
     ok.then_some(()).ok_or_else(|| bad(format!("{what} `{id}` must be 1-128 of letters, digits, `-_.@`")))
@@ -1207,6 +1231,7 @@ pub struct UserInput {
 #[serde(deny_unknown_fields)]
 pub struct FlagInput {
     pub reason: String,
+    #[serde(default, deserialize_with = "rfc3339::optional")]
     pub until: Option<DateTime<FixedOffset>>,
 }
 
@@ -1340,7 +1365,9 @@ pub struct GrantInput {
     /// The supervisor who ordered it; a supervisor's own token records itself.
     pub approver: Option<String>,
     pub reason: String,
+    #[serde(deserialize_with = "rfc3339::required")]
     pub start: DateTime<FixedOffset>,
+    #[serde(deserialize_with = "rfc3339::required")]
     pub end: DateTime<FixedOffset>,
 }
 
@@ -1349,7 +1376,9 @@ pub struct GrantInput {
 pub struct MaintenanceInput {
     pub profile: Option<String>,
     pub reason: String,
+    #[serde(deserialize_with = "rfc3339::required")]
     pub start: DateTime<FixedOffset>,
+    #[serde(deserialize_with = "rfc3339::required")]
     pub end: DateTime<FixedOffset>,
 }
 
@@ -1366,7 +1395,9 @@ pub struct AuditQuery {
     pub profile: Option<String>,
     pub decision: Option<Outcome>,
     pub request_id: Option<String>,
+    #[serde(default, deserialize_with = "rfc3339::optional")]
     pub since: Option<DateTime<FixedOffset>>,
+    #[serde(default, deserialize_with = "rfc3339::optional")]
     pub until: Option<DateTime<FixedOffset>>,
     pub offset: Option<u32>,
     pub limit: Option<u32>,
