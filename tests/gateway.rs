@@ -126,6 +126,19 @@ async fn each_policy_denial_names_its_reason() {
         assert_eq!(body["reason"], want);
         assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     }
+    // Every refusal's audit line names the address it came from, those
+    // refused before a profile was found (an unknown host) included.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let trail = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["decision"].is_string())
+        .collect();
+    assert!(lines.iter().any(|l| l["reason"] == "unknown_host"), "{trail}");
+    for line in &lines {
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+    }
     let allowed = client
         .get(gw.url("features.localhost", "/drive/file"))
         .header("device-attestation", staff.token("features.localhost"))

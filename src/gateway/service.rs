@@ -174,6 +174,10 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
 fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<Allowed, Refusal> {
     let gateway = &conn.worker.gateway;
     x.path = req.uri.path().to_owned();
+    // Until a profile says which proxies to believe, the peer is the client:
+    // a request refused before that (no `Host`, an unknown host) is still
+    // audited with the address it came from.
+    x.client = Some(conn.peer.ip());
     // Fail closed: a request that cannot be audited, or judged on a state
     // that could not be confirmed lately, is refused.
     let now = Utc::now();
