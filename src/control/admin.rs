@@ -1120,9 +1120,19 @@ mod rfc3339 {
     }
 
     fn parse<E: serde::de::Error>(text: &str) -> Result<DateTime<FixedOffset>, E> {
-        text.trim().parse::<DateTime<FixedOffset>>().map_err(|_| {
+        let text = text.trim();
+        text.parse::<DateTime<FixedOffset>>().ok().or_else(|| plus_lost_in_a_query(text)).ok_or_else(|| {
             E::custom(format!("`{text}` is not a time with its UTC offset, such as `2026-12-02T18:00:00+09:00`"))
         })
+    }
+
+    /// `?since=2026-12-02T18:00:00+09:00` typed into a URL arrives with a
+    /// space for the `+` (form encoding): a space before a final `HH:MM`
+    /// can only have been that plus.
+    fn plus_lost_in_a_query(text: &str) -> Option<DateTime<FixedOffset>> {
+        let (time, offset) = text.rsplit_once(' ')?;
+        let is_offset = offset.len() == 5 && offset.get(2..3) == Some(":");
+        is_offset.then(|| format!("{time}+{offset}").parse().ok()).flatten()
     }
 }
 
