@@ -440,6 +440,11 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
         body["error"].as_str().unwrap().contains("`2026-12-02T18:00:00` is not a time with its UTC offset"),
         "{body}"
     );
+    // A `+` typed into a query string arrives as a space; it is read back.
+    let (status, body) = gw.admin_call("GET", "/v1/audit?since=2026-01-01T00:00:00+09:00", ROOT_TOKEN, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = gw.admin_call("GET", "/v1/audit?since=yesterday", ROOT_TOKEN, None).await;
+    assert_eq!((status, body["error"].as_str().unwrap().contains("`yesterday` is not a time")), (400, true), "{body}");
     let (_, users) = gw.admin_call("GET", "/v1/users", ROOT_TOKEN, None).await;
     assert_eq!(users["users"].as_array().unwrap().len(), 0, "no refused write left anything behind");
     let (status, metrics) = gw.admin_call("GET", "/metrics", AUDITOR_TOKEN, None).await;
