@@ -102,6 +102,33 @@ async fn chunk_extensions_with_control_bytes_and_trailers_are_refused() {
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "two answers to one request: {answer}");
 }
 
+/// The guard and hyper count header fields alike: 100 fields are served,
+/// the 101st gets the gateway's own 400 (not hyper's error, and never a
+/// request hyper parsed past its limit).
+#[tokio::test]
+async fn a_head_of_100_header_fields_is_served_and_one_of_101_is_refused() {
+    let (up, _ws, gw) = setup("").await;
+    let p = gw.enrol("many", Enrol::default()).await;
+    let t = p.token("app.localhost");
+    // Six fields the gateway drops or replaces, so the upstream (hyper,
+    // also at 100) is sent fewer than 100 and serves the first request.
+    let head = |fields: usize| {
+        let filler: String = (0..fields - 6).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+        format!(
+            "GET /many HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.localhost\r\n{filler}Connection: close\r\n\r\n"
+        )
+    };
+    let served = exchange(&gw, head(100).as_bytes()).await;
+    assert!(served.starts_with("HTTP/1.1 200 "), "{served}");
+    assert_eq!(up.seen().len(), 1, "{:?}", up.seen());
+    let refused = exchange(&gw, head(101).as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");
+    assert!(refused.contains("more header fields than the gateway accepts"), "{refused}");
+    assert!(header(&refused, "sekisho-request-id").is_some(), "{refused}");
+    assert_eq!(up.seen().len(), 1, "the refused request reached the upstream: {:?}", up.seen());
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let (_up, _ws, gw) = setup("").await;

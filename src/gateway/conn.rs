@@ -215,7 +215,11 @@ async fn http1<S>(
         .half_close(true)
         .keep_alive(true)
         .header_read_timeout(None)
-        .max_headers(worker.gateway.settings.wire.max_headers + 8)
+        // The guard passes hyper only heads within this count, so hyper
+        // needs no margin above it; at hyper's default of 100 or under,
+        // hyper parses into arrays on the stack (above it, it allocated two
+        // 32-byte-per-header arrays for every request).
+        .max_headers(worker.gateway.settings.wire.max_headers)
         .max_buf_size(worker.gateway.settings.wire.max_head_bytes * 2);
     loop {
         if *drain.borrow() {
