@@ -119,8 +119,8 @@ fn optional(out: &mut String, value: Option<&str>) {
 /// any other goes through serde_json, the one escaper the trail trusts.
 pub fn string(out: &mut String, value: &str) {
     // Every byte is tested, with no early exit: the loop vectorises, and a
-    // value needing an escape is rare (the early-exit form took ~11
-    // instructions a byte, ~1.5k per audit line).
+    // value needing an escape is rare (the early-exit form took twice the
+    // instructions: ~850 per audit line against ~420, under callgrind).
     let plain = value.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
     if plain {
         out.push('"');
