@@ -721,6 +721,10 @@ async fn devices_import_in_bulk_all_or_nothing() {
     // One clash (an id already registered) refuses the whole batch.
     let clash = batch(vec![entry("asset-001", 1), entry(&taro.device, 2)]);
     assert_eq!(gw.admin_call("POST", "/v1/devices/import", ROOT_TOKEN, Some(clash)).await.0, 409);
+    let twice = batch(vec![entry("asset-001", 1), entry("asset-001", 1)]);
+    let (status, body) = gw.admin_call("POST", "/v1/devices/import", ROOT_TOKEN, Some(twice)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`asset-001` is listed more than once"), "{body}");
     let (status, _) =
         gw.admin_call("POST", "/v1/devices/import", GENERAL_TOKEN, Some(batch(vec![entry("x", 3)]))).await;
     assert_eq!(status, 403, "importing is the system manager's");

@@ -593,6 +593,12 @@ impl Admin {
         }
         let devices =
             input.devices.into_iter().map(|d| d.into_device(DeviceStatus::Approved)).collect::<Result<Vec<_>, _>>()?;
+        // Said as what it is: the store would call the second one
+        // "already registered", by the first one of the same batch.
+        let mut ids = std::collections::HashSet::new();
+        if let Some(twice) = devices.iter().find(|d| !ids.insert(d.id.as_str())) {
+            return Err(bad(format!("device `{}` is listed more than once in this import", twice.id)));
+        }
         let target = format!("{} devices", devices.len());
         let (_, v) = self.commit(caller, Change::ImportDevices(devices), "device.import", &target, &reason).await?;
         Ok((StatusCode::CREATED, v))
