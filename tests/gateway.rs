@@ -440,6 +440,37 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
         body["error"].as_str().unwrap().contains("`2026-12-02T18:00:00` is not a time with its UTC offset"),
         "{body}"
     );
+    // A window naming no profile that exists, or already over, would be
+    // stored and change nothing: both are refused.
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let much_later = (chrono::Utc::now() + chrono::Duration::days(31)).to_rfc3339();
+    for (path, body, want) in [
+        (
+            "/v1/maintenance",
+            json!({"profile": "ap", "reason": "r", "start": later, "end": much_later}),
+            "profile `ap` does not exist",
+        ),
+        (
+            "/v1/overtime",
+            json!({"user": "x", "approver": "a", "profile": "ap", "reason": "r", "start": later, "end": much_later}),
+            "profile `ap` does not exist",
+        ),
+        (
+            "/v1/maintenance",
+            json!({"reason": "r", "start": "2020-01-01T18:00:00+09:00", "end": "2020-01-01T20:00:00+09:00"}),
+            "`end` is already past",
+        ),
+        (
+            "/v1/overtime",
+            json!({"user": "x", "approver": "a", "reason": "r", "start": "2020-01-01T18:00:00+09:00", "end": "2020-01-01T20:00:00+09:00"}),
+            "`end` is already past",
+        ),
+    ] {
+        let (status, answer) = gw.admin_call("POST", path, ROOT_TOKEN, Some(body)).await;
+        assert_eq!((status, answer["error"].as_str().unwrap().contains(want)), (400, true), "{path}: {answer}");
+    }
+    let (_, windows) = gw.admin_call("GET", "/v1/maintenance", ROOT_TOKEN, None).await;
+    assert_eq!(windows["windows"].as_array().unwrap().len(), 0, "{windows}");
     // A `+` typed into a query string arrives as a space; it is read back.
     let (status, body) = gw.admin_call("GET", "/v1/audit?since=2026-01-01T00:00:00+09:00", ROOT_TOKEN, None).await;
     assert_eq!(status, 200, "{body}");

@@ -749,15 +749,23 @@ impl Admin {
         Ok(taken.bundle)
     }
 
+    /// A profile an action names must exist: a typo would otherwise be
+    /// stored and apply to nothing (a maintenance window, an overtime grant
+    /// or a stop that never takes effect).
+    fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
+        match profile {
+            Some(p) if self.shared.snapshot().rules.profile(p).is_none() => {
+                Err(bad(format!("profile `{p}` does not exist")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Stops (`on`) or resumes everything, or one profile (第6条第4項).
     pub async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
         allow(caller, Action::EmergencyStop)?;
         let reason = non_empty(input.reason)?;
-        if let Some(p) = &input.profile {
-            if self.shared.snapshot().rules.profile(p).is_none() {
-                return Err(bad(format!("profile `{p}` does not exist")));
-            }
-        }
+        self.check_profile(input.profile.as_deref())?;
         let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
         let stop = on.then(|| Stop { reason: reason.clone(), since: Utc::now() });
         let action = if on { "emergency_stop.on" } else { "emergency_stop.off" };
@@ -788,6 +796,7 @@ impl Admin {
     pub async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
         allow(caller, Action::ManageOvertime)?;
         let (start, end) = window(input.start, input.end)?;
+        self.check_profile(input.profile.as_deref())?;
         let reason = non_empty(input.reason)?;
         let grantee = match (input.user, input.department) {
             (Some(u), None) => Grantee::User(u),
@@ -929,6 +938,7 @@ impl Admin {
     pub async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
         allow(caller, Action::ManageMaintenance)?;
         let (start, end) = window(input.start, input.end)?;
+        self.check_profile(input.profile.as_deref())?;
         let reason = non_empty(input.reason)?;
         let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
         let m = MaintenanceWindow { id: 0, profile: input.profile, reason: reason.clone(), start, end };
@@ -1154,6 +1164,10 @@ fn window(
     let (start, end) = (start.with_timezone(&Utc), end.with_timezone(&Utc));
     if end <= start {
         return Err(bad("`end` must be after `start`"));
+    }
+    // A window that is over would be stored and change nothing.
+    if end <= Utc::now() {
+        return Err(bad("`end` is already past"));
     }
     Ok((start, end))
 }
