@@ -509,9 +509,7 @@ impl Admin {
         allow(caller, Action::PutUser)?;
         check_id(id, "user id")?;
         let snap = self.shared.snapshot();
-        if let Some(unknown) = input.profiles.iter().find(|p| snap.rules.profile(p).is_none()) {
-            return Err(bad(format!("profile `{unknown}` does not exist")));
-        }
+        input.profiles.iter().try_for_each(|p| check_profile(&snap, Some(p)))?;
         if input.role.trim().is_empty() || input.display_name.trim().is_empty() {
             return Err(bad("`role` and `display_name` must not be empty"));
         }
@@ -749,23 +747,11 @@ impl Admin {
         Ok(taken.bundle)
     }
 
-    /// A profile an action names must exist: a typo would otherwise be
-    /// stored and apply to nothing (a maintenance window, an overtime grant
-    /// or a stop that never takes effect).
-    fn check_profile(&self, profile: Option<&str>) -> Result<(), ApiError> {
-        match profile {
-            Some(p) if self.shared.snapshot().rules.profile(p).is_none() => {
-                Err(bad(format!("profile `{p}` does not exist")))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Stops (`on`) or resumes everything, or one profile (第6条第4項).
     pub async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
         allow(caller, Action::EmergencyStop)?;
         let reason = non_empty(input.reason)?;
-        self.check_profile(input.profile.as_deref())?;
+        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
         let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
         let stop = on.then(|| Stop { reason: reason.clone(), since: Utc::now() });
         let action = if on { "emergency_stop.on" } else { "emergency_stop.off" };
@@ -796,7 +782,7 @@ impl Admin {
     pub async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
         allow(caller, Action::ManageOvertime)?;
         let (start, end) = window(input.start, input.end)?;
-        self.check_profile(input.profile.as_deref())?;
+        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
         let reason = non_empty(input.reason)?;
         let grantee = match (input.user, input.department) {
             (Some(u), None) => Grantee::User(u),
@@ -878,9 +864,7 @@ impl Admin {
 
     /// The profile and app of a register path, both checked.
     fn app_key(&self, profile: &str, app: &str) -> Result<(String, u64), ApiError> {
-        if self.shared.snapshot().rules.profile(profile).is_none() {
-            return Err(bad(format!("profile `{profile}` does not exist")));
-        }
+        check_profile(&self.shared.snapshot(), Some(profile))?;
         let id = app.parse::<u64>().ok().filter(|a| i64::try_from(*a).is_ok());
         let id = id.ok_or_else(|| bad(format!("app `{app}` is not an app id (a number)")))?;
         Ok((profile.to_owned(), id))
@@ -938,7 +922,7 @@ impl Admin {
     pub async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
         allow(caller, Action::ManageMaintenance)?;
         let (start, end) = window(input.start, input.end)?;
-        self.check_profile(input.profile.as_deref())?;
+        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
         let reason = non_empty(input.reason)?;
         let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
         let m = MaintenanceWindow { id: 0, profile: input.profile, reason: reason.clone(), start, end };
@@ -1099,6 +1083,16 @@ fn allowed_methods(seg: &[&str]) -> Option<&'static str> {
         | ["v1", "rules", "reload"] => "POST",
         _ => return None,
     })
+}
+
+/// A profile an action names must exist: a typo would otherwise be stored
+/// and apply to nothing (a user's access, a maintenance window, an overtime
+/// grant, a stop, an app's stage).
+fn check_profile(snap: &Snapshot, profile: Option<&str>) -> Result<(), ApiError> {
+    match profile {
+        Some(p) if snap.rules.profile(p).is_none() => Err(bad(format!("profile `{p}` does not exist"))),
+        _ => Ok(()),
+    }
 }
 
 /// A user's role must be one a profile of theirs defines: the engine
