@@ -71,3 +71,15 @@ fn a_store_section_that_cannot_be_right_is_refused_with_what_to_do() {
         assert!(message.contains(want), "{store:?}: {message}");
     }
 }
+
+#[test]
+fn hex_is_two_lowercase_digits_per_byte_at_any_length() {
+    let bytes: Vec<u8> = (0..=255u8).chain(0..=40).collect();
+    for n in [0, 1, 31, 32, 33, 64, bytes.len()] {
+        let want: String = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::hex(&bytes[..n]), want);
+        let mut appended = String::from("x");
+        super::push_hex(&mut appended, &bytes[..n]);
+        assert_eq!(appended, format!("x{want}"));
+    }
+}

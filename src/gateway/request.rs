@@ -198,13 +198,20 @@ pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
 /// but the names to remove.
 fn strip(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     let connection = headers.get_all(http::header::CONNECTION);
+    let tokens = || connection.iter().flat_map(|v| v.as_bytes().split(|b| *b == b',')).map(<[u8]>::trim_ascii);
+    // Most `Connection` headers list nothing that is not going anyway
+    // (`keep-alive`): then no name needs comparing with the tokens.
+    let lists_more = tokens().any(|t| {
+        !(t.is_empty()
+            || t.eq_ignore_ascii_case(b"upgrade")
+            || t.eq_ignore_ascii_case(b"connection")
+            || std::str::from_utf8(t).is_ok_and(&doomed))
+    });
     let listed = |name: &str| {
-        name != "upgrade"
+        lists_more
+            && name != "upgrade"
             && name != "connection"
-            && connection
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            && tokens().any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     };
     let names: Vec<HeaderName> =
         headers.keys().filter(|name| doomed(name.as_str()) || listed(name.as_str())).cloned().collect();

@@ -114,16 +114,23 @@ impl Pool {
         // request's future, which is moved per request and which hyper keeps
         // for the connection's life.
         let port = target.route.upstream.port;
-        let addr = match self.cached(name, port) {
+        // One clock read for the name's and the idle connection's age (read
+        // again after a lookup, which may take a while).
+        let mut now = Instant::now();
+        let addr = match self.cached(name, port, now) {
             Some(addr) => addr,
-            None => Box::pin(self.resolve(name, port)).await?,
+            None => {
+                let addr = Box::pin(self.resolve(name, port)).await?;
+                now = Instant::now();
+                addr
+            }
         };
         let key = (addr, target.tls.pool);
         let timeout = Duration::from_secs(u64::from(target.route.timeout_secs.get()));
         // Pinned here, in this frame: moved into `answer_within`, it would
         // take its size twice in every request's future.
         let exchange = std::pin::pin!(async {
-            let req = match self.checkout(key, target.websocket) {
+            let req = match self.checkout(key, target.websocket, now) {
                 Some(sender) => match try_send(sender, req, target).await {
                     Ok(done) => return Ok(done),
                     // Closed before the request was written: once more, fresh.
@@ -177,7 +184,7 @@ impl Pool {
         self.http2.borrow_mut().retain(|_, s| !s.is_closed());
     }
 
-    fn checkout(&self, key: Key, websocket: bool) -> Option<Sender> {
+    fn checkout(&self, key: Key, websocket: bool, now: Instant) -> Option<Sender> {
         if websocket {
             return None;
         }
@@ -186,9 +193,8 @@ impl Pool {
         }
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
-        let now = Instant::now();
         while let Some((sender, since)) = list.pop() {
-            if sender.is_ready() && now.duration_since(since) < IDLE_TIMEOUT {
+            if sender.is_ready() && now.saturating_duration_since(since) < IDLE_TIMEOUT {
                 return Some(Sender::Http1(sender));
             }
         }
@@ -225,13 +231,13 @@ impl Pool {
     }
 
     /// An address literal, or a name resolved within `DNS_TTL`.
-    fn cached(&self, host: &str, port: u16) -> Option<SocketAddr> {
+    fn cached(&self, host: &str, port: u16, now: Instant) -> Option<SocketAddr> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return Some(SocketAddr::new(ip, port));
         }
         let dns = self.dns.borrow();
         let (_, _, addr, at) = dns.iter().find(|(h, p, _, _)| h == host && *p == port)?;
-        (at.elapsed() < DNS_TTL).then_some(*addr)
+        (now.saturating_duration_since(*at) < DNS_TTL).then_some(*addr)
     }
 
     async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
