@@ -174,6 +174,36 @@ async fn a_trusted_proxy_forwarded_address_decides_the_network() {
 }
 
 #[tokio::test]
+async fn an_ipv4_client_of_a_dual_stack_listener_is_judged_and_audited_by_its_ipv4_address() {
+    let (up, ws) = (Upstream::start().await, WsUpstream::start().await);
+    let gw = Gateway::start_dual_stack(&up, &ws).await;
+    let carol = gw.enrol("carol", Enrol::default()).await;
+    // On the `[::]` socket the peer is `::ffff:127.0.0.1`; app.localhost
+    // trusts 127.0.0.0/8.
+    assert_eq!(gw.get_as(&carol, "app.localhost", "/").await.status(), 200);
+    // office.localhost trusts 10.0.0.0/8 and believes the proxy 127.0.0.1.
+    let call = |xff: &'static str| {
+        gw.client()
+            .get(gw.url("office.localhost", "/"))
+            .header("device-attestation", carol.token("office.localhost"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    assert_eq!(call("10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(call("::ffff:10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(reason(&call("::ffff:203.0.113.5").await.unwrap()).as_deref(), Some("untrusted_network"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let trail = std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap();
+    let clients: Vec<String> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["profile"] == "app" || v["profile"] == "office")
+        .map(|v| v["client"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(clients, ["127.0.0.1", "10.1.2.3", "10.1.2.3", "203.0.113.5"]);
+}
+
+#[tokio::test]
 async fn posture_claims_below_the_profile_minimums_are_denied() {
     let (_up, _ws, gw) = setup().await;
     let mut dave = gw.enrol("dave", Enrol::default()).await;

@@ -69,8 +69,12 @@ struct Posture<'a> {
 
 /// The client address: the TCP peer, unless the peer is a trusted proxy;
 /// then `X-Forwarded-For` is walked right to left past trusted proxies.
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.5`, from a dual-stack
+/// socket or a proxy that writes them) is its IPv4 address: the rules'
+/// networks hold IPv4 networks as IPv4.
 pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>) -> ClientAddr {
     let trusted = |a: &IpAddr| network.trusted_proxies.iter().any(|n| n.contains(a));
+    let peer = peer.to_canonical();
     if !trusted(&peer) {
         return ClientAddr::Known(peer);
     }
@@ -79,7 +83,7 @@ pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>)
     };
     let mut last = peer;
     for hop in chain.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
             Ok(addr) if trusted(&addr) => last = addr,
             Ok(addr) => return ClientAddr::Known(addr),
             Err(_) => return ClientAddr::Unresolvable,

@@ -334,6 +334,26 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
 }
 
 #[test]
+fn an_ipv4_mapped_address_is_its_ipv4_address() {
+    let w = world();
+    let net = &w.profile.network;
+    let ip = |s: &str| s.parse().unwrap();
+    // An IPv4 client of a dual-stack (`[::]`) socket, directly or behind a
+    // trusted proxy, and a proxy that writes mapped hops.
+    assert_eq!(client_addr(net, ip("::ffff:10.0.0.9"), None), ClientAddr::Known(ip("10.0.0.9")));
+    assert_eq!(client_addr(net, ip("::ffff:192.0.2.1"), Some("10.0.0.7")), ClientAddr::Known(ip("10.0.0.7")));
+    assert_eq!(client_addr(net, ip("192.0.2.1"), Some("::ffff:10.0.0.7")), ClientAddr::Known(ip("10.0.0.7")));
+    assert_eq!(
+        client_addr(net, ip("192.0.2.1"), Some("10.0.0.7, ::ffff:192.0.2.1")),
+        ClientAddr::Known(ip("10.0.0.7")),
+        "a mapped trusted proxy is walked past"
+    );
+    for (addr, want) in [("::ffff:10.255.0.1", None), ("::ffff:192.168.1.1", Some(DenyReason::UntrustedNetwork))] {
+        assert_eq!(w.decide_with(&claims(tuesday()), "GET", addr, tuesday()).deny_reason(), want, "{addr}");
+    }
+}
+
+#[test]
 fn any_network_is_accepted_when_the_profile_says_so() {
     let mut w = world();
     w.profile.network.trusted = Trusted::Any;

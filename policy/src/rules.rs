@@ -411,6 +411,7 @@ impl Profile {
 
 impl Network {
     pub fn is_trusted(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
         match &self.trusted {
             Trusted::Any => true,
             Trusted::Cidrs(nets) => nets.iter().any(|n| n.contains(&addr)),
@@ -959,7 +960,9 @@ impl TryFrom<String> for NetSpec {
     }
 }
 
-/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address. An
+/// IPv4-mapped one (`::ffff:10.0.0.0/104`) is held as the IPv4 network it
+/// names, as client addresses are (see `engine::client_addr`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "String")]
 struct IpNetSpec(IpNet);
@@ -971,11 +974,23 @@ impl TryFrom<String> for IpNetSpec {
             if net.trunc() != net {
                 return Err(format!("network `{s}` has host bits set; did you mean `{}`?", net.trunc()));
             }
-            return Ok(IpNetSpec(net));
+            return Ok(IpNetSpec(unmapped(net)));
         }
         s.parse::<IpAddr>()
-            .map(|a| IpNetSpec(IpNet::from(a)))
+            .map(|a| IpNetSpec(unmapped(IpNet::from(a))))
             .map_err(|_| format!("invalid network `{s}`: expected a CIDR such as `10.0.0.0/8` or `any`"))
+    }
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as `a.b.c.d/(n − 96)`; any other network as it is.
+fn unmapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        _ => net,
     }
 }
 

@@ -61,6 +61,16 @@ fn typos_are_errors_with_file_line_and_column() {
 }
 
 #[test]
+fn ipv4_mapped_networks_are_held_as_the_ipv4_networks_they_name() {
+    let nets = r#"trusted = ["::ffff:10.0.0.0/104", "::ffff:192.0.2.7", "2001:db8::/32", "::/0"]
+trusted_proxies = ["::ffff:127.0.0.1"]"#;
+    let p = Profile::parse("x.toml", &MINIMAL.replace(r#"trusted = ["any"]"#, nets)).unwrap();
+    let want: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::/0"].map(|n| n.parse().unwrap()).into();
+    assert_eq!(p.network.trusted, Trusted::Cidrs(want));
+    assert_eq!(p.network.trusted_proxies, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
+}
+
+#[test]
 fn invalid_values_name_the_value_and_its_line() {
     let cases = [
         (MINIMAL.replace(r#"trusted = ["any"]"#, r#"trusted = ["10.0.0.0/33"]"#), 17, "10.0.0.0/33"),

@@ -76,6 +76,10 @@ async fn accept(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                // On a dual-stack listener (`[::]`) an IPv4 client arrives as
+                // `::ffff:a.b.c.d`: it is that IPv4 address to the admission
+                // limit, the rules, the rate limits and the audit trail.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let (worker, drain) = (worker.clone(), drain.clone());
                 tokio::task::spawn_local(serve(worker, tcp, peer, tls, drain));
             }

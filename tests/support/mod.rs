@@ -432,6 +432,8 @@ pub struct Gateway {
     /// The gateway's own PostgreSQL cluster when the whole suite runs on
     /// PostgreSQL (`SEKISHO_TEST_STORE=postgres`).
     own_cluster: Option<postgres::Cluster>,
+    /// The client listeners bind `[::]` (see [`Gateway::start_dual_stack`]).
+    dual_stack: bool,
 }
 
 pub const PROFILES: [&str; 7] = ["app", "ws", "office", "hours", "expired", "features", "kintone"];
@@ -446,7 +448,14 @@ impl Gateway {
 
     /// Starts with extra sections appended to the gateway configuration.
     pub async fn start_with(upstream: &Upstream, ws: &WsUpstream, extra_config: &str) -> Gateway {
-        Gateway::start_full(upstream, ws, "", extra_config, &[]).await
+        Gateway::start_full(upstream, ws, "", extra_config, &[], false).await
+    }
+
+    /// Starts with its HTTPS and HTTP listeners on every address of both
+    /// families (`[::]:port`, dual-stack): IPv4 clients arrive as
+    /// `::ffff:a.b.c.d`. Tests still connect to `127.0.0.1`.
+    pub async fn start_dual_stack(upstream: &Upstream, ws: &WsUpstream) -> Gateway {
+        Gateway::start_full(upstream, ws, "", "", &[], true).await
     }
 
     /// Starts with extra configuration and extra environment variables.
@@ -456,13 +465,13 @@ impl Gateway {
         extra_config: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
-        Gateway::start_full(upstream, ws, "", extra_config, env).await
+        Gateway::start_full(upstream, ws, "", extra_config, env, false).await
     }
 
     /// Starts with `gateway_lines` added to `[gateway]` (`state_max_age_secs = 2`)
     /// and extra sections appended to the configuration.
     pub async fn start_tuned(upstream: &Upstream, ws: &WsUpstream, gateway_lines: &str, extra_config: &str) -> Gateway {
-        Gateway::start_full(upstream, ws, gateway_lines, extra_config, &[]).await
+        Gateway::start_full(upstream, ws, gateway_lines, extra_config, &[], false).await
     }
 
     async fn start_full(
@@ -471,6 +480,7 @@ impl Gateway {
         gateway_lines: &str,
         extra_config: &str,
         env: &[(&str, &str)],
+        dual_stack: bool,
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -486,6 +496,7 @@ impl Gateway {
             ws: ws.addr,
             env,
             own_cluster: None,
+            dual_stack,
         };
         let mut extra_config = extra_config.to_owned();
         if std::env::var("SEKISHO_TEST_STORE").is_ok_and(|v| v == "postgres") && !extra_config.contains("[store]") {
@@ -508,6 +519,14 @@ impl Gateway {
         }
         gw.spawn().await;
         gw
+    }
+
+    /// Where a client listener binds: `addr`, or its port on every address.
+    fn listen(&self, addr: SocketAddr) -> String {
+        match self.dual_stack {
+            true => format!("[::]:{}", addr.port()),
+            false => addr.to_string(),
+        }
     }
 
     fn write_files(&self, gateway_lines: &str, extra_config: &str) {
@@ -547,8 +566,8 @@ tokens = [
   {{ name = "soumu-kacho", roles = ["supervisor"], department = "総務課", sha256 = "{supervisor}" }},
 ]
 "#,
-            https = self.https,
-            http = self.http,
+            https = self.listen(self.https),
+            http = self.listen(self.http),
             admin = self.admin,
             root = hash(ROOT_TOKEN),
             auditor = hash(AUDITOR_TOKEN),
