@@ -1,11 +1,12 @@
 //! Rate limits: per client address (before any signature work), per user,
-//! and for failed admin authentications. Keyed governor limiters; their maps
+//! and for failed admin authentications. An IPv6 client is limited by its
+//! /64 ([`client_key`]). Keyed governor limiters; their maps
 //! never shrink by themselves, so `Limiters::prune` runs every minute to
 //! keep rotating keys from exhausting memory. Never blocks: a request over
 //! its limit is answered 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ impl Limiters {
 
     /// `Err(seconds to wait)` when the client address is over its limit.
     pub fn client(&self, addr: IpAddr) -> Result<(), u64> {
-        self.by_client.check_key(&addr).map_err(wait_secs)
+        self.by_client.check_key(&client_key(addr)).map_err(wait_secs)
     }
 
     pub fn user(&self, user: &str) -> Result<(), u64> {
@@ -51,6 +52,7 @@ impl Limiters {
     /// Counts one failed admin authentication; past the limit the address
     /// is locked out, even for a right token, until its attempts recover.
     pub fn admin_failure(&self, addr: IpAddr) {
+        let addr = client_key(addr);
         if let Err(secs) = self.admin_failures.check_key(&addr).map_err(wait_secs) {
             if let Ok(mut locked) = self.admin_locked.lock() {
                 locked.insert(addr, Instant::now() + Duration::from_secs(secs));
@@ -61,7 +63,7 @@ impl Limiters {
     /// `Some(seconds)` while `addr` is locked out of the admin API.
     pub fn admin_locked(&self, addr: IpAddr) -> Option<u64> {
         let locked = self.admin_locked.lock().ok()?;
-        let until = locked.get(&addr)?;
+        let until = locked.get(&client_key(addr))?;
         let left = until.saturating_duration_since(Instant::now());
         (!left.is_zero()).then(|| left.as_secs().max(1))
     }
@@ -78,6 +80,18 @@ impl Limiters {
             let now = Instant::now();
             locked.retain(|_, until| *until > now);
         }
+    }
+}
+
+/// The key a client address is limited under: an IPv4 address itself, an
+/// IPv6 address its /64. A host usually holds a whole /64 (SLAAC, privacy
+/// addresses) and can take a fresh address from it for every connection,
+/// so per address it would never meet a limit; an IPv4-mapped address is
+/// its IPv4 address.
+pub fn client_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -110,6 +124,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         l.prune();
         assert_eq!((l.by_client.len(), l.by_user.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_slash_64() {
+        let l = Limiters::new(&limits(5, 1000));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Rotating through its own /64 gains a client nothing.
+        let passed = (1..=100u32).filter(|i| l.client(ip(&format!("2001:db8:1:2::{i:x}"))).is_ok()).count();
+        assert_eq!(passed, 10, "a burst of twice the rate for the whole /64");
+        assert!(l.client(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_err());
+        assert!(l.client(ip("2001:db8:1:3::1")).is_ok(), "the next /64 is another client");
+        assert!(l.client(ip("10.0.0.1")).is_ok() && l.client(ip("10.0.0.2")).is_ok(), "IPv4: per address");
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn an_admin_lockout_holds_for_the_whole_slash_64() {
+        let l = Limiters::new(&Limits {
+            admin_failures_per_minute: std::num::NonZeroU32::new(3).unwrap(),
+            ..limits(1000, 1000)
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 1..=10u32 {
+            l.admin_failure(ip(&format!("2001:db8::{i}")));
+        }
+        assert!(l.admin_locked(ip("2001:db8::beef")).is_some(), "another address of the same /64");
+        assert!(l.admin_locked(ip("2001:db8:0:1::1")).is_none());
     }
 
     #[test]

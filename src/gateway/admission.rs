@@ -1,6 +1,7 @@
 //! Admission of connections: at most `connections_per_client` open at once
-//! per client address. Touched once per connection, never per request, in
-//! shards so that accepting on one worker rarely waits for another.
+//! per client address (an IPv6 client's /64, as the rate limits key it).
+//! Touched once per connection, never per request, in shards so that
+//! accepting on one worker rarely waits for another.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ pub struct Slot<'a> {
 impl OpenConns {
     /// A place for one more connection from `ip`, unless it has `cap` open.
     pub fn admit(&self, ip: IpAddr, cap: u32) -> Option<Slot<'_>> {
+        let ip = crate::limits::client_key(ip);
         let mut shard = self.shard(ip);
         let n = shard.entry(ip).or_insert(0);
         if *n >= cap {
@@ -67,5 +69,17 @@ mod tests {
         assert!(conns.admit("10.0.0.2".parse().unwrap(), 2).is_some(), "another address has its own places");
         drop(first);
         assert!(conns.admit(ip, 2).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_has_the_places_of_its_slash_64() {
+        let conns = OpenConns::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let held: Vec<_> = ["2001:db8::1", "2001:db8::2"].iter().filter_map(|a| conns.admit(ip(a), 2)).collect();
+        assert_eq!(held.len(), 2);
+        assert!(conns.admit(ip("2001:db8::3"), 2).is_none(), "a third address of the /64 is over the cap");
+        assert!(conns.admit(ip("2001:db8:0:1::1"), 2).is_some(), "another /64 has its own places");
+        drop(held);
+        assert!(conns.admit(ip("2001:db8::3"), 2).is_some(), "places come back to the /64");
     }
 }
