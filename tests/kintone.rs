@@ -51,6 +51,35 @@ async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
 }
 
 #[tokio::test]
+async fn a_my_number_in_a_search_or_a_path_is_refused_and_never_written_down() {
+    let (up, _ws, gw, sato) = setup().await;
+    let get =
+        |target: String| gw.client().get(gw.url(HOST, &target)).header("device-attestation", sato.token(HOST)).send();
+    let dashed = format!("{}-{}-{}", &MY_NUMBER[..4], &MY_NUMBER[4..8], &MY_NUMBER[8..]);
+    // A record search by number, and a number as a path segment.
+    let search = format!("/k/v1/records.json?app=1&query=kojin%20%3D%20%22{dashed}%22");
+    let in_path = format!("/k/v1/kojin/{MY_NUMBER}");
+    for target in [search, in_path] {
+        let resp = get(target.clone()).await.unwrap();
+        assert_eq!(
+            (resp.status().as_u16(), reason(&resp).as_deref()),
+            (403, Some("specific_personal_information")),
+            "{target}"
+        );
+    }
+    assert!(up.seen().is_empty(), "nothing reached kintone: {:?}", up.seen());
+    let ordinary = get("/k/v1/records.json?app=1&query=kojin%20%3D%20%22123456789019%22".into()).await.unwrap();
+    assert_eq!(ordinary.status(), 200, "a wrong check digit is not a My Number");
+
+    let lines = gw.audit_lines("sato").await;
+    let refused: Vec<_> = lines.iter().filter(|l| l["reason"] == "specific_personal_information").collect();
+    assert_eq!(refused.len(), 2, "{lines:?}");
+    assert!(refused.iter().all(|l| l["path"].as_str().is_some_and(|p| p.starts_with("(withheld"))), "{refused:?}");
+    let everything = format!("{}{}", std::fs::read_to_string(gw.path("data/audit.jsonl")).unwrap(), gw.log());
+    assert!(!everything.contains(MY_NUMBER) && !everything.contains(&dashed), "the number was written down");
+}
+
+#[tokio::test]
 async fn a_my_number_deep_in_a_large_streamed_upload_aborts_it() {
     let (up, _ws, gw, sato) = setup().await;
     let mut body = vec![b'a'; 3 << 20];

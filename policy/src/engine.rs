@@ -124,6 +124,7 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     let (user, role) = check_user(profile, state, device, now).map_err(|d| d.for_user(&device.owner, &device.id))?;
     let basis = check_posture(profile, role, device, &posture, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
+        .and_then(|()| check_target_my_number(profile, facts.path, facts.query))
         .and_then(|()| check_admin_path(profile, &user.role, facts.method, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
@@ -579,6 +580,25 @@ pub fn check_body(
         )),
         _ => Ok(()),
     }
+}
+
+/// The request target of a profile that forbids 個人番号 (Abiko 5.(2)): a
+/// number in the path or the query reaches the SaaS as surely as one in a
+/// body (a record search by number). Read as a body is, except that a
+/// field code counts wherever it stands (kintone's query language names
+/// fields bare: `CODE = "…"`). This is the only 個人番号 refusal `decide` makes, and
+/// the adapter must not write the target of a request refused for it (the
+/// page says the content was not recorded).
+fn check_target_my_number(profile: &Profile, path: &str, query: Option<&str>) -> Result<(), Deny> {
+    let Some(rules) = &profile.my_number else { return Ok(()) };
+    let mut scanner = crate::mynumber::Scanner::new(rules.target_keywords.clone());
+    check_body(profile, &mut scanner, path.as_bytes(), false)?;
+    match query {
+        Some(q) => check_body(profile, &mut scanner, b"?", false)
+            .and_then(|()| check_body(profile, &mut scanner, q.as_bytes(), true)),
+        None => check_body(profile, &mut scanner, b"", true),
+    }
+    .map_err(|d| Deny { rule: format!("{} (request target)", d.rule).into(), ..d })
 }
 
 /// What the audit line says of a body that passed with a low-confidence

@@ -92,13 +92,22 @@ pub struct Keywords {
 
 impl Keywords {
     pub fn new(fields: &[String]) -> Result<Keywords, String> {
+        Keywords::build(fields, |f| vec![format!("\"{f}\""), format!("&{f}=")])
+    }
+
+    /// For a request target, where a field code may stand bare (kintone's
+    /// query language: `CODE = "…"`, `CODE in (…)`): any occurrence counts.
+    pub fn for_target(fields: &[String]) -> Result<Keywords, String> {
+        Keywords::build(fields, |f| vec![f.to_owned()])
+    }
+
+    fn build(fields: &[String], forms: impl Fn(&str) -> Vec<String>) -> Result<Keywords, String> {
         let mut texts: Vec<String> = KEYWORDS.iter().map(|k| (*k).to_owned()).collect();
         for f in fields {
             if f.is_empty() || f.contains(['"', '=', '&']) {
                 return Err(format!("field code `{f}` must be non-empty without `\"`, `=` or `&`"));
             }
-            texts.push(format!("\"{f}\""));
-            texts.push(format!("&{f}="));
+            texts.extend(forms(f));
         }
         let dfa = DFA::builder()
             .ascii_case_insensitive(true)

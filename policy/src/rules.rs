@@ -73,6 +73,8 @@ pub struct Profile {
 pub struct MyNumberRules {
     /// Built-in keywords plus the profile's kintone field codes.
     pub keywords: Arc<crate::mynumber::Keywords>,
+    /// The same for a request target, where field codes stand bare.
+    pub target_keywords: Arc<crate::mynumber::Keywords>,
     /// What a low-confidence finding (the check digit alone) does.
     pub low: LowConfidence,
 }
@@ -790,8 +792,11 @@ fn convert_content(c: RawContent) -> Result<Option<MyNumberRules>, String> {
         return Ok(None);
     }
     let keywords = crate::mynumber::Keywords::new(&c.my_number_fields).map_err(|e| format!("[content] {e}"))?;
+    let target_keywords =
+        crate::mynumber::Keywords::for_target(&c.my_number_fields).map_err(|e| format!("[content] {e}"))?;
     Ok(Some(MyNumberRules {
         keywords: Arc::new(keywords),
+        target_keywords: Arc::new(target_keywords),
         low: c.my_number_low_confidence.unwrap_or(LowConfidence::Record),
     }))
 }

@@ -294,6 +294,43 @@ fn abiko_5_2_my_number_never_enters_kintone() {
 }
 
 #[test]
+fn abiko_5_2_a_my_number_in_the_request_target_never_reaches_kintone() {
+    let w = city();
+    let at = tue(10, 0);
+    let search =
+        |query: &'static str| Req { query: Some(query), ..Req::get(K, "/k/v1/records.json", "shokuin-pc", at) };
+    // A record search by number, as a browser or a script encodes it.
+    let by_field = "app=12&query=mynumber%20%3D%20%22123456789018%22";
+    let by_keyword = "app=12&query=%E3%83%9E%E3%82%A4%E3%83%8A%E3%83%B3%E3%83%90%E3%83%BC+%3D+%221234-5678-9018%22";
+    let wide = "app=12&query=kojin_bangou%3D%22%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96%EF%BC%97%EF%BC%98%EF%BC%99%EF%BC%90%EF%BC%91%EF%BC%98%22";
+    for query in [by_field, by_keyword, wide] {
+        let deny = w.deny(&search(query)).unwrap();
+        assert_eq!(deny.reason, DenyReason::SpecificPersonalInformation, "{query}");
+        assert!(deny.rule.ends_with("(request target)"), "{}", deny.rule);
+        assert_eq!(deny.user.as_deref(), Some("shokuin"), "the refusal names who sent it");
+    }
+    let in_path = Req::get(K, "/k/v1/record.json/mynumber/123456789018", "shokuin-pc", at);
+    assert_eq!(w.decide(&in_path), Some(DenyReason::SpecificPersonalInformation));
+    // Not a 個人番号: a wrong check digit, a record id, an ordinary search.
+    for query in
+        ["app=12&query=mynumber%20%3D%20%22123456789019%22", "app=12&id=123456789018", "app=12&query=limit%2010"]
+    {
+        assert_eq!(w.decide(&search(query)), None, "{query}");
+    }
+    // A field code stands bare in kintone's query language.
+    let mut w = w;
+    w.edit_rules("abiko-kintone.toml", r#""mynumber"]"#, r#""mynumber", "shikibetsu"]"#);
+    let bare = "app=12&query=shikibetsu%20in%20(%22123456789018%22)";
+    assert_eq!(w.decide(&search(bare)), Some(DenyReason::SpecificPersonalInformation));
+    let lineworks = Req { query: Some(by_field), ..Req::get("talk.worksmobile.com", "/", "shokuin-pc", at) };
+    assert_ne!(
+        w.decide(&lineworks),
+        Some(DenyReason::SpecificPersonalInformation),
+        "only profiles that forbid it scan"
+    );
+}
+
+#[test]
 fn abiko_7_each_os_minimum_and_the_antivirus_age_of_the_shipped_file() {
     let mut w = city();
     let profile = w.rules.profile(P).unwrap().clone();

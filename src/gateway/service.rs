@@ -252,6 +252,9 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
     }
 }
 
+/// The audit line's `path` for a target refused for carrying a 個人番号.
+const WITHHELD_PATH: &str = "(withheld: the target carried a 個人番号)";
+
 /// Writes the block page or JSON, with the request id, and audits it.
 fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResBody> {
     let profile = x.profile.clone();
@@ -263,7 +266,14 @@ fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResB
         (Refusal::StateUnavailable, _) => Block::StateUnavailable,
     };
     match (refusal, block) {
-        (Refusal::Policy(deny), Block::Policy { .. }) => x.denied(deny),
+        (Refusal::Policy(deny), Block::Policy { .. }) => {
+            // `decide` refuses a 個人番号 only where it sits in the target:
+            // the audit line must not carry it (the page says so).
+            if deny.reason == sekisho_policy::DenyReason::SpecificPersonalInformation {
+                x.path = String::from(WITHHELD_PATH);
+            }
+            x.denied(deny)
+        }
         (Refusal::BadRequest(why), b) => x.blocked(b.code(), Some(Cow::Borrowed(*why))),
         (_, b) => x.blocked(b.code(), None),
     }
