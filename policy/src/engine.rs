@@ -116,7 +116,9 @@ pub fn decide<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>
 
 fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> Result<Allow<'a>, Deny> {
     let profile = facts.profile;
-    let local_date = now.with_timezone(&profile.timezone).date_naive();
+    // One conversion to the profile's zone for every check that reads it.
+    let local = now.with_timezone(&profile.timezone).naive_local();
+    let local_date = local.date();
     check_validity(profile, local_date)?;
     check_stops(profile, state, now)?;
     check_network(profile, facts.client)?;
@@ -129,7 +131,7 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
         .and_then(|()| check_login_query(profile, &user.id, facts.path, facts.query))
-        .and_then(|()| check_hours(profile, state, user, now))
+        .and_then(|()| check_hours(profile, state, user, now, local))
         .and_then(|basis| check_method(user, facts.method, now).map(|()| basis))
         .and_then(|basis| check_reviews(profile, state, facts).map(|pending| (basis, pending)))
         .map_err(|d| d.for_user(&user.id, &device.id))?;
@@ -491,7 +493,8 @@ pub fn still_allowed(
     device: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Deny> {
-    check_validity(profile, now.with_timezone(&profile.timezone).date_naive())?;
+    let local = now.with_timezone(&profile.timezone).naive_local();
+    check_validity(profile, local.date())?;
     check_stops(profile, state, now)?;
     match state.devices.get(device).map(|d| d.status) {
         Some(DeviceStatus::Approved) => {}
@@ -503,7 +506,7 @@ pub fn still_allowed(
     if let Some(flag) = u.suspended.as_ref().filter(|f| f.active_at(now)) {
         return Err(Deny::new(DenyReason::UserSuspended, format!("suspension: {}", flag.reason)));
     }
-    check_hours(profile, state, u, now).map(|_| ())
+    check_hours(profile, state, u, now, local).map(|_| ())
 }
 
 /// Domain-wide administration only for the roles the profile names.
@@ -611,10 +614,16 @@ pub fn body_note(scanner: &crate::mynumber::Scanner) -> Option<&'static str> {
 }
 
 /// The person's own working hours (Abiko 8.: 各職員の正規の勤務時間) in the
-/// profile's time zone, or overtime granted to them or their department.
-fn check_hours(profile: &Profile, state: &State, user: &User, now: DateTime<Utc>) -> Result<Basis, Deny> {
+/// profile's time zone (`local` is `now` there), or overtime granted to
+/// them or their department.
+fn check_hours(
+    profile: &Profile,
+    state: &State,
+    user: &User,
+    now: DateTime<Utc>,
+    local: NaiveDateTime,
+) -> Result<Basis, Deny> {
     let hours = profile.hours_for(user.schedule.as_deref());
-    let local = now.with_timezone(&profile.timezone).naive_local();
     let closed = match closed_because(hours, local) {
         None => return Ok(if matches!(hours.open, Open::Always) { Basis::AlwaysOpen } else { Basis::Hours }),
         Some(deny) => deny,
