@@ -28,14 +28,20 @@ enum Action {
     Status,
     /// Suspend a user now (open connections are cut).
     Suspend {
+        /// The user id (as registered: letters, digits, `-_.@`).
+        #[arg(value_parser = id)]
         user: String,
+        /// Why, for the audit trail (for example `lost phone`).
         #[arg(long)]
         reason: String,
+        /// Lift it by itself at this time, with its offset (for example
+        /// `2026-12-03T09:00:00+09:00`); default: until lifted.
         #[arg(long)]
         until: Option<String>,
     },
     /// Lift a user's suspension.
     Unsuspend {
+        #[arg(value_parser = id)]
         user: String,
         #[arg(long)]
         reason: String,
@@ -44,18 +50,20 @@ enum Action {
     Stop {
         #[arg(long)]
         reason: String,
-        #[arg(long)]
+        /// Only this profile (default: every profile, everyone).
+        #[arg(long, value_parser = profile)]
         profile: Option<String>,
     },
     /// Lift an emergency stop.
     Resume {
         #[arg(long)]
         reason: String,
-        #[arg(long)]
+        #[arg(long, value_parser = profile)]
         profile: Option<String>,
     },
     /// Decide a device registration: approve, reject or revoke.
     Device {
+        #[arg(value_parser = id)]
         id: String,
         #[arg(value_parser = ["approve", "reject", "revoke"])]
         decision: String,
@@ -69,6 +77,7 @@ enum Action {
     /// Issue a client certificate to an approved device (or renew it before
     /// it expires): prints the one-time password and the enrollment id.
     Certificate {
+        #[arg(value_parser = id)]
         device: String,
         /// Lifetime in days (default: `[tls] device_cert_days`).
         #[arg(long)]
@@ -81,6 +90,7 @@ enum Action {
     /// Download an enrollment bundle, once, into a directory: DEVICE.mobileconfig
     /// (iOS/iPadOS), DEVICE.p12 and the Android steps in Japanese.
     Enrollment {
+        #[arg(value_parser = id)]
         id: String,
         #[arg(long)]
         out: std::path::PathBuf,
@@ -105,7 +115,7 @@ enum Action {
     /// supervisor's token orders it for its own department and is recorded
     /// as the approver; IT staff name the approving supervisor.
     OvertimeGrant {
-        #[arg(long, conflicts_with = "department", required_unless_present = "department")]
+        #[arg(long, conflicts_with = "department", required_unless_present = "department", value_parser = id)]
         user: Option<String>,
         #[arg(long)]
         department: Option<String>,
@@ -130,6 +140,7 @@ enum Action {
     /// Register a kintone app as `development` or `operation` (Abiko 10.:
     /// customisation and integrations need a review before operation).
     AppStage {
+        #[arg(value_parser = profile)]
         profile: String,
         app: u64,
         #[arg(value_parser = ["development", "operation"])]
@@ -139,6 +150,7 @@ enum Action {
     },
     /// Record a review in the register: app, what, by whom, when.
     AppReview {
+        #[arg(value_parser = profile)]
         profile: String,
         app: u64,
         #[arg(long, value_parser = ["customize", "api_token", "webhook"])]
@@ -156,6 +168,23 @@ enum Action {
     },
     /// Any call: METHOD PATH [JSON], e.g. `get /v1/users`.
     Call { method: String, path: String, body: Option<String> },
+}
+
+/// A user, device or enrollment id, checked as the API checks it, so that a
+/// typo (a space, `/`, `?`) is named here rather than becoming another URL.
+fn id(s: &str) -> Result<String, String> {
+    match crate::control::admin::is_id(s) {
+        true => Ok(s.to_owned()),
+        false => Err("an id is 1-128 of letters, digits, `-_.@`".to_owned()),
+    }
+}
+
+/// A profile name as rules files allow it.
+fn profile(s: &str) -> Result<String, String> {
+    match !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        true => Ok(s.to_owned()),
+        false => Err("a profile name is letters, digits, `-` or `_`".to_owned()),
+    }
 }
 
 pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {

@@ -117,3 +117,16 @@ fn check_config_refuses_a_supervisor_without_a_department() {
         }
     }
 }
+
+#[test]
+fn admin_commands_name_a_malformed_id_before_sending_anything() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for user in ["yamada taro", "a?b", "../devices/x", ""] {
+        let (ok, out) = sekisho(root, &["admin", "suspend", user, "--reason", "lost phone"]);
+        assert!(!ok, "{out}");
+        assert!(out.contains(&format!("invalid value '{user}' for '<USER>'")), "{out}");
+        assert!(out.contains("letters, digits, `-_.@`"), "{out}");
+    }
+    let (ok, out) = sekisho(root, &["admin", "stop", "--profile", "demo/x", "--reason", "breach"]);
+    assert!(!ok && out.contains("a profile name is letters, digits, `-` or `_`"), "{out}");
+}

@@ -1146,9 +1146,13 @@ mod rfc3339 {
     }
 }
 
+/// Whether `id` is a user or device id as the API takes them.
+pub fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
 fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-    ok.then_some(()).ok_or_else(|| bad(format!("{what} `{id}` must be 1-128 of letters, digits, `-_.@`")))
+    is_id(id).then_some(()).ok_or_else(|| bad(format!("{what} `{id}` must be 1-128 of letters, digits, `-_.@`")))
 }
 
 fn window(
