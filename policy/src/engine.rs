@@ -83,14 +83,21 @@ pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>)
     };
     let mut last = peer;
     for hop in chain.rsplit(',') {
-        match hop.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
-            Ok(addr) if trusted(&addr) => last = addr,
-            Ok(addr) => return ClientAddr::Known(addr),
-            Err(_) => return ClientAddr::Unresolvable,
+        match hop_addr(hop.trim()).map(|a| a.to_canonical()) {
+            Some(addr) if trusted(&addr) => last = addr,
+            Some(addr) => return ClientAddr::Known(addr),
+            None => return ClientAddr::Unresolvable,
         }
     }
     // Every hop was a trusted proxy: the leftmost one is the best we know.
     ClientAddr::Known(last)
+}
+
+/// One `X-Forwarded-For` hop: an address, or an address with the client's
+/// port as some load balancers write it (`203.0.113.5:54321`,
+/// `[2001:db8::5]:443`); the port says nothing about trust.
+fn hop_addr(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// The method to authorise when a method-override header may be honoured

@@ -330,6 +330,10 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(client_addr(net, ip("192.0.2.1"), Some("1.2.3.4, 10.0.0.7")), ClientAddr::Known(ip("10.0.0.7")));
     assert_eq!(client_addr(net, ip("192.0.2.1"), Some("10.0.0.7, 192.0.2.1")), ClientAddr::Known(ip("10.0.0.7")));
     assert_eq!(client_addr(net, ip("192.0.2.1"), Some("nonsense")), ClientAddr::Unresolvable);
+    // Some load balancers append the client's port.
+    assert_eq!(client_addr(net, ip("192.0.2.1"), Some("10.0.0.7:54321")), ClientAddr::Known(ip("10.0.0.7")));
+    assert_eq!(client_addr(net, ip("192.0.2.1"), Some("[2001:db8::7]:443")), ClientAddr::Known(ip("2001:db8::7")));
+    assert_eq!(client_addr(net, ip("192.0.2.1"), Some("10.0.0.7:port")), ClientAddr::Unresolvable);
     assert_eq!(client_addr(net, ip("192.0.2.1"), None), ClientAddr::Known(ip("192.0.2.1")));
 }
 
