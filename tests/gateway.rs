@@ -541,6 +541,38 @@ async fn location_and_cookie_domains_are_rewritten_to_the_public_host() {
     assert_eq!(cookies, ["sid=abc; Domain=app.localhost; Path=/; HttpOnly", "theme=dark; Path=/"]);
 }
 
+/// Behind a TLS load balancer (a trusted proxy) on the plain listener, the
+/// client's scheme is the balancer's word: the upstream is told `https`
+/// and redirects stay on https. Nobody else is believed.
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_redirects_stay_on_https() {
+    let (up, _ws, gw) = setup().await;
+    let lee = gw.enrol("lee", Enrol::default()).await;
+    let call = |host: &'static str, proto: Option<&'static str>| {
+        let mut req = gw
+            .client()
+            .get(format!("http://{host}:{}/redirect", gw.http.port()))
+            .header("device-attestation", lee.token(host))
+            .header("x-forwarded-for", "10.1.2.3");
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        req.send()
+    };
+    let port = gw.http.port();
+    // office.localhost believes the proxy 127.0.0.1.
+    let resp = call("office.localhost", Some("https")).await.unwrap();
+    assert_eq!(resp.headers()["location"], format!("https://office.localhost:{port}/next?x=1").as_str());
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+    let resp = call("office.localhost", None).await.unwrap();
+    assert_eq!(resp.headers()["location"], format!("http://office.localhost:{port}/next?x=1").as_str());
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+    // app.localhost trusts no proxy: a client's own word changes nothing.
+    let resp = call("app.localhost", Some("https")).await.unwrap();
+    assert_eq!(resp.headers()["location"], format!("http://app.localhost:{port}/next?x=1").as_str());
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+}
+
 #[tokio::test]
 async fn a_large_upload_streams_through() {
     let (up, _ws, gw) = setup().await;

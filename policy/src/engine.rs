@@ -93,6 +93,17 @@ pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>)
     ClientAddr::Known(last)
 }
 
+/// Whether the client spoke HTTPS to the proxy in front, as a trusted proxy
+/// that terminated TLS says in `X-Forwarded-Proto` (its last value: a
+/// proxy appends or overwrites). Believed only from a trusted proxy; the
+/// answer shapes the scheme the upstream is told and redirects are written
+/// with, never access.
+pub fn forwarded_https(network: &Network, peer: IpAddr, proto: Option<&str>) -> bool {
+    let peer = peer.to_canonical();
+    network.trusted_proxies.iter().any(|n| n.contains(&peer))
+        && proto.and_then(|p| p.rsplit(',').next()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// One `X-Forwarded-For` hop: an address, or an address with the client's
 /// port as some load balancers write it (`203.0.113.5:54321`,
 /// `[2001:db8::5]:443`); the port says nothing about trust.

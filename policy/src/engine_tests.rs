@@ -338,6 +338,19 @@ fn forwarded_for_is_believed_only_from_trusted_proxies() {
 }
 
 #[test]
+fn a_forwarded_https_is_believed_only_from_a_trusted_proxy() {
+    let w = world();
+    let net = &w.profile.network;
+    let ip = |s: &str| s.parse().unwrap();
+    assert!(forwarded_https(net, ip("192.0.2.1"), Some("https")));
+    assert!(forwarded_https(net, ip("::ffff:192.0.2.1"), Some("HTTPS")));
+    assert!(forwarded_https(net, ip("192.0.2.1"), Some("http, https")), "the nearest proxy's word counts");
+    assert!(!forwarded_https(net, ip("192.0.2.1"), Some("https, http")));
+    assert!(!forwarded_https(net, ip("192.0.2.1"), None));
+    assert!(!forwarded_https(net, ip("10.0.0.9"), Some("https")), "not a trusted proxy");
+}
+
+#[test]
 fn an_ipv4_mapped_address_is_its_ipv4_address() {
     let w = world();
     let net = &w.profile.network;

@@ -16,7 +16,7 @@ use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTE
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use sekisho_policy::engine::{client_addr, decide, Attestation, ClientAddr, RequestFacts};
+use sekisho_policy::engine::{client_addr, decide, forwarded_https, Attestation, ClientAddr, RequestFacts};
 use sekisho_policy::{Decision, Deny, Profile};
 
 use crate::gateway::body::{BodyEnd, Inspection, Moments, Recheck, ReqBody, ResBody};
@@ -125,6 +125,9 @@ struct Allowed {
     route: usize,
     target: String,
     client: IpAddr,
+    /// The client spoke HTTPS: to this gateway, or to a trusted proxy in
+    /// front that says so.
+    https: bool,
     user: String,
     device: String,
     /// Checks `decide` left to the whole body.
@@ -243,6 +246,10 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
                 route: route_index,
                 target: target.target.to_owned(),
                 client: client_ip,
+                https: conn.tls || {
+                    let proto = req.headers.get(&X_FORWARDED_PROTO).and_then(|v| v.to_str().ok());
+                    forwarded_https(&profile.network, conn.peer.ip(), proto)
+                },
                 user: a.user.to_owned(),
                 device: a.device.to_owned(),
                 inspect: a.inspect,
@@ -408,7 +415,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::try_from(client) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if allowed.https { "https" } else { "http" }));
     // The client's Host (already read as `x.host`) names the public host;
     // HTTP/2 names it in `:authority` instead.
     let public_host = match headers.insert(http::header::HOST, tls.host.clone()) {
@@ -466,7 +473,7 @@ async fn forward(
     strip_response(resp.headers_mut(), switching);
     let _ = resp.headers_mut().try_reserve(2);
     if route.upstream.host != x.host {
-        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, conn.tls, &x.host);
+        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, allowed.https, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
     }
     if let Some(id) = request_id(&x.id) {
