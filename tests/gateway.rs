@@ -542,8 +542,8 @@ async fn location_and_cookie_domains_are_rewritten_to_the_public_host() {
 }
 
 /// Behind a TLS load balancer (a trusted proxy) on the plain listener, the
-/// client's scheme is the balancer's word: the upstream is told `https`
-/// and redirects stay on https. Nobody else is believed.
+/// client's scheme is the balancer's word: the upstream is told `https`,
+/// redirects stay on https and HSTS is sent. Nobody else is believed.
 #[tokio::test]
 async fn behind_a_trusted_tls_proxy_redirects_stay_on_https() {
     let (up, _ws, gw) = setup().await;
@@ -564,13 +564,16 @@ async fn behind_a_trusted_tls_proxy_redirects_stay_on_https() {
     let resp = call("office.localhost", Some("https")).await.unwrap();
     assert_eq!(resp.headers()["location"], format!("https://office.localhost:{port}/next?x=1").as_str());
     assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+    assert!(resp.headers().contains_key("strict-transport-security"), "the browser is on https");
     let resp = call("office.localhost", None).await.unwrap();
     assert_eq!(resp.headers()["location"], format!("http://office.localhost:{port}/next?x=1").as_str());
     assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+    assert!(!resp.headers().contains_key("strict-transport-security"));
     // app.localhost trusts no proxy: a client's own word changes nothing.
     let resp = call("app.localhost", Some("https")).await.unwrap();
     assert_eq!(resp.headers()["location"], format!("http://app.localhost:{port}/next?x=1").as_str());
     assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+    assert!(!resp.headers().contains_key("strict-transport-security"));
 }
 
 #[tokio::test]

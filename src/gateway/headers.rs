@@ -4,9 +4,10 @@
 
 use sekisho_policy::Profile;
 
-/// `Strict-Transport-Security` for an answer: only over TLS (RFC 6797 §7.2:
-/// a browser ignores it over plain HTTP) and only for a known profile that
-/// did not turn it off. It replaces an upstream's own value.
+/// `Strict-Transport-Security` for an answer: only over TLS, the gateway's
+/// own or a trusted proxy's in front (RFC 6797 §7.2: a browser ignores it
+/// over plain HTTP), and only for a known profile that did not turn it off.
+/// It replaces an upstream's own value.
 pub fn hsts(profile: Option<&Profile>, tls: bool) -> Option<&str> {
     if !tls {
         return None;

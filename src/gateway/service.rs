@@ -125,9 +125,6 @@ struct Allowed {
     route: usize,
     target: String,
     client: IpAddr,
-    /// The client spoke HTTPS: to this gateway, or to a trusted proxy in
-    /// front that says so.
-    https: bool,
     user: String,
     device: String,
     /// Checks `decide` left to the whole body.
@@ -151,13 +148,19 @@ pub async fn handle(conn: Rc<Conn>, req: Request<Incoming>) -> Result<Response<R
     let mut x = Exchange::new(conn.worker.gateway.clone(), conn.clock.clone(), parts.method.clone());
     let snap = conn.worker.gateway.shared.snapshot_full();
     let verdict = judge(&conn, &parts, &snap, &mut x);
-    let hsts =
-        crate::gateway::headers::hsts(x.profile.as_deref(), conn.tls).and_then(|v| HeaderValue::from_str(v).ok());
+    // The client spoke HTTPS: to this gateway, or to a trusted proxy in
+    // front (a TLS load balancer) that says so.
+    let https = conn.tls
+        || x.profile.as_deref().is_some_and(|p| {
+            let proto = parts.headers.get(&X_FORWARDED_PROTO).and_then(|v| v.to_str().ok());
+            forwarded_https(&p.network, conn.peer.ip(), proto)
+        });
+    let hsts = crate::gateway::headers::hsts(x.profile.as_deref(), https).and_then(|v| HeaderValue::from_str(v).ok());
     let mut resp = match verdict {
         Err(refusal) => refuse(&parts, x, &refusal),
         // Boxed: only an allowed request needs the forwarding state, and
         // hyper keeps a box the size of this future for the connection's life.
-        Ok(allowed) => Box::pin(forward(&conn, &mut parts, body, x, allowed, &snap)).await,
+        Ok(allowed) => Box::pin(forward(&conn, &mut parts, body, x, allowed, https, &snap)).await,
     };
     if let Some(v) = hsts {
         resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, v);
@@ -246,10 +249,6 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
                 route: route_index,
                 target: target.target.to_owned(),
                 client: client_ip,
-                https: conn.tls || {
-                    let proto = req.headers.get(&X_FORWARDED_PROTO).and_then(|v| v.to_str().ok());
-                    forwarded_https(&profile.network, conn.peer.ip(), proto)
-                },
                 user: a.user.to_owned(),
                 device: a.device.to_owned(),
                 inspect: a.inspect,
@@ -335,6 +334,7 @@ async fn forward(
     body: Incoming,
     mut x: Box<Exchange>,
     allowed: Allowed,
+    https: bool,
     snap: &Snapshot,
 ) -> Response<ResBody> {
     let gateway = &conn.worker.gateway;
@@ -415,7 +415,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::try_from(client) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if allowed.https { "https" } else { "http" }));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
     // The client's Host (already read as `x.host`) names the public host;
     // HTTP/2 names it in `:authority` instead.
     let public_host = match headers.insert(http::header::HOST, tls.host.clone()) {
@@ -473,7 +473,7 @@ async fn forward(
     strip_response(resp.headers_mut(), switching);
     let _ = resp.headers_mut().try_reserve(2);
     if route.upstream.host != x.host {
-        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, allowed.https, &x.host);
+        crate::gateway::rewrite::location(resp.headers_mut(), &route.upstream, https, &x.host);
         crate::gateway::rewrite::cookies(resp.headers_mut(), &route.upstream.host, &x.host);
     }
     if let Some(id) = request_id(&x.id) {
