@@ -12,7 +12,7 @@ use chrono::Timelike;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{
-    closed_within, reason, Enrol, Gateway, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN,
+    closed_within, reason, Enrol, Gateway, Person, TlsUpstream, Upstream, WsUpstream, APPLICANT_TOKEN, AUDITOR_TOKEN,
     GENERAL_TOKEN, ROOT_TOKEN, SUPERVISOR_TOKEN,
 };
 
@@ -153,17 +153,20 @@ async fn each_policy_denial_names_its_reason() {
     );
 }
 
+/// A request to office.localhost, which trusts 10.0.0.0/8 and believes the
+/// proxy 127.0.0.1, with `xff` as its X-Forwarded-For.
+fn via_office_proxy(gw: &Gateway, who: &Person, xff: &str) -> reqwest::RequestBuilder {
+    gw.client()
+        .get(gw.url("office.localhost", "/"))
+        .header("device-attestation", who.token("office.localhost"))
+        .header("x-forwarded-for", xff)
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_forwarded_address_decides_the_network() {
     let (_up, _ws, gw) = setup().await;
     let carol = gw.enrol("carol", Enrol::default()).await;
-    let call = |xff: &'static str| {
-        gw.client()
-            .get(gw.url("office.localhost", "/"))
-            .header("device-attestation", carol.token("office.localhost"))
-            .header("x-forwarded-for", xff)
-            .send()
-    };
+    let call = |xff: &'static str| via_office_proxy(&gw, &carol, xff).send();
     assert_eq!(call("10.1.2.3").await.unwrap().status(), 200);
     assert_eq!(reason(&call("203.0.113.5").await.unwrap()).as_deref(), Some("untrusted_network"));
     assert_eq!(
@@ -181,14 +184,7 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_judged_and_audited_by_its_ip
     // On the `[::]` socket the peer is `::ffff:127.0.0.1`; app.localhost
     // trusts 127.0.0.0/8.
     assert_eq!(gw.get_as(&carol, "app.localhost", "/").await.status(), 200);
-    // office.localhost trusts 10.0.0.0/8 and believes the proxy 127.0.0.1.
-    let call = |xff: &'static str| {
-        gw.client()
-            .get(gw.url("office.localhost", "/"))
-            .header("device-attestation", carol.token("office.localhost"))
-            .header("x-forwarded-for", xff)
-            .send()
-    };
+    let call = |xff: &'static str| via_office_proxy(&gw, &carol, xff).send();
     assert_eq!(call("10.1.2.3").await.unwrap().status(), 200);
     assert_eq!(call("::ffff:10.1.2.3").await.unwrap().status(), 200);
     assert_eq!(reason(&call("::ffff:203.0.113.5").await.unwrap()).as_deref(), Some("untrusted_network"));
