@@ -116,6 +116,10 @@ pub struct Limits {
     /// share it: size it for the whole office.
     #[serde(default = "default_connections_per_client")]
     pub connections_per_client: NonZeroU32,
+    /// How much of an IPv6 address is one client for the limits above and
+    /// the admin lockout (default 64: a host can take any address of its /64).
+    #[serde(default)]
+    pub ipv6_prefix: Ipv6Prefix,
     /// Seconds a client has to send a whole request header (slowloris),
     /// and to finish its TLS handshake.
     #[serde(default = "default_header_timeout")]
@@ -141,10 +145,38 @@ impl Default for Limits {
             per_user_rps: default_per_user(),
             admin_failures_per_minute: default_admin_failures(),
             connections_per_client: default_connections_per_client(),
+            ipv6_prefix: Ipv6Prefix::default(),
             header_timeout_secs: default_header_timeout(),
             body_idle_secs: default_header_timeout(),
             min_send_rate: default_min_send_rate(),
             send_window_secs: default_send_window(),
+        }
+    }
+}
+
+/// The leading bits of an IPv6 address that name one client: 32 to 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u8")]
+pub struct Ipv6Prefix(u8);
+
+impl Ipv6Prefix {
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Ipv6Prefix {
+    fn default() -> Self {
+        Ipv6Prefix(64)
+    }
+}
+
+impl TryFrom<u8> for Ipv6Prefix {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, Self::Error> {
+        match n {
+            32..=128 => Ok(Ipv6Prefix(n)),
+            _ => Err(format!("`ipv6_prefix` must be 32..=128 (64: a subnet, 128: one address), not `{n}`")),
         }
     }
 }

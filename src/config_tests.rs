@@ -83,3 +83,13 @@ fn hex_is_two_lowercase_digits_per_byte_at_any_length() {
         assert_eq!(appended, format!("x{want}"));
     }
 }
+
+#[test]
+fn the_ipv6_prefix_of_one_client_is_64_unless_set_and_checked() {
+    let path = Path::new("/etc/sekisho/sekisho.toml");
+    assert_eq!(Config::parse(path, BASE).unwrap().limits.ipv6_prefix.bits(), 64);
+    let set = Config::parse(path, &format!("{BASE}\n[limits]\nipv6_prefix = 128\n")).unwrap();
+    assert_eq!(set.limits.ipv6_prefix.bits(), 128);
+    let message = Config::parse(path, &format!("{BASE}\n[limits]\nipv6_prefix = 16\n")).unwrap_err().to_string();
+    assert!(message.contains("`ipv6_prefix` must be 32..=128") && message.contains("`16`"), "{message}");
+}

@@ -1,6 +1,7 @@
 //! Rate limits: per client address (before any signature work), per user,
 //! and for failed admin authentications. An IPv6 client is limited by its
-//! /64 ([`client_key`]). Keyed governor limiters; their maps
+//! /64, or the prefix `[limits] ipv6_prefix` names ([`client_key`]). Keyed
+//! governor limiters; their maps
 //! never shrink by themselves, so `Limiters::prune` runs every minute to
 //! keep rotating keys from exhausting memory. Never blocks: a request over
 //! its limit is answered 429 with `Retry-After`.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::Limits;
+use crate::config::{Ipv6Prefix, Limits};
 
 pub struct Limiters {
     by_client: DefaultKeyedRateLimiter<IpAddr>,
@@ -24,6 +25,7 @@ pub struct Limiters {
     admin_failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Addresses locked out of the admin API, until when. Admin path only.
     admin_locked: Mutex<HashMap<IpAddr, Instant>>,
+    ipv6_prefix: Ipv6Prefix,
 }
 
 impl Limiters {
@@ -37,12 +39,18 @@ impl Limiters {
             user_keys: sekisho_policy::state::Hasher::default(),
             admin_failures: RateLimiter::keyed(Quota::per_minute(limits.admin_failures_per_minute)),
             admin_locked: Mutex::new(HashMap::new()),
+            ipv6_prefix: limits.ipv6_prefix,
         }
+    }
+
+    /// The key `addr` is limited under (see [`client_key`]).
+    pub fn key(&self, addr: IpAddr) -> IpAddr {
+        client_key(addr, self.ipv6_prefix)
     }
 
     /// `Err(seconds to wait)` when the client address is over its limit.
     pub fn client(&self, addr: IpAddr) -> Result<(), u64> {
-        self.by_client.check_key(&client_key(addr)).map_err(wait_secs)
+        self.by_client.check_key(&self.key(addr)).map_err(wait_secs)
     }
 
     pub fn user(&self, user: &str) -> Result<(), u64> {
@@ -52,7 +60,7 @@ impl Limiters {
     /// Counts one failed admin authentication; past the limit the address
     /// is locked out, even for a right token, until its attempts recover.
     pub fn admin_failure(&self, addr: IpAddr) {
-        let addr = client_key(addr);
+        let addr = self.key(addr);
         if let Err(secs) = self.admin_failures.check_key(&addr).map_err(wait_secs) {
             if let Ok(mut locked) = self.admin_locked.lock() {
                 locked.insert(addr, Instant::now() + Duration::from_secs(secs));
@@ -63,7 +71,7 @@ impl Limiters {
     /// `Some(seconds)` while `addr` is locked out of the admin API.
     pub fn admin_locked(&self, addr: IpAddr) -> Option<u64> {
         let locked = self.admin_locked.lock().ok()?;
-        let until = locked.get(&client_key(addr))?;
+        let until = locked.get(&self.key(addr))?;
         let left = until.saturating_duration_since(Instant::now());
         (!left.is_zero()).then(|| left.as_secs().max(1))
     }
@@ -84,13 +92,16 @@ impl Limiters {
 }
 
 /// The key a client address is limited under: an IPv4 address itself, an
-/// IPv6 address its /64. A host usually holds a whole /64 (SLAAC, privacy
-/// addresses) and can take a fresh address from it for every connection,
-/// so per address it would never meet a limit; an IPv4-mapped address is
-/// its IPv4 address.
-pub fn client_key(addr: IpAddr) -> IpAddr {
+/// IPv6 address its first `prefix` bits (/64 by default). A host usually
+/// holds a whole /64 (SLAAC, privacy addresses) and can take a fresh
+/// address from it for every connection, so per address it would never
+/// meet a limit; an IPv4-mapped address is its IPv4 address.
+pub fn client_key(addr: IpAddr, prefix: Ipv6Prefix) -> IpAddr {
     match addr.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.bits())).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
         v4 => v4,
     }
 }
@@ -136,7 +147,17 @@ mod tests {
         assert!(l.client(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_err());
         assert!(l.client(ip("2001:db8:1:3::1")).is_ok(), "the next /64 is another client");
         assert!(l.client(ip("10.0.0.1")).is_ok() && l.client(ip("10.0.0.2")).is_ok(), "IPv4: per address");
-        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(l.key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_ipv6_prefix_is_configurable() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let key = |bits: u8, a: &str| client_key(ip(a), Ipv6Prefix::try_from(bits).unwrap());
+        assert_eq!(key(128, "2001:db8::1"), ip("2001:db8::1"), "128: one address");
+        assert_eq!(key(56, "2001:db8:1:2ff::1"), ip("2001:db8:1:200::"));
+        assert_eq!(key(32, "2001:db8:1:2::1"), ip("2001:db8::"));
+        assert!(Ipv6Prefix::try_from(16).is_err() && Ipv6Prefix::try_from(129).is_err());
     }
 
     #[test]

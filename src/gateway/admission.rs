@@ -1,5 +1,6 @@
 //! Admission of connections: at most `connections_per_client` open at once
-//! per client address (an IPv6 client's /64, as the rate limits key it).
+//! per client key (an IPv6 client's /64: the caller keys it as the rate
+//! limits do, `Limiters::key`).
 //! Touched once per connection, never per request, in shards so that
 //! accepting on one worker rarely waits for another.
 
@@ -21,7 +22,6 @@ pub struct Slot<'a> {
 impl OpenConns {
     /// A place for one more connection from `ip`, unless it has `cap` open.
     pub fn admit(&self, ip: IpAddr, cap: u32) -> Option<Slot<'_>> {
-        let ip = crate::limits::client_key(ip);
         let mut shard = self.shard(ip);
         let n = shard.entry(ip).or_insert(0);
         if *n >= cap {
@@ -74,7 +74,8 @@ mod tests {
     #[test]
     fn an_ipv6_client_has_the_places_of_its_slash_64() {
         let conns = OpenConns::default();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let limits = crate::limits::Limiters::new(&crate::config::Limits::default());
+        let ip = |s: &str| limits.key(s.parse::<IpAddr>().unwrap());
         let held: Vec<_> = ["2001:db8::1", "2001:db8::2"].iter().filter_map(|a| conns.admit(ip(a), 2)).collect();
         assert_eq!(held.len(), 2);
         assert!(conns.admit(ip("2001:db8::3"), 2).is_none(), "a third address of the /64 is over the cap");

@@ -110,7 +110,7 @@ async fn serve(
 ) {
     let gateway = worker.gateway.clone();
     let settings = gateway.settings;
-    let Some(_slot) = gateway.admission.admit(peer.ip(), settings.connections_per_client) else {
+    let Some(_slot) = gateway.admission.admit(gateway.limits.key(peer.ip()), settings.connections_per_client) else {
         gateway.metrics.connection_refused();
         return;
     };
