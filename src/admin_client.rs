@@ -181,7 +181,7 @@ fn id(s: &str) -> Result<String, String> {
 
 /// A profile name as rules files allow it.
 fn profile(s: &str) -> Result<String, String> {
-    match !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    match sekisho_policy::rules::is_name(s) {
         true => Ok(s.to_owned()),
         false => Err("a profile name is letters, digits, `-` or `_`".to_owned()),
     }

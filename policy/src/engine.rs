@@ -73,7 +73,7 @@ struct Posture<'a> {
 /// socket or a proxy that writes them) is its IPv4 address: the rules'
 /// networks hold IPv4 networks as IPv4.
 pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>) -> ClientAddr {
-    let trusted = |a: &IpAddr| network.trusted_proxies.iter().any(|n| n.contains(a));
+    let trusted = |a: &IpAddr| network.is_trusted_proxy(*a);
     let peer = peer.to_canonical();
     if !trusted(&peer) {
         return ClientAddr::Known(peer);
@@ -99,8 +99,7 @@ pub fn client_addr(network: &Network, peer: IpAddr, forwarded_for: Option<&str>)
 /// answer shapes the scheme the upstream is told and redirects are written
 /// with, never access.
 pub fn forwarded_https(network: &Network, peer: IpAddr, proto: Option<&str>) -> bool {
-    let peer = peer.to_canonical();
-    network.trusted_proxies.iter().any(|n| n.contains(&peer))
+    network.is_trusted_proxy(peer)
         && proto.and_then(|p| p.rsplit(',').next()).is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 

@@ -411,7 +411,18 @@ impl Profile {
     }
 }
 
+/// Whether `name` can name a profile or a schedule: letters, digits, `-`, `_`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Network {
+    /// Whether `addr` is a proxy whose forwarding headers are believed.
+    pub fn is_trusted_proxy(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&addr))
+    }
+
     pub fn is_trusted(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
         match &self.trusted {
@@ -673,7 +684,7 @@ impl RawFile {
         let err = |span: std::ops::Range<usize>, msg: String| invalid(file, text, span.start, msg);
         let p = self.profile;
         let name = p.name.get_ref().clone();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !is_name(&name) {
             return Err(err(p.name.span(), format!("profile name `{name}` must be letters, digits, `-` or `_`")));
         }
         if p.audience == crate::posture::POSTURE_AUDIENCE || p.audience.is_empty() {
@@ -856,7 +867,7 @@ fn convert_schedules(
     let mut out = Map::with_capacity_and_hasher(raw.len(), Hasher::default());
     for (name, s) in raw {
         let span = s.span();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !is_name(&name) {
             return Err(err(span, format!("schedule name `{name}` must be letters, digits, `-` or `_`")));
         }
         let s = s.into_inner();
