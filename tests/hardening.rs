@@ -512,6 +512,63 @@ async fn malformed_http2_frames_end_the_connection_with_the_error_named() {
     assert_eq!(up.seen().len(), 2, "{:?}", up.seen());
 }
 
+/// HPACK amplification (an "HPACK bomb"): one 4 KB field put in the
+/// dynamic table, then header blocks that only refer to it, 1 byte each,
+/// so every 16 KiB frame decodes to ~64 MB of fields. The gateway stops
+/// decoding at its 64 KiB header-list limit: each stream is refused,
+/// nothing reaches the upstream, memory stays small, and it serves on.
+#[tokio::test]
+async fn an_hpack_bomb_is_refused_without_decoding_it_into_memory() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("bomb", Enrol::default()).await;
+    let token = p.token("app.localhost");
+    let rss_before = rss_kib(gw.pid());
+    let (mut reader, mut writer) = raw_h2(&gw).await;
+    // Literal with incremental indexing, new name: `x-bomb: bbb…` (4,000
+    // bytes) becomes dynamic entry 62; `0xbe` is "indexed field 62".
+    // `request_block` indexes `:authority`; here nothing else may enter
+    // the dynamic table, so 62 stays the bomb.
+    let mut request = request_block(Some(&token));
+    assert_eq!(request[3], 0x41);
+    request[3] = 0x01;
+    let mut seed = request.clone();
+    seed.extend_from_slice(&[0x40, 6]);
+    seed.extend_from_slice(b"x-bomb");
+    seed.extend_from_slice(&[0x7f, 0xa1, 0x1e]); // 4,000 as a 7-bit-prefix integer
+    seed.extend_from_slice(&[b'b'; 4000]);
+    const STREAMS: u32 = 100;
+    let mut sent = 0usize;
+    for i in 0..STREAMS {
+        let mut block = if i == 0 { seed.clone() } else { request.clone() };
+        block.resize(16_384, 0xbe);
+        let bytes = frame(0x1, 0x5, 1 + 2 * i, &block);
+        match tokio::time::timeout(Duration::from_secs(5), writer.write_all(&bytes)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    assert!(sent > 0, "not one bomb was taken");
+    // Every stream that was taken gets an answer (431 or a reset), or the
+    // connection ends.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    let answered = |got: &[u8]| {
+        let types = frame_types(got);
+        types.contains(&0x7) || types.iter().filter(|t| **t == 0x1 || **t == 0x3).count() >= sent
+    };
+    while !answered(&got) {
+        match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("{sent} bombs sent, 10 s without an answer: frames {:?}", frame_types(&got)),
+        }
+    }
+    assert!(up.seen().is_empty(), "a bomb reached the upstream: {} requests", up.seen().len());
+    let grown = rss_kib(gw.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB for {sent} bombs");
+    assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+}
+
 /// Control frames sent without reading the answers (SETTINGS and PING each
 /// oblige an acknowledgement): the gateway stops reading instead of
 /// queueing acknowledgements, stays small, and ends the connection (the
@@ -551,6 +608,64 @@ async fn http2_settings_and_ping_floods_stop_being_read_and_are_cut() {
     assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
     assert!(up.seen().is_empty());
     assert_eq!(gw.get_as(&p, "app.localhost", "/after").await.status(), 200);
+}
+
+/// PRIORITY and WINDOW_UPDATE floods (frames that oblige no answer, so the
+/// client never has to read): the gateway keeps serving other clients
+/// while they last, stays small, and ends each flooding connection at the
+/// idle limit (`keepalive_secs`, 5 s here), since no request is open.
+#[tokio::test]
+async fn http2_priority_and_window_update_floods_neither_starve_others_nor_last() {
+    let (up, _ws, gw) = setup().await;
+    let p = gw.enrol("floods", Enrol::default()).await;
+    let rss_before = rss_kib(gw.pid());
+    let gw = &gw;
+    let flood = |one: fn(u32) -> Vec<u8>| async move {
+        let (reader, mut writer) = raw_h2(gw).await;
+        // 1,000 frames a write, each on the next stream id (PRIORITY on an
+        // idle stream is allowed, RFC 9113 5.1), until the gateway ends the
+        // connection or 30 s pass.
+        let started = std::time::Instant::now();
+        let (mut sent, mut id) = (0usize, 1u32);
+        while started.elapsed() < Duration::from_secs(30) {
+            let burst: Vec<u8> = (0..1000).flat_map(|i| one(id + 2 * i)).collect();
+            id += 2000;
+            match tokio::time::timeout(Duration::from_secs(1), writer.write_all(&burst)).await {
+                Ok(Ok(())) => sent += burst.len(),
+                Ok(Err(_)) => return (sent, Some(started.elapsed())),
+                Err(_) => {}
+            }
+        }
+        drop(reader);
+        (sent, None)
+    };
+    // Stream `id` depends on stream 0 with weight 16.
+    let priority = flood(|id| frame(0x2, 0, id, &[0, 0, 0, 0, 15]));
+    // One more byte of connection window each (2^31-1 is far off).
+    let window = flood(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()));
+    let served = async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let started = std::time::Instant::now();
+            assert_eq!(gw.get_as(&p, "app.localhost", "/meanwhile").await.status(), 200);
+            slowest = slowest.max(started.elapsed());
+        }
+        slowest
+    };
+    let ((priority, window), slowest) = tokio::join!(async { tokio::join!(priority, window) }, served);
+    for (name, (sent, cut)) in [("PRIORITY", priority), ("WINDOW_UPDATE", window)] {
+        let cut = cut.unwrap_or_else(|| panic!("{name}: the connection was open after 30 s ({sent} bytes sent)"));
+        assert!(cut < Duration::from_secs(12), "{name}: ended after {cut:?}");
+        assert!(sent > 1 << 20, "{name}: only {sent} bytes were taken: the flood did not run");
+    }
+    // Starved until the floods end (about 5 s in), the first request would
+    // take nearly that; served alongside them (a debug build, two floods on
+    // two cores), the slowest took 0.7 s here.
+    assert!(slowest < Duration::from_secs(3), "a request during the floods took {slowest:?}");
+    let grown = rss_kib(gw.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB");
+    assert_eq!(up.seen().len(), 20, "only the 20 requests made meanwhile reached the upstream");
 }
 
 /// An HPACK block for `GET https://app.localhost/`, with the token if

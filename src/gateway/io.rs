@@ -380,6 +380,19 @@ impl<S: AsyncRead + Unpin> ClientIo<S> {
     /// Reads straight into the server's buffer, then holds back what the
     /// guard does not release yet.
     fn read_direct(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<Read>> {
+        if self.guard.is_none() {
+            // HTTP/2 frames that open no request (PRIORITY, WINDOW_UPDATE)
+            // can come back to back, so that a read never waits and the
+            // deadline in `wait_read` never runs: an HTTP/2 connection past
+            // its idle limit reads nothing more. (An HTTP/1 client cannot
+            // do that: its bytes are a request head, under the head's size
+            // limit.)
+            if let Some((at, Due::Cut(why))) = self.read_deadline() {
+                if Instant::now() >= at {
+                    return Poll::Ready(Err(self.cut(why)));
+                }
+            }
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending => return self.wait_read(cx).map_ok(|()| Read::Eof),
