@@ -128,6 +128,11 @@ pub struct Limits {
     /// before it is answered 408 (a body trickled to hold an upstream).
     #[serde(default = "default_header_timeout")]
     pub body_idle_secs: NonZeroU32,
+    /// Bytes per second a request body must arrive at, judged over each
+    /// `body_idle_secs` the gateway spends waiting on it, or it is
+    /// answered 408 (a body trickled just inside the pause limit).
+    #[serde(default = "default_min_send_rate")]
+    pub min_body_rate: NonZeroU32,
     /// Bytes per second a client must read answers at (judged over
     /// `send_window_secs` while the gateway waits to write), or it is cut
     /// (slow read).
@@ -148,6 +153,7 @@ impl Default for Limits {
             ipv6_prefix: Ipv6Prefix::default(),
             header_timeout_secs: default_header_timeout(),
             body_idle_secs: default_header_timeout(),
+            min_body_rate: default_min_send_rate(),
             min_send_rate: default_min_send_rate(),
             send_window_secs: default_send_window(),
         }

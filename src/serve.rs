@@ -136,6 +136,7 @@ fn settings(config: &Config) -> Settings {
         header_timeout: header,
         handshake_timeout: header,
         body_idle: Duration::from_secs(config.limits.body_idle_secs.get().into()),
+        min_body_rate: config.limits.min_body_rate.get().into(),
         state_max_age: config.state_max_age,
         rejudge: config.rejudge,
         min_send_rate: config.limits.min_send_rate.get().into(),

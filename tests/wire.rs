@@ -203,6 +203,53 @@ async fn a_slow_request_body_is_answered_408_not_504() {
     assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
 }
 
+/// A body trickled just inside the pause limit (R.U.D.Y.: a few bytes
+/// every half second against a 1 s `body_idle_secs`) never pauses long
+/// enough to be cut as idle, but each second spent waiting on it must
+/// bring `min_body_rate` bytes: it is answered 408 within a few windows,
+/// audited, and its upstream request abandoned. A body sent above the floor
+/// in the same rhythm goes through.
+#[tokio::test]
+async fn a_body_trickled_below_the_minimum_rate_is_answered_408() {
+    let (up, _ws, gw) = setup("\n[limits]\nbody_idle_secs = 1\nmin_body_rate = 1000\n").await;
+    let p = gw.enrol("rudy", Enrol::default()).await;
+    let t = p.token("features.localhost");
+    let send = |chunk: usize, chunks: usize| {
+        let (gw, t) = (&gw, &t);
+        async move {
+            let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+            let len = chunk * chunks;
+            let head = format!("POST /drive/up HTTP/1.1\r\nHost: features.localhost\r\nDevice-Attestation: {t}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            for _ in 0..chunks {
+                if s.write_all(&vec![b'r'; chunk]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+            (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+        }
+    };
+    // 10 bytes every 0.5 s for 10 s: 20 B/s against a 1,000 B/s floor.
+    let (answer, took) = send(10, 20).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert_eq!(header(&answer, "sekisho-deny-reason"), Some("request_timeout"));
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    let id = header(&answer, "sekisho-request-id").unwrap().to_owned();
+    let line = audit_line(&gw, &id).await;
+    assert_eq!(line["reason"], "request_timeout", "{line}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(up.seen().iter().all(|r| !r.complete && r.body_len < 200), "{:?}", up.seen());
+    // 2,000 bytes every 0.5 s: above the floor, the whole body arrives.
+    let (answer, _) = send(2000, 6).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let last = up.last();
+    assert!(last.complete && last.body_len == 12_000, "{last:?}");
+}
+
 #[tokio::test]
 async fn a_slow_reader_is_cut_and_costs_bounded_memory() {
     slow_readers_are_cut(false).await;

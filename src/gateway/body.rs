@@ -1,12 +1,14 @@
 //! Bodies as they cross the gateway. [`ReqBody`] carries the client's body
 //! upstream: bodies a profile inspects are scanned for 個人番号 and held
 //! back until judged (whole up to `HOLD_BYTES`, then always the last
-//! `TAIL_BYTES`), a client that stops sending for `body_idle` is answered
-//! 408, and a change of state (suspension, revocation, stop) ends it. [`ResBody`]
-//! carries the answer back: the gateway's own pages, or the upstream's body
-//! streamed untouched, ended when the state changes against it; when it is
-//! done (or dropped) the exchange is audited and a pooled connection goes
-//! back. No byte is altered; none of a refused body reaches the upstream.
+//! `TAIL_BYTES`), a client that stops sending for `body_idle`, or sends
+//! less than `min_body_rate` over a `body_idle` spent waiting on it, is
+//! answered 408 ([`Pace`]), and a change of state (suspension,
+//! revocation, stop) ends it. [`ResBody`] carries the answer back: the
+//! gateway's own pages, or the upstream's body streamed untouched, ended
+//! when the state changes against it; when it is done (or dropped) the
+//! exchange is audited and a pooled connection goes back. No byte is
+//! altered; none of a refused body reaches the upstream.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -187,7 +189,7 @@ pub struct ReqBody {
     /// Set once the body ended; the frame that ends it is emitted first.
     done: bool,
     outcome: BodyOutcome,
-    idle: Duration,
+    pace: Pace,
     timer: Option<Pin<Box<Sleep>>>,
     recheck: Option<Rc<Recheck>>,
 }
@@ -197,7 +199,7 @@ impl ReqBody {
         inner: Incoming,
         profile: std::sync::Arc<Profile>,
         inspection: Option<Inspection>,
-        idle: Duration,
+        pace: Pace,
         recheck: Option<Rc<Recheck>>,
         outcome: BodyOutcome,
     ) -> ReqBody {
@@ -213,7 +215,7 @@ impl ReqBody {
             released: false,
             done: false,
             outcome,
-            idle,
+            pace,
             timer: None,
             recheck,
         }
@@ -259,13 +261,83 @@ impl ReqBody {
         Ok(None)
     }
 
-    /// Arms (or checks) the deadline for the client's next chunk.
-    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let idle = self.idle;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-        timer.as_mut().poll(cx).is_ready()
+    /// The client has nothing for now: too slow already, or the timer is
+    /// armed for the moment it would be.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let Ok(due) = self.pace.wait(Instant::now()) else { return true };
+            let timer = match &mut self.timer {
+                Some(t) => {
+                    if t.deadline() != due {
+                        t.as_mut().reset(due);
+                    }
+                    t
+                }
+                None => self.timer.insert(Box::pin(tokio::time::sleep_until(due))),
+            };
+            // Fired: judged again (a span that brought enough starts the next).
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
     }
 }
+
+/// How fast a request body must come, judged only while the gateway waits
+/// on the client (never while the upstream is slow to take what it has):
+/// no pause may last `idle`, and each `idle` spent waiting must bring
+/// `floor` bytes, so a body trickled just inside the pause limit is cut
+/// too. Pure bookkeeping over the instants it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    idle: Duration,
+    floor: u64,
+    /// When the current pause began, and when its part in the current span did.
+    pause: Option<(Instant, Instant)>,
+    /// Time spent waiting in the current span, in pauses already over.
+    waited: Duration,
+    /// Bytes that came in the current span.
+    bytes: u64,
+}
+
+impl Pace {
+    /// `rate` bytes per second, judged over each `idle` spent waiting.
+    pub fn new(idle: Duration, rate: u64) -> Pace {
+        let floor = rate.saturating_mul(idle.as_secs().max(1));
+        Pace { idle, floor, pause: None, waited: Duration::ZERO, bytes: 0 }
+    }
+
+    /// The client has nothing for now: `Err` if it is too slow already,
+    /// else the moment it will be unless bytes come first.
+    pub fn wait(&mut self, now: Instant) -> Result<Instant, TooSlow> {
+        let (paused, mut span) = *self.pause.get_or_insert((now, now));
+        if now.duration_since(paused) >= self.idle {
+            return Err(TooSlow);
+        }
+        if self.waited + now.duration_since(span) >= self.idle {
+            if self.bytes < self.floor {
+                return Err(TooSlow);
+            }
+            // A span that brought enough: the next one starts now.
+            (span, self.waited, self.bytes) = (now, Duration::ZERO, 0);
+            self.pause = Some((paused, now));
+        }
+        Ok((paused + self.idle).min(span + self.idle.saturating_sub(self.waited)))
+    }
+
+    /// `n` bytes came (none: a frame without data), ending any pause;
+    /// `now` is asked for only then.
+    pub fn arrived(&mut self, n: usize, now: impl FnOnce() -> Instant) {
+        if let Some((_, span)) = self.pause.take() {
+            self.waited += now().duration_since(span);
+        }
+        self.bytes = self.bytes.saturating_add(n as u64);
+    }
+}
+
+/// The client's body came slower than [`Pace`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooSlow;
 
 /// The body could not be carried to its end; the exchange knows why.
 #[derive(Debug, thiserror::Error)]
@@ -287,17 +359,18 @@ impl Body for ReqBody {
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
-                    if this.idle_expired(cx) {
+                    if this.too_slow(cx) {
                         return this.fail(BodyEnd::TimedOut);
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(f) => f,
             };
-            // Progress: the next chunk has a fresh deadline.
-            if let Some(t) = &mut this.timer {
-                t.as_mut().reset(Instant::now() + this.idle);
-            }
+            let got = match &frame {
+                Some(Ok(f)) => f.data_ref().map_or(0, Bytes::len),
+                _ => 0,
+            };
+            this.pace.arrived(got, Instant::now);
             let (chunk, end) = match frame {
                 None => (Bytes::new(), true),
                 Some(Err(_)) => return this.fail(BodyEnd::Broken),
@@ -518,5 +591,67 @@ impl ResBody {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Rhythm = Vec<(f64, usize)>;
+
+    /// Replays a body's rhythm: `(seconds after the start, bytes)` arrivals,
+    /// the last one ending it, with the client waited on between them; the
+    /// second of the cut, if any.
+    fn cut_at(idle_secs: u64, rate: u64, arrivals: &[(f64, usize)]) -> Option<f64> {
+        let start = Instant::now();
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        let mut pace = Pace::new(Duration::from_secs(idle_secs), rate);
+        let mut now = 0.0;
+        for &(when, n) in arrivals {
+            // Waiting until `when`: the gateway wakes at each deadline.
+            loop {
+                match pace.wait(at(now)) {
+                    Err(TooSlow) => return Some(now),
+                    Ok(due) if due <= at(when) => now = (due - start).as_secs_f64(),
+                    Ok(_) => break,
+                }
+            }
+            now = when;
+            pace.arrived(n, || at(when));
+        }
+        None
+    }
+
+    #[test]
+    fn a_body_is_cut_for_a_long_pause_or_a_slow_span_and_only_then() {
+        let trickle: Vec<(f64, usize)> = (1..40).map(|i| (f64::from(i) * 0.9, 10)).collect();
+        let steady: Vec<(f64, usize)> = (1..40).map(|i| (f64::from(i) * 0.9, 2000)).collect();
+        let cases: [(&str, Rhythm, Option<f64>); 6] = [
+            ("a pause of the idle limit", vec![(0.5, 20_000), (30.0, 100)], Some(10.5)),
+            ("too little before a pause: the span is judged first", vec![(0.5, 5000), (30.0, 100)], Some(10.0)),
+            ("10 bytes every 0.9 s: never idle, far below 1 KiB/s", trickle, Some(10.0)),
+            ("2,000 bytes every 0.9 s", steady, None),
+            ("a fast body, then a pause just inside the limit", vec![(0.1, 20_000), (10.0, 20_000)], None),
+            ("nothing at all", vec![(36.0, 0)], Some(10.0)),
+        ];
+        for (name, arrivals, want) in cases {
+            let got = cut_at(10, 1024, &arrivals);
+            match (got, want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => assert!((g - w).abs() < 0.01, "{name}: cut at {g} s, not {w} s"),
+                _ => panic!("{name}: cut at {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn time_the_gateway_does_not_wait_on_the_client_does_not_count() {
+        // The upstream held the body back for 30 s between two chunks: the
+        // gateway was not waiting on the client, so nothing is judged.
+        let start = Instant::now();
+        let mut pace = Pace::new(Duration::from_secs(10), 1024);
+        pace.arrived(5000, || start);
+        assert!(pace.wait(start + Duration::from_secs(30)).is_ok());
     }
 }

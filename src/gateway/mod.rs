@@ -54,8 +54,11 @@ pub struct Settings {
     pub keepalive: Duration,
     pub header_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// A client sending a request body must send its next chunk within this.
+    /// A client sending a request body must send its next chunk within
+    /// this, and `min_body_rate` bytes per second of each such span the
+    /// gateway waits on it.
     pub body_idle: Duration,
+    pub min_body_rate: u64,
     pub state_max_age: Duration,
     /// Exchanges in flight are judged again at least this often (hours end,
     /// maintenance begins), besides on every committed change.

@@ -388,7 +388,7 @@ async fn forward(
         body,
         allowed.profile.clone(),
         inspection,
-        gateway.settings.body_idle,
+        crate::gateway::body::Pace::new(gateway.settings.body_idle, gateway.settings.min_body_rate),
         Some(recheck.clone()),
         outcome.clone(),
     );
