@@ -110,6 +110,7 @@ fn benches(c: &mut Criterion) {
         integration_tokens: None,
         login: None,
         query: None,
+        content_encoding: None,
     };
     assert!(decide(&facts, &state, now).is_allow());
     c.bench_function("decide (allow, 10k users, 20k devices)", |b| {

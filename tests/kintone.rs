@@ -79,6 +79,47 @@ async fn a_my_number_in_a_search_or_a_path_is_refused_and_never_written_down() {
     assert!(!everything.contains(MY_NUMBER) && !everything.contains(&dashed), "the number was written down");
 }
 
+/// A compressed body hides what it carries from the scanner (and an
+/// upstream that decodes it would store the number): it is refused before
+/// a byte goes upstream, the page naming the rule; `identity` is no coding.
+#[tokio::test]
+async fn a_compressed_upload_is_refused_because_it_cannot_be_checked() {
+    use std::io::Write as _;
+    let (up, _ws, gw, sato) = setup().await;
+    // Long enough to be compressed (a tiny input is stored as it is).
+    let note = "申請内容の確認をお願いします。".repeat(20);
+    let record = format!(r#"{{"app":1,"record":{{"note":{{"value":"{note}"}},"kojin":{{"value":"{MY_NUMBER}"}}}}}}"#);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(record.as_bytes()).unwrap();
+    let gzipped = gz.finish().unwrap();
+    assert!(!gzipped.windows(MY_NUMBER.len()).any(|w| w == MY_NUMBER.as_bytes()), "the number shows in the gzip");
+    for coding in ["gzip", "identity, gzip", "br"] {
+        let resp = post(&gw, &sato, "/k/v1/record.json", gzipped.clone())
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (resp.status().as_u16(), reason(&resp).as_deref()),
+            (403, Some("feature_not_permitted")),
+            "{coding}"
+        );
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("Content-Encoding"), "the page names the rule: {page}");
+    }
+    assert!(up.seen().is_empty(), "nothing reached kintone: {:?}", up.seen());
+    let clean = r#"{"app":1,"record":{"title":{"value":"ok"}}}"#;
+    let resp = post(&gw, &sato, "/k/v1/record.json", clean)
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().body_len, clean.len() as u64);
+}
+
 #[tokio::test]
 async fn a_my_number_deep_in_a_large_streamed_upload_aborts_it() {
     let (up, _ws, gw, sato) = setup().await;

@@ -36,6 +36,9 @@ pub struct RequestFacts<'a> {
     pub login: Option<&'a str>,
     /// The query string (after `?`, undecoded), if any.
     pub query: Option<&'a str>,
+    /// The request's `Content-Encoding`, all values joined by `,`, where
+    /// the profile forbids 個人番号 (the adapter need not read it elsewhere).
+    pub content_encoding: Option<&'a str>,
 }
 
 /// The client address, as [`client_addr`] resolved it.
@@ -144,6 +147,7 @@ fn check<'a>(facts: &RequestFacts<'a>, state: &'a State, now: DateTime<Utc>) -> 
     let basis = check_posture(profile, role, device, &posture, local_date)
         .and_then(|()| check_path(facts.route, facts.path))
         .and_then(|()| check_target_my_number(profile, facts.path, facts.query))
+        .and_then(|()| check_body_encoding(profile, facts.content_encoding))
         .and_then(|()| check_admin_path(profile, &user.role, facts.method, facts.path))
         .and_then(|()| check_integrations(profile, facts.integration_tokens))
         .and_then(|()| check_account(profile, &user.id, facts.login))
@@ -619,6 +623,24 @@ fn check_target_my_number(profile: &Profile, path: &str, query: Option<&str>) ->
         None => check_body(profile, &mut scanner, b"", true),
     }
     .map_err(|d| Deny { rule: format!("{} (request target)", d.rule).into(), ..d })
+}
+
+/// A body sent compressed (`Content-Encoding: gzip`) to a profile that
+/// forbids 個人番号 (Abiko 5.(2)): the scanner would read compressed bytes
+/// and find nothing, while an upstream that decodes the body would store
+/// the number. Such a body cannot be checked, so it is refused (fail
+/// closed); `identity` is no coding at all. Browsers and kintone's clients
+/// do not compress what they send.
+fn check_body_encoding(profile: &Profile, coding: Option<&str>) -> Result<(), Deny> {
+    let (Some(_), Some(coding)) = (&profile.my_number, coding) else { return Ok(()) };
+    let plain = |c: &str| c.trim().is_empty() || c.trim().eq_ignore_ascii_case("identity");
+    if coding.split(',').all(plain) {
+        return Ok(());
+    }
+    Err(Deny::new(
+        DenyReason::FeatureNotPermitted,
+        "content.forbid_my_number: a compressed request body (Content-Encoding) cannot be checked for 個人番号",
+    ))
 }
 
 /// What the audit line says of a body that passed with a low-confidence

@@ -130,6 +130,7 @@ impl World {
             integration_tokens: None,
             login: None,
             query: None,
+            content_encoding: None,
         };
         // The decision borrows only from the state; re-create it so the
         // token locals can drop.
@@ -406,6 +407,7 @@ fn missing_forged_and_unknown_tokens_are_denied() {
         integration_tokens: None,
         login: None,
         query: None,
+        content_encoding: None,
     };
     let missing = decide(&facts(Attestation::Missing), &w.state, tuesday());
     assert_eq!(missing.deny_reason(), Some(DenyReason::AttestationMissing));
@@ -459,6 +461,7 @@ fn a_rekeyed_device_refuses_tokens_signed_by_its_old_key() {
         integration_tokens: None,
         login: None,
         query: None,
+        content_encoding: None,
     };
     assert_eq!(decide(&facts, &w.state, tuesday()).deny_reason(), Some(DenyReason::AttestationInvalid));
 }

@@ -331,6 +331,27 @@ fn abiko_5_2_a_my_number_in_the_request_target_never_reaches_kintone() {
 }
 
 #[test]
+fn abiko_5_2_a_compressed_body_cannot_be_checked_so_it_never_reaches_kintone() {
+    let w = city();
+    let at = tue(10, 0);
+    let post = |coding: &'static str| Req {
+        method: "POST",
+        content_encoding: Some(coding),
+        ..Req::get(K, "/k/v1/record.json", "shokuin-pc", at)
+    };
+    for coding in ["gzip", "br", "deflate", "identity, gzip", "x-anything"] {
+        let deny = w.deny(&post(coding)).unwrap();
+        assert_eq!(deny.reason, DenyReason::FeatureNotPermitted, "{coding}");
+        assert!(deny.rule.starts_with("content.forbid_my_number"), "{}", deny.rule);
+    }
+    for coding in ["identity", "IDENTITY", ""] {
+        assert_eq!(w.decide(&post(coding)), None, "{coding:?}");
+    }
+    let lineworks = Req { content_encoding: Some("gzip"), ..Req::get("talk.worksmobile.com", "/", "shokuin-pc", at) };
+    assert_ne!(w.decide(&lineworks), Some(DenyReason::FeatureNotPermitted), "only profiles that forbid 個人番号 care");
+}
+
+#[test]
 fn abiko_7_each_os_minimum_and_the_antivirus_age_of_the_shipped_file() {
     let mut w = city();
     let profile = w.rules.profile(P).unwrap().clone();

@@ -228,6 +228,10 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
         None => None,
     };
     let query = target.target.split_once('?').map(|(_, q)| q);
+    let content_encoding = match profile.my_number {
+        Some(_) => joined_header(&req.headers, &http::header::CONTENT_ENCODING),
+        None => None,
+    };
     let facts = RequestFacts {
         profile,
         route,
@@ -238,6 +242,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
         integration_tokens: integration_tokens.as_deref(),
         login,
         query,
+        content_encoding: content_encoding.as_deref(),
     };
     match decide(&facts, &snap.state, now) {
         Decision::Allow(a) => {

@@ -57,6 +57,7 @@ pub struct Req<'a> {
     pub login: Option<&'a str>,
     pub os_version: Option<&'a str>,
     pub query: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
     /// Days since the attested security software's last signature update;
     /// `None`: no security software reported.
     pub av_age_days: Option<i64>,
@@ -75,6 +76,7 @@ impl<'a> Req<'a> {
             os_version: None,
             av_age_days: Some(0),
             query: None,
+            content_encoding: None,
         }
     }
 }
@@ -274,6 +276,7 @@ impl World {
             integration_tokens: r.api_tokens,
             login: r.login,
             query: r.query,
+            content_encoding: r.content_encoding,
         };
         match decide(&facts, &self.state, r.at) {
             Decision::Deny(d) => Err(d),
