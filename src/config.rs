@@ -131,7 +131,7 @@ pub struct Limits {
     /// Bytes per second a request body must arrive at, judged over each
     /// `body_idle_secs` the gateway spends waiting on it, or it is
     /// answered 408 (a body trickled just inside the pause limit).
-    #[serde(default = "default_min_send_rate")]
+    #[serde(default = "default_min_body_rate")]
     pub min_body_rate: NonZeroU32,
     /// Bytes per second a client must read answers at (judged over
     /// `send_window_secs` while the gateway waits to write), or it is cut
@@ -153,7 +153,7 @@ impl Default for Limits {
             ipv6_prefix: Ipv6Prefix::default(),
             header_timeout_secs: default_header_timeout(),
             body_idle_secs: default_header_timeout(),
-            min_body_rate: default_min_send_rate(),
+            min_body_rate: default_min_body_rate(),
             min_send_rate: default_min_send_rate(),
             send_window_secs: default_send_window(),
         }
@@ -205,6 +205,12 @@ fn default_connections_per_client() -> NonZeroU32 {
 
 fn default_send_window() -> NonZeroU32 {
     NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)
+}
+
+/// As slow as the slowest read allowed: a mobile link uploading a photo
+/// stays far above it, a body trickled to hold an upstream far below.
+fn default_min_body_rate() -> NonZeroU32 {
+    NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN)
 }
 
 fn default_min_send_rate() -> NonZeroU32 {

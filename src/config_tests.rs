@@ -93,3 +93,13 @@ fn the_ipv6_prefix_of_one_client_is_64_unless_set_and_checked() {
     let message = Config::parse(path, &format!("{BASE}\n[limits]\nipv6_prefix = 16\n")).unwrap_err().to_string();
     assert!(message.contains("`ipv6_prefix` must be 32..=128") && message.contains("`16`"), "{message}");
 }
+
+#[test]
+fn the_minimum_body_rate_is_1024_unless_set_and_never_zero() {
+    let path = Path::new("/etc/sekisho/sekisho.toml");
+    assert_eq!(Config::parse(path, BASE).unwrap().limits.min_body_rate.get(), 1024);
+    let set = Config::parse(path, &format!("{BASE}\n[limits]\nmin_body_rate = 64\n")).unwrap();
+    assert_eq!(set.limits.min_body_rate.get(), 64);
+    let message = Config::parse(path, &format!("{BASE}\n[limits]\nmin_body_rate = 0\n")).unwrap_err().to_string();
+    assert!(message.contains("sekisho.toml:") && message.contains("nonzero"), "{message}");
+}
