@@ -213,8 +213,15 @@ impl Control {
         }
         tokio::spawn(crate::control::follower::follow(self.admin.writer.clone(), shutdown.clone()));
         self.operations();
+        let header_timeout = Duration::from_secs(self.doctor.limits.header_timeout_secs.get().into());
         let admin_api = self.admin_listener.and_then(to_tokio).map(|l| {
-            tokio::spawn(crate::control::admin::serve(self.admin.clone(), l, self.admin_tls, shutdown.clone()))
+            tokio::spawn(crate::control::admin::serve(
+                self.admin.clone(),
+                l,
+                self.admin_tls,
+                header_timeout,
+                shutdown.clone(),
+            ))
         });
         if let Some(l) = self.demo_listener.and_then(to_tokio) {
             tokio::spawn(crate::demo::serve(l, shutdown.clone()));

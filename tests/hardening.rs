@@ -240,6 +240,50 @@ async fn slow_header_is_cut_at_the_deadline() {
     }
 }
 
+/// The admin listener answers anyone's first bytes (no login comes
+/// before a request head), so it keeps the same deadlines: a trickled head
+/// and a silent connection are closed at `header_timeout_secs`, and one
+/// address holds at most 256 connections. Before, both were held forever,
+/// and enough of them would have used up the file descriptors the
+/// gateway's listeners share.
+#[tokio::test]
+async fn the_admin_listener_closes_slow_and_silent_connections_and_caps_each_address() {
+    let up = Upstream::start().await;
+    let ws = WsUpstream::start().await;
+    let gw = Gateway::start_with(&up, &ws, "\n[limits]\nheader_timeout_secs = 2\n").await;
+    let closed_after = |mut s: tokio::net::TcpStream| async move {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => Some(started.elapsed()),
+            Ok(Ok(n)) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) => None,
+        }
+    };
+    let mut slow = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: admin\r\n").await.unwrap();
+    let silent = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let (slow, silent) = tokio::join!(closed_after(slow), closed_after(silent));
+    for (name, after) in [("a trickled head", slow), ("a silent connection", silent)] {
+        let after = after.unwrap_or_else(|| panic!("{name} was open after 8 s"));
+        assert!(
+            after >= Duration::from_millis(1500) && after < Duration::from_secs(5),
+            "{name}: closed after {after:?}"
+        );
+    }
+    // The cap: 256 held, the next closed at once; an answer meanwhile.
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        held.push(tokio::net::TcpStream::connect(gw.admin).await.unwrap());
+    }
+    let over = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let after = closed_after(over).await.expect("the 257th connection was kept");
+    assert!(after < Duration::from_secs(1), "the 257th connection was closed only after {after:?}");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gw.admin_metrics().await.contains("sekisho_"), "a place came back");
+}
+
 /// One client address cannot hold more connections than the cap; the
 /// places come back when its connections close.
 #[tokio::test]

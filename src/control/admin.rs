@@ -126,15 +126,25 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+/// Open admin connections per client address (keyed as the rate limits
+/// are): a whole IT department's browsers behind one NAT address stay far
+/// below it, and a client opening connections to exhaust the process's
+/// file descriptors (which the gateway's listeners share) is stopped there.
+const ADMIN_CONNECTIONS_PER_CLIENT: u32 = 256;
+
 /// Serves the admin API on `listener` (over TLS when `tls` is given) until
-/// `shutdown` turns true.
+/// `shutdown` turns true. A connection must finish its TLS handshake, and
+/// each request head, within `header_timeout`, which also closes a
+/// connection idle that long (slowloris; no request needs a login first).
 pub async fn serve(
     admin: Arc<Admin>,
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(crate::control::console::sample_every_minute(admin.clone(), shutdown.clone()));
+    let conns = Arc::new(crate::admission::OpenConns::default());
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -145,8 +155,9 @@ pub async fn serve(
             },
         };
         while open.try_join_next().is_some() {}
-        let (admin, tls, shutdown) = (admin.clone(), tls.clone(), shutdown.clone());
+        let (admin, tls, shutdown, conns) = (admin.clone(), tls.clone(), shutdown.clone(), conns.clone());
         open.spawn(async move {
+            let Some(_slot) = conns.admit(admin.limits.key(peer.ip()), ADMIN_CONNECTIONS_PER_CLIENT) else { return };
             let used = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let seen = used.clone();
             let service = hyper::service::service_fn(move |req| {
@@ -155,12 +166,12 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
             });
             match tls {
-                None => serve_one(hyper_util::rt::TokioIo::new(stream), service, shutdown, &used).await,
+                None => serve_one(hyper_util::rt::TokioIo::new(stream), service, header_timeout, shutdown, &used).await,
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
                     if let Ok(Ok(tls_stream)) = handshake {
-                        serve_one(hyper_util::rt::TokioIo::new(tls_stream), service, shutdown, &used).await;
+                        serve_one(hyper_util::rt::TokioIo::new(tls_stream), service, header_timeout, shutdown, &used)
+                            .await;
                     }
                 }
             }
@@ -180,6 +191,7 @@ pub async fn serve(
 async fn serve_one<I, S>(
     io: I,
     service: S,
+    header_timeout: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     used: &std::sync::atomic::AtomicBool,
 ) where
@@ -187,7 +199,12 @@ async fn serve_one<I, S>(
     S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    // hyper's header deadline runs from when it waits for a head, so it
+    // bounds both a trickled head and an idle keep-alive connection.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
     tokio::pin!(conn);
     let stopping = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;

@@ -7,7 +7,6 @@
 //! reads the hot snapshot (`crate::shared`) and writes the request audit
 //! line; it must never touch the store or the disk.
 
-pub mod admission;
 pub mod body;
 pub mod conn;
 pub mod exchange;
@@ -43,7 +42,7 @@ pub struct Gateway {
     pub limits: Arc<Limiters>,
     pub settings: Settings,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub admission: admission::OpenConns,
+    pub admission: crate::admission::OpenConns,
     /// A random prefix, so request ids from two processes never collide.
     prefix: u32,
 }
@@ -87,7 +86,7 @@ impl Gateway {
             limits,
             settings,
             tls,
-            admission: admission::OpenConns::default(),
+            admission: crate::admission::OpenConns::default(),
             prefix: rand::random(),
         }
     }

@@ -1,5 +1,6 @@
-//! Admission of connections: at most `connections_per_client` open at once
-//! per client key (an IPv6 client's /64: the caller keys it as the rate
+//! Admission of connections: at most a cap open at once per client key
+//! (`connections_per_client` on the gateway's listeners, a fixed one on the
+//! admin listener; an IPv6 client's /64: the caller keys it as the rate
 //! limits do, `Limiters::key`).
 //! Touched once per connection, never per request, in shards so that
 //! accepting on one worker rarely waits for another.
