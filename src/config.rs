@@ -121,7 +121,8 @@ pub struct Limits {
     #[serde(default)]
     pub ipv6_prefix: Ipv6Prefix,
     /// Seconds a client has to send a whole request header (slowloris),
-    /// and to finish its TLS handshake.
+    /// and to finish its TLS handshake; on the admin listener also the
+    /// longest a connection may sit idle.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: NonZeroU32,
     /// Seconds a client sending a request body may pause between chunks
