@@ -558,9 +558,10 @@ async fn malformed_http2_frames_end_the_connection_with_the_error_named() {
 
 /// HPACK amplification (an "HPACK bomb"): one 4 KB field put in the
 /// dynamic table, then header blocks that only refer to it, 1 byte each,
-/// so every 16 KiB frame decodes to ~64 MB of fields. The gateway stops
-/// decoding at its 64 KiB header-list limit: each stream is refused,
-/// nothing reaches the upstream, memory stays small, and it serves on.
+/// so every 16 KiB frame decodes to ~64 MB of fields. Past the 64 KiB
+/// header-list limit h2 stops: it ends the connection (`ENHANCE_YOUR_CALM`,
+/// at the first block today) or refuses each stream; nothing reaches the
+/// upstream, memory stays small, and the gateway serves on.
 #[tokio::test]
 async fn an_hpack_bomb_is_refused_without_decoding_it_into_memory() {
     let (up, _ws, gw) = setup().await;
