@@ -36,6 +36,13 @@ use crate::gateway::wire::{Guard, Limits, Scan, Violation};
 /// short enough that thousands of idle browsers hold no HTTP buffers.
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
+/// How many bytes a connection reads in one turn before the worker's other
+/// connections get theirs. A client whose bytes never run out (frames back
+/// to back, a fast upload) would otherwise hold its worker for as long as
+/// tokio's budget of 128 socket reads lasts, megabytes of frames; everyone
+/// else on that worker waits that long for each step of theirs.
+const TURN: usize = 64 * 1024;
+
 /// What the connection tells its socket and learns from it.
 #[derive(Debug)]
 pub struct ConnClock {
@@ -182,6 +189,10 @@ pub struct ClientIo<S> {
     /// The stall window, if one runs, and the bytes sent when it began.
     stall: Option<(u64, Pin<Box<Sleep>>)>,
     on_cut: Option<Box<dyn FnOnce(Cut) + Send>>,
+    /// Bytes read since the connection last let the worker's other
+    /// connections run, and the yield it owes them once that reaches [`TURN`].
+    turn: usize,
+    others_turn: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl<S> ClientIo<S> {
@@ -211,6 +222,8 @@ impl<S> ClientIo<S> {
             parked: false,
             stall: None,
             on_cut: None,
+            turn: 0,
+            others_turn: None,
         }
     }
 
@@ -335,6 +348,29 @@ enum Due {
 impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(others) = &mut this.others_turn {
+            ready!(others.as_mut().poll(cx));
+            this.others_turn = None;
+        }
+        let before = buf.filled().len();
+        let read = this.read(cx, buf);
+        match read {
+            Poll::Pending => this.turn = 0,
+            Poll::Ready(_) => {
+                this.turn += buf.filled().len() - before;
+                if this.turn >= TURN {
+                    this.turn = 0;
+                    this.others_turn = Some(Box::pin(tokio::task::yield_now()));
+                }
+            }
+        }
+        read
+    }
+}
+
+impl<S: AsyncRead + Unpin> ClientIo<S> {
+    fn read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         loop {
             if this.ready > 0 {
                 this.first = false;
@@ -622,4 +658,40 @@ fn request_line(head: &[u8]) -> Option<(&[u8], &[u8])> {
     let line = &line[..line.iter().position(|b| *b == b'\n')?];
     let mut parts = line.split(|b| *b == b' ');
     Some((parts.next()?, parts.next()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose bytes never run out (here `repeat`, always ready)
+    /// gets [`TURN`] bytes, then the worker's other connections run.
+    /// Without the turn, tokio's budget of 128 reads would let it take
+    /// 128 reads' worth first (2 MiB of 16 KiB reads).
+    #[tokio::test]
+    async fn a_client_whose_bytes_never_run_out_yields_after_each_turn() {
+        let deadlines = Deadlines {
+            header: Duration::from_secs(5),
+            keepalive: Duration::from_secs(5),
+            send_window: Duration::from_secs(5),
+            min_send_rate: 1024,
+        };
+        let mut io = ClientIo::http2(tokio::io::repeat(b'x'), Arc::new(ConnClock::new()), deadlines);
+        let mut buf = vec![0u8; 16 * 1024];
+        for turn in 0..3 {
+            let taken = std::future::poll_fn(|cx| {
+                let mut taken = 0;
+                loop {
+                    let mut read = ReadBuf::new(&mut buf);
+                    match Pin::new(&mut io).poll_read(cx, &mut read) {
+                        Poll::Ready(Ok(())) => taken += read.filled().len(),
+                        Poll::Ready(Err(e)) => panic!("turn {turn}: {e}"),
+                        Poll::Pending => return Poll::Ready(taken),
+                    }
+                }
+            })
+            .await;
+            assert_eq!(taken, TURN, "turn {turn}");
+        }
+    }
 }
