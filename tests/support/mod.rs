@@ -537,6 +537,11 @@ impl Gateway {
     fn write_config(&self, gateway_lines: &str, extra_config: &str) {
         let d = self.dir.path();
         let hash = |t: &str| Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        // Tests of idle connections want a short limit; a test may set its own.
+        let keepalive = match gateway_lines.contains("keepalive_secs") {
+            true => "",
+            false => "keepalive_secs = 5",
+        };
         let config = format!(
             r#"
 [gateway]
@@ -546,7 +551,7 @@ threads = 2
 data_dir = "data"
 rules_dir = "rules"
 audit_log = "data/audit.jsonl"
-keepalive_secs = 5
+{keepalive}
 {gateway_lines}
 
 [tls]
