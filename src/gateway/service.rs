@@ -228,10 +228,9 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
         None => None,
     };
     let query = target.target.split_once('?').map(|(_, q)| q);
-    let content_encoding = match profile.my_number {
-        Some(_) => joined_header(&req.headers, &http::header::CONTENT_ENCODING),
-        None => None,
-    };
+    // Read only where a body is scanned for 個人番号: elsewhere it is not a fact.
+    let content_encoding =
+        profile.my_number.as_ref().and_then(|_| joined_header(&req.headers, &http::header::CONTENT_ENCODING));
     let facts = RequestFacts {
         profile,
         route,
