@@ -279,6 +279,11 @@ async fn the_admin_listener_closes_slow_and_silent_connections_and_caps_each_add
     let over = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
     let after = closed_after(over).await.expect("the 257th connection was kept");
     assert!(after < Duration::from_secs(1), "the 257th connection was closed only after {after:?}");
+    let log = gw.log();
+    assert!(
+        log.contains("admin listener: refused 1 connection(s) since the last note: over the cap of 256 open per client address, the latest from 127.0.0.1"),
+        "the refusal was not told: {log}"
+    );
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(gw.admin_metrics().await.contains("sekisho_"), "a place came back");
@@ -311,6 +316,13 @@ async fn connections_per_address_are_capped() {
     let mut fourth = tokio::net::TcpStream::connect(gw.http).await.unwrap();
     assert!(ask(&mut fourth, &request).await.is_none(), "a fourth connection from one address was served");
     assert!(gw.admin_metrics().await.contains("sekisho_connections_refused_total 1"));
+    // Refused before a request was read, so no audit line: the log tells
+    // the operator (at most once a minute, with the count).
+    let mut fifth = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    assert!(ask(&mut fifth, &request).await.is_none());
+    let log = gw.log();
+    let told = "gateway: refused 1 connection(s) since the last note: over the cap of 3 open per client address, the latest from 127.0.0.1 (`[limits] connections_per_client`";
+    assert_eq!(log.matches(told).count(), 1, "the first refusal is told, the second waits for the next note: {log}");
 
     drop(held.pop());
     // The gateway notices the close on its next read; give it a moment.

@@ -144,7 +144,7 @@ pub async fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(crate::control::console::sample_every_minute(admin.clone(), shutdown.clone()));
-    let conns = Arc::new(crate::admission::OpenConns::default());
+    let conns = Arc::new(crate::admission::OpenConns::new("admin listener", "a fixed cap"));
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -86,7 +86,10 @@ impl Gateway {
             limits,
             settings,
             tls,
-            admission: crate::admission::OpenConns::default(),
+            admission: crate::admission::OpenConns::new(
+                "gateway",
+                "`[limits] connections_per_client`; an office whose browsers share one address shares one cap",
+            ),
             prefix: rand::random(),
         }
     }
