@@ -24,8 +24,13 @@ pub struct AdminArgs {
 
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Gateway status.
-    Status,
+    /// Gateway status: whether requests are served, the audit log, stops,
+    /// profiles and the host checks that need attention.
+    Status {
+        /// Print the API's JSON instead (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
     /// Suspend a user now (open connections are cut).
     Suspend {
         /// The user id (as registered: letters, digits, `-_.@`).
@@ -197,7 +202,8 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
             let path = if renew { "certificate/renew" } else { "certificate" };
             ("POST", format!("/v1/devices/{device}/{path}"), Some(json!({"days": days, "reason": reason})))
         }
-        Action::Status => ("GET", "/v1/status".to_owned(), None),
+        Action::Status { json: false } => return status_text(&base, &token, ca.as_deref()),
+        Action::Status { json: true } => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
             ("POST", format!("/v1/users/{user}/suspend"), Some(json!({"reason": reason, "until": until})))
         }
@@ -261,6 +267,19 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     if status >= 400 {
         return Err(format!("the gateway answered {status}"));
     }
+    Ok(())
+}
+
+/// `admin status` for a person; the JSON is `admin status --json`.
+fn status_text(base: &str, token: &str, ca: Option<&Path>) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let (status, text) = runtime.block_on(call(base, Some(token), ca, "GET", "/v1/status", None))?;
+    if status >= 400 {
+        println!("{text}");
+        return Err(format!("the gateway answered {status}"));
+    }
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("the status is not JSON: {e}"))?;
+    print!("{}", crate::admin_status::render(&value));
     Ok(())
 }
 

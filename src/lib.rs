@@ -14,6 +14,7 @@
 //! `device` is the only direction in which they depend on each other.
 
 pub mod admin_client;
+mod admin_status;
 pub mod admission;
 pub mod audit_cli;
 pub mod config;

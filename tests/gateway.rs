@@ -710,10 +710,23 @@ async fn the_admin_api_can_serve_https_and_the_cli_speaks_it() {
             .unwrap()
     };
     let url = format!("https://127.0.0.1:{}", gw.admin.port());
-    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "status"]);
+    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "status", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status["profiles"].as_array().unwrap().iter().any(|p| p["name"] == "app"));
+    // For a person: whether requests are served, the trail, stops, profiles.
+    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "stop", "--reason", "端末紛失の報告"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in
+        ["Requests   served (state confirmed", "Audit log  writable", "Emergency  STOPPED for everyone since 20"]
+    {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains(": 端末紛失の報告\n"), "the stop's reason:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("  app ")), "the profile `app`:\n{text}");
     let plain = cli(&["admin", "--url", &format!("http://127.0.0.1:{}", gw.admin.port()), "status"]);
     assert!(!plain.status.success(), "plain HTTP must not be served on a TLS admin listener");
     let out = cli(&["admin", "--url", &url, "--cacert", "certs/dev-ca.pem", "suspend", "nobody", "--reason", "x"]);
