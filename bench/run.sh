@@ -14,6 +14,7 @@
 #   PROFILE=1 bench/run.sh               # perf samples of the full-rules path instead
 #                                        # (PROFILE_DENY=1: the deny path; PROFILE_BARE=1: bare hyper)
 #   SYSCALLS=1 bench/run.sh              # system calls and context switches per request
+#   UPLOAD=1 bench/run.sh                # request bodies streamed: MB/s, CPU per MB
 #   OPENLOOP=1 bench/run.sh              # latency at fixed rates instead: 25/50/75%
 #                                        # of nginx's closed-loop peak (PCTS, PEAK)
 #
@@ -206,6 +207,57 @@ ticks() {
   done
   echo "$total"
 }
+
+if [ "${UPLOAD:-0}" = 1 ]; then
+  # Request bodies streamed through each proxy: POSTs of UPLOAD_BYTES
+  # (1,000,000) each, 8 connections, the upstream reading each whole before
+  # it answers (`/upload` in nginx-upstream.conf). nginx
+  # streams them too (`proxy_request_buffering off`), so every proxy reads
+  # the client's socket and writes the upstream's as the bytes come; MB/s
+  # and the proxy's CPU per MB, medians of ROUNDS interleaved rounds.
+  BYTES=${UPLOAD_BYTES:-1000000}
+  cat > "$RUN/upload.lua" <<LUA
+wrk.method = "POST"
+wrk.body = string.rep("x", $BYTES)
+wrk.headers["Host"] = "bench.localhost"
+wrk.headers["Content-Type"] = "application/octet-stream"
+local token = os.getenv("BENCH_TOKEN")
+if token and token ~= "" then wrk.headers["Device-Attestation"] = token end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d errors=%d non2xx=%d\n", summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status))
+end
+LUA
+  ROWS="$RUN/upload.tsv"
+  : > "$ROWS"
+  for round in $(seq "$ROUNDS"); do
+    for c in "nginx|$NGINX|19001|" "bare hyper (no checks)|$BARE|19004|" "sekisho full rules|$SEKISHO|19003|$TOKEN"; do
+      IFS='|' read -r name pid port tok <<< "$c"
+      [[ "$name" =~ ${ONLY:-.} ]] || continue
+      before=$(ticks "$pid")
+      res=$(BENCH_TOKEN="$tok" $LOAD_CPU wrk -t1 -c8 -d"${DURATION}s" -s "$RUN/upload.lua" "http://127.0.0.1:$port/upload" | grep '^RESULT')
+      after=$(ticks "$pid")
+      printf '%s\t%s\t%s\t%s\n' "$name" "$res" "$((after - before))" "$round" >> "$ROWS"
+      echo "round $round: $name: $res" >&2
+    done
+  done
+  python3 - "$ROWS" "$TICK" "$BYTES" "$DURATION" <<'PY'
+import re, statistics, sys
+rows, tick, size, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cases = {}
+for line in open(rows):
+    name, res, ticks, _ = line.rstrip("\n").split("\t")
+    n = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", res))
+    mb = n["requests"] * size / 1e6
+    cases.setdefault(name, []).append((mb / secs, int(ticks) / tick * 1e6 / mb if mb else float("nan"), n["errors"] + n["non2xx"]))
+print(f"| case | MB/s | vs nginx | proxy CPU µs per MB | errors + non-2xx |\n| --- | ---: | ---: | ---: | ---: |")
+base = statistics.median(r[0] for r in cases.get("nginx", [(float("nan"), 0, 0)]))
+for name, rs in cases.items():
+    rate = statistics.median(r[0] for r in rs)
+    print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {statistics.median(r[1] for r in rs):,.0f} | {sum(r[2] for r in rs)} |")
+PY
+  exit 0
+fi
 
 if [ "${OPENLOOP:-0}" = 1 ]; then
   # Open loop: each case at fixed fractions of nginx's closed-loop peak in this
