@@ -107,10 +107,25 @@ async fn the_dashboards_self_check_says_what_to_do_in_the_consoles_language() {
         "時刻",
         "[clock] ntp_server が未設定のため、時刻のずれを測っていません",
         "[clock] に市の NTP サーバーを設定し",
+        // The state store in words, not the API's field names.
+        "<dt>保存先</dt>",
+        "保存先なしで動ける時間</dt><dd>30 秒（過ぎるとすべての要求を 503 で断ります）",
+        "最後のエラー</dt><dd>なし",
     ] {
         assert!(page.body.contains(japanese), "`{japanese}` on the Japanese dashboard: {}", page.body);
     }
-    for english in ["use an https:// upstream", "reachable over plain HTTP", "the offset is not measured"] {
+    let kind = match std::env::var("SEKISHO_TEST_STORE").as_deref() {
+        Ok("postgres") => "<dt>種類</dt><dd>PostgreSQL</dd>",
+        _ => "<dt>種類</dt><dd>SQLite</dd>",
+    };
+    assert!(page.body.contains(kind), "`{kind}` on the dashboard: {}", page.body);
+    for english in [
+        "use an https:// upstream",
+        "reachable over plain HTTP",
+        "the offset is not measured",
+        "confirmed_age_secs",
+        "state_max_age_secs",
+    ] {
         assert!(!page.body.contains(english), "no English `{english}` on the Japanese dashboard");
     }
 

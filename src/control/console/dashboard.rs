@@ -187,8 +187,8 @@ fn health(ctx: &Ctx, admin: &Admin, status: &Value) -> Markup {
                 dt { (ctx.t("利用者・端末", "Users, devices")) }
                 dd { (status["users"]) " / " (status["devices"]) }
                 @if let Some(store) = status.get("store").filter(|v| !v.is_null()) {
-                    dt { (ctx.t("保存先とレプリカ", "Store and replicas")) }
-                    dd { (extra_value(store)) }
+                    dt { (ctx.t("保存先", "State store")) }
+                    dd { (store_facts(ctx, store)) }
                 }
             }
             (doctor(ctx, admin.health.get().as_deref()))
@@ -221,19 +221,44 @@ fn doctor(ctx: &Ctx, report: Option<&crate::control::doctor::Report>) -> Markup 
     }
 }
 
-/// A status block another part of the gateway adds (replicas, self-checks),
-/// shown as it is.
-fn extra_value(v: &Value) -> Markup {
+/// The state store as the administrator needs it: which one, whether it
+/// answers, how long the gateway serves without it, the last error. (Its
+/// freshness is the line above.)
+fn store_facts(ctx: &Ctx, store: &Value) -> Markup {
+    let backend = match store["backend"].as_str() {
+        Some("postgres") => "PostgreSQL",
+        Some("sqlite") => "SQLite",
+        Some(other) => other,
+        None => "?",
+    };
+    let max_age = store["state_max_age_secs"].as_u64();
     html! {
-        @match v {
-            Value::Object(map) => {
-                dl.facts {
-                    @for (k, v) in map { dt { code { (k) } } dd { (extra_value(v)) } }
+        dl.facts {
+            dt { (ctx.t("種類", "Kind")) }
+            dd { (backend) }
+            dt { (ctx.t("接続", "Reachable")) }
+            dd {
+                @match store["reachable"].as_bool() {
+                    Some(true) => { span.badge.good { (ctx.t("正常", "OK")) } }
+                    Some(false) => { span.badge.bad { (ctx.t("接続できません", "Unreachable")) } }
+                    None => { "?" }
                 }
             }
-            Value::Array(items) => { ul { @for i in items { li { (extra_value(i)) } } } }
-            Value::String(s) => { (s) }
-            other => { (other.to_string()) }
+            @if let Some(secs) = max_age {
+                dt { (ctx.t("保存先なしで動ける時間", "Serves without it for")) }
+                dd {
+                    (secs) (ctx.t(" 秒（過ぎるとすべての要求を 503 で断ります）", " s (then every request is refused with 503)"))
+                }
+            }
+            dt { (ctx.t("変更の位置", "Change position")) }
+            dd { code { (store["position"]) } }
+            dt { (ctx.t("最後のエラー", "Last error")) }
+            dd {
+                @match store["error"].as_str() {
+                    Some(e) => { (e) }
+                    None => { (ctx.t("なし", "none")) }
+                }
+            }
         }
     }
 }
