@@ -3,7 +3,8 @@
 //! admin listener; an IPv6 client's /64: the caller keys it as the rate
 //! limits do, `Limiters::key`).
 //! Touched once per connection, never per request, in shards so that
-//! accepting on one worker rarely waits for another.
+//! accepting on one worker rarely waits for another. Refusals are logged,
+//! at most once a minute per listener; never the addresses admitted.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
