@@ -2,6 +2,12 @@ use serde_json::json;
 
 use super::render;
 
+fn has_all(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
 /// A status as the gateway answered it on a fresh start (abridged: two
 /// profiles, three findings).
 fn status() -> serde_json::Value {
@@ -39,9 +45,7 @@ fn a_healthy_gateway_reads_as_served_with_its_profiles_and_what_needs_doing() {
         "  ERROR upstream abiko.cybozu.com -> abiko.cybozu.com:443\n        cannot connect: failed to lookup address information\n        next: check DNS, routing and the firewall from this host to the SaaS",
         "  WARN  clock ntp\n",
     ];
-    for line in expected {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
-    }
+    has_all(&text, &expected);
     assert!(!text.contains("396 day(s)"), "a passing check is counted, not listed:\n{text}");
 }
 
@@ -62,9 +66,7 @@ fn refusals_stops_and_an_unwritable_trail_are_spelled_out() {
         "Emergency  STOPPED for everyone since 2026-12-03 02:05:00 JST: 不正アクセスの疑い",
         "sekisho デモ / demo\n      STOPPED since 2026-12-02 00:00:00 JST: 端末紛失\n      demo.localhost",
     ];
-    for line in expected {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
-    }
+    has_all(&text, &expected);
 }
 
 #[test]
@@ -78,7 +80,5 @@ fn what_the_gateway_did_not_send_is_unknown_not_guessed() {
         "0 profile(s), ? user(s)",
         "Health     not checked yet",
     ];
-    for line in expected {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
-    }
+    has_all(&text, &expected);
 }
