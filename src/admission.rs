@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::notes::Notes;
 
 pub struct OpenConns {
     shards: [Mutex<HashMap<IpAddr, u32>>; 16],
@@ -31,7 +32,7 @@ impl OpenConns {
     }
 
     /// A place for one more connection from `ip`, unless it has `cap` open.
-    /// A refusal is logged at most once per [`NOTE_EVERY`], with the count
+    /// A refusal is logged at most once a minute, with the count
     /// since the last note: it leaves no audit line (no request was read),
     /// and a silent cap looks like a network fault to an office whose
     /// browsers share one address.
@@ -58,51 +59,26 @@ impl OpenConns {
     }
 }
 
-/// How often, at most, refusals are logged.
-pub const NOTE_EVERY: Duration = Duration::from_secs(60);
-
-/// Refusals counted since the last log line, and when the next may be.
+/// Refusals logged with the listener's name and the setting of its cap.
 struct Refusals {
     listener: &'static str,
     setting: &'static str,
-    since_note: AtomicU64,
-    /// Milliseconds after `base`; 0 lets the first refusal be logged at once.
-    next_note_ms: AtomicU64,
-    base: Instant,
+    notes: Notes,
 }
 
 impl Refusals {
     fn new(listener: &'static str, setting: &'static str) -> Refusals {
-        Refusals {
-            listener,
-            setting,
-            since_note: AtomicU64::new(0),
-            next_note_ms: AtomicU64::new(0),
-            base: Instant::now(),
-        }
+        Refusals { listener, setting, notes: Notes::default() }
     }
 
     fn refused(&self, ip: IpAddr, cap: u32, now: Instant) {
-        let Some(n) = self.due(now) else { return };
-        log::warn!(
-            "{}: refused {n} connection(s) since the last note: over the cap of {cap} open per client address, \
-             the latest from {ip} ({})",
-            self.listener,
-            self.setting
-        );
-    }
-
-    /// Counts one refusal at `now`; the count to log, if a note is due.
-    fn due(&self, now: Instant) -> Option<u64> {
-        self.since_note.fetch_add(1, Relaxed);
-        let now_ms = u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_note_ms.load(Relaxed);
-        let later = now_ms.saturating_add(u64::try_from(NOTE_EVERY.as_millis()).unwrap_or(u64::MAX));
-        // One worker of those refusing at once wins the note.
-        if now_ms < next || self.next_note_ms.compare_exchange(next, later.max(1), Relaxed, Relaxed).is_err() {
-            return None;
-        }
-        Some(self.since_note.swap(0, Relaxed))
+        self.notes.note(now, |n| {
+            format!(
+                "{}: refused {n} connection(s) since the last note: over the cap of {cap} open per client address, \
+                 the latest from {ip} ({})",
+                self.listener, self.setting
+            )
+        });
     }
 }
 
@@ -133,16 +109,6 @@ mod tests {
         assert!(conns.admit("10.0.0.2".parse().unwrap(), 2).is_some(), "another address has its own places");
         drop(first);
         assert!(conns.admit(ip, 2).is_some());
-    }
-
-    /// The first refusal is told at once, later ones at most once per
-    /// [`NOTE_EVERY`] with the count since the last note.
-    #[test]
-    fn refusals_are_noted_at_most_once_a_minute_with_their_count() {
-        let refusals = Refusals::new("test", "no setting");
-        let at = |secs: u64| refusals.base + Duration::from_secs(secs);
-        let noted: Vec<_> = [0, 1, 2, 59, 60, 61, 200].iter().map(|s| (*s, refusals.due(at(*s)))).collect();
-        assert_eq!(noted, [(0, Some(1)), (1, None), (2, None), (59, None), (60, Some(4)), (61, None), (200, Some(2))]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod handover;
 pub mod limits;
 pub mod metrics;
+pub mod notes;
 pub mod notify;
 pub mod serve;
 pub mod shared;

@@ -227,6 +227,8 @@ async fn slow_header_is_cut_at_the_deadline() {
     assert!(up.seen().is_empty(), "a partial header reached the upstream");
     let metrics = gw.admin_metrics().await;
     assert!(metrics.contains("sekisho_header_timeouts_total 1"), "{metrics}");
+    let told = "gateway: cut 1 connection(s) since the last note: no whole request head within 2 s (`[limits] header_timeout_secs`), the latest from 127.0.0.1";
+    assert!(gw.log().contains(told), "the cut is told in the log: {}", gw.log());
 
     // Keep-alive: two prompt requests 3 s apart on one connection both pass;
     // the idle wait between them is not header time.

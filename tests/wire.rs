@@ -315,6 +315,11 @@ async fn slow_readers_are_cut(tls: bool) {
     // 20 answers of 32 MiB each: far less than that stays in the gateway.
     assert!(grown < 64 * 1024, "the gateway grew by {grown} KiB for 20 slow readers");
     assert!(gw.admin_metrics().await.contains("sekisho_slow_readers_total 20"));
+    // Twenty cuts in a minute, one line: the first, at once.
+    let log = gw.log();
+    let told = "gateway: cut 1 connection(s) since the last note: reading answers slower than 1000000 bytes/s (`[limits] min_send_rate`), the latest from 127.0.0.1";
+    assert_eq!(log.matches("gateway: cut ").count(), 1, "{log}");
+    assert!(log.contains(told), "{log}");
 }
 
 /// An idle HTTP/1 connection is parked (its server and buffers freed) and

@@ -176,17 +176,40 @@ fn deadlines(worker: &Worker) -> Deadlines {
 
 /// Counts a deadline's cut; a slow reader's socket is reset, so what the
 /// kernel still holds for it is dropped rather than trickled out for hours.
-fn on_cut(worker: &Rc<Worker>, socket: Option<socket2::Socket>) -> impl FnOnce(Cut) + Send + 'static {
-    let metrics = worker.gateway.metrics.clone();
-    move |cut| match cut {
-        Cut::HeaderTimeout => metrics.header_timeout(),
-        Cut::SlowReader => {
-            metrics.slow_reader();
-            if let Some(s) = socket {
-                let _ = s.set_linger(Some(Duration::ZERO));
+/// Counts a cut, logs it at most once a minute per kind (an idle close is
+/// no news), and resets a slow reader's socket.
+fn on_cut(worker: &Rc<Worker>, socket: Option<socket2::Socket>, peer: SocketAddr) -> impl FnOnce(Cut) + Send + 'static {
+    let gateway = worker.gateway.clone();
+    move |cut| {
+        let (settings, now) = (gateway.settings, std::time::Instant::now());
+        match cut {
+            Cut::HeaderTimeout => {
+                gateway.metrics.header_timeout();
+                gateway.header_cuts.note(now, |n| {
+                    let secs = settings.header_timeout.as_secs();
+                    format!(
+                        "gateway: cut {n} connection(s) since the last note: no whole request head within \
+                         {secs} s (`[limits] header_timeout_secs`), the latest from {}",
+                        peer.ip()
+                    )
+                });
             }
+            Cut::SlowReader => {
+                gateway.metrics.slow_reader();
+                gateway.slow_reader_cuts.note(now, |n| {
+                    let rate = settings.min_send_rate;
+                    format!(
+                        "gateway: cut {n} connection(s) since the last note: reading answers slower than \
+                         {rate} bytes/s (`[limits] min_send_rate`), the latest from {}",
+                        peer.ip()
+                    )
+                });
+                if let Some(s) = socket {
+                    let _ = s.set_linger(Some(Duration::ZERO));
+                }
+            }
+            Cut::Idle => {}
         }
-        Cut::Idle => {}
     }
 }
 
@@ -211,7 +234,7 @@ async fn http1<S>(
     };
     let limits = worker.gateway.settings.wire;
     let mut io = ClientIo::http1(stream, conn.clock.clone(), deadlines(&worker), limits, last_word)
-        .on_cut(on_cut(&worker, socket));
+        .on_cut(on_cut(&worker, socket, conn.peer));
     let watched = conn.clone();
     let mut service = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -323,7 +346,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let deadlines = deadlines(&conn.worker);
-    let io = ClientIo::http2(stream, conn.clock.clone(), deadlines).on_cut(on_cut(&conn.worker, socket));
+    let io = ClientIo::http2(stream, conn.clock.clone(), deadlines).on_cut(on_cut(&conn.worker, socket, conn.peer));
     let exec = stall::StreamExec {
         window: deadlines.send_window,
         floor: deadlines.send_floor(),

@@ -43,6 +43,10 @@ pub struct Gateway {
     pub settings: Settings,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub admission: crate::admission::OpenConns,
+    /// Connections cut at the header deadline, and slow readers cut: no
+    /// request line was read or answered whole, so no audit line says it.
+    pub header_cuts: crate::notes::Notes,
+    pub slow_reader_cuts: crate::notes::Notes,
     /// A random prefix, so request ids from two processes never collide.
     prefix: u32,
 }
@@ -90,6 +94,8 @@ impl Gateway {
                 "gateway",
                 "`[limits] connections_per_client`; an office whose browsers share one address shares one cap",
             ),
+            header_cuts: crate::notes::Notes::default(),
+            slow_reader_cuts: crate::notes::Notes::default(),
             prefix: rand::random(),
         }
     }
