@@ -414,6 +414,8 @@ async fn a_silent_tls_client_is_cut_at_the_handshake_deadline() {
     assert_eq!(n, 0, "closed without a byte");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "closed after {waited:?}");
+    let told = "gateway: cut 1 connection(s) since the last note: no TLS handshake within 1 s (`[limits] header_timeout_secs`), the latest from 127.0.0.1";
+    assert!(gw.log().contains(told), "{}", gw.log());
 }
 
 #[tokio::test]

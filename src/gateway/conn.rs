@@ -150,6 +150,14 @@ async fn serve_tls(
         Ok(Err(_)) => return,
         Err(_) => {
             gateway.metrics.header_timeout();
+            gateway.header_cuts.note(std::time::Instant::now(), |n| {
+                let secs = gateway.settings.handshake_timeout.as_secs();
+                format!(
+                    "gateway: cut {n} connection(s) since the last note: no TLS handshake within {secs} s \
+                     (`[limits] header_timeout_secs`), the latest from {}",
+                    peer.ip()
+                )
+            });
             return;
         }
     };
