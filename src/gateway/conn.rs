@@ -150,13 +150,9 @@ async fn serve_tls(
         Ok(Err(_)) => return,
         Err(_) => {
             gateway.metrics.header_timeout();
-            gateway.header_cuts.note(std::time::Instant::now(), |n| {
-                let secs = gateway.settings.handshake_timeout.as_secs();
-                format!(
-                    "gateway: cut {n} connection(s) since the last note: no TLS handshake within {secs} s \
-                     (`[limits] header_timeout_secs`), the latest from {}",
-                    peer.ip()
-                )
+            let secs = gateway.settings.handshake_timeout.as_secs();
+            note_cut(&gateway.header_cuts, peer, || {
+                format!("no TLS handshake within {secs} s (`[limits] header_timeout_secs`)")
             });
             return;
         }
@@ -182,43 +178,39 @@ fn deadlines(worker: &Worker) -> Deadlines {
     }
 }
 
-/// Counts a deadline's cut; a slow reader's socket is reset, so what the
+/// Counts a deadline's cut and logs it (at most once a minute per kind; an
+/// idle close is no news). A slow reader's socket is reset, so what the
 /// kernel still holds for it is dropped rather than trickled out for hours.
-/// Counts a cut, logs it at most once a minute per kind (an idle close is
-/// no news), and resets a slow reader's socket.
 fn on_cut(worker: &Rc<Worker>, socket: Option<socket2::Socket>, peer: SocketAddr) -> impl FnOnce(Cut) + Send + 'static {
     let gateway = worker.gateway.clone();
-    move |cut| {
-        let (settings, now) = (gateway.settings, std::time::Instant::now());
-        match cut {
-            Cut::HeaderTimeout => {
-                gateway.metrics.header_timeout();
-                gateway.header_cuts.note(now, |n| {
-                    let secs = settings.header_timeout.as_secs();
-                    format!(
-                        "gateway: cut {n} connection(s) since the last note: no whole request head within \
-                         {secs} s (`[limits] header_timeout_secs`), the latest from {}",
-                        peer.ip()
-                    )
-                });
-            }
-            Cut::SlowReader => {
-                gateway.metrics.slow_reader();
-                gateway.slow_reader_cuts.note(now, |n| {
-                    let rate = settings.min_send_rate;
-                    format!(
-                        "gateway: cut {n} connection(s) since the last note: reading answers slower than \
-                         {rate} bytes/s (`[limits] min_send_rate`), the latest from {}",
-                        peer.ip()
-                    )
-                });
-                if let Some(s) = socket {
-                    let _ = s.set_linger(Some(Duration::ZERO));
-                }
-            }
-            Cut::Idle => {}
+    move |cut| match cut {
+        Cut::HeaderTimeout => {
+            gateway.metrics.header_timeout();
+            let secs = gateway.settings.header_timeout.as_secs();
+            note_cut(&gateway.header_cuts, peer, || {
+                format!("no whole request head within {secs} s (`[limits] header_timeout_secs`)")
+            });
         }
+        Cut::SlowReader => {
+            gateway.metrics.slow_reader();
+            let rate = gateway.settings.min_send_rate;
+            note_cut(&gateway.slow_reader_cuts, peer, || {
+                format!("reading answers slower than {rate} bytes/s (`[limits] min_send_rate`)")
+            });
+            if let Some(s) = socket {
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
+        }
+        Cut::Idle => {}
     }
+}
+
+/// One cut into its kind's notes: a line, when one is due, saying why and
+/// from where.
+fn note_cut(notes: &crate::notes::Notes, peer: SocketAddr, why: impl FnOnce() -> String) {
+    notes.note(std::time::Instant::now(), |n| {
+        format!("gateway: cut {n} connection(s) since the last note: {}, the latest from {}", why(), peer.ip())
+    });
 }
 
 /// A second handle on the client socket, for resetting it on a cut.
