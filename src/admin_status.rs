@@ -5,7 +5,6 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// The status as text, times in Asia/Tokyo. Fields the gateway did not
@@ -118,15 +117,10 @@ fn health(out: &mut String, health: &Value) {
     }
 }
 
-/// An RFC 3339 time as Asia/Tokyo minutes, or the text as sent.
+/// An RFC 3339 time in Japan time to the second, or the text as sent.
 fn time(value: &Value) -> String {
     let Some(s) = value.as_str() else { return "unknown time".to_owned() };
-    match DateTime::parse_from_rfc3339(s) {
-        Ok(t) => {
-            t.with_timezone(&Utc).with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%d %H:%M:%S JST").to_string()
-        }
-        Err(_) => s.to_owned(),
-    }
+    crate::control::audit_json::jst_display(s).map_or_else(|| s.to_owned(), |t| format!("{t} JST"))
 }
 
 fn text(value: &Value) -> String {

@@ -77,6 +77,13 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
+/// A recorded instant (RFC 3339, any offset) as people read it: Japan
+/// time to the second; `None` when the text is not such an instant.
+pub fn jst_display(rfc3339: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some(t.with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
 /// A wall-clock time in Japan Standard Time as the trail writes it:
 /// RFC 3339 with microseconds and `+09:00`, as chrono's
 /// `to_rfc3339_opts(Micros, false)` on a `+09:00` offset writes it.

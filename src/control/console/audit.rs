@@ -351,10 +351,7 @@ fn admin_table(ctx: &Ctx, records: &[AuditRecord]) -> Markup {
 
 /// A recorded instant shown in Japan time to the second.
 pub fn local(text: &str) -> String {
-    DateTime::parse_from_rfc3339(text).map_or_else(
-        |_| text.to_owned(),
-        |t| t.with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%d %H:%M:%S").to_string(),
-    )
+    crate::control::audit_json::jst_display(text).unwrap_or_else(|| text.to_owned())
 }
 
 fn pager(ctx: &Ctx, page_no: usize, more: bool) -> Markup {
