@@ -81,6 +81,10 @@ async fn a_method_override_is_authorised_as_the_effective_method() {
     )
     .await;
     assert_eq!(get_as_get, 200);
+    // Sent twice, an override is read two ways: a framework taking the last
+    // value would delete where the first said read.
+    let twice = raw(&gw, &format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nDevice-Attestation: {t}\r\nX-HTTP-Method-Override: GET\r\nX-HTTP-Method-Override: DELETE\r\n\r\n")).await;
+    assert_eq!(twice, 400, "a repeated override is refused");
 }
 
 #[tokio::test]

@@ -253,6 +253,21 @@ async fn abiko_10_the_review_register_decides_customisation_and_tokens() {
     )
     .await;
     assert_eq!(customize(6).await.unwrap().status(), 200, "reviewed before operation");
+    // The body names the reviewed app 6 as JSON and the unreviewed app 5 as
+    // a form: with two types sent, kintone might read either.
+    let before = up.seen().len();
+    let two_types = gw
+        .client()
+        .put(gw.url(HOST, "/k/v1/preview/app/customize.json"))
+        .header("device-attestation", sato.token(HOST))
+        .header("content-type", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"app":6,"x":"&app=5&"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((two_types.status().as_u16(), reason(&two_types).as_deref()), (400, Some("bad_request")));
+    assert_eq!(up.seen().len(), before, "nothing of it reached kintone");
 
     let token = "creators-own-token";
     let records = |app: u64| {

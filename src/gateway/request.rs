@@ -96,14 +96,17 @@ pub fn checked_framing(req: &Parts) -> Result<(), &'static str> {
     }
 }
 
-/// The method the upstream will act on, honouring override headers.
+/// The method the upstream will act on, honouring override headers; more
+/// than one override value is refused.
 pub fn effective_method(req: &Parts) -> Result<&str, &'static str> {
     static OVERRIDES: [HeaderName; 3] = [
         HeaderName::from_static("x-http-method-override"),
         HeaderName::from_static("x-http-method"),
         HeaderName::from_static("x-method-override"),
     ];
-    let mut found = OVERRIDES.iter().filter_map(|h| req.headers.get(h));
+    // Every value of every name: a name sent twice is read two ways as
+    // surely as two names are (a framework may take the first or the last).
+    let mut found = OVERRIDES.iter().flat_map(|h| req.headers.get_all(h));
     let override_value = match (found.next(), found.next()) {
         (Some(_), Some(_)) => return Err("more than one method override header"),
         (None, _) => None,
@@ -142,9 +145,10 @@ pub fn single_header(headers: &HeaderMap, name: impl AsHeaderName) -> Result<Opt
     }
 }
 
-/// The request's `Content-Type`, for reading a held body.
-pub fn content_type(headers: &HeaderMap) -> Option<String> {
-    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// The request's `Content-Type`, for reading a held body. Sent twice, the
+/// gateway could read the body as one type and the upstream as the other.
+pub fn content_type(headers: &HeaderMap) -> Result<Option<String>, Repeated> {
+    Ok(single_header(headers, http::header::CONTENT_TYPE)?.and_then(|v| v.to_str().ok()).map(str::to_owned))
 }
 
 pub fn prefers_html(headers: &HeaderMap) -> bool {

@@ -361,10 +361,18 @@ async fn forward(
     });
     conn.track(&recheck);
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
+    let content_type = match allowed.inspect {
+        Some(_) => content_type(&req.headers),
+        None => Ok(None),
+    };
+    let Ok(content_type) = content_type else {
+        const WHY: &str = "more than one Content-Type header on a body the rules read";
+        x.blocked("bad_request", Some(Cow::Borrowed(WHY)));
+        return page(req, x, Block::BadRequest(WHY), has_body(req));
+    };
     let inspection = match allowed.inspect {
         Some(inspect) if http_body::Body::is_end_stream(&body) => {
             // Nothing will come: judge the empty body now.
-            let content_type = content_type(&req.headers);
             let held = sekisho_policy::engine::check_held_body(
                 &allowed.profile,
                 &snap.state,
@@ -380,12 +388,9 @@ async fn forward(
             }
             None
         }
-        Some(inspect) => Some(Inspection {
-            inspect,
-            content_type: content_type(&req.headers),
-            user: recheck.user.clone(),
-            shared: gateway.shared.clone(),
-        }),
+        Some(inspect) => {
+            Some(Inspection { inspect, content_type, user: recheck.user.clone(), shared: gateway.shared.clone() })
+        }
         None => None,
     };
     let body = ReqBody::new(
