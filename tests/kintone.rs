@@ -278,6 +278,21 @@ async fn abiko_10_the_review_register_decides_customisation_and_tokens() {
             .send()
     };
     assert_eq!(records(5).await.unwrap().status(), 200, "a token of an app in development");
+    // kintone reads a GET's parameters from a JSON body too: the app the
+    // body names is the one judged, whatever the query says.
+    let before = up.seen().len();
+    let body_names_another = gw
+        .client()
+        .get(gw.url(HOST, "/k/v1/records.json?app=5"))
+        .header("device-attestation", sato.token(HOST))
+        .header("x-cybozu-api-token", token)
+        .header("content-type", "application/json")
+        .body(r#"{"app":7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reason(&body_names_another).as_deref(), Some("integration_not_approved"));
+    assert_eq!(up.seen().len(), before, "nothing of it reached kintone");
     assert_eq!(reason(&records(7).await.unwrap()).as_deref(), Some("integration_not_approved"));
     let hash: String = <sha2::Sha256 as sha2::Digest>::digest(token).iter().map(|b| format!("{b:02x}")).collect();
     gw.admin(

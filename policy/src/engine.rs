@@ -182,8 +182,8 @@ fn app_in(profile: &Profile, query: Option<&str>) -> Option<Field> {
 
 /// Abiko 10.: JavaScript/CSS customisation and API-token integrations of an
 /// app in operation need a recorded review; an app in development may use
-/// them. Returns what the body's app must still satisfy (a write may name
-/// the app in its body); an app the request does not determine is treated
+/// them. Returns what the body's app must still satisfy (any request may
+/// name the app in its body); an app the request does not determine is treated
 /// as in operation, and so unreviewed.
 fn check_reviews(profile: &Profile, state: &State, facts: &RequestFacts<'_>) -> Result<Vec<Subject>, Deny> {
     let Some(rules) = &profile.apps else { return Ok(Vec::new()) };
@@ -200,11 +200,12 @@ fn check_reviews(profile: &Profile, state: &State, facts: &RequestFacts<'_>) -> 
     match app_in(profile, facts.query) {
         Some(Field::One(app)) => needs.iter().try_for_each(|s| check_app(profile, state, &app, *s))?,
         Some(Field::Ambiguous) => return Err(unreviewed(needs[0], "the app is named more than once")),
-        _ if is_reading(facts.method) => return Err(unreviewed(needs[0], "the request does not name its app")),
         _ => {}
     }
-    // A write may (also) name its app in the body: the adapter reads it.
-    Ok(if is_reading(facts.method) { Vec::new() } else { needs })
+    // The body may (also) name the app, a GET's too (kintone reads a GET's
+    // parameters from a JSON body): the adapter reads it, and a request
+    // that names no app anywhere is refused there.
+    Ok(needs)
 }
 
 /// Is any integration token neither approved in the rules nor reviewed by itself?

@@ -224,6 +224,14 @@ fn abiko_10_api_tokens_of_an_app_in_operation_need_a_recorded_review() {
     assert_eq!(w.decide(&get(Some("app=6"))), None, "an api_token review of the app");
     assert_eq!(w.decide(&get(None)), Some(DenyReason::IntegrationNotApproved), "no app: in operation");
     assert_eq!(w.decide(&get(Some("app=5&app=9"))), Some(DenyReason::IntegrationNotApproved), "named twice");
+    // kintone reads a GET's parameters from a JSON body as well.
+    let json = Some("application/json");
+    assert_eq!(
+        w.decide_with_body(&get(Some("app=5")), json, br#"{"app":9}"#),
+        Some(DenyReason::IntegrationNotApproved),
+        "a GET's body names another app"
+    );
+    assert_eq!(w.decide_with_body(&get(None), json, br#"{"app":6}"#), None, "a GET's body names a reviewed app");
     let post = Req { method: "POST", path: "/k/v1/record.json", ..get(None) };
     assert_eq!(w.decide_with_body(&post, Some("application/json"), br#"{"app":6,"record":{}}"#), None);
     assert_eq!(
