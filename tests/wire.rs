@@ -471,6 +471,12 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_alone_and_frees_its_u
     assert!(gw.admin_metrics().await.contains("sekisho_stalled_streams_total 1"));
     let lines = gw.audit_lines("stalled").await;
     assert!(lines.iter().any(|l| l["path"] == "/big"), "the reset stream is audited: {lines:?}");
+    assert!(
+        gw.log()
+            .contains("gateway: reset 1 HTTP/2 stream(s) since the last note: the client took an answer slower than"),
+        "an administrator reads why in the log: {}",
+        gw.log()
+    );
 }
 
 #[tokio::test]

@@ -205,6 +205,23 @@ fn on_cut(worker: &Rc<Worker>, socket: Option<socket2::Socket>, peer: SocketAddr
     }
 }
 
+/// Counts an HTTP/2 stream reset for stalling and logs it (at most once a
+/// minute): the connection stays, so no cut is logged for it.
+fn on_stall(worker: &Rc<Worker>, peer: SocketAddr) -> Arc<dyn Fn() + Send + Sync> {
+    let gateway = worker.gateway.clone();
+    Arc::new(move || {
+        gateway.metrics.stalled_stream();
+        let rate = gateway.settings.min_send_rate;
+        gateway.stalled_streams.note(std::time::Instant::now(), |n| {
+            format!(
+                "gateway: reset {n} HTTP/2 stream(s) since the last note: the client took an answer slower than \
+                 {rate} bytes/s while its connection had room (`[limits] min_send_rate`), the latest from {}",
+                peer.ip()
+            )
+        });
+    })
+}
+
 /// One cut into its kind's notes: a line, when one is due, saying why and
 /// from where.
 fn note_cut(notes: &crate::notes::Notes, peer: SocketAddr, why: impl FnOnce() -> String) {
@@ -351,7 +368,7 @@ where
         window: deadlines.send_window,
         floor: deadlines.send_floor(),
         clock: conn.clock.clone(),
-        metrics: conn.worker.gateway.metrics.clone(),
+        on_stall: on_stall(&conn.worker, conn.peer),
     };
     let watched = conn.clone();
     let service = service_fn(move |req| handle(conn.clone(), req));

@@ -47,6 +47,9 @@ pub struct Gateway {
     /// request line was read or answered whole, so no audit line says it.
     pub header_cuts: crate::notes::Notes,
     pub slow_reader_cuts: crate::notes::Notes,
+    /// HTTP/2 streams reset for stalling (`stall.rs`): each is audited, but
+    /// the line says only that the exchange broke off.
+    pub stalled_streams: crate::notes::Notes,
     /// A random prefix, so request ids from two processes never collide.
     prefix: u32,
 }
@@ -96,6 +99,7 @@ impl Gateway {
             ),
             header_cuts: crate::notes::Notes::default(),
             slow_reader_cuts: crate::notes::Notes::default(),
+            stalled_streams: crate::notes::Notes::default(),
             prefix: rand::random(),
         }
     }

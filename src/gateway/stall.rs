@@ -29,7 +29,6 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::gateway::io::ConnClock;
-use crate::metrics::Metrics;
 
 /// Spawns each HTTP/2 stream's task on the worker, watched for stalling.
 #[derive(Clone)]
@@ -38,7 +37,8 @@ pub struct StreamExec {
     /// Bytes a stream must be handed per `window` while it waits on the client.
     pub floor: u64,
     pub clock: Arc<ConnClock>,
-    pub metrics: Arc<Metrics>,
+    /// Called once per stream reset for stalling (counts it, logs it).
+    pub on_stall: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl StreamExec {
@@ -148,7 +148,7 @@ impl<F: Future> Future for Watched<F> {
         if this.stalled(cx) {
             // Returning drops the task: h2 resets the stream, the body and
             // its upstream connection go, and the exchange is audited.
-            this.exec.metrics.stalled_stream();
+            (this.exec.on_stall)();
             return Poll::Ready(());
         }
         Poll::Pending
@@ -188,6 +188,7 @@ impl<F> Watched<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     /// What the answer's body does on its stream, as the task hyper runs.
     #[derive(Clone, Copy)]
@@ -207,7 +208,9 @@ mod tests {
             clock.note_write(&Poll::Pending);
         }
         let metrics = Arc::new(Metrics::default());
-        let exec = StreamExec { window: Duration::from_secs(1), floor: 1024, clock, metrics: metrics.clone() };
+        let counted = metrics.clone();
+        let on_stall = Arc::new(move || counted.stalled_stream());
+        let exec = StreamExec { window: Duration::from_secs(1), floor: 1024, clock, on_stall };
         let task = async move {
             let _ = body_ready();
             loop {
