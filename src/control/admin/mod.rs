@@ -3,6 +3,10 @@
 //! only validates input and calls the store through `Shared::commit`; the
 //! audit record is part of the same transaction, so no action answers 2xx
 //! unless it and its audit line are durable. It must never log a token.
+//! This file holds the server, authentication, routing, users and their
+//! flags, rules reloads and audit queries; the device actions, the actions
+//! that open or close access in time, and the app register are in
+//! `devices.rs`, `schedule.rs` and `apps.rs`, as further `impl Admin` blocks.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -37,6 +41,16 @@ use crate::control::writer::{RulesReloadError, Writer};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::shared::{Shared, Snapshot};
+
+mod apps;
+mod devices;
+mod schedule;
+
+use apps::apps_json;
+pub use apps::{ReviewInput, StageInput};
+use devices::devices_json;
+pub use devices::{CertInput, DecisionInput, DeviceInput, ImportInput, SecurityInput};
+pub use schedule::{GrantInput, MaintenanceInput, StopInput};
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -103,7 +117,7 @@ pub struct ApiError(pub StatusCode, pub String);
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
 const MAX_BODY: usize = 1 << 20;
-const OPENAPI: &str = include_str!("../../docs/admin-openapi.yaml");
+const OPENAPI: &str = include_str!("../../../docs/admin-openapi.yaml");
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -589,371 +603,6 @@ impl Admin {
         self.commit(caller, Change::SetFlag { user: user.to_owned(), kind, flag }, action, user, &reason).await
     }
 
-    pub async fn file_device(&self, caller: &Caller<'_>, input: DeviceInput) -> ApiResult {
-        allow(caller, Action::FileDevice)?;
-        let device = input.into_device(DeviceStatus::Pending)?;
-        let id = device.id.clone();
-        let reason = reasons::DEVICE_FILED;
-        let (_, v) = self.commit(caller, Change::FileDevice(Box::new(device)), "device.apply", &id, reason).await?;
-        Ok((StatusCode::CREATED, v))
-    }
-
-    /// Registers devices in bulk, approved (an asset register of city-issued
-    /// PCs): all or none, one transaction, one audit record.
-    pub async fn import_devices(&self, caller: &Caller<'_>, input: ImportInput) -> ApiResult {
-        allow(caller, Action::ImportDevices)?;
-        let reason = non_empty(input.reason)?;
-        if input.devices.is_empty() || input.devices.len() > MAX_IMPORT {
-            return Err(bad(format!("give 1 to {MAX_IMPORT} devices per import, not {}", input.devices.len())));
-        }
-        let devices =
-            input.devices.into_iter().map(|d| d.into_device(DeviceStatus::Approved)).collect::<Result<Vec<_>, _>>()?;
-        // Said as what it is: the store would call the second one
-        // "already registered", by the first one of the same batch.
-        let mut ids = std::collections::HashSet::new();
-        if let Some(twice) = devices.iter().find(|d| !ids.insert(d.id.as_str())) {
-            return Err(bad(format!("device `{}` is listed more than once in this import", twice.id)));
-        }
-        let target = format!("{} devices", devices.len());
-        let (_, v) = self.commit(caller, Change::ImportDevices(devices), "device.import", &target, &reason).await?;
-        Ok((StatusCode::CREATED, v))
-    }
-
-    /// A registration decision; an approval may record an exception to the
-    /// profiles' minimums with its own reason (熊本 第12条第2項).
-    pub async fn device_status(
-        &self,
-        caller: &Caller<'_>,
-        id: &str,
-        status: DeviceStatus,
-        input: DecisionInput,
-    ) -> ApiResult {
-        allow(caller, if status == DeviceStatus::Revoked { Action::RevokeDevice } else { Action::DecideDevice })?;
-        let reason = non_empty(input.reason)?;
-        let exception = match input.exception {
-            Some(_) if status != DeviceStatus::Approved => {
-                return Err(bad("an `exception` is recorded only with an approval"))
-            }
-            Some(why) if why.trim().is_empty() => return Err(bad("an `exception` needs its reason")),
-            Some(why) => Some(PostureException { reason: why.trim().to_owned(), approver: caller.name.to_owned() }),
-            None => None,
-        };
-        let reason = match &exception {
-            Some(e) => format!("{reason}; exception to the minimums: {}", e.reason),
-            None => reason,
-        };
-        let change = Change::SetDeviceStatus { id: id.to_owned(), status, exception };
-        self.commit(caller, change, &format!("device.{}", status.as_str()), id, &reason).await
-    }
-
-    /// Issues (or, with `renewal`, renews before expiry) a client
-    /// certificate for an approved device (熊本 第11条第1項第1号, 第13条). The
-    /// answer, for the system manager only, carries the one-time password
-    /// and the id of the enrollment bundle (`.mobileconfig`, `.p12`, Android
-    /// steps), downloadable once. The store keeps only the fingerprint.
-    pub async fn issue_certificate(
-        &self,
-        caller: &Caller<'_>,
-        id: &str,
-        input: CertInput,
-        renewal: bool,
-    ) -> Result<CertificateIssued, ApiError> {
-        allow(caller, Action::IssueCertificate)?;
-        let ca = self.device_ca.clone().ok_or_else(|| {
-            ApiError(StatusCode::CONFLICT, "no device CA is configured ([tls] device_ca_cert)".into())
-        })?;
-        let title = self.check_certifiable(id, renewal)?;
-        let days = input.days.unwrap_or(self.device_cert_days);
-        if !(1..=825).contains(&days) {
-            return Err(bad("`days` must be 1..=825"));
-        }
-        if input.pkcs12_password.as_ref().is_some_and(|p| p.chars().count() < 8) {
-            return Err(bad("`pkcs12_password` must be at least 8 characters"));
-        }
-        let failed = |e: crate::tls::TlsError| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        let issued = ca.issue(id, days).map_err(failed)?;
-        let pkcs12 = match input.pkcs12_password.as_deref() {
-            Some(p) => Some(base64::engine::general_purpose::STANDARD.encode(issued.pkcs12(&ca, p).map_err(failed)?)),
-            None => None,
-        };
-        let otp = crate::device::enroll::one_time_password();
-        let bundle = crate::device::enroll::bundle(&ca, &issued, id, &title, self.server_ca_der.as_deref(), &otp)
-            .map_err(failed)?;
-        let files: Vec<String> = bundle.files().into_iter().map(|(name, _)| name).collect();
-        let change = Change::SetDeviceCert { id: id.to_owned(), sha256: issued.sha256, renewal };
-        let action = if renewal { "device.certificate.renew" } else { "device.certificate" };
-        let reason = given_or(input.reason, &reasons::certificate(renewal, days));
-        self.commit(caller, change, action, id, &reason).await?;
-        let (enrollment, expires_at) = self.hold_enrollment(bundle);
-        Ok(CertificateIssued {
-            device: id.to_owned(),
-            renewal,
-            certificate_pem: issued.certificate_pem,
-            private_key_pem: issued.private_key_pem,
-            ca_pem: ca.pem().to_owned(),
-            sha256: crate::config::hex(&issued.sha256),
-            pkcs12_base64: pkcs12,
-            not_after: issued.not_after,
-            enrollment: EnrollmentIssued {
-                download: format!("POST /v1/enrollments/{enrollment}/download"),
-                id: enrollment,
-                one_time_password: otp,
-                expires_at,
-                files,
-            },
-        })
-    }
-
-    /// The device may get a certificate: registered, approved, and for a
-    /// renewal already certified. Returns the service title for the profile.
-    fn check_certifiable(&self, id: &str, renewal: bool) -> Result<String, ApiError> {
-        let snap = self.shared.snapshot();
-        let device = snap
-            .state
-            .devices
-            .get(id)
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("device `{id}` is not registered")))?;
-        if device.status != DeviceStatus::Approved {
-            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` is not approved")));
-        }
-        if renewal && device.certificate.is_none() {
-            return Err(ApiError(StatusCode::CONFLICT, format!("device `{id}` has no certificate to renew")));
-        }
-        let profile = snap.state.users.get(&device.owner).and_then(|u| u.profiles.first().cloned());
-        Ok(profile.and_then(|p| snap.rules.profile(&p).map(|p| p.title.clone())).unwrap_or_else(|| "関所".into()))
-    }
-
-    /// Keeps a bundle for its one download; returns its id and expiry.
-    fn hold_enrollment(&self, bundle: crate::device::enroll::Bundle) -> (String, DateTime<Utc>) {
-        let id: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
-        let now = Utc::now();
-        let expires = now + chrono::Duration::hours(ENROLLMENT_HOURS);
-        if let Ok(mut pending) = self.enrollments.lock() {
-            pending.retain(|_, p| p.expires > now);
-            pending.insert(id.clone(), PendingEnrollment { bundle, expires });
-        }
-        (id, expires)
-    }
-
-    /// Hands an enrollment bundle out, once: the download is audited first,
-    /// and a bundle whose record cannot be written is kept for another try.
-    pub async fn download_enrollment(
-        &self,
-        caller: &Caller<'_>,
-        id: &str,
-    ) -> Result<crate::device::enroll::Bundle, ApiError> {
-        allow(caller, Action::IssueCertificate)?;
-        let gone = || {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("enrollment `{id}` was downloaded already, expired, or never issued"),
-            )
-        };
-        let taken = self.enrollments.lock().map_err(|_| gone())?.remove(id).ok_or_else(gone)?;
-        if taken.expires <= Utc::now() {
-            return Err(gone());
-        }
-        let entry =
-            self.audit_entry(caller, "device.enrollment.download", &taken.bundle.device, reasons::BUNDLE_HANDED_OUT);
-        if let Err(e) = self.record(entry).await {
-            if let Ok(mut pending) = self.enrollments.lock() {
-                pending.insert(id.to_owned(), taken);
-            }
-            return Err(e.into());
-        }
-        Ok(taken.bundle)
-    }
-
-    /// Stops (`on`) or resumes everything, or one profile (第6条第4項).
-    pub async fn stop(&self, caller: &Caller<'_>, input: StopInput, on: bool) -> ApiResult {
-        allow(caller, Action::EmergencyStop)?;
-        let reason = non_empty(input.reason)?;
-        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
-        let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
-        let stop = on.then(|| Stop { reason: reason.clone(), since: Utc::now() });
-        let action = if on { "emergency_stop.on" } else { "emergency_stop.off" };
-        self.commit(caller, Change::SetStop { profile: input.profile, stop }, action, &target, &reason).await
-    }
-
-    /// Every grant; a supervisor sees their own department's.
-    pub fn overtime(&self, caller: &Caller<'_>) -> Result<Vec<OvertimeGrant>, ApiError> {
-        allow(caller, Action::ReadOvertime)?;
-        let snap = self.shared.snapshot();
-        let sees_all = caller.roles.iter().any(|r| *r != Role::Supervisor);
-        let mut grants: Vec<_> = snap
-            .state
-            .overtime
-            .values()
-            .flatten()
-            .filter(|g| sees_all || self.check_department(caller, &g.grantee).is_ok())
-            .cloned()
-            .collect();
-        grants.sort_by_key(|g| g.id);
-        Ok(grants)
-    }
-
-    /// Overtime ordered by a supervisor (Abiko 8.(1)) for a person or a
-    /// whole department. A `supervisor` token orders it for its own
-    /// department's members only, and is recorded as the approver; IT staff
-    /// (`general_admin`) record it for anyone, naming the approver.
-    pub async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
-        allow(caller, Action::ManageOvertime)?;
-        let (start, end) = window(input.start, input.end)?;
-        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
-        let reason = non_empty(input.reason)?;
-        let grantee = match (input.user, input.department) {
-            (Some(u), None) => Grantee::User(u),
-            (None, Some(d)) if !d.trim().is_empty() => Grantee::Department(d.trim().to_owned()),
-            _ => return Err(bad("give exactly one of `user` and `department`")),
-        };
-        let approver = match (caller.roles.contains(&Role::GeneralAdmin), input.approver) {
-            (true, Some(a)) => non_empty(a)?,
-            (true, None) => return Err(bad("`approver`: the supervisor (所属長) who ordered the overtime")),
-            (false, Some(a)) if a.trim() != caller.name => {
-                return Err(bad("a supervisor's grant is recorded with their own name; leave out `approver`"))
-            }
-            (false, _) => {
-                self.check_department(caller, &grantee)?;
-                caller.name.to_owned()
-            }
-        };
-        let target = match &grantee {
-            Grantee::User(u) => u.clone(),
-            Grantee::Department(d) => format!("department:{d}"),
-        };
-        let grant =
-            OvertimeGrant { id: 0, grantee, profile: input.profile, approver, reason: reason.clone(), start, end };
-        let mut entry = self.audit_entry(caller, "overtime.grant", &target, &reason);
-        entry.approver = Some(grant.approver.clone());
-        let (_, v) = self.commit_entry(Change::AddGrant(grant), entry).await?;
-        Ok((StatusCode::CREATED, v))
-    }
-
-    /// A supervisor acts only within their own department: the department
-    /// itself, or a person whose record names it.
-    fn check_department(&self, caller: &Caller<'_>, grantee: &Grantee) -> Result<(), ApiError> {
-        let own = caller.department;
-        let theirs = match grantee {
-            Grantee::Department(d) => Some(d.clone()),
-            Grantee::User(u) => {
-                let snap = self.shared.snapshot();
-                let user = snap
-                    .state
-                    .users
-                    .get(u)
-                    .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("user `{u}` does not exist")))?;
-                user.department.clone()
-            }
-        };
-        match (own, theirs.as_deref()) {
-            (Some(o), Some(t)) if o == t => Ok(()),
-            _ => Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "supervisor `{}` orders overtime for their own department (`{}`) only",
-                    caller.name,
-                    own.unwrap_or("-")
-                ),
-            )),
-        }
-    }
-
-    /// Withdraws an overtime grant; `reason` may be empty (one is derived).
-    pub async fn withdraw_grant(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
-        allow(caller, Action::ManageOvertime)?;
-        self.may_withdraw(caller, id)?;
-        let reason = given_or(reason, reasons::GRANT_WITHDRAWN);
-        self.commit(caller, Change::RemoveGrant(id), "overtime.remove", &id.to_string(), &reason).await
-    }
-
-    /// Only IT staff, or the supervisor of the grant's department, withdraw it.
-    fn may_withdraw(&self, caller: &Caller<'_>, id: i64) -> Result<(), ApiError> {
-        if caller.roles.contains(&Role::GeneralAdmin) {
-            return Ok(());
-        }
-        let snap = self.shared.snapshot();
-        let grant = snap.state.overtime.values().flatten().find(|g| g.id == id);
-        match grant {
-            Some(g) => self.check_department(caller, &g.grantee),
-            None => Err(ApiError(StatusCode::NOT_FOUND, format!("overtime grant `{id}` does not exist"))),
-        }
-    }
-
-    /// The profile and app of a register path, both checked.
-    fn app_key(&self, profile: &str, app: &str) -> Result<(String, u64), ApiError> {
-        check_profile(&self.shared.snapshot(), Some(profile))?;
-        let id = app.parse::<u64>().ok().filter(|a| i64::try_from(*a).is_ok());
-        let id = id.ok_or_else(|| bad(format!("app `{app}` is not an app id (a number)")))?;
-        Ok((profile.to_owned(), id))
-    }
-
-    /// Registers an app as in development or in operation (Abiko 10.).
-    pub async fn set_app_stage(&self, caller: &Caller<'_>, profile: &str, app: &str, input: StageInput) -> ApiResult {
-        allow(caller, Action::ManageApps)?;
-        let (profile, app) = self.app_key(profile, app)?;
-        let reason = non_empty(input.reason)?;
-        let target = format!("{profile}/{app}");
-        let stage = AppStage { profile, app, stage: input.stage, reason: reason.clone(), since: Utc::now() };
-        self.commit(caller, Change::SetAppStage(stage), "app.stage", &target, &reason).await
-    }
-
-    /// Records a review: app, what was reviewed, by whom, when (Abiko 10.).
-    pub async fn add_review(&self, caller: &Caller<'_>, profile: &str, app: &str, input: ReviewInput) -> ApiResult {
-        allow(caller, Action::ManageApps)?;
-        let (profile, app) = self.app_key(profile, app)?;
-        let (reviewer, note) = (non_empty(input.reviewer)?, non_empty(input.note)?);
-        let token_sha256 = match (input.token_sha256, input.subject) {
-            (None, _) => None,
-            (Some(h), Subject::ApiToken) => Some(
-                crate::config::decode_sha256(h.trim())
-                    .map(|b| crate::config::hex(&b))
-                    .ok_or_else(|| bad("`token_sha256` must be 64 hex digits (`printf %s TOKEN | sha256sum`)"))?,
-            ),
-            (Some(_), _) => return Err(bad("`token_sha256` belongs only to an `api_token` review")),
-        };
-        let target = format!("{profile}/{app}");
-        let reason = format!("{} reviewed by {reviewer}: {note}", input.subject.as_str());
-        let review = Review {
-            id: 0,
-            profile,
-            app,
-            subject: input.subject,
-            token_sha256,
-            reviewer,
-            reviewed_on: input
-                .reviewed_on
-                .unwrap_or_else(|| Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).date_naive()),
-            note,
-        };
-        let (_, v) = self.commit(caller, Change::AddReview(review), "app.review", &target, &reason).await?;
-        Ok((StatusCode::CREATED, v))
-    }
-
-    /// Withdraws a review from the register; `reason` may be empty.
-    pub async fn remove_review(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
-        allow(caller, Action::ManageApps)?;
-        let reason = given_or(reason, reasons::REVIEW_WITHDRAWN);
-        self.commit(caller, Change::RemoveReview(id), "app.review.remove", &id.to_string(), &reason).await
-    }
-
-    pub async fn add_maintenance(&self, caller: &Caller<'_>, input: MaintenanceInput) -> ApiResult {
-        allow(caller, Action::ManageMaintenance)?;
-        let (start, end) = window(input.start, input.end)?;
-        check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
-        let reason = non_empty(input.reason)?;
-        let target = input.profile.clone().unwrap_or_else(|| "*".to_owned());
-        let m = MaintenanceWindow { id: 0, profile: input.profile, reason: reason.clone(), start, end };
-        let (_, v) = self.commit(caller, Change::AddMaintenance(m), "maintenance.add", &target, &reason).await?;
-        Ok((StatusCode::CREATED, v))
-    }
-
-    /// Cancels a maintenance window; `reason` may be empty.
-    pub async fn remove_maintenance(&self, caller: &Caller<'_>, id: i64, reason: Option<String>) -> ApiResult {
-        allow(caller, Action::ManageMaintenance)?;
-        let reason = given_or(reason, reasons::MAINTENANCE_CANCELLED);
-        self.commit(caller, Change::RemoveMaintenance(id), "maintenance.remove", &id.to_string(), &reason).await
-    }
-
     /// A rules revision (Abiko 13.) names who approved it and why.
     pub async fn reload(&self, caller: &Caller<'_>, input: ReloadInput) -> ApiResult {
         allow(caller, Action::ReloadRules)?;
@@ -1197,26 +846,6 @@ fn users_json(snap: &Snapshot) -> Value {
     json!({ "users": users })
 }
 
-fn devices_json(snap: &Snapshot) -> Value {
-    let mut devices: Vec<_> = snap.state.devices.values().map(|d| device_json(d)).collect();
-    devices.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    json!({ "devices": devices })
-}
-
-fn apps_json(snap: &Snapshot) -> Value {
-    let mut stages: Vec<&AppStage> = snap.state.apps.stages.values().collect();
-    stages.sort_by(|a, b| (&a.profile, a.app).cmp(&(&b.profile, b.app)));
-    json!({ "stages": stages, "reviews": snap.state.apps.reviews })
-}
-
-fn device_json(d: &Device) -> Value {
-    json!({
-        "id": d.id, "owner": d.owner, "kind": d.kind, "ownership": d.ownership, "os": d.os,
-        "os_version": d.os_version, "security_software": d.security_software, "key_alg": d.key.alg(),
-        "public_key": d.key.to_b64(), "status": d.status, "exception": d.exception,
-    })
-}
-
 fn answer(result: ApiResult) -> Response<Full<Bytes>> {
     match result {
         Ok((status, value)) => reply(status, &value, "application/json"),
@@ -1288,36 +917,6 @@ pub struct Reason {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StageInput {
-    pub stage: Stage,
-    pub reason: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReviewInput {
-    pub subject: Subject,
-    /// Who reviewed (行政管理課, or the technical staff it appointed).
-    pub reviewer: String,
-    /// When; today (Asia/Tokyo) if absent.
-    pub reviewed_on: Option<NaiveDate>,
-    /// What was reviewed.
-    pub note: String,
-    /// An `api_token` review of one token only: its SHA-256.
-    pub token_sha256: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionInput {
-    pub reason: String,
-    /// Approve although the device is below the profiles' minimums (OS
-    /// family or version, signature age), for this reason.
-    pub exception: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReloadInput {
     /// Who approved the revision (Abiko 13.: the 統括情報責任者).
     pub approver: String,
@@ -1326,105 +925,8 @@ pub struct ReloadInput {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeviceInput {
-    pub id: String,
-    pub owner: String,
-    pub kind: DeviceKind,
-    pub ownership: Ownership,
-    pub os: Os,
-    pub os_version: Version,
-    pub security_software: Option<SecurityInput>,
-    pub key_alg: String,
-    pub public_key: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecurityInput {
-    pub name: String,
-    pub updated: NaiveDate,
-}
-
-impl DeviceInput {
-    fn into_device(self, status: DeviceStatus) -> Result<Device, ApiError> {
-        check_id(&self.id, "device id")?;
-        let key =
-            DeviceKey::parse(&self.key_alg, &self.public_key).map_err(|e| bad(format!("device `{}`: {e}", self.id)))?;
-        Ok(Device {
-            id: self.id,
-            owner: self.owner,
-            kind: self.kind,
-            ownership: self.ownership,
-            os: self.os,
-            os_version: self.os_version,
-            security_software: self.security_software.map(|s| SecuritySoftware { name: s.name, updated: s.updated }),
-            key,
-            status,
-            certificate: None,
-            exception: None,
-            previous_certificate: None,
-        })
-    }
-}
-
-/// Devices per import call; about 1 MiB of JSON.
-const MAX_IMPORT: usize = 4000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportInput {
-    pub reason: String,
-    pub devices: Vec<DeviceInput>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PostureInput {
     attestation: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CertInput {
-    pub days: Option<u32>,
-    pub reason: Option<String>,
-    /// When given, the answer also carries a PKCS#12 file (base64) protected by it.
-    pub pkcs12_password: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StopInput {
-    pub profile: Option<String>,
-    pub reason: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantInput {
-    /// One person, or
-    pub user: Option<String>,
-    /// every member of a department.
-    pub department: Option<String>,
-    pub profile: Option<String>,
-    /// The supervisor who ordered it; a supervisor's own token records itself.
-    pub approver: Option<String>,
-    pub reason: String,
-    #[serde(deserialize_with = "rfc3339::required")]
-    pub start: DateTime<FixedOffset>,
-    #[serde(deserialize_with = "rfc3339::required")]
-    pub end: DateTime<FixedOffset>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceInput {
-    pub profile: Option<String>,
-    pub reason: String,
-    #[serde(deserialize_with = "rfc3339::required")]
-    pub start: DateTime<FixedOffset>,
-    #[serde(deserialize_with = "rfc3339::required")]
-    pub end: DateTime<FixedOffset>,
 }
 
 #[derive(Deserialize)]
