@@ -103,12 +103,11 @@ pub fn canonical_path(path: &str) -> Result<&str, PathError> {
     }
     // The first split piece is the empty string before the leading `/`;
     // a trailing `/` gives one empty last piece, which is allowed.
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        match seg {
             "." | ".." => return Err(PathError::DotSegment),
-            "" if i != last => return Err(PathError::EmptySegment),
+            "" if segments.peek().is_some() => return Err(PathError::EmptySegment),
             _ => {}
         }
     }
