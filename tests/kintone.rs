@@ -50,6 +50,27 @@ async fn a_record_carrying_a_my_number_is_refused_and_never_reaches_kintone() {
     assert!(!everything.contains(MY_NUMBER) && !everything.contains("5678-9018"), "the number was written to a log");
 }
 
+/// A CSV attached through kintone's file API arrives as one part of a
+/// multipart body: its text is scanned like any other body's.
+#[tokio::test]
+async fn a_csv_file_carrying_a_my_number_is_refused_at_the_file_api() {
+    let (up, _ws, gw, sato) = setup().await;
+    let upload = |csv: String| {
+        let body = format!(
+            "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"meibo.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n{csv}\r\n--b0undary--\r\n"
+        );
+        post(&gw, &sato, "/k/v1/file.json", body)
+            .header("content-type", "multipart/form-data; boundary=b0undary")
+            .send()
+    };
+    let refused = upload(format!("氏名,個人番号\r\n田中 太郎,{MY_NUMBER}\r\n")).await.unwrap();
+    assert_eq!((refused.status().as_u16(), reason(&refused).as_deref()), (403, Some("specific_personal_information")));
+    assert!(up.seen().iter().all(|s| s.body_len == 0), "no byte of the file reached kintone: {:?}", up.seen());
+    let clean = upload("氏名,内線\r\n田中 太郎,1234\r\n".to_owned()).await.unwrap();
+    assert_eq!(clean.status(), 200);
+}
+
 #[tokio::test]
 async fn a_my_number_in_a_search_or_a_path_is_refused_and_never_written_down() {
     let (up, _ws, gw, sato) = setup().await;
