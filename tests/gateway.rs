@@ -486,6 +486,12 @@ async fn the_admin_api_refuses_bad_tokens_wrong_roles_and_broken_input() {
             json!({"reason": "r", "start": "2020-01-01T18:00:00+09:00", "end": "2020-01-01T20:00:00+09:00"}),
             "`end` is already past",
         ),
+        // A mistyped year would lift the hours for a decade.
+        (
+            "/v1/overtime",
+            json!({"user": "x", "approver": "a", "reason": "r", "start": later, "end": (chrono::Utc::now() + chrono::Duration::days(3650)).to_rfc3339()}),
+            "an overtime order covers at most 31 days",
+        ),
         (
             "/v1/overtime",
             json!({"user": "x", "approver": "a", "reason": "r", "start": "2020-01-01T18:00:00+09:00", "end": "2020-01-01T20:00:00+09:00"}),

@@ -41,6 +41,14 @@ impl Admin {
     pub async fn add_grant(&self, caller: &Caller<'_>, input: GrantInput) -> ApiResult {
         allow(caller, Action::ManageOvertime)?;
         let (start, end) = window(input.start, input.end)?;
+        // A grant opens every hour it covers: a mistyped year would lift
+        // the person's hours for good, and no one would notice.
+        if end - start > MAX_GRANT {
+            return Err(bad(format!(
+                "an overtime order covers at most {} days from `start` to `end`: order a longer period in parts",
+                MAX_GRANT.num_days()
+            )));
+        }
         check_profile(&self.shared.snapshot(), input.profile.as_deref())?;
         let reason = non_empty(input.reason)?;
         let grantee = match (input.user, input.department) {
@@ -139,6 +147,9 @@ impl Admin {
         self.commit(caller, Change::RemoveMaintenance(id), "maintenance.remove", &id.to_string(), &reason).await
     }
 }
+
+/// The longest overtime order: a month of continuous access.
+const MAX_GRANT: chrono::TimeDelta = chrono::TimeDelta::days(31);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
