@@ -222,6 +222,10 @@ async fn a_browser_gets_a_bilingual_block_page() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    // The page loads and runs nothing, and says so to the browser.
+    let policy = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && !policy.contains("script-src"), "{policy}");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     let page = resp.text().await.unwrap();
     assert!(page.contains("登録済み端末であることを確認できません"), "{page}");
     assert!(page.contains("Your device could not be identified"));

@@ -38,6 +38,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static REQUEST_ID: HeaderName = HeaderName::from_static("sekisho-request-id");
 static DENY_REASON: HeaderName = HeaderName::from_static("sekisho-deny-reason");
+static PAGE_POLICY: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+);
 
 /// One client connection, as each of its requests sees it.
 pub struct Conn {
@@ -294,7 +297,8 @@ fn refuse(req: &Parts, mut x: Box<Exchange>, refusal: &Refusal) -> Response<ResB
 
 /// Renders `block` as the answer to `req`.
 fn page(req: &Parts, mut x: Box<Exchange>, block: Block<'_>, close: bool) -> Response<ResBody> {
-    let answer = block.render(prefers_html(&req.headers), &x.id, Utc::now());
+    let html = prefers_html(&req.headers);
+    let answer = block.render(html, &x.id, Utc::now());
     x.status = answer.status;
     let id = request_id(&x.id);
     let mut resp = Response::new(ResBody::full(Bytes::from(answer.body), x));
@@ -303,6 +307,12 @@ fn page(req: &Parts, mut x: Box<Exchange>, block: Block<'_>, close: bool) -> Res
     h.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(&DENY_REASON, HeaderValue::from_static(answer.code));
+    if html {
+        // The page runs nothing and loads nothing: should a string in it
+        // ever escape its escaping, the browser still runs no script.
+        h.insert(http::header::CONTENT_SECURITY_POLICY, PAGE_POLICY.clone());
+        h.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    }
     if let Some(id) = id {
         h.insert(&REQUEST_ID, id);
     }
