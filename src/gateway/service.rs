@@ -130,8 +130,9 @@ struct Allowed {
     client: IpAddr,
     user: String,
     device: String,
-    /// Checks `decide` left to the whole body.
-    inspect: Option<sekisho_policy::Inspect>,
+    /// Checks `decide` left to the whole body, and the one `Content-Type`
+    /// they read it by.
+    inspect: Option<(sekisho_policy::Inspect, Option<String>)>,
 }
 
 /// A block that outlives the snapshot borrow (the policy denial is owned).
@@ -251,6 +252,17 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
             x.user = Some(a.user.to_owned());
             x.device = Some(a.device.to_owned());
             gateway.limits.user(a.user).map_err(Refusal::RateLimited)?;
+            // Sent twice, the body could be read as one type here and as
+            // the other upstream.
+            let inspect = match a.inspect {
+                Some(inspect) => Some((
+                    inspect,
+                    content_type(&req.headers).map_err(|_| {
+                        Refusal::BadRequest("more than one Content-Type header on a body the rules read")
+                    })?,
+                )),
+                None => None,
+            };
             Ok(Allowed {
                 profile: profile.clone(),
                 route: route_index,
@@ -258,7 +270,7 @@ fn judge(conn: &Conn, req: &Parts, snap: &Snapshot, x: &mut Exchange) -> Result<
                 client: client_ip,
                 user: a.user.to_owned(),
                 device: a.device.to_owned(),
-                inspect: a.inspect,
+                inspect,
             })
         }
         Decision::Deny(d) => Err(Refusal::Policy(d)),
@@ -371,17 +383,8 @@ async fn forward(
     });
     conn.track(&recheck);
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(BodyEnd::Fine));
-    let content_type = match allowed.inspect {
-        Some(_) => content_type(&req.headers),
-        None => Ok(None),
-    };
-    let Ok(content_type) = content_type else {
-        const WHY: &str = "more than one Content-Type header on a body the rules read";
-        x.blocked("bad_request", Some(Cow::Borrowed(WHY)));
-        return page(req, x, Block::BadRequest(WHY), has_body(req));
-    };
     let inspection = match allowed.inspect {
-        Some(inspect) if http_body::Body::is_end_stream(&body) => {
+        Some((inspect, content_type)) if http_body::Body::is_end_stream(&body) => {
             // Nothing will come: judge the empty body now.
             let held = sekisho_policy::engine::check_held_body(
                 &allowed.profile,
@@ -398,7 +401,7 @@ async fn forward(
             }
             None
         }
-        Some(inspect) => {
+        Some((inspect, content_type)) => {
             Some(Inspection { inspect, content_type, user: recheck.user.clone(), shared: gateway.shared.clone() })
         }
         None => None,
