@@ -212,21 +212,25 @@ fn on_stall(worker: &Rc<Worker>, peer: SocketAddr) -> Arc<dyn Fn() + Send + Sync
     Arc::new(move || {
         gateway.metrics.stalled_stream();
         let rate = gateway.settings.min_send_rate;
-        gateway.stalled_streams.note(std::time::Instant::now(), |n| {
+        note(&gateway.stalled_streams, "reset", "HTTP/2 stream(s)", peer, || {
             format!(
-                "gateway: reset {n} HTTP/2 stream(s) since the last note: the client took an answer slower than \
-                 {rate} bytes/s while its connection had room (`[limits] min_send_rate`), the latest from {}",
-                peer.ip()
+                "the client took an answer slower than {rate} bytes/s while its connection had room \
+                 (`[limits] min_send_rate`)"
             )
         });
     })
 }
 
-/// One cut into its kind's notes: a line, when one is due, saying why and
-/// from where.
+/// One cut connection into its kind's notes.
 fn note_cut(notes: &crate::notes::Notes, peer: SocketAddr, why: impl FnOnce() -> String) {
+    note(notes, "cut", "connection(s)", peer, why);
+}
+
+/// One event into its kind's notes: a line, when one is due, saying what
+/// was done to how many, why, and the latest from where.
+fn note(notes: &crate::notes::Notes, done: &str, what: &str, peer: SocketAddr, why: impl FnOnce() -> String) {
     notes.note(std::time::Instant::now(), |n| {
-        format!("gateway: cut {n} connection(s) since the last note: {}, the latest from {}", why(), peer.ip())
+        format!("gateway: {done} {n} {what} since the last note: {}, the latest from {}", why(), peer.ip())
     });
 }
 
