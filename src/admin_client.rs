@@ -195,6 +195,8 @@ fn profile(s: &str) -> Result<String, String> {
 pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     let (base, token, default_ca) = endpoint(args.url, config_path)?;
     let ca = args.cacert.or(default_ca);
+    // `admin status` reads the same answer as `--json`, for a person.
+    let for_a_person = matches!(args.action, Action::Status { json: false });
     let (method, path, body) = match args.action {
         Action::ImportDevices { file, reason } => return import_devices(&base, &token, ca.as_deref(), &file, &reason),
         Action::Enrollment { id, out } => return download_enrollment(&base, &token, ca.as_deref(), &id, &out),
@@ -202,8 +204,7 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
             let path = if renew { "certificate/renew" } else { "certificate" };
             ("POST", format!("/v1/devices/{device}/{path}"), Some(json!({"days": days, "reason": reason})))
         }
-        Action::Status { json: false } => return status_text(&base, &token, ca.as_deref()),
-        Action::Status { json: true } => ("GET", "/v1/status".to_owned(), None),
+        Action::Status { .. } => ("GET", "/v1/status".to_owned(), None),
         Action::Suspend { user, reason, until } => {
             ("POST", format!("/v1/users/{user}/suspend"), Some(json!({"reason": reason, "until": until})))
         }
@@ -263,23 +264,16 @@ pub fn run(args: AdminArgs, config_path: &Path) -> Result<(), String> {
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (status, text) = runtime.block_on(call(&base, Some(&token), ca.as_deref(), method, &path, body))?;
-    println!("{text}");
-    if status >= 400 {
-        return Err(format!("the gateway answered {status}"));
-    }
-    Ok(())
-}
-
-/// `admin status` for a person; the JSON is `admin status --json`.
-fn status_text(base: &str, token: &str, ca: Option<&Path>) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (status, text) = runtime.block_on(call(base, Some(token), ca, "GET", "/v1/status", None))?;
     if status >= 400 {
         println!("{text}");
         return Err(format!("the gateway answered {status}"));
     }
-    let value: Value = serde_json::from_str(&text).map_err(|e| format!("the status is not JSON: {e}"))?;
-    print!("{}", crate::admin_status::render(&value));
+    if for_a_person {
+        let value: Value = serde_json::from_str(&text).map_err(|e| format!("the status is not JSON: {e}"))?;
+        print!("{}", crate::admin_status::render(&value));
+    } else {
+        println!("{text}");
+    }
     Ok(())
 }
 
